@@ -1,0 +1,812 @@
+#!/usr/bin/env python3
+"""stackgate's local AWS emulator: moto's server with a few small, switchable patches.
+
+    .local/venv/bin/python deploy/local/moto_launcher.py [--host 127.0.0.1] [--port 4566]
+                                                         [--patches all|none|NAME,...]
+
+Normally started through deploy/local/emulator.sh. moto (pinned in
+deploy/local/requirements.txt) emulates CloudFormation well enough for stackgate's
+end-to-end tests, except for the gaps below. Each patch closes one gap, following AWS's
+documented behaviour, and wraps moto's own function rather than copying it:
+
+  changeset_outputs  a stack created through a change set has Outputs (and exports)
+  delete_order       delete_stack deletes resources dependents-first and leaks nothing;
+                     a failed delete leaves the stack in DELETE_FAILED instead of losing it
+  create_rollback    a resource failure yields CREATE_FAILED/UPDATE_FAILED events with the
+                     error as ResourceStatusReason, a rollback and ROLLBACK_COMPLETE /
+                     UPDATE_ROLLBACK_COMPLETE, instead of an API error and a stuck stack
+  template_errors    an invalid template gives a 400 ValidationError "Template format
+                     error: ..." instead of an HTML 500
+
+Which patches are applied: --patches, else $STACKGATE_MOTO_PATCHES, else "all". The value is
+a comma list of tokens read left to right: "all", "none", a patch name (switch it on) or
+"-name" (switch it off), e.g. "all,-delete_order". tests/emulator/test_moto_patches.py turns
+each patch off in turn to prove that the gap is real and that the patch is what closes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import inspect
+import json
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+PATCH_ENV = "STACKGATE_MOTO_PATCHES"
+MOTO_SOURCE = "https://github.com/getmoto/moto/blob/5.2.5/moto"
+
+# Attributes set on an exception raised by a resource handler, naming the resource.
+_LOGICAL_ID = "_stackgate_logical_id"
+_RESOURCE_TYPE = "_stackgate_resource_type"
+_FAILED_IDS = "_stackgate_failed_ids"
+
+
+# --------------------------------------------------------------------------- helpers
+# Shared by several patches; they only read or annotate moto's objects.
+
+
+def _tag(exc: BaseException, logical_id: str, resource_type: str | None) -> None:
+    """Name the resource that failed, once: the innermost (first) failure wins."""
+    if not hasattr(exc, _LOGICAL_ID):
+        setattr(exc, _LOGICAL_ID, logical_id)
+        setattr(exc, _RESOURCE_TYPE, resource_type)
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """ResourceStatusReason in the shape CloudFormation's resource handlers use."""
+    code = getattr(exc, "error_type", None) or getattr(exc, "code", None)
+    if not isinstance(code, str):
+        code = type(exc).__name__
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    resource_type = getattr(exc, _RESOURCE_TYPE, None) or ""
+    parts = resource_type.split("::")
+    service = parts[1] if len(parts) == 3 else "Unknown"
+    return (
+        f'Resource handler returned message: "{message} (Service: {service}, '
+        f'Error Code: {code})" (HandlerErrorCode: InvalidRequest)'
+    )
+
+
+def _resource_event(stack: Any, logical_id: str, resource_type: str | None,
+                    status: str, reason: str | None = None,
+                    physical_id: str | None = None) -> None:
+    """Append a resource-level stack event (moto itself only records stack-level ones)."""
+    from moto.cloudformation.models import Event
+
+    event = Event(
+        stack_id=stack.stack_id,
+        stack_name=stack.name,
+        logical_resource_id=logical_id,
+        physical_resource_id=physical_id or "",
+        resource_type=resource_type or "",
+        resource_status=status,
+        resource_status_reason=reason,
+        resource_properties=None,
+    )
+    event.sendToSns(stack.account_id, stack.region_name, stack.notification_arns)
+    stack.events.append(event)
+
+
+def _set_stack_status(stack: Any, status: str, reason: str | None = None) -> None:
+    stack.status = status
+    stack.status_reason = reason  # serialised as StackStatusReason
+    stack._add_stack_event(status, resource_status_reason=reason)
+
+
+def _created_resources(resource_map: Any) -> dict[str, Any]:
+    """Logical id -> moto object, for the template resources that exist right now."""
+    return {
+        name: obj
+        for name, obj in resource_map._parsed_resources.items()
+        if name in resource_map._resource_json_map
+        and obj is not None
+        and not isinstance(obj, str)
+    }
+
+
+def _forget_deleted_resources(resource_map: Any) -> None:
+    """Keep only resources that still exist in the map.
+
+    moto's ResourceMap is lazy: reading a resource that is not in _parsed_resources
+    creates it. After a delete or a rollback, DescribeStackResources (or the Outputs)
+    would therefore silently re-create what was just deleted.
+    """
+    live = _created_resources(resource_map)
+    resource_map._resource_json_map = {
+        name: body
+        for name, body in resource_map._resource_json_map.items()
+        if name in live
+    }
+
+
+def _drop_exports(backend: Any, stack: Any) -> None:
+    for name in [n for n, e in backend.exports.items()
+                 if e.exporting_stack_id == stack.stack_id]:
+        del backend.exports[name]
+
+
+def _resource_dependencies(body: Any, names: set[str]) -> set[str]:
+    """Logical ids that one template resource uses: DependsOn, Ref, Fn::GetAtt, Fn::Sub."""
+    found: set[str] = set()
+    depends_on = body.get("DependsOn", []) if isinstance(body, dict) else []
+    found.update([depends_on] if isinstance(depends_on, str) else depends_on)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "Ref" and isinstance(value, str):
+                    found.add(value)
+                elif key == "Fn::GetAtt":
+                    if isinstance(value, list) and value and isinstance(value[0], str):
+                        found.add(value[0])
+                    elif isinstance(value, str):
+                        found.add(value.split(".")[0])
+                elif key == "Fn::Sub":
+                    text = value[0] if isinstance(value, list) and value else value
+                    if isinstance(text, str):
+                        for var in re.findall(r"\$\{([^!}][^}]*)\}", text):
+                            found.add(var.split(".")[0])
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    if isinstance(body, dict):
+        walk({k: v for k, v in body.items() if k != "DependsOn"})
+    return found & names
+
+
+def _deletion_order(resource_json_map: dict[str, Any]) -> tuple[list[str], dict[str, set[str]]]:
+    """Resources dependents-first (the reverse of a creation order), and each one's deps."""
+    names = set(resource_json_map)
+    deps = {n: _resource_dependencies(b, names) - {n} for n, b in resource_json_map.items()}
+    creation: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str) -> None:
+        if state.get(name):  # done, or a cycle (CloudFormation would reject the template)
+            return
+        state[name] = "visiting"
+        for dep in sorted(deps[name]):
+            visit(dep)
+        state[name] = "done"
+        creation.append(name)
+
+    for name in resource_json_map:
+        visit(name)
+    return list(reversed(creation)), deps
+
+
+# --------------------------------------------------------------------------- patch 1
+
+
+def patch_changeset_outputs() -> None:
+    """A stack created (or updated) by executing a change set gets its Outputs and exports.
+
+    Gap: CloudFormationBackend.create_change_set builds the REVIEW_IN_PROGRESS stack with
+    template={}, so its OutputMap is empty, and execute_change_set only applies the
+    resources (ChangeSet.apply -> ResourceMap.update); it never rebuilds the OutputMap or
+    registers exports the way create_stack / Stack.update do. DescribeStacks therefore shows
+    no Outputs after CreateChangeSet(ChangeSetType=CREATE) + ExecuteChangeSet, and stale
+    Outputs after an UPDATE change set.
+    Source: {src}/cloudformation/models.py (CloudFormationBackend.execute_change_set,
+    CloudFormationBackend.create_change_set). Same gap seen elsewhere:
+    https://github.com/localstack/localstack/pull/2621 (patched execute_change_set the same way).
+
+    Fix: after moto's execute_change_set succeeds, parse the executed template into the
+    stack and rebuild its OutputMap and exports, as create_stack does.
+    """
+    from moto.cloudformation.models import CloudFormationBackend
+
+    original = CloudFormationBackend.execute_change_set
+
+    @functools.wraps(original)
+    def execute_change_set(self: Any, change_set_name: str, stack_name: str | None = None) -> None:
+        original(self, change_set_name, stack_name)
+        change_set = self.describe_change_set(change_set_name)
+        stack = self.stacks.get(change_set.stack_id)
+        if stack is None or not isinstance(stack.template, str):
+            return
+        stack._parse_template()
+        stack.description = stack.template_dict.get("Description")
+        stack.output_map = stack._create_output_map()
+        _drop_exports(self, stack)
+        self._validate_export_uniqueness(stack)
+        for export in stack.exports:
+            self.exports[export.name] = export
+
+    CloudFormationBackend.execute_change_set = execute_change_set
+
+
+# --------------------------------------------------------------------------- patch 2
+
+
+def _delete_route(route: Any, account_id: str, region: str) -> None:
+    from moto.ec2.models import ec2_backends
+
+    ec2_backends[account_id][region].delete_route(
+        route.route_table.id,
+        route.destination_cidr_block,
+        destination_ipv6_cidr_block=route.destination_ipv6_cidr_block,
+    )
+
+
+def _delete_subnet_route_table_association(assoc: Any, account_id: str, region: str) -> None:
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[account_id][region]
+    # moto's CloudFormation create_subnet_association only records the pair here.
+    backend.subnet_associations.pop(f"{assoc.route_table_id}:{assoc.subnet_id}", None)
+    table = backend.route_tables.get(assoc.route_table_id)
+    if table is not None:
+        for association_id, target in list(table._associations.items()):
+            if target == assoc.subnet_id:
+                del table._associations[association_id]
+
+
+def _delete_route_table(table: Any, account_id: str, region: str) -> None:
+    from moto.ec2.models import ec2_backends
+
+    ec2_backends[account_id][region].delete_route_table(table.id)
+
+
+def _delete_gateway_attachment(attachment: Any, account_id: str, region: str) -> None:
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[account_id][region]
+    gateway_id = attachment.gateway_id or ""
+    if gateway_id.startswith("igw-"):
+        backend.detach_internet_gateway(gateway_id, attachment.vpc_id)
+    elif gateway_id.startswith("vgw-"):
+        backend.detach_vpn_gateway(gateway_id, attachment.vpc_id)
+
+
+def _delete_internet_gateway(igw: Any, account_id: str, region: str) -> None:
+    from moto.ec2.models import ec2_backends
+
+    ec2_backends[account_id][region].delete_internet_gateway(igw.id)
+
+
+def _delete_bucket(bucket: Any, account_id: str, region: str) -> None:
+    from moto.s3.exceptions import BucketNotEmpty
+    from moto.s3.models import s3_backends
+    from moto.utilities.utils import get_partition
+
+    backend = s3_backends[account_id][get_partition(region)]
+    # moto's S3Backend.delete_bucket quietly keeps a non-empty bucket (only its API layer
+    # raises); CloudFormation fails the delete. Object versions count, as in S3.
+    if backend.get_bucket(bucket.name).keys:
+        raise BucketNotEmpty(bucket.name)
+    backend.delete_bucket(bucket.name)
+
+
+def _delete_elbv2(method: str) -> Callable[[Any, str, str], None]:
+    def delete(resource: Any, account_id: str, region: str) -> None:
+        from moto.elbv2.models import elbv2_backends
+
+        getattr(elbv2_backends[account_id][region], method)(resource.arn)
+
+    return delete
+
+
+# Resource types whose moto model has no CloudFormation delete at all (moto then skips
+# them silently, and whatever they hang on - the VPC, the IGW - cannot be deleted), or
+# one that does not fail where AWS does.
+_DELETE_HANDLERS: dict[str, Callable[[Any, str, str], None]] = {
+    "AWS::EC2::Route": _delete_route,
+    "AWS::EC2::SubnetRouteTableAssociation": _delete_subnet_route_table_association,
+    "AWS::EC2::RouteTable": _delete_route_table,
+    "AWS::EC2::VPCGatewayAttachment": _delete_gateway_attachment,
+    "AWS::EC2::InternetGateway": _delete_internet_gateway,
+    "AWS::S3::Bucket": _delete_bucket,  # has one, but it ignores "not empty"
+    "AWS::ElasticLoadBalancingV2::ListenerRule": _delete_elbv2("delete_rule"),
+    "AWS::ElasticLoadBalancingV2::Listener": _delete_elbv2("delete_listener"),
+    "AWS::ElasticLoadBalancingV2::TargetGroup": _delete_elbv2("delete_target_group"),
+}
+
+
+def patch_delete_order() -> None:
+    """delete_stack deletes every resource, dependents first; a failure leaves DELETE_FAILED.
+
+    Gap, three parts, all in {src}/cloudformation/parsing.py and models.py:
+    - ResourceMap._delete_resource falls back to the model's delete_from_cloudformation_json;
+      RouteTable, Route, SubnetRouteTableAssociation, VPCGatewayAttachment and
+      InternetGateway (moto/ec2/models/route_tables.py, subnets.py, vpn_gateway.py,
+      internet_gateways.py), and ELBv2 Listener, ListenerRule and TargetGroup
+      (moto/elbv2/models.py) have none, so they are skipped silently; and S3Backend.delete_bucket
+      (moto/s3/models.py) quietly keeps a non-empty bucket, so the stack says
+      DELETE_COMPLETE while the bucket leaks (AWS: DELETE_FAILED, BucketNotEmpty);
+    - ResourceMap.delete tries resources in set order and retries while the count drops,
+      so once those are skipped the VPC fails with DependencyViolation (its route table is
+      still there) and the IGW is never deleted;
+    - CloudFormationBackend.delete_stack pops the stack before deleting its resources, so
+      on that error the stack vanishes from DescribeStacks while its resources leak.
+    AWS deletes in reverse dependency order and, on a failure, keeps the stack in
+    DELETE_FAILED with a DELETE_FAILED event that says why
+    (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/troubleshooting.html#troubleshooting-errors-delete-stack-fails).
+
+    Fix: delete handlers for those types; ResourceMap.delete in reverse dependency order
+    (DependsOn, Ref, Fn::GetAtt, Fn::Sub), skipping what a failed resource still needs;
+    delete_stack that restores the stack as DELETE_FAILED when a resource cannot be deleted.
+    """
+    from moto.cloudformation.models import CloudFormationBackend
+    from moto.cloudformation.parsing import ResourceMap
+
+    original_delete_resource = ResourceMap._delete_resource
+
+    @functools.wraps(original_delete_resource)
+    def _delete_resource(self: Any, parsed_resource: Any, resource_json: dict[str, Any]) -> None:
+        resource_type = getattr(parsed_resource, "cf_resource_type", None) or resource_json.get("Type")
+        handler = _DELETE_HANDLERS.get(resource_type)
+        if handler is None:
+            original_delete_resource(self, parsed_resource, resource_json)
+        else:
+            handler(parsed_resource, self._account_id, self._region_name)
+
+    @functools.wraps(ResourceMap.delete)
+    def delete(self: Any) -> None:
+        order, deps = _deletion_order(self._resource_json_map)
+        blocked: set[str] = set()
+        failures: list[tuple[str, BaseException]] = []
+        for name in order:
+            body = self._resource_json_map[name]
+            if name in blocked:  # something that uses it could not be deleted
+                blocked |= deps[name]
+                continue
+            if body.get("DeletionPolicy") == "Retain":
+                continue
+            parsed = self._parsed_resources.get(name)
+            if parsed is None or isinstance(parsed, str):
+                continue
+            try:
+                self._delete_resource(parsed, body)
+            except Exception as exc:  # noqa: BLE001 - reported on the stack, as AWS does
+                _tag(exc, name, body.get("Type"))
+                failures.append((name, exc))
+                blocked |= deps[name]
+                continue
+            self._parsed_resources.pop(name, None)
+        if failures:
+            first = failures[0][1]
+            setattr(first, _FAILED_IDS, [name for name, _ in failures])
+            raise first
+
+    original_delete_stack = CloudFormationBackend.delete_stack
+
+    @functools.wraps(original_delete_stack)
+    def delete_stack(self: Any, name_or_stack_id: str) -> None:
+        if name_or_stack_id in self.stacks:
+            targets = [self.stacks[name_or_stack_id]]
+        else:
+            targets = [s for s in self.stacks.values() if s.name == name_or_stack_id]
+        if not targets:
+            return original_delete_stack(self, name_or_stack_id)
+        for stack in targets:
+            try:
+                original_delete_stack(self, stack.stack_id)
+            except Exception as exc:
+                if not hasattr(exc, _LOGICAL_ID):
+                    raise
+                # moto popped the stack before deleting; AWS keeps it, in DELETE_FAILED.
+                self.stacks[stack.stack_id] = stack
+                _forget_deleted_resources(stack.resource_map)
+                failed = getattr(exc, _FAILED_IDS, [getattr(exc, _LOGICAL_ID)])
+                _resource_event(stack, getattr(exc, _LOGICAL_ID), getattr(exc, _RESOURCE_TYPE),
+                                "DELETE_FAILED", _failure_reason(exc))
+                _set_stack_status(
+                    stack, "DELETE_FAILED",
+                    f"The following resource(s) failed to delete: [{', '.join(failed)}]. ")
+                continue
+            _forget_deleted_resources(stack.resource_map)
+        return None
+
+    ResourceMap._delete_resource = _delete_resource
+    ResourceMap.delete = delete
+    CloudFormationBackend.delete_stack = delete_stack
+
+
+# --------------------------------------------------------------------------- patch 3
+
+
+def _roll_back_create(backend: Any, stack: Any, exc: BaseException) -> None:
+    from moto.cloudformation.parsing import OutputMap
+
+    logical_id = getattr(exc, _LOGICAL_ID)
+    _resource_event(stack, logical_id, getattr(exc, _RESOURCE_TYPE), "CREATE_FAILED",
+                    _failure_reason(exc))
+    _set_stack_status(stack, "ROLLBACK_IN_PROGRESS",
+                      f"The following resource(s) failed to create: [{logical_id}]. "
+                      "Rollback requested by user.")
+    resource_map = stack.resource_map
+    created = _created_resources(resource_map)
+    try:
+        resource_map.delete()
+        rollback_error = None
+    except Exception as err:  # noqa: BLE001 - reported on the stack
+        rollback_error = err
+    for name in _deletion_order(resource_map._resource_json_map)[0]:
+        obj = created.get(name)
+        if obj is not None and name not in resource_map._parsed_resources:
+            _resource_event(stack, name, getattr(obj, "cf_resource_type", None), "DELETE_COMPLETE",
+                            physical_id=getattr(obj, "physical_resource_id", None))
+    _forget_deleted_resources(resource_map)
+    _drop_exports(backend, stack)
+    # A stack that rolled back has no Outputs; an empty map also stops moto from
+    # lazily re-creating resources to evaluate them.
+    stack.output_map = OutputMap(resource_map, {}, stack.stack_id)
+    if rollback_error is not None:
+        failed = getattr(rollback_error, _FAILED_IDS, None) or [
+            getattr(rollback_error, _LOGICAL_ID, "unknown")]
+        if hasattr(rollback_error, _LOGICAL_ID):
+            _resource_event(stack, getattr(rollback_error, _LOGICAL_ID),
+                            getattr(rollback_error, _RESOURCE_TYPE), "DELETE_FAILED",
+                            _failure_reason(rollback_error))
+        _set_stack_status(stack, "ROLLBACK_FAILED",
+                          f"The following resource(s) failed to delete: [{', '.join(failed)}]. ")
+    else:
+        _set_stack_status(stack, "ROLLBACK_COMPLETE")
+
+
+def _snapshot(stack: Any) -> dict[str, Any]:
+    resource_map = stack.resource_map
+    return {
+        "template": stack.template,
+        "template_dict": resource_map._template,
+        "resources": dict(resource_map._resource_json_map),
+        "parsed": dict(resource_map._parsed_resources),
+        "parameters": dict(resource_map.input_parameters or {}),
+        "output_map": stack.output_map,
+    }
+
+
+def _roll_back_update(stack: Any, exc: BaseException, before: dict[str, Any]) -> None:
+    logical_id = getattr(exc, _LOGICAL_ID)
+    added = logical_id not in before["resources"]
+    _resource_event(stack, logical_id, getattr(exc, _RESOURCE_TYPE),
+                    "CREATE_FAILED" if added else "UPDATE_FAILED", _failure_reason(exc))
+    _set_stack_status(stack, "UPDATE_ROLLBACK_IN_PROGRESS",
+                      f"The following resource(s) failed to {'create' if added else 'update'}: "
+                      f"[{logical_id}]. ")
+    resource_map = stack.resource_map
+    attempted = dict(resource_map._resource_json_map)
+    for name, body in before["resources"].items():
+        if name not in attempted:
+            # moto deletes removed resources before adding new ones: re-create them.
+            resource_map._parsed_resources.pop(name, None)
+        elif resource_map._parsed_resources.get(name) is before["parsed"].get(name):
+            # never modified: make the rollback leave it alone
+            attempted[name] = body
+    resource_map._resource_json_map = attempted
+    try:
+        resource_map.update(before["template_dict"], before["parameters"])
+    except Exception as err:  # noqa: BLE001 - reported on the stack
+        _set_stack_status(stack, "UPDATE_ROLLBACK_FAILED", _failure_reason(err))
+        return
+    for name in set(attempted) - set(before["resources"]):
+        resource_map._parsed_resources.pop(name, None)  # deleted by the rollback
+    stack.template = before["template"]
+    if isinstance(stack.template, str):
+        stack._parse_template()
+    stack.output_map = before["output_map"]
+    _set_stack_status(stack, "UPDATE_ROLLBACK_COMPLETE")
+
+
+_nesting = threading.local()
+
+
+def patch_create_rollback() -> None:
+    """A resource that fails to create or update rolls the stack back, with a reason.
+
+    Gap: a resource handler error (e.g. EC2's InvalidSubnet.Range for a subnet CIDR outside
+    its VPC) propagates out of CloudFormationBackend.create_stack / execute_change_set /
+    update_stack as an error of the API call itself. The stack stays CREATE_IN_PROGRESS /
+    REVIEW_IN_PROGRESS (or keeps its old status with a dangling UPDATE_IN_PROGRESS event),
+    the resources created before the failure leak, and no event carries the reason.
+    Source: {src}/cloudformation/models.py, CloudFormationBackend.execute_change_set
+    ("# TODO: handle execution errors and implement rollback"), Stack.create_resources,
+    Stack.update; resources are created in {src}/cloudformation/parsing.py
+    (parse_and_create_resource, parse_and_update_resource).
+    AWS accepts the call, then emits CREATE_FAILED (or UPDATE_FAILED) for the resource with
+    the handler's message as ResourceStatusReason, ROLLBACK_IN_PROGRESS, deletes what it
+    created, and ends in ROLLBACK_COMPLETE (default OnFailure=ROLLBACK) or, for an update,
+    UPDATE_ROLLBACK_COMPLETE
+    (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/stack-failure-options.html).
+
+    Fix: parse_and_create_resource / parse_and_update_resource name the failing resource on
+    the exception; create_stack, execute_change_set and update_stack turn such a failure
+    into events, a rollback and the final status. Nested stacks keep moto's behaviour.
+    """
+    from moto.cloudformation import parsing
+    from moto.cloudformation.models import CloudFormationBackend
+
+    def naming(original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def wrapper(logical_id: str, resource_json: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            try:
+                return original(logical_id, resource_json, *args, **kwargs)
+            except Exception as exc:
+                _tag(exc, logical_id, resource_json.get("Type"))
+                raise
+        return wrapper
+
+    parsing.parse_and_create_resource = naming(parsing.parse_and_create_resource)
+    parsing.parse_and_update_resource = naming(parsing.parse_and_update_resource)
+
+    def outermost(original: Callable[..., Any], on_failure: Callable[..., Any],
+                  before: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            depth = getattr(_nesting, "depth", 0)
+            if depth:  # a nested stack: its parent's resource fails, as in moto
+                return original(self, *args, **kwargs)
+            context = before(self, *args, **kwargs)
+            _nesting.depth = 1
+            try:
+                return original(self, *args, **kwargs)
+            except Exception as exc:
+                if not hasattr(exc, _LOGICAL_ID):
+                    raise  # not a resource failure: a real error of the API call
+                return on_failure(self, exc, context)
+            finally:
+                _nesting.depth = 0
+        return wrapper
+
+    # create_stack
+    def create_before(self: Any, *args: Any, **kwargs: Any) -> set[str]:
+        return set(self.stacks)
+
+    def create_failed(self: Any, exc: BaseException, existing: set[str]) -> Any:
+        stack = next((s for sid, s in self.stacks.items() if sid not in existing), None)
+        if stack is None:
+            raise exc
+        _roll_back_create(self, stack, exc)
+        return stack
+
+    # execute_change_set
+    def execute_before(self: Any, change_set_name: str, stack_name: str | None = None) -> Any:
+        change_set = self.describe_change_set(change_set_name)
+        stack = self.stacks[change_set.stack_id]
+        return change_set, stack, _snapshot(stack)
+
+    def execute_failed(self: Any, exc: BaseException, context: Any) -> None:
+        change_set, stack, before = context
+        change_set.execution_status = "EXECUTE_FAILED"
+        if change_set.change_set_type == "CREATE":
+            stack.template = change_set.template
+            _roll_back_create(self, stack, exc)
+        else:
+            _roll_back_update(stack, exc, before)
+
+    # update_stack
+    def update_before(self: Any, *args: Any, **kwargs: Any) -> Any:
+        name = kwargs["name"] if "name" in kwargs else args[0]
+        stack = self.get_stack(name)
+        return stack, _snapshot(stack)
+
+    def update_failed(self: Any, exc: BaseException, context: Any) -> Any:
+        stack, before = context
+        _roll_back_update(stack, exc, before)
+        return stack
+
+    CloudFormationBackend.create_stack = outermost(
+        CloudFormationBackend.create_stack, create_failed, create_before)
+    CloudFormationBackend.execute_change_set = outermost(
+        CloudFormationBackend.execute_change_set, execute_failed, execute_before)
+    CloudFormationBackend.update_stack = outermost(
+        CloudFormationBackend.update_stack, update_failed, update_before)
+
+
+# --------------------------------------------------------------------------- patch 4
+
+_TOP_LEVEL_KEYS = {
+    "AWSTemplateFormatVersion", "Description", "Metadata", "Parameters", "Rules",
+    "Mappings", "Conditions", "Transform", "Resources", "Outputs", "Hooks",
+}
+_PSEUDO_PARAMETERS = {
+    "AWS::AccountId", "AWS::NotificationARNs", "AWS::NoValue", "AWS::Partition",
+    "AWS::Region", "AWS::StackId", "AWS::StackName", "AWS::URLSuffix",
+}
+
+
+def template_format_error(body: Any) -> str | None:
+    """CloudFormation's message for a template that cannot be used, or None if it can.
+
+    Checks what CloudFormation checks before it looks at any resource: well-formed JSON or
+    YAML, a mapping with known top-level sections, at least one resource, a Type on every
+    resource, and Ref / Fn::GetAtt / Fn::Sub / DependsOn names that exist.
+    """
+    import yaml
+
+    from moto.cloudformation.utils import yaml_tag_constructor
+
+    if not isinstance(body, str) or not body.strip():
+        return None  # moto already answers "Either Template URL or Template Body ..."
+    yaml.add_multi_constructor("", yaml_tag_constructor)  # as moto does before parsing
+    try:
+        template = yaml.load(body, Loader=yaml.Loader)
+    except yaml.YAMLError as yaml_error:
+        if body.lstrip().startswith("{"):
+            try:
+                template = json.loads(body)
+            except json.JSONDecodeError as json_error:
+                return (f"Template format error: JSON not well-formed. "
+                        f"(line {json_error.lineno}, column {json_error.colno})")
+        else:
+            mark = getattr(yaml_error, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            return f"Template format error: YAML not well-formed.{where}"
+    if not isinstance(template, dict):
+        return "Template format error: unsupported structure."
+    unknown = sorted(str(k) for k in template if k not in _TOP_LEVEL_KEYS)
+    if unknown:
+        return f"Template format error: Invalid template property or properties [{', '.join(unknown)}]"
+    resources = template.get("Resources")
+    if not isinstance(resources, dict) or not resources:
+        return "Template format error: At least one Resources member must be defined."
+    for name, resource in resources.items():
+        if not isinstance(resource, dict) or not isinstance(resource.get("Type"), str):
+            return f"Template format error: [/Resources/{name}] Every Resources object must contain a Type member."
+    if "Transform" in template:
+        return None  # macros may add resources and parameters
+    parameters = template.get("Parameters") or {}
+    known = set(resources) | set(parameters if isinstance(parameters, dict) else ()) | _PSEUDO_PARAMETERS
+    for section in ("Resources", "Outputs"):
+        refs, getatts = _references(template.get(section) or {})
+        if section == "Resources":
+            for resource in resources.values():
+                depends_on = resource.get("DependsOn", [])
+                refs |= set([depends_on] if isinstance(depends_on, str) else depends_on)
+        missing_getatt = sorted(getatts - set(resources))
+        if missing_getatt:
+            return ("Template error: instance of Fn::GetAtt references undefined resource "
+                    f"{missing_getatt[0]}")
+        unresolved = sorted(r for r in refs - known if isinstance(r, str))
+        if unresolved:
+            return ("Template format error: Unresolved resource dependencies "
+                    f"[{', '.join(unresolved)}] in the {section} block of the template")
+    return None
+
+
+def _references(node: Any, local: frozenset[str] = frozenset()) -> tuple[set[str], set[str]]:
+    """(names used by Ref or ${Name}, resources used by Fn::GetAtt or ${Name.Attr})."""
+    refs: set[str] = set()
+    getatts: set[str] = set()
+    if isinstance(node, list):
+        for item in node:
+            r, g = _references(item, local)
+            refs |= r
+            getatts |= g
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                refs.add(value)
+                continue
+            if key == "Fn::GetAtt":
+                if isinstance(value, list) and value and isinstance(value[0], str):
+                    getatts.add(value[0])
+                elif isinstance(value, str):
+                    getatts.add(value.split(".")[0])
+            if key == "Fn::Sub":
+                text, variables = (value + [{}])[:2] if isinstance(value, list) else (value, {})
+                names = local | frozenset(variables if isinstance(variables, dict) else ())
+                if isinstance(text, str):
+                    for var in re.findall(r"\$\{([^!}][^}]*)\}", text):
+                        var = var.strip()
+                        if var in names:
+                            continue
+                        if "." in var and not var.startswith("AWS::"):
+                            getatts.add(var.split(".")[0])
+                        else:
+                            refs.add(var)
+                r, g = _references(variables, local)
+                refs |= r
+                getatts |= g
+                continue
+            r, g = _references(value, local)
+            refs |= r
+            getatts |= g
+    return refs, getatts
+
+
+def patch_template_errors() -> None:
+    """An unusable template is a 400 ValidationError "Template format error: ...", not a 500.
+
+    Gap: CloudFormationBackend.create_change_set (and create_stack, update_stack) parse the
+    template with yaml, fall back to json.loads, and index template["Resources"] without
+    checks, so malformed JSON/YAML raises JSONDecodeError and a template without Resources
+    raises KeyError: moto's server answers with an HTML "500 Internal Server Error". A
+    reference to an undefined name is accepted. Source: {src}/cloudformation/models.py
+    (ChangeSet._parse_template, ChangeSet.diff, Stack.parse_template) and
+    {src}/cloudformation/parsing.py (ResourceMap.build_resource_diff).
+    Real CloudFormation answers 400 with <ErrorResponse><Error><Type>Sender</Type>
+    <Code>ValidationError</Code><Message>Template format error: ...</Message>
+    (https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/CommonErrors.html).
+
+    Fix: check the template first (template_format_error) in create_change_set,
+    create_stack and update_stack, and raise moto's ValidationError, which its server
+    already renders in that AWS shape.
+    """
+    from moto.cloudformation.exceptions import ValidationError
+    from moto.cloudformation.models import CloudFormationBackend
+
+    def validating(original: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(original)
+
+        @functools.wraps(original)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(self, *args, **kwargs)
+            error = template_format_error(bound.arguments.get("template"))
+            if error:
+                raise ValidationError(message=error)
+            return original(self, *args, **kwargs)
+        return wrapper
+
+    for method in ("create_change_set", "create_stack", "update_stack"):
+        setattr(CloudFormationBackend, method, validating(getattr(CloudFormationBackend, method)))
+
+
+# --------------------------------------------------------------------------- launcher
+
+PATCHES: dict[str, Callable[[], None]] = {
+    "changeset_outputs": patch_changeset_outputs,
+    "delete_order": patch_delete_order,
+    "create_rollback": patch_create_rollback,
+    "template_errors": patch_template_errors,
+}
+for _patch in PATCHES.values():
+    _patch.__doc__ = (_patch.__doc__ or "").replace("{src}", MOTO_SOURCE)
+
+
+def select_patches(spec: str | None) -> list[str]:
+    """Patch names, in application order, for a spec such as "all,-delete_order"."""
+    chosen: set[str] = set()
+    for token in (spec if spec is not None else "all").split(","):
+        token = token.strip()
+        if not token:
+            continue
+        if token == "all":
+            chosen = set(PATCHES)
+        elif token == "none":
+            chosen = set()
+        elif token.lstrip("-") in PATCHES:
+            (chosen.discard if token.startswith("-") else chosen.add)(token.lstrip("-"))
+        else:
+            raise SystemExit(
+                f"moto_launcher: unknown patch {token!r} in {PATCH_ENV} or --patches; "
+                f"use all, none, or any of {', '.join(PATCHES)} (prefix - to switch off)")
+    return [name for name in PATCHES if name in chosen]
+
+
+def apply_patches(names: list[str]) -> None:
+    for name in names:
+        PATCHES[name]()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int,
+                        default=int(os.environ.get("STACKGATE_EMULATOR_PORT", "4566")))
+    parser.add_argument("--patches", default=os.environ.get(PATCH_ENV),
+                        help=f"all | none | comma list of {', '.join(PATCHES)} (-name = off)")
+    args = parser.parse_args(argv)
+
+    names = select_patches(args.patches)
+    apply_patches(names)
+    off = [n for n in PATCHES if n not in names]
+    print(f"moto_launcher: moto patches on: {', '.join(names) or '-'}; off: {', '.join(off) or '-'}",
+          flush=True)
+    print(f"moto_launcher: serving http://{args.host}:{args.port}", flush=True)
+
+    from moto.server import main as moto_main
+
+    moto_main(["--host", args.host, "--port", str(args.port)])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,331 @@
+//! The input document and a typed view of the template.
+//!
+//! ```json
+//! {"template": {...}, "parameters": {"Name": "value"}, "stack": {"name": "...", "region": "..."},
+//!  "event": {"kind": "push", "sha": "..."}, "settings": {...}}
+//! ```
+//! Only `template` is required. Anything malformed is an `Err`: the host fails closed.
+
+use serde_json::{Map, Value};
+
+use crate::pointer;
+use crate::resolve::Resolver;
+
+/// The parsed input, borrowing from the JSON value the host passed.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    pub template: Template<'a>,
+    /// Deployment parameter values; a missing entry falls back to the template's Default.
+    pub parameters: Option<&'a Map<String, Value>>,
+    pub stack: Stack<'a>,
+    pub event: Event<'a>,
+    pub settings: Settings<'a>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stack<'a> {
+    pub name: Option<&'a str>,
+    pub region: Option<&'a str>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Event<'a> {
+    pub kind: Option<&'a str>,
+    pub sha: Option<&'a str>,
+}
+
+impl<'a> Input<'a> {
+    pub fn parse(value: &'a Value) -> Result<Self, String> {
+        let root = value
+            .as_object()
+            .ok_or("policy input must be a JSON object")?;
+        let template = Template::parse(
+            root.get("template")
+                .ok_or("policy input has no `template`")?,
+        )?;
+        let parameters = optional_object(root, "parameters")?;
+        let stack = optional_object(root, "stack")?.map_or(Ok(Stack::default()), |s| {
+            Ok::<_, String>(Stack {
+                name: optional_str(s, "stack", "name")?,
+                region: optional_str(s, "stack", "region")?,
+            })
+        })?;
+        let event = optional_object(root, "event")?.map_or(Ok(Event::default()), |e| {
+            Ok::<_, String>(Event {
+                kind: optional_str(e, "event", "kind")?,
+                sha: optional_str(e, "event", "sha")?,
+            })
+        })?;
+        let settings = Settings(optional_object(root, "settings")?);
+        Ok(Input {
+            template,
+            parameters,
+            stack,
+            event,
+            settings,
+        })
+    }
+
+    /// A resolver for intrinsics in this input's template.
+    pub fn resolver(&self) -> Resolver<'a> {
+        Resolver::new(self.template, self.parameters, self.stack)
+    }
+}
+
+fn optional_object<'a>(
+    root: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a Map<String, Value>>, String> {
+    match root.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(format!("policy input `{key}` must be a JSON object")),
+    }
+}
+
+fn optional_str<'a>(
+    obj: &'a Map<String, Value>,
+    parent: &str,
+    key: &str,
+) -> Result<Option<&'a str>, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("policy input `{parent}.{key}` must be a string")),
+    }
+}
+
+/// The policy's own settings from the server configuration; absent means defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Settings<'a>(Option<&'a Map<String, Value>>);
+
+impl<'a> Settings<'a> {
+    pub fn get(&self, key: &str) -> Option<&'a Value> {
+        self.0.and_then(|m| m.get(key)).filter(|v| !v.is_null())
+    }
+
+    /// A boolean, or `default` when the key is absent.
+    pub fn bool(&self, key: &str, default: bool) -> Result<bool, String> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(format!("setting `{key}` must be true or false, got {v}")),
+        }
+    }
+
+    /// A list of integers in `lo..=hi`, or `default` when the key is absent.
+    pub fn int_list(
+        &self,
+        key: &str,
+        lo: i64,
+        hi: i64,
+        default: &[i64],
+    ) -> Result<Vec<i64>, String> {
+        let Some(value) = self.get(key) else {
+            return Ok(default.to_vec());
+        };
+        let items = value
+            .as_array()
+            .ok_or_else(|| format!("setting `{key}` must be a list of integers"))?;
+        items
+            .iter()
+            .map(|v| {
+                v.as_i64().filter(|n| (lo..=hi).contains(n)).ok_or_else(|| {
+                    format!("setting `{key}` must hold integers in {lo}..={hi}, got {v}")
+                })
+            })
+            .collect()
+    }
+
+    /// A list of strings, or `default` when the key is absent.
+    pub fn str_list(&self, key: &str, default: &[&str]) -> Result<Vec<String>, String> {
+        let Some(value) = self.get(key) else {
+            return Ok(default.iter().map(|s| s.to_string()).collect());
+        };
+        let items = value
+            .as_array()
+            .ok_or_else(|| format!("setting `{key}` must be a list of strings"))?;
+        items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("setting `{key}` must hold strings, got {v}"))
+            })
+            .collect()
+    }
+}
+
+/// A CloudFormation template in JSON long form.
+#[derive(Clone, Copy, Debug)]
+pub struct Template<'a> {
+    root: &'a Map<String, Value>,
+    resources: &'a Map<String, Value>,
+}
+
+impl<'a> Template<'a> {
+    /// Checks the shape CloudFormation itself insists on: a `Resources` object whose
+    /// entries are objects with a string `Type` and, if present, object `Properties`.
+    pub fn parse(value: &'a Value) -> Result<Self, String> {
+        let root = value.as_object().ok_or("template must be a JSON object")?;
+        let resources = root
+            .get("Resources")
+            .and_then(Value::as_object)
+            .ok_or("template has no `Resources` object")?;
+        for (id, res) in resources {
+            let res = res
+                .as_object()
+                .ok_or_else(|| format!("resource `{id}` must be an object"))?;
+            if !res.get("Type").is_some_and(Value::is_string) {
+                return Err(format!("resource `{id}` has no string `Type`"));
+            }
+            if res.get("Properties").is_some_and(|p| !p.is_object()) {
+                return Err(format!(
+                    "resource `{id}` has `Properties` that is not an object"
+                ));
+            }
+        }
+        for section in ["Parameters", "Mappings", "Conditions"] {
+            if root.get(section).is_some_and(|s| !s.is_object()) {
+                return Err(format!("template `{section}` must be an object"));
+            }
+        }
+        Ok(Template { root, resources })
+    }
+
+    pub fn root(&self) -> &'a Map<String, Value> {
+        self.root
+    }
+
+    /// Resources in document order.
+    pub fn resources(&self) -> impl Iterator<Item = Resource<'a>> + 'a {
+        self.resources
+            .iter()
+            .filter_map(|(id, v)| Resource::new(id, v))
+    }
+
+    /// Resources of one type, in document order.
+    pub fn resources_of_type(&self, kind: &'a str) -> impl Iterator<Item = Resource<'a>> + 'a {
+        self.resources().filter(move |r| r.kind == kind)
+    }
+
+    pub fn resource(&self, id: &str) -> Option<Resource<'a>> {
+        let (id, v) = self.resources.get_key_value(id)?;
+        Resource::new(id, v)
+    }
+
+    /// The declaration of a template parameter.
+    pub fn parameter(&self, name: &str) -> Option<&'a Map<String, Value>> {
+        self.section("Parameters")?.get(name)?.as_object()
+    }
+
+    pub fn mappings(&self) -> Option<&'a Map<String, Value>> {
+        self.section("Mappings")
+    }
+
+    fn section(&self, name: &str) -> Option<&'a Map<String, Value>> {
+        self.root.get(name)?.as_object()
+    }
+}
+
+/// One resource: logical id, type, properties, condition, and where it sits.
+#[derive(Clone, Debug)]
+pub struct Resource<'a> {
+    pub id: &'a str,
+    pub kind: &'a str,
+    pub properties: Option<&'a Map<String, Value>>,
+    pub condition: Option<&'a str>,
+    /// `/Resources/<id>`
+    pub pointer: String,
+}
+
+impl<'a> Resource<'a> {
+    fn new(id: &'a str, value: &'a Value) -> Option<Self> {
+        let obj = value.as_object()?;
+        Some(Resource {
+            id,
+            kind: obj.get("Type")?.as_str()?,
+            properties: obj.get("Properties").and_then(Value::as_object),
+            condition: obj.get("Condition").and_then(Value::as_str),
+            pointer: pointer::child("/Resources", id),
+        })
+    }
+
+    /// A property's raw value and its pointer, `/Resources/<id>/Properties/<name>`.
+    pub fn property(&self, name: &str) -> Option<(&'a Value, String)> {
+        let value = self.properties?.get(name)?;
+        Some((value, self.property_pointer(name)))
+    }
+
+    pub fn property_pointer(&self, name: &str) -> String {
+        pointer::child(&self.properties_pointer(), name)
+    }
+
+    pub fn properties_pointer(&self) -> String {
+        pointer::child(&self.pointer, "Properties")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_full_input() {
+        let v = json!({
+            "template": {"Resources": {"A": {"Type": "AWS::S3::Bucket"}}},
+            "parameters": {"P": "x"},
+            "stack": {"name": "s", "region": "eu-west-1"},
+            "event": {"kind": "push", "sha": "abc"},
+            "settings": {"ports": [80, 443]}
+        });
+        let input = Input::parse(&v).unwrap();
+        assert_eq!(input.stack.region, Some("eu-west-1"));
+        assert_eq!(input.event.kind, Some("push"));
+        assert_eq!(
+            input.settings.int_list("ports", 0, 65535, &[80]).unwrap(),
+            vec![80, 443]
+        );
+        assert_eq!(
+            input.settings.int_list("other", 0, 65535, &[80]).unwrap(),
+            vec![80]
+        );
+        assert!(input.settings.bool("flag", true).unwrap());
+        assert!(input.settings.int_list("ports", 0, 100, &[]).is_err());
+        assert!(input.settings.bool("ports", false).is_err());
+        let r: Vec<_> = input.template.resources().collect();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].pointer, "/Resources/A");
+        assert_eq!(r[0].property_pointer("X"), "/Resources/A/Properties/X");
+    }
+
+    #[test]
+    fn rejects_malformed_input() {
+        assert!(Input::parse(&json!([])).is_err());
+        assert!(Input::parse(&json!({})).is_err());
+        assert!(Input::parse(&json!({"template": {}})).is_err());
+        assert!(Input::parse(&json!({"template": {"Resources": {"A": {}}}})).is_err());
+        assert!(
+            Input::parse(
+                &json!({"template": {"Resources": {"A": {"Type": "T", "Properties": []}}}})
+            )
+            .is_err()
+        );
+        let bad_settings = json!({"template": {"Resources": {}}, "settings": {"ports": ["x"]}});
+        let input = Input::parse(&bad_settings).unwrap();
+        assert!(input.settings.int_list("ports", 0, 65535, &[]).is_err());
+        assert!(
+            Input::parse(&json!({"template": {"Resources": {}}, "stack": {"region": 1}})).is_err()
+        );
+    }
+
+    #[test]
+    fn minimal_input_has_defaults() {
+        let v = json!({"template": {"Resources": {}}, "settings": null});
+        let input = Input::parse(&v).unwrap();
+        assert!(input.parameters.is_none());
+        assert!(input.stack.name.is_none());
+        assert!(input.settings.get("x").is_none());
+    }
+}

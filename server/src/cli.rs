@@ -1,0 +1,291 @@
+//! The command line: `stackgate plan | deploy | remove | check | serve`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::cloud::{Aws, AwsTarget};
+use crate::deployer::{DeployError, Deployer, Progress, Removed};
+use crate::policy::{Limits, PolicyHost, PolicySource};
+use crate::stack::{DirFiles, Stack};
+use crate::{check, gitinfo, render};
+
+#[derive(Parser, Debug)]
+#[command(name = "stackgate", version, about = "GitOps for AWS CloudFormation, gated by WebAssembly policies")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AwsArgs {
+    /// AWS endpoint, e.g. a local emulator (default: AWS_ENDPOINT_URL, else real AWS).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// Region (default: the deployment file's `region`, else AWS_REGION / profile).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Bucket for artifacts and large templates (default: stackgate-artifacts-<region>).
+    #[arg(long, env = "STACKGATE_ARTIFACT_BUCKET")]
+    pub artifact_bucket: Option<String>,
+    /// Seconds between CloudFormation polls.
+    #[arg(long, default_value_t = 2.0)]
+    pub poll_seconds: f64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show what a deploy would change (a change set that is created, shown, and deleted).
+    Plan {
+        stack_dir: PathBuf,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Create and execute a change set, and follow the stack until it settles.
+    Deploy {
+        stack_dir: PathBuf,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Empty the stack's buckets and delete it.
+    Remove {
+        stack_dir: PathBuf,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Run the policies on stack folders or bare template files (no AWS calls).
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Per-policy settings, JSON or TOML: `{"open-ingress": {"alb_world_ports": [80]}}`.
+        #[arg(long)]
+        settings: Option<PathBuf>,
+        #[command(flatten)]
+        policies: PolicyArgs,
+        /// Region for `AWS::Region` when the deployment file names none.
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PolicyArgs {
+    /// Load the `*.wasm` policies in this folder instead of the embedded ones.
+    #[arg(long)]
+    pub policies: Option<PathBuf>,
+    /// Milliseconds one policy may run on one input.
+    #[arg(long, default_value_t = 1000)]
+    pub policy_deadline_ms: u64,
+    /// MiB of memory one policy may use.
+    #[arg(long, default_value_t = 64)]
+    pub policy_memory_mib: usize,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    Sarif,
+}
+
+pub fn main() -> ExitCode {
+    init_tracing("warn");
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(run(cli.command))
+}
+
+pub fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STACKGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Plan { stack_dir, aws } => stack_command(&stack_dir, &aws, Action::Plan).await,
+        Command::Deploy { stack_dir, aws } => stack_command(&stack_dir, &aws, Action::Deploy).await,
+        Command::Remove { stack_dir, aws } => stack_command(&stack_dir, &aws, Action::Remove).await,
+        Command::Check {
+            paths,
+            format,
+            settings,
+            policies,
+            region,
+        } => check_command(&paths, format, settings.as_deref(), &policies, &region).await,
+    }
+}
+
+/// Where precompiled policies are cached between runs.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("STACKGATE_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("stackgate").join("policies"))
+}
+
+/// Reads per-policy settings (JSON, or TOML by extension) into a map by policy name.
+pub fn read_settings(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let value: serde_json::Value = if path.extension().is_some_and(|e| e == "toml") {
+        toml::from_str::<serde_json::Value>(&text).map_err(|e| format!("{}: {e}", path.display()))?
+    } else {
+        serde_json::from_str(&text).map_err(|e| format!("{}:{}: {e}", path.display(), e.line()))?
+    };
+    match value {
+        serde_json::Value::Object(m) => Ok(m),
+        _ => Err(format!("{}: settings must be a table keyed by policy name", path.display())),
+    }
+}
+
+pub fn load_policies(
+    args: &PolicyArgs,
+    settings: &serde_json::Map<String, serde_json::Value>,
+) -> Result<PolicyHost, String> {
+    let mut sources = match &args.policies {
+        Some(dir) => PolicySource::from_dir(dir).map_err(|e| e.to_string())?,
+        None => PolicySource::embedded(),
+    };
+    for name in settings.keys() {
+        if !sources.iter().any(|s| &s.name == name) {
+            return Err(format!("settings name an unknown policy `{name}`"));
+        }
+    }
+    for s in &mut sources {
+        if let Some(v) = settings.get(&s.name) {
+            s.settings = v.clone();
+        }
+    }
+    let limits = Limits {
+        deadline: std::time::Duration::from_millis(args.policy_deadline_ms),
+        memory_bytes: args.policy_memory_mib << 20,
+        ..Limits::default()
+    };
+    PolicyHost::load(sources, limits, default_cache_dir().as_deref()).map_err(|e| e.to_string())
+}
+
+async fn check_command(
+    paths: &[PathBuf],
+    format: Format,
+    settings: Option<&Path>,
+    policy_args: &PolicyArgs,
+    region: &str,
+) -> ExitCode {
+    let settings = match settings.map(read_settings).transpose() {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let host = match load_policies(policy_args, &settings) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut results = Vec::new();
+    for p in paths {
+        results.push(check::check_path(&host, p, region).await);
+    }
+    let out = match format {
+        Format::Text => check::text(&results),
+        Format::Json => format!("{:#}\n", check::json(&results)),
+        Format::Sarif => format!("{:#}\n", check::sarif(&results)),
+    };
+    print!("{out}");
+    ExitCode::from(check::exit_code(&results))
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Action {
+    Plan,
+    Deploy,
+    Remove,
+}
+
+fn fail(err: &DeployError) -> ExitCode {
+    eprintln!("error: {err}");
+    ExitCode::from(err.exit_code())
+}
+
+async fn stack_command(dir: &Path, args: &AwsArgs, action: Action) -> ExitCode {
+    let loaded = DirFiles::open(dir).and_then(|files| Stack::load(&files).map(|s| (files, s)));
+    let (files, stack) = match loaded {
+        Ok(x) => x,
+        Err(e) => return fail(&DeployError::Stack(e)),
+    };
+    let target = AwsTarget {
+        region: args.region.clone().or_else(|| stack.deployment.region.clone()),
+        endpoint_url: args.endpoint_url.clone(),
+    };
+    let mut deployer = Deployer::new(Aws::connect(&target).await, args.artifact_bucket.clone());
+    deployer.poll = std::time::Duration::from_secs_f64(args.poll_seconds.max(0.05));
+    let origin = gitinfo::origin_of(dir);
+    let mut out = std::io::stdout();
+    let mut sink = |p: Progress<'_>| {
+        let _ = match p {
+            Progress::Note(n) => writeln!(out, "{n}"),
+            Progress::Changes(c) => write!(out, "{}", render::change_table(c)),
+            Progress::Event { event, done, total } => {
+                writeln!(out, "{}", render::event_line(event, done, total))
+            }
+        };
+        let _ = out.flush();
+    };
+    println!("stack {} ({}, region {})", stack.name, dir.display(), deployer.aws.region);
+    match action {
+        Action::Plan => match deployer.plan(&files, &stack, &origin, &mut sink).await {
+            Ok(p) => {
+                match &p.changes {
+                    None => println!("plan: no changes"),
+                    Some(c) => println!("plan: {} change(s); nothing was executed", c.len()),
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Action::Deploy => match deployer.deploy(&files, &stack, &origin, &mut sink).await {
+            Ok(d) => {
+                if d.changed {
+                    println!("{} {}", d.stack_name, d.status);
+                } else {
+                    println!("{} unchanged ({})", d.stack_name, d.status);
+                }
+                if !d.outputs.is_empty() {
+                    println!("outputs:");
+                    for (k, v) in &d.outputs {
+                        println!("  {k} = {v}");
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Action::Remove => match deployer.remove(&stack.name, &mut sink).await {
+            Ok(Removed::NotFound) => ExitCode::SUCCESS,
+            Ok(Removed::Deleted { .. }) => {
+                println!("{} DELETE_COMPLETE", stack.name);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+    }
+}

@@ -1,0 +1,102 @@
+//! AWS: the CloudFormation and S3 calls stackgate makes, with the SDK's retries.
+
+pub mod cfn;
+pub mod s3;
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+
+/// Where AWS is. Everything unset comes from the standard chain (`AWS_PROFILE`,
+/// `AWS_REGION`, `AWS_ENDPOINT_URL`, instance roles …).
+#[derive(Debug, Clone, Default)]
+pub struct AwsTarget {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// The two clients stackgate needs.
+#[derive(Clone, Debug)]
+pub struct Aws {
+    pub cfn: aws_sdk_cloudformation::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub region: String,
+}
+
+impl Aws {
+    pub async fn connect(target: &AwsTarget) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            // Throttling and transient errors back off and retry; CloudFormation throttles
+            // DescribeStackEvents readily when many stacks deploy at once.
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(8)
+                    .with_initial_backoff(Duration::from_millis(500))
+                    .with_max_backoff(Duration::from_secs(20)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .operation_attempt_timeout(Duration::from_secs(60))
+                    .build(),
+            );
+        if let Some(r) = &target.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        if let Some(url) = &target.endpoint_url {
+            loader = loader.endpoint_url(url.clone());
+        }
+        let conf = loader.load().await;
+        let region = conf
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let s3_conf = aws_sdk_s3::config::Builder::from(&conf)
+            // An emulator on 127.0.0.1 has no per-bucket host names.
+            .force_path_style(conf.endpoint_url().is_some())
+            .region(Region::new(region.clone()))
+            .build();
+        let cfn_conf = aws_sdk_cloudformation::config::Builder::from(&conf)
+            .region(Region::new(region.clone()))
+            .build();
+        Self {
+            cfn: aws_sdk_cloudformation::Client::from_conf(cfn_conf),
+            s3: aws_sdk_s3::Client::from_conf(s3_conf),
+            region,
+        }
+    }
+}
+
+/// An AWS call that failed after the SDK's retries.
+#[derive(Debug, thiserror::Error)]
+#[error("AWS {operation} failed: {message}")]
+pub struct AwsError {
+    pub operation: &'static str,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn from_sdk<E, R>(
+        operation: &'static str,
+        err: aws_sdk_cloudformation::error::SdkError<E, R>,
+    ) -> Self
+    where
+        E: aws_sdk_cloudformation::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
+    {
+        use aws_sdk_cloudformation::error::ProvideErrorMetadata;
+        let code = err.code().map(str::to_string);
+        let message = match err.message() {
+            Some(m) => m.to_string(),
+            None => aws_sdk_cloudformation::error::DisplayErrorContext(&err).to_string(),
+        };
+        Self {
+            operation,
+            code,
+            message,
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The deployer end to end: the real binary against the AWS emulator, checked from outside
+//! by the SDK and by a separate inventory program.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn inventory(stack_template: &std::path::Path, stack: &str) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(root().join("tests/aws/inventory.py"))
+        .args(["--endpoint", &aws_endpoint(), "--stack", stack, "--template"])
+        .arg(stack_template)
+        .envs(AWS_ENV.iter().copied())
+        .output()
+        .expect("run tests/aws/inventory.py");
+    assert!(
+        out.status.success(),
+        "inventory failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("inventory prints JSON")
+}
+
+#[test]
+fn hybrid_stack_deploys_plans_clean_and_removes_without_leaks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hybrid-alb");
+    copy_dir(&root().join("stacks/hybrid-alb"), &dir);
+    let name = unique("hybrid");
+    let dep = std::fs::read_to_string(dir.join("deployment.yaml")).unwrap();
+    std::fs::write(
+        dir.join("deployment.yaml"),
+        dep.replace("stack-name: hybrid-alb", &format!("stack-name: {name}")),
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap();
+
+    let out = stackgate(&["deploy", d, "--poll-seconds", "0.2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("CREATE_COMPLETE"), "{text}");
+    for output in ["AlbDnsName", "LambdaUrl", "Ec2Url"] {
+        assert!(text.contains(output), "output {output} missing:\n{text}");
+    }
+    assert!(text.contains("artifact lambda: uploaded"), "{text}");
+
+    // Another program lists what exists: every resource type of the template.
+    let inv = inventory(&dir.join("template.yaml"), &name);
+    let missing = inv["missing"].as_array().unwrap();
+    assert!(missing.is_empty(), "resources missing after deploy: {missing:?}");
+    assert!(inv["present"].as_array().unwrap().len() >= 20, "{inv}");
+
+    // Same source, same artifact key: nothing to change, the Lambda included.
+    let out = stackgate(&["plan", d, "--poll-seconds", "0.2"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.contains("plan: no changes"), "{text}");
+    assert!(text.contains("artifact lambda: unchanged"), "{text}");
+
+    let out = stackgate(&["remove", d, "--poll-seconds", "0.2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("DELETE_COMPLETE"));
+    let inv = inventory(&dir.join("template.yaml"), &name);
+    let present = inv["present"].as_array().unwrap();
+    assert!(present.is_empty(), "resources left after remove: {present:?}");
+
+    let out = stackgate(&["remove", d]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("does not exist; nothing to remove"));
+}
+
+const PARAM_TEMPLATE: &str = "\
+Parameters:
+  Greeting:
+    Type: String
+    Default: hello
+Resources:
+  Param:
+    Type: AWS::SSM::Parameter
+    Properties:
+      Type: String
+      Value: !Ref Greeting
+Outputs:
+  ParamName:
+    Value: !Ref Param
+";
+
+#[test]
+fn update_shows_the_change_in_plan_then_applies_it() {
+    let name = unique("update");
+    let (_tmp, dir) = stack_dir(
+        &name,
+        &[
+            ("deployment.yaml", "template-file-path: template.yaml\nparameters:\n  Greeting: hello\n"),
+            ("template.yaml", PARAM_TEMPLATE),
+        ],
+    );
+    let d = dir.to_str().unwrap();
+    let out = stackgate(&["plan", d, "--poll-seconds", "0.1"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("Add"), "{}", stdout(&out));
+    // A plan of a new stack leaves no review-only stack behind.
+    let exists = tokio_rt().block_on(cfn().describe_stacks().stack_name(&name).send());
+    assert!(exists.is_err(), "plan left a stack behind: {exists:?}");
+
+    let out = stackgate(&["deploy", d, "--poll-seconds", "0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("CREATE_COMPLETE"));
+
+    std::fs::write(
+        dir.join("deployment.yaml"),
+        "template-file-path: template.yaml\nparameters:\n  Greeting: bonjour\n",
+    )
+    .unwrap();
+    let out = stackgate(&["plan", d, "--poll-seconds", "0.1"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    let row = text
+        .lines()
+        .find(|l| l.contains("Param") && l.contains("AWS::SSM::Parameter"))
+        .unwrap_or_else(|| panic!("no change row for Param:\n{text}"));
+    assert!(row.starts_with("Modify"), "{row}");
+
+    let out = stackgate(&["deploy", d, "--poll-seconds", "0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("UPDATE_COMPLETE"), "{}", stdout(&out));
+    let out = stackgate(&["plan", d, "--poll-seconds", "0.1"]);
+    assert!(stdout(&out).contains("plan: no changes"), "{}", stdout(&out));
+    assert_eq!(stackgate(&["remove", d]).status.code(), Some(0));
+}
+
+fn tokio_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn remove_empties_a_versioned_bucket_first() {
+    let name = unique("bucket");
+    let (_tmp, dir) = stack_dir(
+        &name,
+        &[
+            ("deployment.yaml", "template-file-path: template.yaml\n"),
+            (
+                "template.yaml",
+                "Resources:\n  Data:\n    Type: AWS::S3::Bucket\n    Properties:\n      VersioningConfiguration:\n        Status: Enabled\nOutputs:\n  Bucket:\n    Value: !Ref Data\n",
+            ),
+        ],
+    );
+    let d = dir.to_str().unwrap();
+    let out = stackgate(&["deploy", d, "--poll-seconds", "0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rt = tokio_rt();
+    let bucket = rt.block_on(async {
+        let res = cfn()
+            .describe_stack_resource()
+            .stack_name(&name)
+            .logical_resource_id("Data")
+            .send()
+            .await
+            .unwrap();
+        res.stack_resource_detail()
+            .and_then(|d| d.physical_resource_id())
+            .unwrap()
+            .to_string()
+    });
+    rt.block_on(async {
+        let s3 = s3();
+        for body in ["v1", "v2"] {
+            s3.put_object()
+                .bucket(&bucket)
+                .key("report.txt")
+                .body(body.as_bytes().to_vec().into())
+                .send()
+                .await
+                .unwrap();
+        }
+        s3.delete_object().bucket(&bucket).key("report.txt").send().await.unwrap();
+        let versions = s3.list_object_versions().bucket(&bucket).send().await.unwrap();
+        assert_eq!(versions.versions().len(), 2);
+        assert_eq!(versions.delete_markers().len(), 1);
+    });
+
+    let out = stackgate(&["remove", d, "--poll-seconds", "0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("3 object versions"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("DELETE_COMPLETE"));
+    let gone = rt.block_on(s3().head_bucket().bucket(&bucket).send());
+    assert!(gone.is_err(), "bucket {bucket} still exists");
+}
+
+#[test]
+fn a_template_over_51200_bytes_goes_through_s3() {
+    let name = unique("big");
+    let padding = "x".repeat(60_000);
+    let template = format!(
+        "Resources:\n  Param:\n    Type: AWS::SSM::Parameter\n    Metadata:\n      Padding: {padding}\n    Properties:\n      Type: String\n      Value: big\n"
+    );
+    let (_tmp, dir) = stack_dir(
+        &name,
+        &[("deployment.yaml", "template-file-path: template.yaml\n"), ("template.yaml", &template)],
+    );
+    let d = dir.to_str().unwrap();
+    let out = stackgate(&["deploy", d, "--poll-seconds", "0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("passed by S3 URL"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("CREATE_COMPLETE"));
+    assert_eq!(stackgate(&["remove", d]).status.code(), Some(0));
+}
+
+/// Each bad input: exit 2, the file (and line where there is one) named, nothing sent.
+#[test]
+fn bad_input_is_refused_with_file_and_line() {
+    let ok_tpl = "Parameters:\n  P:\n    Type: String\n    Default: a\nResources:\n  B:\n    Type: AWS::S3::Bucket\n";
+    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+        ("no deployment file", vec![("template.yaml", ok_tpl)], "no deployment file"),
+        (
+            "unparsable template",
+            vec![
+                ("deployment.yaml", "template-file-path: template.yaml\n"),
+                ("template.yaml", "Resources:\n  B:\n    Type: AWS::S3::Bucket\n    Properties: {BucketName: [\n"),
+            ],
+            "template.yaml:",
+        ),
+        (
+            "unknown tag",
+            vec![
+                ("deployment.yaml", "template-file-path: template.yaml\n"),
+                ("template.yaml", "Resources:\n  B:\n    Type: AWS::S3::Bucket\n    Properties:\n      BucketName: !Reff x\n"),
+            ],
+            "template.yaml:5",
+        ),
+        (
+            "missing template",
+            vec![("deployment.yaml", "template-file-path: nope.yaml\n")],
+            "nope.yaml",
+        ),
+        (
+            "undeclared parameter",
+            vec![
+                ("deployment.yaml", "template-file-path: template.yaml\nparameters:\n  P: b\n  Q: c\n"),
+                ("template.yaml", ok_tpl),
+            ],
+            "deployment.yaml:4",
+        ),
+        (
+            "unknown key",
+            vec![
+                ("deployment.yaml", "template-file-path: template.yaml\nstack_name: x\n"),
+                ("template.yaml", ok_tpl),
+            ],
+            "deployment.yaml:2: unknown key `stack_name`",
+        ),
+        (
+            "dotdot template path",
+            vec![("deployment.yaml", "template-file-path: ../template.yaml\n")],
+            "leaves the stack folder",
+        ),
+        (
+            "missing artifact folder",
+            vec![
+                (
+                    "deployment.yaml",
+                    "template-file-path: template.yaml\nartifacts:\n  - path: code\n    bucket-parameter: P\n    key-parameter: P\n",
+                ),
+                ("template.yaml", ok_tpl),
+            ],
+            "code",
+        ),
+    ];
+    for (what, files, expect) in cases {
+        let (_tmp, dir) = stack_dir("bad", &files);
+        let out = stackgate(&["plan", dir.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", stderr(&out));
+        assert!(stderr(&out).contains(expect), "{what}: expected `{expect}` in:\n{}", stderr(&out));
+    }
+
+    // A symlink out of the stack folder.
+    let (tmp, dir) = stack_dir(
+        "bad",
+        &[("deployment.yaml", "template-file-path: template.yaml\n")],
+    );
+    std::fs::write(tmp.path().join("outside.yaml"), ok_tpl).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("outside.yaml"), dir.join("template.yaml")).unwrap();
+    let out = stackgate(&["plan", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("leaves the stack folder"), "{}", stderr(&out));
+}

@@ -1,0 +1,605 @@
+"""Each moto patch in deploy/local/moto_launcher.py: right with it, and the gap without it.
+
+Every test talks to a real launcher process on a free 127.0.0.1 port, started here with
+a chosen STACKGATE_MOTO_PATCHES set ("all", or "all,-<patch>" to show that the gap is
+real and that this patch is what closes it). Run with the project venv:
+
+    .local/venv/bin/python -m pytest tests/emulator -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCHER = ROOT / "deploy" / "local" / "moto_launcher.py"
+EMULATOR_SH = ROOT / "deploy" / "local" / "emulator.sh"
+START_TIMEOUT = 30.0
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Emulator:
+    """One launcher process with a given patch set."""
+
+    def __init__(self, patches: str, log_dir: Path):
+        self.patches = patches
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"moto-{self.port}.log"
+        self._log = open(self.log_path, "wb")
+        env = dict(os.environ, STACKGATE_MOTO_PATCHES=patches)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(LAUNCHER), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, start_new_session=True,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"launcher exited ({self.proc.returncode}): {self.log()}")
+            try:
+                if requests.get(f"{self.url}/moto-api/config", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"launcher did not answer in {START_TIMEOUT}s: {self.log()}")
+            time.sleep(0.1)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service, endpoint_url=self.url, region_name=REGION,
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+            config=Config(retries={"max_attempts": 1}),
+        )
+
+    def reset(self) -> None:
+        requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def emulators(tmp_path_factory: pytest.TempPathFactory):
+    started: dict[str, Emulator] = {}
+    log_dir = tmp_path_factory.mktemp("moto")
+
+    def get(patches: str) -> Emulator:
+        if patches not in started:
+            started[patches] = Emulator(patches, log_dir)
+        emulator = started[patches]
+        emulator.reset()
+        return emulator
+
+    yield get
+    for emulator in started.values():
+        emulator.stop()
+
+
+@pytest.fixture
+def patched(emulators) -> Emulator:
+    return emulators("all")
+
+
+def unpatched(emulators, patch: str) -> Emulator:
+    """All patches but one."""
+    return emulators(f"all,-{patch}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def stack(cf: Any, name: str) -> dict[str, Any]:
+    return cf.describe_stacks(StackName=name)["Stacks"][0]
+
+
+def events(cf: Any, name: str) -> list[dict[str, Any]]:
+    """Oldest first."""
+    return list(reversed(cf.describe_stack_events(StackName=name)["StackEvents"]))
+
+
+def create_via_change_set(cf: Any, name: str, template: dict[str, Any] | str,
+                          change_set_type: str = "CREATE", **kwargs: Any) -> str:
+    body = template if isinstance(template, str) else json.dumps(template)
+    change_set = f"cs-{int(time.monotonic() * 1000)}"
+    cf.create_change_set(StackName=name, ChangeSetName=change_set, TemplateBody=body,
+                         ChangeSetType=change_set_type, **kwargs)
+    cf.execute_change_set(StackName=name, ChangeSetName=change_set)
+    return change_set
+
+
+def outputs(description: dict[str, Any]) -> dict[str, str]:
+    return {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs") or []}
+
+
+def vpc_leftovers(ec2: Any, vpc_id: str, igw_ids: list[str]) -> dict[str, list[str]]:
+    """Everything of one VPC that still exists in the emulator."""
+    flt = [{"Name": "vpc-id", "Values": [vpc_id]}]
+    return {
+        "vpcs": [v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"] if v["VpcId"] == vpc_id],
+        "subnets": [s["SubnetId"] for s in ec2.describe_subnets(Filters=flt)["Subnets"]],
+        "route_tables": [r["RouteTableId"] for r in ec2.describe_route_tables(Filters=flt)["RouteTables"]],
+        "internet_gateways": [i["InternetGatewayId"]
+                              for i in ec2.describe_internet_gateways()["InternetGateways"]
+                              if i["InternetGatewayId"] in igw_ids],
+    }
+
+
+QUEUE_WITH_OUTPUTS = {
+    "Description": "a queue and its outputs",
+    "Resources": {"Queue": {"Type": "AWS::SQS::Queue"}},
+    "Outputs": {
+        "QueueUrl": {"Value": {"Ref": "Queue"}, "Description": "the URL"},
+        "QueueArn": {"Value": {"Fn::GetAtt": ["Queue", "Arn"]},
+                     "Export": {"Name": {"Fn::Sub": "${AWS::StackName}-queue-arn"}}},
+    },
+}
+
+# A public VPC as hybrid-alb has it: IGW + attachment, route table with a default route,
+# two subnets associated with it.
+PUBLIC_VPC = {
+    "Resources": {
+        "Vpc": {"Type": "AWS::EC2::VPC", "Properties": {"CidrBlock": "10.20.0.0/16"}},
+        "Igw": {"Type": "AWS::EC2::InternetGateway"},
+        "Attachment": {"Type": "AWS::EC2::VPCGatewayAttachment",
+                       "Properties": {"VpcId": {"Ref": "Vpc"}, "InternetGatewayId": {"Ref": "Igw"}}},
+        "RouteTable": {"Type": "AWS::EC2::RouteTable", "Properties": {"VpcId": {"Ref": "Vpc"}}},
+        "DefaultRoute": {"Type": "AWS::EC2::Route", "DependsOn": "Attachment",
+                         "Properties": {"RouteTableId": {"Ref": "RouteTable"},
+                                        "DestinationCidrBlock": "0.0.0.0/0",
+                                        "GatewayId": {"Ref": "Igw"}}},
+        "SubnetA": {"Type": "AWS::EC2::Subnet",
+                    "Properties": {"VpcId": {"Ref": "Vpc"}, "CidrBlock": "10.20.0.0/24",
+                                   "AvailabilityZone": "us-east-1a"}},
+        "SubnetB": {"Type": "AWS::EC2::Subnet",
+                    "Properties": {"VpcId": {"Ref": "Vpc"}, "CidrBlock": "10.20.1.0/24",
+                                   "AvailabilityZone": "us-east-1b"}},
+        "AssocA": {"Type": "AWS::EC2::SubnetRouteTableAssociation",
+                   "Properties": {"SubnetId": {"Ref": "SubnetA"}, "RouteTableId": {"Ref": "RouteTable"}}},
+        "AssocB": {"Type": "AWS::EC2::SubnetRouteTableAssociation",
+                   "Properties": {"SubnetId": {"Ref": "SubnetB"}, "RouteTableId": {"Ref": "RouteTable"}}},
+    },
+    "Outputs": {"VpcId": {"Value": {"Ref": "Vpc"}}, "IgwId": {"Value": {"Ref": "Igw"}}},
+}
+
+# The failure scenario for "a failed create rolls back with a reason": a subnet whose
+# CidrBlock lies outside its VPC's. Valid syntax (cfn-lint and policies pass it), rejected
+# by EC2 at create time with InvalidSubnet.Range, as in AWS.
+BAD_SUBNET = {
+    "Resources": {
+        "Queue": {"Type": "AWS::SQS::Queue"},
+        "Vpc": {"Type": "AWS::EC2::VPC", "Properties": {"CidrBlock": "10.20.0.0/16"}},
+        "Subnet": {"Type": "AWS::EC2::Subnet",
+                   "Properties": {"VpcId": {"Ref": "Vpc"}, "CidrBlock": "10.99.0.0/24"}},
+    },
+    "Outputs": {"VpcId": {"Value": {"Ref": "Vpc"}}},
+}
+
+
+def non_default_vpcs(ec2: Any) -> list[str]:
+    return [v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"] if not v.get("IsDefault")]
+
+
+def queue_urls(sqs: Any) -> list[str]:
+    return sqs.list_queues().get("QueueUrls", [])
+
+
+# ------------------------------------------------------------- 1 changeset_outputs
+
+
+def test_change_set_create_has_outputs_and_exports(patched: Emulator) -> None:
+    cf = patched.client("cloudformation")
+    create_via_change_set(cf, "via-cs", QUEUE_WITH_OUTPUTS)
+    cf.create_stack(StackName="via-create", TemplateBody=json.dumps(QUEUE_WITH_OUTPUTS))
+
+    via_cs, via_create = stack(cf, "via-cs"), stack(cf, "via-create")
+    assert via_cs["StackStatus"] == "CREATE_COMPLETE"
+    assert via_cs.get("Description") == "a queue and its outputs"
+    assert set(outputs(via_cs)) == set(outputs(via_create)) == {"QueueUrl", "QueueArn"}
+    assert "/via-cs-Queue-" in outputs(via_cs)["QueueUrl"]
+    assert outputs(via_cs)["QueueArn"].startswith("arn:aws:sqs:us-east-1:")
+    exports = {e["Name"]: e["Value"] for e in cf.list_exports()["Exports"]}
+    assert exports["via-cs-queue-arn"] == outputs(via_cs)["QueueArn"]
+
+
+def test_change_set_update_refreshes_outputs(patched: Emulator) -> None:
+    cf = patched.client("cloudformation")
+    create_via_change_set(cf, "cs-update", QUEUE_WITH_OUTPUTS)
+    template = json.loads(json.dumps(QUEUE_WITH_OUTPUTS))
+    template["Resources"]["Topic"] = {"Type": "AWS::SNS::Topic"}
+    template["Outputs"]["TopicArn"] = {"Value": {"Ref": "Topic"}}
+    create_via_change_set(cf, "cs-update", template, change_set_type="UPDATE")
+    described = stack(cf, "cs-update")
+    assert described["StackStatus"] == "UPDATE_COMPLETE"
+    assert set(outputs(described)) == {"QueueUrl", "QueueArn", "TopicArn"}
+    assert ":cs-update-Topic-" in outputs(described)["TopicArn"]
+
+
+def test_gap_change_set_create_has_no_outputs_without_patch(emulators) -> None:
+    cf = unpatched(emulators, "changeset_outputs").client("cloudformation")
+    create_via_change_set(cf, "via-cs", QUEUE_WITH_OUTPUTS)
+    described = stack(cf, "via-cs")
+    assert described["StackStatus"] == "CREATE_COMPLETE"
+    assert "Outputs" not in described
+
+
+# ------------------------------------------------------------------ 2 delete_order
+
+
+def _create_public_vpc(emulator: Emulator, name: str) -> tuple[str, str, list[str]]:
+    cf, ec2 = emulator.client("cloudformation"), emulator.client("ec2")
+    cf.create_stack(StackName=name, TemplateBody=json.dumps(PUBLIC_VPC))
+    described = stack(cf, name)
+    assert described["StackStatus"] == "CREATE_COMPLETE"
+    vpc_id, igw_id = outputs(described)["VpcId"], outputs(described)["IgwId"]
+    before = vpc_leftovers(ec2, vpc_id, [igw_id])
+    # the VPC, 2 subnets, its main route table and ours, the IGW
+    assert [len(v) for v in before.values()] == [1, 2, 2, 1], before
+    return described["StackId"], vpc_id, [igw_id]
+
+
+def test_delete_vpc_stack_deletes_everything(patched: Emulator) -> None:
+    cf, ec2 = patched.client("cloudformation"), patched.client("ec2")
+    stack_id, vpc_id, igw_ids = _create_public_vpc(patched, "net")
+
+    cf.delete_stack(StackName="net")
+
+    assert stack(cf, stack_id)["StackStatus"] == "DELETE_COMPLETE"
+    assert vpc_leftovers(ec2, vpc_id, igw_ids) == {
+        "vpcs": [], "subnets": [], "route_tables": [], "internet_gateways": []}
+    assert [e["ResourceStatus"] for e in events(cf, stack_id)][-1] == "DELETE_COMPLETE"
+    # a deleted stack's resources are not re-created by reading them
+    assert cf.list_stack_resources(StackName=stack_id)["StackResourceSummaries"] == []
+    assert vpc_leftovers(ec2, vpc_id, igw_ids)["vpcs"] == []
+
+
+def test_gap_delete_vpc_stack_leaks_without_patch(emulators) -> None:
+    emulator = unpatched(emulators, "delete_order")
+    cf, ec2 = emulator.client("cloudformation"), emulator.client("ec2")
+    stack_id, vpc_id, igw_ids = _create_public_vpc(emulator, "net")
+
+    with pytest.raises(ClientError) as err:
+        cf.delete_stack(StackName="net")
+    assert err.value.response["Error"]["Code"] == "DependencyViolation"
+
+    left = vpc_leftovers(ec2, vpc_id, igw_ids)
+    assert left["vpcs"] == [vpc_id] and left["internet_gateways"] == igw_ids
+    assert len(left["route_tables"]) == 2
+    with pytest.raises(ClientError):  # ... while the stack is gone
+        cf.describe_stacks(StackName=stack_id)
+
+
+def test_delete_failure_keeps_stack_in_delete_failed(patched: Emulator) -> None:
+    """A bucket that still holds objects cannot be deleted (as in AWS): DELETE_FAILED."""
+    cf, s3 = patched.client("cloudformation"), patched.client("s3")
+    template = {"Resources": {"Bucket": {"Type": "AWS::S3::Bucket"},
+                              "Queue": {"Type": "AWS::SQS::Queue"}},
+                "Outputs": {"Bucket": {"Value": {"Ref": "Bucket"}}}}
+    cf.create_stack(StackName="full-bucket", TemplateBody=json.dumps(template))
+    bucket = outputs(stack(cf, "full-bucket"))["Bucket"]
+    s3.put_object(Bucket=bucket, Key="left-behind.txt", Body=b"x")
+
+    cf.delete_stack(StackName="full-bucket")
+
+    described = stack(cf, "full-bucket")
+    assert described["StackStatus"] == "DELETE_FAILED"
+    assert described["StackStatusReason"] == "The following resource(s) failed to delete: [Bucket]. "
+    failed = [e for e in events(cf, "full-bucket") if e["ResourceStatus"] == "DELETE_FAILED"
+              and e["LogicalResourceId"] == "Bucket"]
+    assert len(failed) == 1
+    assert "The bucket you tried to delete is not empty" in failed[0]["ResourceStatusReason"]
+    assert bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert [r["LogicalResourceId"] for r in
+            cf.list_stack_resources(StackName="full-bucket")["StackResourceSummaries"]] == ["Bucket"]
+
+    s3.delete_object(Bucket=bucket, Key="left-behind.txt")
+    cf.delete_stack(StackName="full-bucket")
+    assert stack(cf, described["StackId"])["StackStatus"] == "DELETE_COMPLETE"
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_gap_non_empty_bucket_leaks_without_patch(emulators) -> None:
+    emulator = unpatched(emulators, "delete_order")
+    cf, s3 = emulator.client("cloudformation"), emulator.client("s3")
+    template = {"Resources": {"Bucket": {"Type": "AWS::S3::Bucket"}},
+                "Outputs": {"Bucket": {"Value": {"Ref": "Bucket"}}}}
+    cf.create_stack(StackName="full-bucket", TemplateBody=json.dumps(template))
+    described = stack(cf, "full-bucket")
+    bucket = outputs(described)["Bucket"]
+    s3.put_object(Bucket=bucket, Key="left-behind.txt", Body=b"x")
+    cf.delete_stack(StackName="full-bucket")
+    assert stack(cf, described["StackId"])["StackStatus"] == "DELETE_COMPLETE"
+    assert bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]  # leaked
+
+
+# --------------------------------------------------------------- 3 create_rollback
+
+
+@pytest.mark.parametrize("how", ["create_stack", "change_set"])
+def test_failed_create_rolls_back_with_reason(patched: Emulator, how: str) -> None:
+    cf, ec2, sqs = (patched.client(s) for s in ("cloudformation", "ec2", "sqs"))
+    if how == "create_stack":
+        cf.create_stack(StackName="bad-net", TemplateBody=json.dumps(BAD_SUBNET))
+    else:
+        change_set = create_via_change_set(cf, "bad-net", BAD_SUBNET)
+        assert cf.describe_change_set(StackName="bad-net", ChangeSetName=change_set)[
+            "ExecutionStatus"] == "EXECUTE_FAILED"
+
+    described = stack(cf, "bad-net")
+    assert described["StackStatus"] == "ROLLBACK_COMPLETE"
+    assert "Outputs" not in described
+    history = events(cf, "bad-net")
+    failed = [e for e in history if e["ResourceStatus"] == "CREATE_FAILED"]
+    assert [(e["LogicalResourceId"], e["ResourceType"]) for e in failed] == [("Subnet", "AWS::EC2::Subnet")]
+    assert "The CIDR '10.99.0.0/24' is invalid." in failed[0]["ResourceStatusReason"]
+    assert "InvalidSubnet.Range" in failed[0]["ResourceStatusReason"]
+    stack_events = [(e["ResourceStatus"], e.get("ResourceStatusReason"))
+                    for e in history if e["LogicalResourceId"] == "bad-net"]
+    assert ("ROLLBACK_IN_PROGRESS",
+            "The following resource(s) failed to create: [Subnet]. Rollback requested by user."
+            ) in stack_events
+    assert stack_events[-1] == ("ROLLBACK_COMPLETE", None)
+    rolled_back = {e["LogicalResourceId"] for e in history if e["ResourceStatus"] == "DELETE_COMPLETE"}
+    assert {"Vpc", "Queue"} <= rolled_back
+    # what was created before the failure is gone
+    assert non_default_vpcs(ec2) == [] and queue_urls(sqs) == []
+    assert cf.list_stack_resources(StackName="bad-net")["StackResourceSummaries"] == []
+
+    # a ROLLBACK_COMPLETE stack can only be deleted; that works
+    cf.delete_stack(StackName="bad-net")
+    assert stack(cf, described["StackId"])["StackStatus"] == "DELETE_COMPLETE"
+
+
+def test_failed_update_rolls_back(patched: Emulator) -> None:
+    cf, ec2, sqs = (patched.client(s) for s in ("cloudformation", "ec2", "sqs"))
+    good = {"Resources": {"Vpc": BAD_SUBNET["Resources"]["Vpc"],
+                          "Queue": {"Type": "AWS::SQS::Queue"}},
+            "Outputs": {"VpcId": {"Value": {"Ref": "Vpc"}}}}
+    cf.create_stack(StackName="upd", TemplateBody=json.dumps(good))
+    vpc_id = outputs(stack(cf, "upd"))["VpcId"]
+    queues = queue_urls(sqs)
+    bad = json.loads(json.dumps(good))
+    bad["Resources"]["Topic"] = {"Type": "AWS::SNS::Topic"}  # added before the subnet fails
+    bad["Resources"]["Subnet"] = BAD_SUBNET["Resources"]["Subnet"]
+
+    cf.update_stack(StackName="upd", TemplateBody=json.dumps(bad))
+
+    described = stack(cf, "upd")
+    assert described["StackStatus"] == "UPDATE_ROLLBACK_COMPLETE"
+    failed = [e for e in events(cf, "upd") if e["ResourceStatus"] in ("CREATE_FAILED", "UPDATE_FAILED")]
+    assert [(e["LogicalResourceId"], e["ResourceStatus"]) for e in failed] == [("Subnet", "CREATE_FAILED")]
+    assert "The CIDR '10.99.0.0/24' is invalid." in failed[0]["ResourceStatusReason"]
+    assert outputs(described) == {"VpcId": vpc_id}
+    assert non_default_vpcs(ec2) == [vpc_id] and queue_urls(sqs) == queues
+    assert patched.client("sns").list_topics()["Topics"] == []
+    body = cf.get_template(StackName="upd")["TemplateBody"]  # boto3 decodes JSON bodies
+    assert (json.loads(body) if isinstance(body, str) else body) == good
+    assert sorted(r["LogicalResourceId"] for r in
+                  cf.list_stack_resources(StackName="upd")["StackResourceSummaries"]) == ["Queue", "Vpc"]
+
+
+def test_gap_failed_create_is_stuck_without_patch(emulators) -> None:
+    emulator = unpatched(emulators, "create_rollback")
+    cf, ec2 = emulator.client("cloudformation"), emulator.client("ec2")
+    with pytest.raises(ClientError) as err:
+        cf.create_stack(StackName="bad-net", TemplateBody=json.dumps(BAD_SUBNET))
+    assert err.value.response["Error"]["Code"] == "InvalidSubnet.Range"  # the API call fails
+    assert stack(cf, "bad-net")["StackStatus"] == "CREATE_IN_PROGRESS"  # ... forever
+    assert not [e for e in events(cf, "bad-net") if e.get("ResourceStatusReason")
+                and "10.99.0.0/24" in e["ResourceStatusReason"]]
+    assert len(non_default_vpcs(ec2)) == 1  # the VPC leaked
+
+
+# --------------------------------------------------------------- 4 template_errors
+
+SIGNED = {"Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/"
+                           "cloudformation/aws4_request, SignedHeaders=host, Signature=0"}
+
+
+def raw_create_change_set(emulator: Emulator, body: str) -> requests.Response:
+    return requests.post(emulator.url + "/", headers=SIGNED, timeout=10, data={
+        "Action": "CreateChangeSet", "Version": "2010-05-15", "StackName": "invalid",
+        "ChangeSetName": "c1", "ChangeSetType": "CREATE", "TemplateBody": body})
+
+
+INVALID_TEMPLATES = {
+    "json-not-well-formed": ('{"Resources": {', "Template format error: JSON not well-formed. (line 1, column 16)"),
+    "yaml-not-well-formed": ("Resources:\n  Q: [\n", "Template format error: YAML not well-formed."),
+    "no-resources": ('{"Outputs": {}}', "Template format error: At least one Resources member must be defined."),
+    "unknown-section": ('{"Resources": {"Q": {"Type": "AWS::SQS::Queue"}}, "Resource": {}}',
+                        "Template format error: Invalid template property or properties [Resource]"),
+    "no-type": ("Resources:\n  Q:\n    Properties: {}\n",
+                "Template format error: [/Resources/Q] Every Resources object must contain a Type member."),
+    "unresolved-ref": ("Resources:\n  Q:\n    Type: AWS::SQS::Queue\n    Properties:\n      QueueName: !Ref Missing\n",
+                       "Template format error: Unresolved resource dependencies [Missing] in the Resources block of the template"),
+    "unresolved-getatt-in-outputs": ("Resources:\n  Q:\n    Type: AWS::SQS::Queue\nOutputs:\n  A:\n    Value: !GetAtt Nope.Arn\n",
+                                     "Template error: instance of Fn::GetAtt references undefined resource Nope"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID_TEMPLATES))
+def test_invalid_template_is_aws_validation_error(patched: Emulator, case: str) -> None:
+    body, message = INVALID_TEMPLATES[case]
+    response = raw_create_change_set(patched, body)
+    assert response.status_code == 400, response.text
+    assert response.headers["Content-Type"].startswith("text/xml")
+    assert "<ErrorResponse" in response.text and "<Type>Sender</Type>" in response.text
+    assert "<Code>ValidationError</Code>" in response.text
+    assert f"<Message>{message}" in response.text
+
+    cf = patched.client("cloudformation")
+    with pytest.raises(ClientError) as err:
+        cf.create_change_set(StackName="invalid", ChangeSetName="c1", TemplateBody=body)
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    assert err.value.response["Error"]["Message"].startswith(message)
+    with pytest.raises(ClientError):  # no stack is left behind
+        cf.describe_stacks(StackName="invalid")
+
+
+VALID_YAML = """\
+AWSTemplateFormatVersion: "2010-09-09"
+Parameters:
+  Env: {Type: String, Default: dev}
+Conditions:
+  IsProd: !Equals [!Ref Env, prod]
+Mappings:
+  M: {us-east-1: {Name: east}}
+Resources:
+  Queue:
+    Type: AWS::SQS::Queue
+    Properties:
+      QueueName: !Sub "${AWS::StackName}-${Env}-${Suffix}"
+      Tags:
+        - Key: where
+          Value: !Sub
+            - "${Region}-${Queue2.QueueName}"
+            - Region: !FindInMap [M, !Ref "AWS::Region", Name]
+        - Key: prod
+          Value: !If [IsProd, "yes", "no"]
+      DelaySeconds: !If [IsProd, 5, !Ref "AWS::NoValue"]
+  Queue2:
+    Type: AWS::SQS::Queue
+    DependsOn: Topic
+  Topic:
+    Type: AWS::SNS::Topic
+    Properties:
+      DisplayName: !Join ["-", [!GetAtt Queue2.Arn, "${!Literal}"]]
+Outputs:
+  Url: {Value: !Ref Queue}
+  Arn: {Value: !GetAtt Queue.Arn}
+"""
+
+
+def test_valid_templates_still_accepted(patched: Emulator) -> None:
+    cf = patched.client("cloudformation")
+    body = VALID_YAML.replace("-${Suffix}", "")
+    cf.create_change_set(StackName="fine", ChangeSetName="c1", ChangeSetType="CREATE", TemplateBody=body)
+    cf.execute_change_set(StackName="fine", ChangeSetName="c1")
+    assert stack(cf, "fine")["StackStatus"] == "CREATE_COMPLETE"
+    # the checker knows ${Suffix} is not defined anywhere
+    with pytest.raises(ClientError) as err:
+        cf.create_stack(StackName="fine2", TemplateBody=VALID_YAML)
+    assert "Unresolved resource dependencies [Suffix]" in err.value.response["Error"]["Message"]
+
+
+def test_template_checker_accepts_long_and_short_forms() -> None:
+    check = _launcher_module().template_format_error
+    assert check(VALID_YAML.replace("-${Suffix}", "")) is None
+    # (moto itself mis-parses the YAML list form `!GetAtt [Queue, Arn]`; the checker doesn't)
+    assert check(VALID_YAML.replace("-${Suffix}", "").replace("!GetAtt Queue.Arn", "!GetAtt [Queue, Arn]")) is None
+    long_form = {"Parameters": {"P": {"Type": "String"}},
+                 "Resources": {"Q": {"Type": "AWS::SQS::Queue", "Properties": {
+                     "QueueName": {"Fn::Sub": ["${P}-${X}-${AWS::Region}", {"X": {"Ref": "P"}}]}}},
+                     "T": {"Type": "AWS::SNS::Topic", "DependsOn": ["Q"],
+                           "Properties": {"DisplayName": {"Fn::GetAtt": "Q.QueueName"}}}},
+                 "Outputs": {"O": {"Value": {"Fn::Sub": "${Q.Arn}"}}}}
+    assert check(json.dumps(long_form)) is None
+    long_form["Resources"]["T"]["DependsOn"] = ["Gone"]
+    assert check(json.dumps(long_form)) == (
+        "Template format error: Unresolved resource dependencies [Gone] in the Resources block of the template")
+    assert check("Transform: AWS::Serverless-2016-10-31\nResources:\n  F: {Type: AWS::Serverless::Function, "
+                 "Properties: {Role: !Ref Generated}}\n") is None
+
+
+def test_gap_invalid_template_is_html_500_without_patch(emulators) -> None:
+    emulator = unpatched(emulators, "template_errors")
+    response = raw_create_change_set(emulator, '{"Resources": {')
+    assert response.status_code == 500
+    assert "<ErrorResponse" not in response.text
+
+
+# --------------------------------------------------------------------- the launcher
+
+
+def _launcher_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("moto_launcher", LAUNCHER)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_patch_selection() -> None:
+    launcher = _launcher_module()
+    every = list(launcher.PATCHES)
+    assert every == ["changeset_outputs", "delete_order", "create_rollback", "template_errors"]
+    assert launcher.select_patches(None) == every
+    assert launcher.select_patches("none") == []
+    assert launcher.select_patches("all,-delete_order") == [p for p in every if p != "delete_order"]
+    assert launcher.select_patches("none,template_errors") == ["template_errors"]
+    with pytest.raises(SystemExit):
+        launcher.select_patches("all,-no_such_patch")
+    for name, patch in launcher.PATCHES.items():
+        assert "https://" in (patch.__doc__ or ""), f"{name} documents what it patches"
+
+
+def test_emulator_script_start_status_reset_stop(tmp_path: Path) -> None:
+    port = str(free_port())
+    env = dict(os.environ, STACKGATE_EMULATOR_PORT=port)
+
+    def run(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", str(EMULATOR_SH), command], env=env, text=True,
+                              capture_output=True, timeout=60)
+
+    pid_file = ROOT / ".local" / f"emulator-{port}.pid"
+    try:
+        assert run("status").returncode == 1
+        started = run("start")
+        assert started.returncode == 0, started.stderr
+        assert f"AWS_ENDPOINT_URL=http://127.0.0.1:{port}" in started.stdout
+        again = run("start")
+        assert again.returncode == 0 and "already running" in again.stdout
+        assert run("status").returncode == 0
+
+        sqs = boto3.client("sqs", endpoint_url=f"http://127.0.0.1:{port}", region_name=REGION,
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        sqs.create_queue(QueueName="q")
+        assert run("reset").returncode == 0
+        assert queue_urls(sqs) == []
+    finally:
+        stopped = run("stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert run("status").returncode == 1
+    assert not pid_file.exists()
+
+    # a stale pid file is cleaned up, and start still works
+    pid_file.write_text("999999\n")
+    try:
+        restarted = run("start")
+        assert restarted.returncode == 0 and "stale pid file" in restarted.stdout
+    finally:
+        assert run("stop").returncode == 0

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit and end-to-end tests, policy test cases, and the Python
+# tests of the stack, the emulator patches and the GitHub stand-in. Idempotent: installs
+# what is missing (deploy/local/setup.sh), starts its own emulator on a port of its own.
+#
+#   tests/run.sh
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+deploy/local/setup.sh
+
+# A separate emulator from the one the main job uses, so tests never touch its stacks.
+export STACKGATE_EMULATOR_PORT="${STACKGATE_TEST_EMULATOR_PORT:-4599}"
+deploy/local/emulator.sh start
+trap 'STACKGATE_EMULATOR_PORT='"$STACKGATE_EMULATOR_PORT"' deploy/local/emulator.sh stop >/dev/null 2>&1 || true' EXIT
+export STACKGATE_TEST_AWS_ENDPOINT="http://127.0.0.1:$STACKGATE_EMULATOR_PORT"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo test"
+cargo test --workspace --locked
+
+echo "== pytest"
+.local/venv/bin/python -m pytest -p no:cacheprovider -q tests/stack tests/emulator tests/github tests/aws
