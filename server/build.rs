@@ -13,6 +13,9 @@ const POLICIES: &[(&str, &str)] = &[
     ("least-privilege-iam", "policy-least-privilege-iam"),
 ];
 
+/// Guests built for the sandbox tests only; never embedded as policies.
+const TEST_GUESTS: &[(&str, &str)] = &[("hostile-guest", "policy-hostile-guest")];
+
 fn main() {
     if let Err(e) = build() {
         // A build script can only say why by panicking.
@@ -44,7 +47,7 @@ fn build() -> Result<(), String> {
         .args(["build", "--release", "--locked", "--target", "wasm32-unknown-unknown"])
         .arg("--target-dir")
         .arg(&target_dir);
-    for (_, krate) in POLICIES {
+    for (_, krate) in POLICIES.iter().chain(TEST_GUESTS) {
         cmd.args(["-p", krate]);
     }
     // Flags meant for the host build (coverage, clippy's wrapper) must not reach the guest.
@@ -90,6 +93,16 @@ fn build() -> Result<(), String> {
         ));
     }
     table.push_str("];\n");
+    for (name, krate) in TEST_GUESTS {
+        let core = target_dir
+            .join("wasm32-unknown-unknown/release")
+            .join(format!("{}.wasm", krate.replace('-', "_")));
+        let dest = out_dir.join(format!("{name}.wasm"));
+        std::fs::write(&dest, componentize(&core)?).map_err(|e| format!("{}: {e}", dest.display()))?;
+    }
+    table.push_str(
+        "/// Test-only guests (see policies/hostile-guest), by file path.\n#[doc(hidden)]\npub const TEST_GUEST_DIR: &str = env!(\"OUT_DIR\");\n",
+    );
     let generated = out_dir.join("embedded_policies.rs");
     std::fs::write(&generated, table).map_err(|e| format!("{}: {e}", generated.display()))?;
     Ok(())

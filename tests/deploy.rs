@@ -80,6 +80,7 @@ Resources:
   Param:
     Type: AWS::SSM::Parameter
     Properties:
+      Name: !Sub /stackgate-test/${AWS::StackName}
       Type: String
       Value: !Ref Greeting
 Outputs:
@@ -170,6 +171,17 @@ fn remove_empties_a_versioned_bucket_first() {
     });
     rt.block_on(async {
         let s3 = s3();
+        // moto ignores VersioningConfiguration in templates; turn it on as AWS would have.
+        s3.put_bucket_versioning()
+            .bucket(&bucket)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
         for body in ["v1", "v2"] {
             s3.put_object()
                 .bucket(&bucket)
@@ -198,7 +210,7 @@ fn a_template_over_51200_bytes_goes_through_s3() {
     let name = unique("big");
     let padding = "x".repeat(60_000);
     let template = format!(
-        "Resources:\n  Param:\n    Type: AWS::SSM::Parameter\n    Metadata:\n      Padding: {padding}\n    Properties:\n      Type: String\n      Value: big\n"
+        "Resources:\n  Param:\n    Type: AWS::SSM::Parameter\n    Metadata:\n      Padding: {padding}\n    Properties:\n      Name: !Sub /stackgate-test/${{AWS::StackName}}\n      Type: String\n      Value: big\n"
     );
     let (_tmp, dir) = stack_dir(
         &name,
@@ -289,4 +301,41 @@ fn bad_input_is_refused_with_file_and_line() {
     let out = stackgate(&["plan", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("leaves the stack folder"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_failed_create_rolls_back_and_names_the_resource_and_reason() {
+    let name = unique("broken");
+    let template = "\
+Resources:
+  Vpc:
+    Type: AWS::EC2::VPC
+    Properties:
+      CidrBlock: 10.20.0.0/16
+  Subnet:
+    Type: AWS::EC2::Subnet
+    Properties:
+      VpcId: !Ref Vpc
+      CidrBlock: 10.99.0.0/24
+";
+    let (_tmp, dir) = stack_dir(
+        &name,
+        &[("deployment.yaml", "template-file-path: template.yaml\n"), ("template.yaml", template)],
+    );
+    let d = dir.to_str().unwrap();
+    let out = stackgate(&["deploy", d, "--poll-seconds", "0.1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("ROLLBACK_COMPLETE"), "{err}");
+    assert!(err.contains("Subnet (AWS::EC2::Subnet) CREATE_FAILED"), "{err}");
+    assert!(err.contains("The CIDR '10.99.0.0/24' is invalid."), "{err}");
+
+    // The stack cannot be updated now; the deployer says what to do instead.
+    let out = stackgate(&["plan", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("remove it"), "{}", stderr(&out));
+
+    assert_eq!(stackgate(&["remove", d, "--poll-seconds", "0.1"]).status.code(), Some(0));
+    let out = stackgate(&["remove", d]);
+    assert!(stdout(&out).contains("nothing to remove"));
 }

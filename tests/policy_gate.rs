@@ -1,0 +1,277 @@
+//! The policy gate end to end: `stackgate check` on the hybrid stack and on variants that
+//! break a rule, and the sandbox against hostile guests.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stackgate::policy::input::PolicyInput;
+use stackgate::policy::{Limits, PolicyHost, PolicySource, Verdict};
+use stackgate::stack::{DirFiles, Stack};
+use support::*;
+
+fn check_json(dir: &Path) -> (Option<i32>, Value) {
+    let out = stackgate(&["check", "--format", "json", dir.to_str().unwrap()]);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code(), json)
+}
+
+#[test]
+fn the_hybrid_stack_passes_both_policies() {
+    let out = stackgate(&["check", root().join("stacks/hybrid-alb").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("pass (0 error(s)"), "{}", stdout(&out));
+}
+
+/// A copy of the hybrid stack with `edit` applied to its template text.
+fn variant(edit: impl Fn(&str) -> String) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hybrid-alb");
+    copy_dir(&root().join("stacks/hybrid-alb"), &dir);
+    let tpl = std::fs::read_to_string(dir.join("template.yaml")).unwrap();
+    let edited = edit(&tpl);
+    assert_ne!(edited, tpl, "the edit changed nothing");
+    std::fs::write(dir.join("template.yaml"), edited).unwrap();
+    (tmp, dir)
+}
+
+const ALB_RULE: &str = "        - IpProtocol: tcp\n          FromPort: 80\n          ToPort: 80\n          CidrIp: 0.0.0.0/0\n";
+
+fn add_resource(tpl: &str, yaml: &str) -> String {
+    tpl.replacen("Resources:\n", &format!("Resources:\n{yaml}\n"), 1)
+}
+
+#[test]
+fn each_broken_variant_fails_naming_the_resource() {
+    let cases: Vec<(&str, Box<dyn Fn(&str) -> String>, &str, &str)> = vec![
+        (
+            "tcp 22 to the world",
+            Box::new(|t: &str| t.replacen(ALB_RULE, &format!("{ALB_RULE}        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: 0.0.0.0/0\n"), 1)),
+            "open-ingress",
+            "AlbSecurityGroup",
+        ),
+        (
+            "443 on the ALB group",
+            Box::new(|t: &str| t.replacen(ALB_RULE, &ALB_RULE.replace("80", "443"), 1)),
+            "open-ingress",
+            "AlbSecurityGroup",
+        ),
+        (
+            "protocol -1",
+            Box::new(|t: &str| t.replacen(ALB_RULE, "        - IpProtocol: \"-1\"\n          CidrIp: 0.0.0.0/0\n", 1)),
+            "open-ingress",
+            "AlbSecurityGroup",
+        ),
+        (
+            "world CIDR from a parameter default",
+            Box::new(|t: &str| {
+                let t = t.replacen("Parameters:\n", "Parameters:\n  AdminCidr:\n    Type: String\n    Default: 0.0.0.0/0\n", 1);
+                add_resource(&t, "  SshIn:\n    Type: AWS::EC2::SecurityGroupIngress\n    Properties:\n      GroupId: !GetAtt Ec2SecurityGroup.GroupId\n      IpProtocol: tcp\n      FromPort: 22\n      ToPort: 22\n      CidrIp: !Ref AdminCidr\n")
+            }),
+            "open-ingress",
+            "SshIn",
+        ),
+        (
+            "s3:*",
+            Box::new(|t: &str| t.replacen("                  - logs:PutLogEvents\n", "                  - logs:PutLogEvents\n                  - s3:*\n", 1)),
+            "least-privilege-iam",
+            "LambdaRole",
+        ),
+        (
+            "write on *",
+            Box::new(|t: &str| t.replacen("                Resource: !GetAtt LambdaLogGroup.Arn\n", "                Resource: \"*\"\n", 1)),
+            "least-privilege-iam",
+            "LambdaRole",
+        ),
+        (
+            "iam:PassRole on *",
+            Box::new(|t: &str| add_resource(t, "  PassAnything:\n    Type: AWS::IAM::Policy\n    Properties:\n      PolicyName: pass\n      Roles: [!Ref LambdaRole]\n      PolicyDocument:\n        Version: \"2012-10-17\"\n        Statement:\n          - Effect: Allow\n            Action: iam:PassRole\n            Resource: \"*\"\n")),
+            "least-privilege-iam",
+            "PassAnything",
+        ),
+        (
+            "AdministratorAccess",
+            Box::new(|t: &str| t.replacen("      Description: hybrid-alb Lambda - write to its own log group only\n", "      Description: hybrid-alb Lambda - write to its own log group only\n      ManagedPolicyArns:\n        - arn:aws:iam::aws:policy/AdministratorAccess\n", 1)),
+            "least-privilege-iam",
+            "LambdaRole",
+        ),
+    ];
+    for (what, edit, policy, resource) in cases {
+        let (_tmp, dir) = variant(edit);
+        let (code, json) = check_json(&dir);
+        assert_eq!(code, Some(1), "{what}: {json:#}");
+        let result = &json["results"][0];
+        assert_eq!(result["verdict"], "fail", "{what}");
+        let hit = result["findings"].as_array().unwrap().iter().any(|f| {
+            f["policy"] == policy && f["resource"] == resource && f["severity"] == "error"
+        });
+        assert!(hit, "{what}: no error from {policy} on {resource}: {json:#}");
+        // Every finding points at a line of the template.
+        for f in result["findings"].as_array().unwrap() {
+            assert!(f["line"].as_u64().is_some_and(|l| l > 1), "{what}: {f}");
+        }
+    }
+}
+
+#[test]
+fn text_and_sarif_point_at_the_line() {
+    let (_tmp, dir) = variant(|t| t.replacen(ALB_RULE, &ALB_RULE.replace("80", "22"), 1));
+    let tpl = std::fs::read_to_string(dir.join("template.yaml")).unwrap();
+    let line = tpl.lines().position(|l| l.contains("FromPort: 22")).unwrap() + 1;
+    let out = stackgate(&["check", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let first = text.lines().next().unwrap();
+    assert!(first.contains("template.yaml:"), "{text}");
+    let at: usize = first.split(':').nth(1).unwrap().parse().unwrap();
+    assert!((line - 3..=line + 3).contains(&at), "line {at}, rule at {line}: {text}");
+
+    let out = stackgate(&["check", "--format", "sarif", dir.to_str().unwrap()]);
+    let sarif: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    let result = &sarif["runs"][0]["results"][0];
+    assert_eq!(result["level"], "error");
+    assert_eq!(
+        result["locations"][0]["physicalLocation"]["region"]["startLine"].as_u64(),
+        Some(at as u64)
+    );
+}
+
+#[test]
+fn bad_input_and_settings_exit_2() {
+    let (_tmp, dir) = stack_dir("x", &[("t.yaml", "Resources: [\n")]);
+    let out = stackgate(&["check", dir.join("t.yaml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stdout(&out).contains("t.yaml:"), "{}", stdout(&out));
+
+    std::fs::write(dir.join("s.json"), r#"{"no-such-policy": {}}"#).unwrap();
+    let out = stackgate(&[
+        "check",
+        "--settings",
+        dir.join("s.json").to_str().unwrap(),
+        root().join("stacks/hybrid-alb").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no-such-policy"));
+}
+
+#[test]
+fn settings_change_what_the_alb_may_open() {
+    let (_tmp, dir) = variant(|t| t.replacen(ALB_RULE, &ALB_RULE.replace("80", "443"), 1));
+    std::fs::write(dir.join("../s.toml"), "[open-ingress]\nalb_world_ports = [443]\n").unwrap();
+    let out = stackgate(&[
+        "check",
+        "--settings",
+        dir.join("../s.toml").to_str().unwrap(),
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+fn hostile(mode: &str) -> PolicySource {
+    let path = Path::new(stackgate::policy::host::TEST_GUEST_DIR).join("hostile-guest.wasm");
+    PolicySource {
+        name: format!("hostile-{mode}"),
+        bytes: std::fs::read(path).unwrap(),
+        pinned: None,
+        settings: serde_json::json!({ "mode": mode }),
+    }
+}
+
+fn hybrid_input(edit: Option<&dyn Fn(&str) -> String>) -> (Stack, PolicyInput) {
+    let (_tmp, dir) = variant(|t| match edit {
+        Some(f) => f(t),
+        None => format!("{t}\n"),
+    });
+    let stack = Stack::load(&DirFiles::open(&dir).unwrap()).unwrap();
+    let input = PolicyInput::for_stack(
+        &stack,
+        "us-east-1",
+        stackgate::policy::input::EventInfo {
+            kind: "check".into(),
+            sha: None,
+        },
+    );
+    (stack, input)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_guests_fail_closed_and_the_host_stays_healthy() {
+    let modes = [
+        ("loop", "deadline"),
+        ("bomb", "memory limit"),
+        ("panic", "trapped"),
+        ("recurse", "call stack exhausted"),
+        ("garbage", "malformed output"),
+        ("error", "cannot decide"),
+    ];
+    let mut sources: Vec<PolicySource> = modes.iter().map(|(m, _)| hostile(m)).collect();
+    sources.extend(PolicySource::embedded());
+    let limits = Limits {
+        deadline: Duration::from_millis(500),
+        memory_bytes: 64 << 20,
+        concurrency: 2,
+    };
+    let host = PolicyHost::load(sources, limits, None).unwrap();
+
+    for round in 0..2 {
+        let edit = |t: &str| t.replacen(ALB_RULE, &ALB_RULE.replace("80", "22"), 1);
+        let (stack, input) = if round == 0 {
+            hybrid_input(None)
+        } else {
+            hybrid_input(Some(&edit))
+        };
+        let started = Instant::now();
+        let report = host.evaluate(&input, Some(&stack.template.doc)).await;
+        // Six hostile guests, the loop bounded by the deadline: far under 10 s in all.
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        assert_eq!(report.verdict, Verdict::Error, "round {round}: fail closed");
+        for (mode, why) in modes {
+            let o = report.outcomes.iter().find(|o| o.policy == format!("hostile-{mode}")).unwrap();
+            assert_eq!(o.verdict, Verdict::Error, "{mode}");
+            let err = o.error.as_deref().unwrap_or_default();
+            assert!(err.contains(why), "{mode}: {err}");
+            if mode == "loop" {
+                assert!(o.micros < 2_000_000, "the loop ran {} µs", o.micros);
+            }
+        }
+        // The real policies, in the same host after every trap, still judge correctly.
+        let open = report.outcomes.iter().find(|o| o.policy == "open-ingress").unwrap();
+        let iam = report.outcomes.iter().find(|o| o.policy == "least-privilege-iam").unwrap();
+        assert_eq!(iam.verdict, Verdict::Pass);
+        if round == 0 {
+            assert_eq!(open.verdict, Verdict::Pass, "{:?}", open.findings);
+        } else {
+            assert_eq!(open.verdict, Verdict::Fail);
+            assert!(open.findings.iter().any(|f| f.resource == "AlbSecurityGroup"));
+        }
+    }
+}
+
+#[test]
+fn a_policy_whose_digest_differs_from_its_pin_is_refused() {
+    let mut src = PolicySource::embedded().remove(0);
+    src.pinned = Some("0".repeat(64));
+    let err = PolicyHost::load(vec![src], Limits::default(), None).err().unwrap();
+    assert!(err.to_string().contains("refusing to load"), "{err}");
+}
+
+#[test]
+fn precompiled_policies_are_cached_by_digest() {
+    let cache = tempfile::tempdir().unwrap();
+    let host = PolicyHost::load(PolicySource::embedded(), Limits::default(), Some(cache.path())).unwrap();
+    let names: Vec<String> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for (_, digest) in host.policies() {
+        assert!(names.iter().any(|n| n.starts_with(&digest) && n.ends_with(".cwasm")), "{names:?}");
+    }
+    drop(host);
+    // Loaded from the cache the second time, and still evaluates.
+    let host = PolicyHost::load(PolicySource::embedded(), Limits::default(), Some(cache.path())).unwrap();
+    let (_, input) = hybrid_input(None);
+    assert_eq!(host.evaluate_blocking(&input).verdict, Verdict::Pass);
+}
