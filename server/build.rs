@@ -44,7 +44,13 @@ fn build() -> Result<(), String> {
     };
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(&workspace)
-        .args(["build", "--release", "--locked", "--target", "wasm32-unknown-unknown"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-unknown-unknown",
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     for (_, krate) in POLICIES.iter().chain(TEST_GUESTS) {
@@ -69,7 +75,9 @@ fn build() -> Result<(), String> {
         .map_err(|e| format!("cannot run cargo for the policies: {e}"))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let hint = if stderr.contains("wasm32-unknown-unknown") && stderr.contains("target may not be installed") {
+        let hint = if stderr.contains("wasm32-unknown-unknown")
+            && stderr.contains("target may not be installed")
+        {
             "\nhint: run `rustup target add wasm32-unknown-unknown` (deploy/local/setup.sh does)"
         } else {
             ""
@@ -98,7 +106,8 @@ fn build() -> Result<(), String> {
             .join("wasm32-unknown-unknown/release")
             .join(format!("{}.wasm", krate.replace('-', "_")));
         let dest = out_dir.join(format!("{name}.wasm"));
-        std::fs::write(&dest, componentize(&core)?).map_err(|e| format!("{}: {e}", dest.display()))?;
+        std::fs::write(&dest, componentize(&core)?)
+            .map_err(|e| format!("{}: {e}", dest.display()))?;
     }
     table.push_str(
         "/// Test-only guests (see policies/hostile-guest), by file path.\n#[doc(hidden)]\npub const TEST_GUEST_DIR: &str = env!(\"OUT_DIR\");\n",

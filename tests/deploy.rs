@@ -10,7 +10,13 @@ use support::*;
 fn inventory(stack_template: &std::path::Path, stack: &str) -> serde_json::Value {
     let out = Command::new(python())
         .arg(root().join("tests/aws/inventory.py"))
-        .args(["--endpoint", &aws_endpoint(), "--stack", stack, "--template"])
+        .args([
+            "--endpoint",
+            &aws_endpoint(),
+            "--stack",
+            stack,
+            "--template",
+        ])
         .arg(stack_template)
         .envs(AWS_ENV.iter().copied())
         .output()
@@ -49,7 +55,10 @@ fn hybrid_stack_deploys_plans_clean_and_removes_without_leaks() {
     // Another program lists what exists: every resource type of the template.
     let inv = inventory(&dir.join("template.yaml"), &name);
     let missing = inv["missing"].as_array().unwrap();
-    assert!(missing.is_empty(), "resources missing after deploy: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "resources missing after deploy: {missing:?}"
+    );
     assert!(inv["present"].as_array().unwrap().len() >= 20, "{inv}");
 
     // Same source, same artifact key: nothing to change, the Lambda included.
@@ -64,7 +73,10 @@ fn hybrid_stack_deploys_plans_clean_and_removes_without_leaks() {
     assert!(stdout(&out).contains("DELETE_COMPLETE"));
     let inv = inventory(&dir.join("template.yaml"), &name);
     let present = inv["present"].as_array().unwrap();
-    assert!(present.is_empty(), "resources left after remove: {present:?}");
+    assert!(
+        present.is_empty(),
+        "resources left after remove: {present:?}"
+    );
 
     let out = stackgate(&["remove", d]);
     assert_eq!(out.status.code(), Some(0));
@@ -94,7 +106,10 @@ fn update_shows_the_change_in_plan_then_applies_it() {
     let (_tmp, dir) = stack_dir(
         &name,
         &[
-            ("deployment.yaml", "template-file-path: template.yaml\nparameters:\n  Greeting: hello\n"),
+            (
+                "deployment.yaml",
+                "template-file-path: template.yaml\nparameters:\n  Greeting: hello\n",
+            ),
             ("template.yaml", PARAM_TEMPLATE),
         ],
     );
@@ -128,7 +143,11 @@ fn update_shows_the_change_in_plan_then_applies_it() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("UPDATE_COMPLETE"), "{}", stdout(&out));
     let out = stackgate(&["plan", d, "--poll-seconds", "0.1"]);
-    assert!(stdout(&out).contains("plan: no changes"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("plan: no changes"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(stackgate(&["remove", d]).status.code(), Some(0));
 }
 
@@ -191,15 +210,29 @@ fn remove_empties_a_versioned_bucket_first() {
                 .await
                 .unwrap();
         }
-        s3.delete_object().bucket(&bucket).key("report.txt").send().await.unwrap();
-        let versions = s3.list_object_versions().bucket(&bucket).send().await.unwrap();
+        s3.delete_object()
+            .bucket(&bucket)
+            .key("report.txt")
+            .send()
+            .await
+            .unwrap();
+        let versions = s3
+            .list_object_versions()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(versions.versions().len(), 2);
         assert_eq!(versions.delete_markers().len(), 1);
     });
 
     let out = stackgate(&["remove", d, "--poll-seconds", "0.1"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("3 object versions"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("3 object versions"),
+        "{}",
+        stdout(&out)
+    );
     assert!(stdout(&out).contains("DELETE_COMPLETE"));
     let gone = rt.block_on(s3().head_bucket().bucket(&bucket).send());
     assert!(gone.is_err(), "bucket {bucket} still exists");
@@ -214,12 +247,19 @@ fn a_template_over_51200_bytes_goes_through_s3() {
     );
     let (_tmp, dir) = stack_dir(
         &name,
-        &[("deployment.yaml", "template-file-path: template.yaml\n"), ("template.yaml", &template)],
+        &[
+            ("deployment.yaml", "template-file-path: template.yaml\n"),
+            ("template.yaml", &template),
+        ],
     );
     let d = dir.to_str().unwrap();
     let out = stackgate(&["deploy", d, "--poll-seconds", "0.1"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("passed by S3 URL"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("passed by S3 URL"),
+        "{}",
+        stdout(&out)
+    );
     assert!(stdout(&out).contains("CREATE_COMPLETE"));
     assert_eq!(stackgate(&["remove", d]).status.code(), Some(0));
 }
@@ -229,12 +269,19 @@ fn a_template_over_51200_bytes_goes_through_s3() {
 fn bad_input_is_refused_with_file_and_line() {
     let ok_tpl = "Parameters:\n  P:\n    Type: String\n    Default: a\nResources:\n  B:\n    Type: AWS::S3::Bucket\n";
     let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
-        ("no deployment file", vec![("template.yaml", ok_tpl)], "no deployment file"),
+        (
+            "no deployment file",
+            vec![("template.yaml", ok_tpl)],
+            "no deployment file",
+        ),
         (
             "unparsable template",
             vec![
                 ("deployment.yaml", "template-file-path: template.yaml\n"),
-                ("template.yaml", "Resources:\n  B:\n    Type: AWS::S3::Bucket\n    Properties: {BucketName: [\n"),
+                (
+                    "template.yaml",
+                    "Resources:\n  B:\n    Type: AWS::S3::Bucket\n    Properties: {BucketName: [\n",
+                ),
             ],
             "template.yaml:",
         ),
@@ -242,7 +289,10 @@ fn bad_input_is_refused_with_file_and_line() {
             "unknown tag",
             vec![
                 ("deployment.yaml", "template-file-path: template.yaml\n"),
-                ("template.yaml", "Resources:\n  B:\n    Type: AWS::S3::Bucket\n    Properties:\n      BucketName: !Reff x\n"),
+                (
+                    "template.yaml",
+                    "Resources:\n  B:\n    Type: AWS::S3::Bucket\n    Properties:\n      BucketName: !Reff x\n",
+                ),
             ],
             "template.yaml:5",
         ),
@@ -254,7 +304,10 @@ fn bad_input_is_refused_with_file_and_line() {
         (
             "undeclared parameter",
             vec![
-                ("deployment.yaml", "template-file-path: template.yaml\nparameters:\n  P: b\n  Q: c\n"),
+                (
+                    "deployment.yaml",
+                    "template-file-path: template.yaml\nparameters:\n  P: b\n  Q: c\n",
+                ),
                 ("template.yaml", ok_tpl),
             ],
             "deployment.yaml:4",
@@ -262,7 +315,10 @@ fn bad_input_is_refused_with_file_and_line() {
         (
             "unknown key",
             vec![
-                ("deployment.yaml", "template-file-path: template.yaml\nstack_name: x\n"),
+                (
+                    "deployment.yaml",
+                    "template-file-path: template.yaml\nstack_name: x\n",
+                ),
                 ("template.yaml", ok_tpl),
             ],
             "deployment.yaml:2: unknown key `stack_name`",
@@ -288,7 +344,11 @@ fn bad_input_is_refused_with_file_and_line() {
         let (_tmp, dir) = stack_dir("bad", &files);
         let out = stackgate(&["plan", dir.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2), "{what}: {}", stderr(&out));
-        assert!(stderr(&out).contains(expect), "{what}: expected `{expect}` in:\n{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expect),
+            "{what}: expected `{expect}` in:\n{}",
+            stderr(&out)
+        );
     }
 
     // A symlink out of the stack folder.
@@ -300,7 +360,11 @@ fn bad_input_is_refused_with_file_and_line() {
     std::os::unix::fs::symlink(tmp.path().join("outside.yaml"), dir.join("template.yaml")).unwrap();
     let out = stackgate(&["plan", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("leaves the stack folder"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("leaves the stack folder"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -320,14 +384,20 @@ Resources:
 ";
     let (_tmp, dir) = stack_dir(
         &name,
-        &[("deployment.yaml", "template-file-path: template.yaml\n"), ("template.yaml", template)],
+        &[
+            ("deployment.yaml", "template-file-path: template.yaml\n"),
+            ("template.yaml", template),
+        ],
     );
     let d = dir.to_str().unwrap();
     let out = stackgate(&["deploy", d, "--poll-seconds", "0.1"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("ROLLBACK_COMPLETE"), "{err}");
-    assert!(err.contains("Subnet (AWS::EC2::Subnet) CREATE_FAILED"), "{err}");
+    assert!(
+        err.contains("Subnet (AWS::EC2::Subnet) CREATE_FAILED"),
+        "{err}"
+    );
     assert!(err.contains("The CIDR '10.99.0.0/24' is invalid."), "{err}");
 
     // The stack cannot be updated now; the deployer says what to do instead.
@@ -335,7 +405,12 @@ Resources:
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("remove it"), "{}", stderr(&out));
 
-    assert_eq!(stackgate(&["remove", d, "--poll-seconds", "0.1"]).status.code(), Some(0));
+    assert_eq!(
+        stackgate(&["remove", d, "--poll-seconds", "0.1"])
+            .status
+            .code(),
+        Some(0)
+    );
     let out = stackgate(&["remove", d]);
     assert!(stdout(&out).contains("nothing to remove"));
 }

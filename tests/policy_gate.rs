@@ -22,7 +22,11 @@ fn check_json(dir: &Path) -> (Option<i32>, Value) {
 fn the_hybrid_stack_passes_both_policies() {
     let out = stackgate(&["check", root().join("stacks/hybrid-alb").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(stdout(&out).contains("pass (0 error(s)"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("pass (0 error(s)"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 /// A copy of the hybrid stack with `edit` applied to its template text.
@@ -48,7 +52,9 @@ fn each_broken_variant_fails_naming_the_resource() {
     let cases: Vec<(&str, Box<dyn Fn(&str) -> String>, &str, &str)> = vec![
         (
             "tcp 22 to the world",
-            Box::new(|t: &str| t.replacen(ALB_RULE, &format!("{ALB_RULE}        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: 0.0.0.0/0\n"), 1)),
+            Box::new(|t: &str| {
+                t.replacen(ALB_RULE, &format!("{ALB_RULE}        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: 0.0.0.0/0\n"), 1)
+            }),
             "open-ingress",
             "AlbSecurityGroup",
         ),
@@ -60,40 +66,72 @@ fn each_broken_variant_fails_naming_the_resource() {
         ),
         (
             "protocol -1",
-            Box::new(|t: &str| t.replacen(ALB_RULE, "        - IpProtocol: \"-1\"\n          CidrIp: 0.0.0.0/0\n", 1)),
+            Box::new(|t: &str| {
+                t.replacen(
+                    ALB_RULE,
+                    "        - IpProtocol: \"-1\"\n          CidrIp: 0.0.0.0/0\n",
+                    1,
+                )
+            }),
             "open-ingress",
             "AlbSecurityGroup",
         ),
         (
             "world CIDR from a parameter default",
             Box::new(|t: &str| {
-                let t = t.replacen("Parameters:\n", "Parameters:\n  AdminCidr:\n    Type: String\n    Default: 0.0.0.0/0\n", 1);
-                add_resource(&t, "  SshIn:\n    Type: AWS::EC2::SecurityGroupIngress\n    Properties:\n      GroupId: !GetAtt Ec2SecurityGroup.GroupId\n      IpProtocol: tcp\n      FromPort: 22\n      ToPort: 22\n      CidrIp: !Ref AdminCidr\n")
+                let t = t.replacen(
+                    "Parameters:\n",
+                    "Parameters:\n  AdminCidr:\n    Type: String\n    Default: 0.0.0.0/0\n",
+                    1,
+                );
+                add_resource(
+                    &t,
+                    "  SshIn:\n    Type: AWS::EC2::SecurityGroupIngress\n    Properties:\n      GroupId: !GetAtt Ec2SecurityGroup.GroupId\n      IpProtocol: tcp\n      FromPort: 22\n      ToPort: 22\n      CidrIp: !Ref AdminCidr\n",
+                )
             }),
             "open-ingress",
             "SshIn",
         ),
         (
             "s3:*",
-            Box::new(|t: &str| t.replacen("                  - logs:PutLogEvents\n", "                  - logs:PutLogEvents\n                  - s3:*\n", 1)),
+            Box::new(|t: &str| {
+                t.replacen(
+                    "                  - logs:PutLogEvents\n",
+                    "                  - logs:PutLogEvents\n                  - s3:*\n",
+                    1,
+                )
+            }),
             "least-privilege-iam",
             "LambdaRole",
         ),
         (
             "write on *",
-            Box::new(|t: &str| t.replacen("                Resource: !GetAtt LambdaLogGroup.Arn\n", "                Resource: \"*\"\n", 1)),
+            Box::new(|t: &str| {
+                t.replacen(
+                    "                Resource: !GetAtt LambdaLogGroup.Arn\n",
+                    "                Resource: \"*\"\n",
+                    1,
+                )
+            }),
             "least-privilege-iam",
             "LambdaRole",
         ),
         (
             "iam:PassRole on *",
-            Box::new(|t: &str| add_resource(t, "  PassAnything:\n    Type: AWS::IAM::Policy\n    Properties:\n      PolicyName: pass\n      Roles: [!Ref LambdaRole]\n      PolicyDocument:\n        Version: \"2012-10-17\"\n        Statement:\n          - Effect: Allow\n            Action: iam:PassRole\n            Resource: \"*\"\n")),
+            Box::new(|t: &str| {
+                add_resource(
+                    t,
+                    "  PassAnything:\n    Type: AWS::IAM::Policy\n    Properties:\n      PolicyName: pass\n      Roles: [!Ref LambdaRole]\n      PolicyDocument:\n        Version: \"2012-10-17\"\n        Statement:\n          - Effect: Allow\n            Action: iam:PassRole\n            Resource: \"*\"\n",
+                )
+            }),
             "least-privilege-iam",
             "PassAnything",
         ),
         (
             "AdministratorAccess",
-            Box::new(|t: &str| t.replacen("      Description: hybrid-alb Lambda - write to its own log group only\n", "      Description: hybrid-alb Lambda - write to its own log group only\n      ManagedPolicyArns:\n        - arn:aws:iam::aws:policy/AdministratorAccess\n", 1)),
+            Box::new(|t: &str| {
+                t.replacen("      Description: hybrid-alb Lambda - write to its own log group only\n", "      Description: hybrid-alb Lambda - write to its own log group only\n      ManagedPolicyArns:\n        - arn:aws:iam::aws:policy/AdministratorAccess\n", 1)
+            }),
             "least-privilege-iam",
             "LambdaRole",
         ),
@@ -107,7 +145,10 @@ fn each_broken_variant_fails_naming_the_resource() {
         let hit = result["findings"].as_array().unwrap().iter().any(|f| {
             f["policy"] == policy && f["resource"] == resource && f["severity"] == "error"
         });
-        assert!(hit, "{what}: no error from {policy} on {resource}: {json:#}");
+        assert!(
+            hit,
+            "{what}: no error from {policy} on {resource}: {json:#}"
+        );
         // Every finding points at a line of the template.
         for f in result["findings"].as_array().unwrap() {
             assert!(f["line"].as_u64().is_some_and(|l| l > 1), "{what}: {f}");
@@ -119,14 +160,21 @@ fn each_broken_variant_fails_naming_the_resource() {
 fn text_and_sarif_point_at_the_line() {
     let (_tmp, dir) = variant(|t| t.replacen(ALB_RULE, &ALB_RULE.replace("80", "22"), 1));
     let tpl = std::fs::read_to_string(dir.join("template.yaml")).unwrap();
-    let line = tpl.lines().position(|l| l.contains("FromPort: 22")).unwrap() + 1;
+    let line = tpl
+        .lines()
+        .position(|l| l.contains("FromPort: 22"))
+        .unwrap()
+        + 1;
     let out = stackgate(&["check", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     let first = text.lines().next().unwrap();
     assert!(first.contains("template.yaml:"), "{text}");
     let at: usize = first.split(':').nth(1).unwrap().parse().unwrap();
-    assert!((line - 3..=line + 3).contains(&at), "line {at}, rule at {line}: {text}");
+    assert!(
+        (line - 3..=line + 3).contains(&at),
+        "line {at}, rule at {line}: {text}"
+    );
 
     let out = stackgate(&["check", "--format", "sarif", dir.to_str().unwrap()]);
     let sarif: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -160,7 +208,11 @@ fn bad_input_and_settings_exit_2() {
 #[test]
 fn settings_change_what_the_alb_may_open() {
     let (_tmp, dir) = variant(|t| t.replacen(ALB_RULE, &ALB_RULE.replace("80", "443"), 1));
-    std::fs::write(dir.join("../s.toml"), "[open-ingress]\nalb_world_ports = [443]\n").unwrap();
+    std::fs::write(
+        dir.join("../s.toml"),
+        "[open-ingress]\nalb_world_ports = [443]\n",
+    )
+    .unwrap();
     let out = stackgate(&[
         "check",
         "--settings",
@@ -226,10 +278,18 @@ async fn hostile_guests_fail_closed_and_the_host_stays_healthy() {
         let started = Instant::now();
         let report = host.evaluate(&input, Some(&stack.template.doc)).await;
         // Six hostile guests, the loop bounded by the deadline: far under 10 s in all.
-        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(report.verdict, Verdict::Error, "round {round}: fail closed");
         for (mode, why) in modes {
-            let o = report.outcomes.iter().find(|o| o.policy == format!("hostile-{mode}")).unwrap();
+            let o = report
+                .outcomes
+                .iter()
+                .find(|o| o.policy == format!("hostile-{mode}"))
+                .unwrap();
             assert_eq!(o.verdict, Verdict::Error, "{mode}");
             let err = o.error.as_deref().unwrap_or_default();
             assert!(err.contains(why), "{mode}: {err}");
@@ -238,14 +298,26 @@ async fn hostile_guests_fail_closed_and_the_host_stays_healthy() {
             }
         }
         // The real policies, in the same host after every trap, still judge correctly.
-        let open = report.outcomes.iter().find(|o| o.policy == "open-ingress").unwrap();
-        let iam = report.outcomes.iter().find(|o| o.policy == "least-privilege-iam").unwrap();
+        let open = report
+            .outcomes
+            .iter()
+            .find(|o| o.policy == "open-ingress")
+            .unwrap();
+        let iam = report
+            .outcomes
+            .iter()
+            .find(|o| o.policy == "least-privilege-iam")
+            .unwrap();
         assert_eq!(iam.verdict, Verdict::Pass);
         if round == 0 {
             assert_eq!(open.verdict, Verdict::Pass, "{:?}", open.findings);
         } else {
             assert_eq!(open.verdict, Verdict::Fail);
-            assert!(open.findings.iter().any(|f| f.resource == "AlbSecurityGroup"));
+            assert!(
+                open.findings
+                    .iter()
+                    .any(|f| f.resource == "AlbSecurityGroup")
+            );
         }
     }
 }
@@ -254,24 +326,41 @@ async fn hostile_guests_fail_closed_and_the_host_stays_healthy() {
 fn a_policy_whose_digest_differs_from_its_pin_is_refused() {
     let mut src = PolicySource::embedded().remove(0);
     src.pinned = Some("0".repeat(64));
-    let err = PolicyHost::load(vec![src], Limits::default(), None).err().unwrap();
+    let err = PolicyHost::load(vec![src], Limits::default(), None)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("refusing to load"), "{err}");
 }
 
 #[test]
 fn precompiled_policies_are_cached_by_digest() {
     let cache = tempfile::tempdir().unwrap();
-    let host = PolicyHost::load(PolicySource::embedded(), Limits::default(), Some(cache.path())).unwrap();
+    let host = PolicyHost::load(
+        PolicySource::embedded(),
+        Limits::default(),
+        Some(cache.path()),
+    )
+    .unwrap();
     let names: Vec<String> = std::fs::read_dir(cache.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     for (_, digest) in host.policies() {
-        assert!(names.iter().any(|n| n.starts_with(&digest) && n.ends_with(".cwasm")), "{names:?}");
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with(&digest) && n.ends_with(".cwasm")),
+            "{names:?}"
+        );
     }
     drop(host);
     // Loaded from the cache the second time, and still evaluates.
-    let host = PolicyHost::load(PolicySource::embedded(), Limits::default(), Some(cache.path())).unwrap();
+    let host = PolicyHost::load(
+        PolicySource::embedded(),
+        Limits::default(),
+        Some(cache.path()),
+    )
+    .unwrap();
     let (_, input) = hybrid_input(None);
     assert_eq!(host.evaluate_blocking(&input).verdict, Verdict::Pass);
 }

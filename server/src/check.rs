@@ -26,19 +26,17 @@ pub struct PathResult {
 pub async fn check_path(host: &PolicyHost, path: &Path, region: &str) -> PathResult {
     let label = path.display().to_string();
     let loaded = if path.is_dir() {
-        DirFiles::open(path)
-            .and_then(|f| Stack::load(&f))
-            .map(|s| {
-                let input = PolicyInput::for_stack(
-                    &s,
-                    region,
-                    crate::policy::input::EventInfo {
-                        kind: "check".into(),
-                        sha: None,
-                    },
-                );
-                (s.template, input)
-            })
+        DirFiles::open(path).and_then(|f| Stack::load(&f)).map(|s| {
+            let input = PolicyInput::for_stack(
+                &s,
+                region,
+                crate::policy::input::EventInfo {
+                    kind: "check".into(),
+                    sha: None,
+                },
+            );
+            (s.template, input)
+        })
     } else {
         std::fs::read(path)
             .map_err(|e| crate::stack::StackError::Io {
@@ -74,13 +72,21 @@ fn from_report(path: String, template: String, report: Report) -> PathResult {
     let errors = report
         .outcomes
         .iter()
-        .filter_map(|o| o.error.as_ref().map(|e| format!("policy {}: {e}", o.policy)))
+        .filter_map(|o| {
+            o.error
+                .as_ref()
+                .map(|e| format!("policy {}: {e}", o.policy))
+        })
         .collect();
     PathResult {
         path,
         template,
         verdict: report.verdict,
-        findings: report.outcomes.into_iter().flat_map(|o| o.findings).collect(),
+        findings: report
+            .outcomes
+            .into_iter()
+            .flat_map(|o| o.findings)
+            .collect(),
         errors,
     }
 }
@@ -116,7 +122,11 @@ pub fn text(results: &[PathResult]) -> String {
         for e in &r.errors {
             out.push_str(&format!("{}: error: {e}\n", r.path));
         }
-        let errors = r.findings.iter().filter(|f| f.severity == Severity::Error).count();
+        let errors = r
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count();
         let verdict = match r.verdict {
             Verdict::Pass => "pass",
             Verdict::Fail => "FAIL",

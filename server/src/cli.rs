@@ -13,7 +13,11 @@ use crate::stack::{DirFiles, Stack};
 use crate::{check, gitinfo, render};
 
 #[derive(Parser, Debug)]
-#[command(name = "stackgate", version, about = "GitOps for AWS CloudFormation, gated by WebAssembly policies")]
+#[command(
+    name = "stackgate",
+    version,
+    about = "GitOps for AWS CloudFormation, gated by WebAssembly policies"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -55,6 +59,15 @@ pub enum Command {
         #[command(flatten)]
         aws: AwsArgs,
     },
+    /// Run the GitOps service. Without --config: the embedded default (SQLite state, a local
+    /// git repository seeded from stacks/ and polled, the AWS endpoint in the environment).
+    Serve {
+        #[arg(long, env = "STACKGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// The stacks folder that seeds the local repository (embedded default only).
+        #[arg(long, default_value = "stacks")]
+        seed: PathBuf,
+    },
     /// Run the policies on stack folders or bare template files (no AWS calls).
     Check {
         #[arg(required = true)]
@@ -93,9 +106,16 @@ pub enum Format {
 }
 
 pub fn main() -> ExitCode {
-    init_tracing("warn");
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    init_tracing(if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    });
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -119,6 +139,13 @@ async fn run(command: Command) -> ExitCode {
         Command::Plan { stack_dir, aws } => stack_command(&stack_dir, &aws, Action::Plan).await,
         Command::Deploy { stack_dir, aws } => stack_command(&stack_dir, &aws, Action::Deploy).await,
         Command::Remove { stack_dir, aws } => stack_command(&stack_dir, &aws, Action::Remove).await,
+        Command::Serve { config, seed } => match serve(config.as_deref(), &seed).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Check {
             paths,
             format,
@@ -144,13 +171,17 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 pub fn read_settings(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let value: serde_json::Value = if path.extension().is_some_and(|e| e == "toml") {
-        toml::from_str::<serde_json::Value>(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        toml::from_str::<serde_json::Value>(&text)
+            .map_err(|e| format!("{}: {e}", path.display()))?
     } else {
         serde_json::from_str(&text).map_err(|e| format!("{}:{}: {e}", path.display(), e.line()))?
     };
     match value {
         serde_json::Value::Object(m) => Ok(m),
-        _ => Err(format!("{}: settings must be a table keyed by policy name", path.display())),
+        _ => Err(format!(
+            "{}: settings must be a table keyed by policy name",
+            path.display()
+        )),
     }
 }
 
@@ -233,7 +264,10 @@ async fn stack_command(dir: &Path, args: &AwsArgs, action: Action) -> ExitCode {
         Err(e) => return fail(&DeployError::Stack(e)),
     };
     let target = AwsTarget {
-        region: args.region.clone().or_else(|| stack.deployment.region.clone()),
+        region: args
+            .region
+            .clone()
+            .or_else(|| stack.deployment.region.clone()),
         endpoint_url: args.endpoint_url.clone(),
     };
     let mut deployer = Deployer::new(Aws::connect(&target).await, args.artifact_bucket.clone());
@@ -250,7 +284,12 @@ async fn stack_command(dir: &Path, args: &AwsArgs, action: Action) -> ExitCode {
         };
         let _ = out.flush();
     };
-    println!("stack {} ({}, region {})", stack.name, dir.display(), deployer.aws.region);
+    println!(
+        "stack {} ({}, region {})",
+        stack.name,
+        dir.display(),
+        deployer.aws.region
+    );
     match action {
         Action::Plan => match deployer.plan(&files, &stack, &origin, &mut sink).await {
             Ok(p) => {
@@ -288,4 +327,35 @@ async fn stack_command(dir: &Path, args: &AwsArgs, action: Action) -> ExitCode {
             Err(e) => fail(&e),
         },
     }
+}
+
+async fn serve(config: Option<&Path>, seed: &Path) -> anyhow::Result<()> {
+    let (cfg, local_repo) = match config {
+        Some(path) => (crate::config::Config::load(Some(path))?, None),
+        None => {
+            let root = std::env::current_dir()?;
+            let (cfg, repo) = crate::server::local_default(&root, seed)?;
+            (cfg, Some(repo))
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let app = crate::server::build(cfg).await?;
+    println!(
+        "stackgate listening on http://{addr}  (runs: http://{addr}/, metrics: http://{addr}/metrics)"
+    );
+    if let Some(repo) = local_repo {
+        println!(
+            "watching the local repository {repo} (branch main, polled every 3 s)\n\
+             to deploy a change:\n  cd {repo}\n  $EDITOR stacks/hybrid-alb/deployment.yaml\n  \
+             git commit -am 'my change'\nstackgate picks up the new commit within seconds; watch it at http://{addr}/",
+            repo = repo.display()
+        );
+    }
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    crate::server::run(app, listener, shutdown).await
 }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::cloud::cfn::{self, Change, ChangeSetOutcome, ChangeSetRequest, Event};
 use crate::cloud::{Aws, AwsError, s3};
 use crate::package;
-use crate::stack::{StackError, StackFiles, Stack, TEMPLATE_BODY_LIMIT};
+use crate::stack::{Stack, StackError, StackFiles, TEMPLATE_BODY_LIMIT};
 
 /// Why a plan, deploy or remove did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +113,8 @@ pub struct Deployer {
 
 impl Deployer {
     pub fn new(aws: Aws, artifact_bucket: Option<String>) -> Self {
-        let bucket = artifact_bucket.unwrap_or_else(|| format!("stackgate-artifacts-{}", aws.region));
+        let bucket =
+            artifact_bucket.unwrap_or_else(|| format!("stackgate-artifacts-{}", aws.region));
         Self {
             aws,
             artifact_bucket: bucket,
@@ -164,19 +165,24 @@ impl Deployer {
         let needs_bucket = !stack.deployment.artifacts.is_empty()
             || stack.template.body.len() > TEMPLATE_BODY_LIMIT;
         if needs_bucket {
-            s3::ensure_artifact_bucket(&self.aws.s3, &self.artifact_bucket, &self.aws.region).await?;
+            s3::ensure_artifact_bucket(&self.aws.s3, &self.artifact_bucket, &self.aws.region)
+                .await?;
         }
         for pkg in packages {
             let artifact = pkg.artifact.clone();
             let key = pkg.key(&stack.name);
             let size = pkg.bytes.len();
-            let uploaded = s3::put_if_absent(&self.aws.s3, &self.artifact_bucket, &key, pkg.bytes).await?;
+            let uploaded =
+                s3::put_if_absent(&self.aws.s3, &self.artifact_bucket, &key, pkg.bytes).await?;
             let verb = if uploaded { "uploaded" } else { "unchanged" };
             sink(Progress::Note(&format!(
                 "artifact {}: {verb} s3://{}/{key} ({size} bytes)",
                 artifact.path, self.artifact_bucket
             )));
-            parameters.push((artifact.bucket_parameter.clone(), self.artifact_bucket.clone()));
+            parameters.push((
+                artifact.bucket_parameter.clone(),
+                self.artifact_bucket.clone(),
+            ));
             parameters.push((artifact.key_parameter.clone(), key));
         }
 
@@ -225,10 +231,17 @@ impl Deployer {
             stack_name: &stack.name,
             change_set_name: &change_set_name,
             create,
-            template_body: template_url.is_none().then_some(stack.template.body.as_str()),
+            template_body: template_url
+                .is_none()
+                .then_some(stack.template.body.as_str()),
             template_url: template_url.as_deref(),
             parameters,
-            capabilities: stack.deployment.capabilities.iter().map(|c| c.as_str()).collect(),
+            capabilities: stack
+                .deployment
+                .capabilities
+                .iter()
+                .map(|c| c.as_str())
+                .collect(),
             tags,
             description: &description,
         };
@@ -439,7 +452,10 @@ pub struct Settled {
 
 impl Settled {
     pub fn succeeded(&self) -> bool {
-        matches!(self.status.as_str(), "CREATE_COMPLETE" | "UPDATE_COMPLETE" | "IMPORT_COMPLETE")
+        matches!(
+            self.status.as_str(),
+            "CREATE_COMPLETE" | "UPDATE_COMPLETE" | "IMPORT_COMPLETE"
+        )
     }
 
     pub fn into_deployed(self, stack: &str) -> Result<Deployed, DeployError> {

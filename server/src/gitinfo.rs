@@ -50,8 +50,14 @@ mod tests {
 
     #[test]
     fn names_never_keep_credentials() {
-        assert_eq!(repo_name_from_url("https://x:ghp_secret@github.com/acme/infra.git"), "acme/infra");
-        assert_eq!(repo_name_from_url("git@github.com:acme/infra.git"), "acme/infra");
+        assert_eq!(
+            repo_name_from_url("https://x:ghp_secret@github.com/acme/infra.git"),
+            "acme/infra"
+        );
+        assert_eq!(
+            repo_name_from_url("git@github.com:acme/infra.git"),
+            "acme/infra"
+        );
         assert_eq!(repo_name_from_url("/srv/git/infra"), "git/infra");
     }
 }

@@ -4,11 +4,20 @@
 //! deploy) → report (GitHub, UI). The CLI drives the pipeline's steps directly.
 
 pub mod check;
+pub mod checkout;
 pub mod cli;
 pub mod cloud;
+pub mod config;
 pub mod deployer;
+pub mod github;
 pub mod gitinfo;
+pub mod intake;
+pub mod metrics;
 pub mod package;
+pub mod pipeline;
 pub mod policy;
+pub mod queue;
 pub mod render;
+pub mod server;
 pub mod stack;
+pub mod ui;

@@ -86,7 +86,10 @@ mod tests {
     fn same_source_same_bytes_whatever_the_mtime_and_order() {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
-        for (root, order) in [(a.path(), ["x.py", "sub/y.py"]), (b.path(), ["sub/y.py", "x.py"])] {
+        for (root, order) in [
+            (a.path(), ["x.py", "sub/y.py"]),
+            (b.path(), ["sub/y.py", "x.py"]),
+        ] {
             for name in order {
                 let p = root.join("code").join(name);
                 std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -109,7 +112,11 @@ mod tests {
     fn the_zip_holds_the_files() {
         let a = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(a.path().join("code")).unwrap();
-        std::fs::write(a.path().join("code/handler.py"), "def handler(e, c): pass\n").unwrap();
+        std::fs::write(
+            a.path().join("code/handler.py"),
+            "def handler(e, c): pass\n",
+        )
+        .unwrap();
         let p = package(&DirFiles::open(a.path()).unwrap(), &artifact()).unwrap();
         let mut z = zip::ZipArchive::new(Cursor::new(p.bytes)).unwrap();
         let mut f = z.by_name("handler.py").unwrap();

@@ -540,6 +540,132 @@ def test_gap_invalid_template_is_html_500_without_patch(emulators) -> None:
     assert "<ErrorResponse" not in response.text
 
 
+# ------------------------------------------------------- 5 changeset_param_changes
+
+NO_CHANGES = ("The submitted information didn't contain changes. "
+              "Submit different information or contact AWS Support.")
+
+# One SSM parameter whose value comes from a stack parameter (moto needs an explicit Name).
+SSM_FROM_PARAMETER = {
+    "Parameters": {"Greeting": {"Type": "String"}},
+    "Resources": {
+        "Setting": {"Type": "AWS::SSM::Parameter",
+                    "Properties": {"Name": "/stackgate/greeting", "Type": "String",
+                                   "Value": {"Ref": "Greeting"}}},
+    },
+}
+
+
+def greeting(value: str) -> list[dict[str, str]]:
+    return [{"ParameterKey": "Greeting", "ParameterValue": value}]
+
+
+def update_change_set(cf: Any, name: str, change_set: str, template: dict[str, Any] | str,
+                      parameters: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+    """CreateChangeSet(UPDATE) without executing it; its description."""
+    body = template if isinstance(template, str) else json.dumps(template)
+    cf.create_change_set(StackName=name, ChangeSetName=change_set, TemplateBody=body,
+                         ChangeSetType="UPDATE", Parameters=parameters, **kwargs)
+    return cf.describe_change_set(StackName=name, ChangeSetName=change_set)
+
+
+def ssm_value(ssm: Any, name: str) -> str:
+    return ssm.get_parameter(Name=name)["Parameter"]["Value"]
+
+
+def test_change_set_lists_parameter_changes(patched: Emulator) -> None:
+    cf, ssm = patched.client("cloudformation"), patched.client("ssm")
+    body = json.dumps(SSM_FROM_PARAMETER)
+    cf.create_stack(StackName="params", TemplateBody=body, Parameters=greeting("hello"))
+    assert ssm_value(ssm, "/stackgate/greeting") == "hello"
+
+    described = update_change_set(cf, "params", "bye", body, greeting("bye"))
+    assert (described["Status"], described["ExecutionStatus"]) == ("CREATE_COMPLETE", "AVAILABLE")
+    assert described["Changes"] == [{"Type": "Resource", "ResourceChange": {
+        "Action": "Modify", "LogicalResourceId": "Setting",
+        "PhysicalResourceId": "/stackgate/greeting", "ResourceType": "AWS::SSM::Parameter",
+        "Replacement": "False", "Scope": ["Properties"],
+        "Details": [{"Target": {"Attribute": "Properties", "Name": "Value",
+                                "RequiresRecreation": "Never"},
+                     "Evaluation": "Static", "ChangeSource": "ParameterReference",
+                     "CausingEntity": "Greeting"}]}}]
+
+    cf.execute_change_set(StackName="params", ChangeSetName="bye")
+    assert stack(cf, "params")["StackStatus"] == "UPDATE_COMPLETE"
+    assert ssm_value(ssm, "/stackgate/greeting") == "bye"
+
+    # Nothing differs any more: the same body, the same body reformatted, previous values.
+    for change_set, template, parameters in [
+            ("same", body, greeting("bye")),
+            ("same-reformatted", json.dumps(SSM_FROM_PARAMETER, indent=2), greeting("bye")),
+            ("previous", body, [{"ParameterKey": "Greeting", "UsePreviousValue": True}])]:
+        described = update_change_set(cf, "params", change_set, template, parameters)
+        assert (described["Status"], described["ExecutionStatus"]) == ("FAILED", "UNAVAILABLE"), change_set
+        assert described["StatusReason"] == NO_CHANGES
+        assert described["Changes"] == []
+    assert stack(cf, "params")["StackStatus"] == "UPDATE_COMPLETE"
+
+
+def test_change_set_merges_template_and_parameter_changes(patched: Emulator) -> None:
+    cf, ssm = patched.client("cloudformation"), patched.client("ssm")
+    template = {
+        "Parameters": {"Greeting": {"Type": "String"}},
+        "Resources": {
+            "Queue": {"Type": "AWS::SQS::Queue"},  # no Properties, untouched: never listed
+            "Setting": {"Type": "AWS::SSM::Parameter",
+                        "Properties": {"Name": "/stackgate/setting", "Type": "String",
+                                       "Value": {"Ref": "Greeting"}}},
+            "Banner": {"Type": "AWS::SSM::Parameter",
+                       "Properties": {"Name": "/stackgate/banner", "Type": "String",
+                                      "Value": {"Fn::Sub": "${Greeting}, world"}}},
+        },
+    }
+    cf.create_stack(StackName="merge", TemplateBody=json.dumps(template), Parameters=greeting("hello"))
+    updated = json.loads(json.dumps(template))
+    updated["Resources"]["Setting"]["Properties"]["Value"] = {"Fn::Sub": "${Greeting}!"}
+    updated["Resources"]["Topic"] = {"Type": "AWS::SNS::Topic"}
+
+    described = update_change_set(cf, "merge", "both", updated, greeting("bye"))
+
+    assert described["Status"] == "CREATE_COMPLETE"
+    changes = {c["ResourceChange"]["LogicalResourceId"]: c["ResourceChange"] for c in described["Changes"]}
+    assert len(described["Changes"]) == len(changes) == 3  # each resource once
+    assert {name: change["Action"] for name, change in changes.items()} == {
+        "Topic": "Add", "Setting": "Modify", "Banner": "Modify"}
+    # changed in the template (and by the parameter): one row, a direct modification
+    assert [d["ChangeSource"] for d in changes["Setting"]["Details"]] == ["DirectModification"]
+    assert changes["Setting"]["PhysicalResourceId"] == "/stackgate/setting"
+    # same body, a parameter used through Fn::Sub
+    assert [(d["ChangeSource"], d.get("CausingEntity")) for d in changes["Banner"]["Details"]] == [
+        ("ParameterReference", "Greeting")]
+
+    cf.execute_change_set(StackName="merge", ChangeSetName="both")
+    assert stack(cf, "merge")["StackStatus"] == "UPDATE_COMPLETE"
+    assert ssm_value(ssm, "/stackgate/setting") == "bye!"
+    assert ssm_value(ssm, "/stackgate/banner") == "bye, world"  # moto alone keeps "hello, world"
+
+
+def test_gap_parameter_changes_not_listed_without_patch(emulators) -> None:
+    emulator = unpatched(emulators, "changeset_param_changes")
+    cf, ssm = emulator.client("cloudformation"), emulator.client("ssm")
+    body = json.dumps(SSM_FROM_PARAMETER)
+    cf.create_stack(StackName="params", TemplateBody=body, Parameters=greeting("hello"))
+
+    described = update_change_set(cf, "params", "bye", body, greeting("bye"))
+    assert described["Status"] == "CREATE_COMPLETE"
+    assert described["Changes"] == []  # ... yet executing it changes the parameter
+    cf.execute_change_set(StackName="params", ChangeSetName="bye")
+    assert ssm_value(ssm, "/stackgate/greeting") == "bye"
+
+    # nothing to change: an API error for the same text, CREATE_COMPLETE for the same template
+    with pytest.raises(ClientError) as err:
+        update_change_set(cf, "params", "same", body, greeting("bye"))
+    assert err.value.response["Error"]["Message"] == "No updates are to be performed."
+    described = update_change_set(cf, "params", "same-reformatted",
+                                  json.dumps(SSM_FROM_PARAMETER, indent=2), greeting("bye"))
+    assert (described["Status"], described["Changes"]) == ("CREATE_COMPLETE", [])
+
+
 # --------------------------------------------------------------------- the launcher
 
 
@@ -556,7 +682,8 @@ def _launcher_module() -> Any:
 def test_patch_selection() -> None:
     launcher = _launcher_module()
     every = list(launcher.PATCHES)
-    assert every == ["changeset_outputs", "delete_order", "create_rollback", "template_errors"]
+    assert every == ["changeset_outputs", "delete_order", "create_rollback", "template_errors",
+                     "changeset_param_changes"]
     assert launcher.select_patches(None) == every
     assert launcher.select_patches("none") == []
     assert launcher.select_patches("all,-delete_order") == [p for p in every if p != "delete_order"]

@@ -57,7 +57,10 @@ pub fn stackgate(args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackgate"));
     cmd.args(args)
         .env("AWS_ENDPOINT_URL", aws_endpoint())
-        .env("STACKGATE_CACHE_DIR", root().join("target/test-policy-cache"))
+        .env(
+            "STACKGATE_CACHE_DIR",
+            root().join("target/test-policy-cache"),
+        )
         .env_remove("AWS_PROFILE");
     for (k, v) in AWS_ENV {
         cmd.env(k, v);
@@ -115,7 +118,11 @@ pub fn unique(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{prefix}-{}-{}", nanos % 100_000, N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        nanos % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// An S3 client on the emulator, for arranging and checking state from outside stackgate.

@@ -150,7 +150,10 @@ pub async fn create_change_set(
         .set_template_url(req.template_url.map(str::to_string))
         .set_parameters(Some(params))
         .set_capabilities(Some(
-            req.capabilities.iter().map(|c| Capability::from(*c)).collect(),
+            req.capabilities
+                .iter()
+                .map(|c| Capability::from(*c))
+                .collect(),
         ))
         .set_tags(Some(tags))
         .description(req.description)
@@ -199,7 +202,10 @@ pub async fn await_change_set(
                 });
             }
             Some(ChangeSetStatus::Failed) => {
-                let reason = first.status_reason().unwrap_or("no reason given").to_string();
+                let reason = first
+                    .status_reason()
+                    .unwrap_or("no reason given")
+                    .to_string();
                 if means_no_changes(&reason) {
                     return Ok(ChangeSetOutcome::NoChanges {
                         id: id.to_string(),
@@ -222,7 +228,10 @@ fn collect_changes(changes: &[aws_sdk_cloudformation::types::Change]) -> Vec<Cha
         .iter()
         .filter_map(|c| c.resource_change())
         .map(|rc| Change {
-            action: rc.action().map(|a| a.as_str().to_string()).unwrap_or_default(),
+            action: rc
+                .action()
+                .map(|a| a.as_str().to_string())
+                .unwrap_or_default(),
             logical_id: rc.logical_resource_id().unwrap_or_default().to_string(),
             resource_type: rc.resource_type().unwrap_or_default().to_string(),
             replacement: rc
@@ -325,7 +334,10 @@ pub async fn new_events(
 }
 
 /// The stack's resources: logical id, type, physical id.
-pub async fn resources(cfn: &Client, stack: &str) -> Result<Vec<(String, String, String)>, AwsError> {
+pub async fn resources(
+    cfn: &Client,
+    stack: &str,
+) -> Result<Vec<(String, String, String)>, AwsError> {
     let mut out = Vec::new();
     let mut token = None;
     loop {

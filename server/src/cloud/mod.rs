@@ -84,7 +84,11 @@ impl AwsError {
         err: aws_sdk_cloudformation::error::SdkError<E, R>,
     ) -> Self
     where
-        E: aws_sdk_cloudformation::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        E: aws_sdk_cloudformation::error::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
         R: std::fmt::Debug,
     {
         use aws_sdk_cloudformation::error::ProvideErrorMetadata;

@@ -12,7 +12,9 @@ use aws_sdk_s3::types::{
 
 use super::AwsError;
 
-fn err<E>(op: &'static str) -> impl FnOnce(aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> AwsError
+fn err<E>(
+    op: &'static str,
+) -> impl FnOnce(aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> AwsError
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -38,7 +40,11 @@ fn build_err(op: &'static str) -> impl FnOnce(aws_sdk_s3::error::BuildError) -> 
 }
 
 /// Makes sure the artifact bucket exists: versioned, encrypted, public access blocked.
-pub async fn ensure_artifact_bucket(s3: &Client, bucket: &str, region: &str) -> Result<(), AwsError> {
+pub async fn ensure_artifact_bucket(
+    s3: &Client,
+    bucket: &str,
+    region: &str,
+) -> Result<(), AwsError> {
     if s3.head_bucket().bucket(bucket).send().await.is_ok() {
         return Ok(());
     }
@@ -110,8 +116,20 @@ pub async fn ensure_artifact_bucket(s3: &Client, bucket: &str, region: &str) -> 
 
 /// Uploads `bytes` under `key` unless the object is already there; returns whether it
 /// uploaded. Keys are content hashes, so an existing key means identical bytes.
-pub async fn put_if_absent(s3: &Client, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<bool, AwsError> {
-    if s3.head_object().bucket(bucket).key(key).send().await.is_ok() {
+pub async fn put_if_absent(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    bytes: Vec<u8>,
+) -> Result<bool, AwsError> {
+    if s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .is_ok()
+    {
         return Ok(false);
     }
     s3.put_object()

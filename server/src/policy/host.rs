@@ -95,7 +95,10 @@ impl PolicySource {
                 message: e.to_string(),
             })?;
             out.push(Self {
-                name: p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                name: p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 bytes,
                 pinned: None,
                 settings: Value::Object(Default::default()),
@@ -109,7 +112,9 @@ impl PolicySource {
 pub enum PolicyLoadError {
     #[error("{path}: {message}")]
     Io { path: String, message: String },
-    #[error("policy `{name}`: sha256 is {actual}, but the configuration pins {pinned}; refusing to load it")]
+    #[error(
+        "policy `{name}`: sha256 is {actual}, but the configuration pins {pinned}; refusing to load it"
+    )]
     DigestMismatch {
         name: String,
         pinned: String,
@@ -222,7 +227,11 @@ impl PolicyHost {
             let json = match input.to_json(&policy.settings) {
                 Ok(j) => j,
                 Err(e) => {
-                    outcomes.push(error_outcome(policy, format!("cannot encode the input: {e}"), 0));
+                    outcomes.push(error_outcome(
+                        policy,
+                        format!("cannot encode the input: {e}"),
+                        0,
+                    ));
                     continue;
                 }
             };
@@ -308,7 +317,9 @@ fn compile_cached(
         // wasmtime also checks the header and version before using it.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(c) => return Ok(c),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring a bad precompiled policy"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring a bad precompiled policy")
+            }
         }
     }
     let precompiled = engine.precompile_component(bytes).map_err(invalid)?;
@@ -321,7 +332,10 @@ fn compile_cached(
 
 fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(tmp, path)
@@ -403,7 +417,10 @@ fn run_one(engine: &Engine, policy: &Loaded, input: &str, limits: Limits) -> Out
             if let Some(bad) = findings.iter().find(|f| f.rule.is_empty()) {
                 return error_outcome(
                     policy,
-                    format!("malformed output: a finding without a rule id ({})", bad.message),
+                    format!(
+                        "malformed output: a finding without a rule id ({})",
+                        bad.message
+                    ),
                     micros,
                 );
             }
@@ -421,7 +438,11 @@ fn run_one(engine: &Engine, policy: &Loaded, input: &str, limits: Limits) -> Out
                 micros,
             }
         }
-        Ok(Err(msg)) => error_outcome(policy, format!("the policy reported an error: {msg}"), micros),
+        Ok(Err(msg)) => error_outcome(
+            policy,
+            format!("the policy reported an error: {msg}"),
+            micros,
+        ),
         Err(trap) => error_outcome(policy, describe_trap(&trap, limits), micros),
     }
 }
@@ -432,11 +453,18 @@ fn describe_trap(err: &wasmtime::Error, limits: Limits) -> String {
             "ran past its deadline of {} ms and was stopped",
             limits.deadline.as_millis()
         ),
-        Some(wasmtime::Trap::StackOverflow) => "trapped: call stack exhausted (runaway recursion)".into(),
+        Some(wasmtime::Trap::StackOverflow) => {
+            "trapped: call stack exhausted (runaway recursion)".into()
+        }
         Some(t) => {
             let text = format!("{err:#}");
-            if text.contains("memory") && text.contains("grow") || matches!(t, wasmtime::Trap::AllocationTooLarge) {
-                format!("trapped: memory limit of {} MiB reached", limits.memory_bytes >> 20)
+            if text.contains("memory") && text.contains("grow")
+                || matches!(t, wasmtime::Trap::AllocationTooLarge)
+            {
+                format!(
+                    "trapped: memory limit of {} MiB reached",
+                    limits.memory_bytes >> 20
+                )
             } else {
                 format!("trapped: {t}")
             }
@@ -444,7 +472,10 @@ fn describe_trap(err: &wasmtime::Error, limits: Limits) -> String {
         None => {
             let text = format!("{err:#}");
             if text.contains("memory") && (text.contains("limit") || text.contains("grow")) {
-                format!("trapped: memory limit of {} MiB reached", limits.memory_bytes >> 20)
+                format!(
+                    "trapped: memory limit of {} MiB reached",
+                    limits.memory_bytes >> 20
+                )
             } else {
                 format!("failed: {text}")
             }

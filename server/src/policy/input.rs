@@ -40,7 +40,11 @@ impl PolicyInput {
                 .collect(),
             stack: StackInfo {
                 name: stack.name.clone(),
-                region: stack.deployment.region.clone().unwrap_or_else(|| region.to_string()),
+                region: stack
+                    .deployment
+                    .region
+                    .clone()
+                    .unwrap_or_else(|| region.to_string()),
             },
             event,
         }

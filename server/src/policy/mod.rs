@@ -85,7 +85,10 @@ impl Report {
         let errors = self.count(Severity::Error);
         let warnings = self.count(Severity::Warning);
         let s = match self.verdict {
-            Verdict::Pass => format!("{} policies passed, {warnings} warning(s)", self.outcomes.len()),
+            Verdict::Pass => format!(
+                "{} policies passed, {warnings} warning(s)",
+                self.outcomes.len()
+            ),
             Verdict::Fail => {
                 let first = self
                     .findings()

@@ -123,7 +123,11 @@ impl Deployment {
                 if let Value::Object(m) = item {
                     for key in m.keys() {
                         if !ARTIFACT_KEYS.contains(&key.as_str()) {
-                            return Err(unknown(key, format!("/artifacts/{i}/{key}"), ARTIFACT_KEYS));
+                            return Err(unknown(
+                                key,
+                                format!("/artifacts/{i}/{key}"),
+                                ARTIFACT_KEYS,
+                            ));
                         }
                     }
                 }
@@ -184,7 +188,8 @@ mod tests {
 
     #[test]
     fn wrong_types_and_missing_keys_are_explained() {
-        let err = parse("template-file-path: t.yaml\ncapabilities: [CAPABILITY_ROOT]\n").unwrap_err();
+        let err =
+            parse("template-file-path: t.yaml\ncapabilities: [CAPABILITY_ROOT]\n").unwrap_err();
         assert!(err.to_string().contains(":2"), "{err}");
         assert!(err.to_string().contains("CAPABILITY_ROOT"), "{err}");
         let err = parse("parameters: {}\n").unwrap_err();

@@ -15,7 +15,7 @@ pub struct FileEntry {
 }
 
 /// Read access to the files of one stack folder.
-pub trait StackFiles {
+pub trait StackFiles: Send + Sync {
     /// How to name `rel` in an error, e.g. `stacks/hybrid-alb/template.yaml`.
     fn display(&self, rel: &str) -> String;
     /// Read a file relative to the stack folder.
@@ -200,13 +200,18 @@ mod tests {
         std::fs::create_dir_all(stack.join("code")).unwrap();
         std::fs::write(tmp.path().join("secret.txt"), "s3cret").unwrap();
         std::fs::write(stack.join("code/app.py"), "print(1)").unwrap();
-        std::os::unix::fs::symlink(tmp.path().join("secret.txt"), stack.join("code/leak"))
-            .unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret.txt"), stack.join("code/leak")).unwrap();
         std::os::unix::fs::symlink("app.py", stack.join("code/alias.py")).unwrap();
         let files = DirFiles::open(&stack).unwrap();
-        assert!(matches!(files.read("code/leak"), Err(StackError::Escapes { .. })));
+        assert!(matches!(
+            files.read("code/leak"),
+            Err(StackError::Escapes { .. })
+        ));
         assert_eq!(files.read("code/alias.py").unwrap(), b"print(1)");
-        assert!(matches!(files.walk("code"), Err(StackError::Escapes { .. })));
+        assert!(matches!(
+            files.walk("code"),
+            Err(StackError::Escapes { .. })
+        ));
         std::fs::remove_file(stack.join("code/leak")).unwrap();
         let walked = files.walk("code").unwrap();
         let names: Vec<_> = walked.iter().map(|f| f.path.as_str()).collect();

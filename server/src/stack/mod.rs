@@ -87,7 +87,11 @@ impl Template {
                     Value::String(s) => s.clone(),
                     Value::Array(items) => items
                         .iter()
-                        .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+                        .map(|i| {
+                            i.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| i.to_string())
+                        })
                         .collect::<Vec<_>>()
                         .join(","),
                     other => other.to_string(),
@@ -169,14 +173,20 @@ impl Stack {
                     return Err(StackError::Invalid {
                         file: dep_file.clone(),
                         line: line(&format!("/artifacts/{i}")),
-                        message: format!("artifact parameter `{p}` is not declared in {}", template.file),
+                        message: format!(
+                            "artifact parameter `{p}` is not declared in {}",
+                            template.file
+                        ),
                     });
                 }
             }
             files::clean_relative(&dep_file, &a.path)?;
         }
         let folder = files.folder_name();
-        let name = deployment.stack_name.clone().unwrap_or_else(|| folder.clone());
+        let name = deployment
+            .stack_name
+            .clone()
+            .unwrap_or_else(|| folder.clone());
         if !valid_stack_name(&name) {
             return Err(StackError::Invalid {
                 file: dep_file.clone(),
@@ -236,11 +246,20 @@ mod tests {
     fn loads_a_stack_and_resolves_parameters() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("web");
-        write(&dir, &[("deployment.yaml", "template-file-path: t.yaml\n"), ("t.yaml", TPL)]);
+        write(
+            &dir,
+            &[
+                ("deployment.yaml", "template-file-path: t.yaml\n"),
+                ("t.yaml", TPL),
+            ],
+        );
         let stack = Stack::load(&DirFiles::open(&dir).unwrap()).unwrap();
         assert_eq!(stack.name, "web");
         assert_eq!(stack.resolved_parameters()["Size"], "small");
-        assert_eq!(stack.template.resources(), [("B".to_string(), "AWS::S3::Bucket".to_string())]);
+        assert_eq!(
+            stack.template.resources(),
+            [("B".to_string(), "AWS::S3::Bucket".to_string())]
+        );
     }
 
     #[test]
@@ -249,21 +268,45 @@ mod tests {
         let dir = tmp.path().join("web");
         write(
             &dir,
-            &[("deployment.yaml", "template-file-path: t.yaml\nparameters:\n  Nope: 1\n"), ("t.yaml", TPL)],
+            &[
+                (
+                    "deployment.yaml",
+                    "template-file-path: t.yaml\nparameters:\n  Nope: 1\n",
+                ),
+                ("t.yaml", TPL),
+            ],
         );
-        let err = Stack::load(&DirFiles::open(&dir).unwrap()).unwrap_err().to_string();
-        assert!(err.contains("deployment.yaml:3") && err.contains("`Nope` is not declared"), "{err}");
+        let err = Stack::load(&DirFiles::open(&dir).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("deployment.yaml:3") && err.contains("`Nope` is not declared"),
+            "{err}"
+        );
 
-        write(&dir, &[("deployment.yaml", "template-file-path: ../t.yaml\n")]);
+        write(
+            &dir,
+            &[("deployment.yaml", "template-file-path: ../t.yaml\n")],
+        );
         let err = Stack::load(&DirFiles::open(&dir).unwrap()).unwrap_err();
         assert!(matches!(err, StackError::Escapes { .. }), "{err}");
 
-        write(&dir, &[("deployment.yaml", "template-file-path: t.yaml\n"), ("t.yaml", "Resources:\n  B:\n    Type: [unclosed\n")]);
-        let err = Stack::load(&DirFiles::open(&dir).unwrap()).unwrap_err().to_string();
+        write(
+            &dir,
+            &[
+                ("deployment.yaml", "template-file-path: t.yaml\n"),
+                ("t.yaml", "Resources:\n  B:\n    Type: [unclosed\n"),
+            ],
+        );
+        let err = Stack::load(&DirFiles::open(&dir).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("t.yaml:"), "{err}");
 
         std::fs::remove_file(dir.join("deployment.yaml")).unwrap();
-        let err = Stack::load(&DirFiles::open(&dir).unwrap()).unwrap_err().to_string();
+        let err = Stack::load(&DirFiles::open(&dir).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no deployment file"), "{err}");
     }
 }

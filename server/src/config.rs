@@ -1,0 +1,512 @@
+//! `stackgate serve` configuration: a TOML file, every key also settable as
+//! `STACKGATE_<SECTION>_<KEY>` in the environment. Unknown keys are an error. Secrets are
+//! never inline: they come from an environment variable or a file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Base of the links in commit statuses, e.g. `https://stackgate.example.com`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub github: Option<GithubConfig>,
+    #[serde(default)]
+    pub repos: Vec<RepoConfig>,
+    #[serde(default)]
+    pub aws: AwsConfig,
+    #[serde(default)]
+    pub policies: PoliciesConfig,
+    /// sha256 (hex) of each bearer token that may call the manual API.
+    #[serde(default)]
+    pub api_tokens: Vec<String>,
+    /// Jobs of different stacks that may run at once.
+    #[serde(default = "default_parallel")]
+    pub max_parallel_jobs: usize,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+fn default_parallel() -> usize {
+    4
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// The SQLite file; its folder also holds git mirrors and the policy cache.
+    #[serde(default = "default_state_path")]
+    pub path: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            path: default_state_path(),
+        }
+    }
+}
+
+fn default_state_path() -> PathBuf {
+    PathBuf::from(".local/state/stackgate.db")
+}
+
+impl StateConfig {
+    pub fn dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    #[serde(default = "default_api_url")]
+    pub api_url: String,
+    /// Personal or fine-grained token, from this environment variable…
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// …or this file.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub app_id: Option<u64>,
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub installation_id: Option<u64>,
+}
+
+fn default_api_url() -> String {
+    "https://api.github.com".into()
+}
+
+/// How stackgate authenticates to GitHub.
+#[derive(Clone)]
+pub enum GithubAuth {
+    Token(SecretString),
+    App {
+        app_id: u64,
+        private_key: SecretString,
+        installation_id: u64,
+    },
+}
+
+impl std::fmt::Debug for GithubAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GithubAuth::Token(_) => f.write_str("Token([redacted])"),
+            GithubAuth::App {
+                app_id,
+                installation_id,
+                ..
+            } => write!(
+                f,
+                "App {{ app_id: {app_id}, installation_id: {installation_id}, private_key: [redacted] }}"
+            ),
+        }
+    }
+}
+
+impl GithubConfig {
+    pub fn auth(&self) -> Result<GithubAuth, ConfigError> {
+        match (&self.app_id, &self.private_key_file, &self.installation_id) {
+            (Some(app_id), Some(key), Some(inst)) => Ok(GithubAuth::App {
+                app_id: *app_id,
+                private_key: read_secret_file(key)?,
+                installation_id: *inst,
+            }),
+            (None, None, None) => secret_from(
+                "github.token",
+                self.token_env.as_deref(),
+                self.token_file.as_deref(),
+            )
+            .map(GithubAuth::Token),
+            _ => Err(ConfigError::Invalid(
+                "github: a GitHub App needs app_id, private_key_file and installation_id together"
+                    .into(),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    /// `owner/repo`.
+    pub name: String,
+    /// Clone URL: https, ssh, or a local path.
+    pub url: String,
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    #[serde(default = "default_stacks_dir")]
+    pub stacks_dir: String,
+    #[serde(default)]
+    pub webhook_secret_env: Option<String>,
+    #[serde(default)]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Seconds between polls of the branch head; unset means webhooks only.
+    #[serde(default)]
+    pub poll_interval: Option<u64>,
+    /// Remove the stacks whose folders were deleted from the branch.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+fn default_branch() -> String {
+    "main".into()
+}
+
+fn default_stacks_dir() -> String {
+    "stacks".into()
+}
+
+impl RepoConfig {
+    pub fn webhook_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        if self.webhook_secret_env.is_none() && self.webhook_secret_file.is_none() {
+            return Ok(None);
+        }
+        secret_from(
+            &format!("repos[{}].webhook_secret", self.name),
+            self.webhook_secret_env.as_deref(),
+            self.webhook_secret_file.as_deref(),
+        )
+        .map(Some)
+    }
+
+    pub fn poll(&self) -> Option<Duration> {
+        self.poll_interval.map(Duration::from_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    #[serde(default)]
+    pub artifact_bucket: Option<String>,
+    /// Seconds between CloudFormation polls.
+    #[serde(default)]
+    pub poll_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoliciesConfig {
+    /// Folder of `*.wasm` policies; unset means the policies built into stackgate.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    #[serde(default = "default_deadline")]
+    pub deadline_ms: u64,
+    #[serde(default = "default_memory")]
+    pub memory_mib: usize,
+    /// Per policy: its pinned digest and its settings.
+    #[serde(default)]
+    pub policy: BTreeMap<String, PolicyConfig>,
+}
+
+impl Default for PoliciesConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            deadline_ms: default_deadline(),
+            memory_mib: default_memory(),
+            policy: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_deadline() -> u64 {
+    1000
+}
+
+fn default_memory() -> usize {
+    64
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default)]
+    pub digest: Option<String>,
+    #[serde(default)]
+    pub settings: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+fn read_secret_file(path: &Path) -> Result<SecretString, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|s| SecretString::from(s.trim().to_string()))
+        .map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+}
+
+fn secret_from(
+    what: &str,
+    env: Option<&str>,
+    file: Option<&Path>,
+) -> Result<SecretString, ConfigError> {
+    if let Some(var) = env {
+        return match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
+            _ => Err(ConfigError::Invalid(format!(
+                "{what}: environment variable {var} is not set"
+            ))),
+        };
+    }
+    if let Some(f) = file {
+        return read_secret_file(f);
+    }
+    Err(ConfigError::Invalid(format!(
+        "{what}: give `*_env` or `*_file`"
+    )))
+}
+
+impl Config {
+    /// Reads the file, then applies `STACKGATE_*` environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut value = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::File {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                toml::from_str::<toml::Value>(&text).map_err(|e| ConfigError::File {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+            None => toml::Value::Table(Default::default()),
+        };
+        apply_env(&mut value, std::env::vars())?;
+        let cfg: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::File {
+                path: path
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "environment".into()),
+                message: e.to_string(),
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for r in &self.repos {
+            if r.name.split('/').count() != 2 {
+                return Err(ConfigError::Invalid(format!(
+                    "repos: name `{}` must be owner/repo",
+                    r.name
+                )));
+            }
+        }
+        for t in &self.api_tokens {
+            if t.len() != 64 || !t.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(ConfigError::Invalid(
+                    "api_tokens: each entry is the sha256 hex of a token (never the token itself)"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
+        self.repos
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The link to a job's run page.
+    pub fn run_url(&self, job: i64) -> String {
+        let base = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen));
+        format!("{}/runs/{job}", base.trim_end_matches('/'))
+    }
+}
+
+/// `STACKGATE_LISTEN`, `STACKGATE_AWS_ENDPOINT_URL`, `STACKGATE_GITHUB_API_URL`,
+/// `STACKGATE_STATE_PATH` …: one variable per scalar key of the top level or of a section.
+/// An unknown `STACKGATE_` variable is an error, like an unknown key.
+fn apply_env(
+    value: &mut toml::Value,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    const TOP: &[&str] = &["listen", "public_url", "max_parallel_jobs", "api_tokens"];
+    const SECTIONS: &[(&str, &[&str])] = &[
+        ("state", &["path"]),
+        (
+            "aws",
+            &["region", "endpoint_url", "artifact_bucket", "poll_seconds"],
+        ),
+        (
+            "github",
+            &[
+                "api_url",
+                "token_env",
+                "token_file",
+                "app_id",
+                "private_key_file",
+                "installation_id",
+            ],
+        ),
+        ("policies", &["dir", "deadline_ms", "memory_mib"]),
+    ];
+    // Variables the CLI reads for itself.
+    const NOT_CONFIG: &[&str] = &["LOG", "CACHE_DIR", "ARTIFACT_BUCKET", "CONFIG"];
+    let Some(root) = value.as_table_mut() else {
+        return Err(ConfigError::Invalid(
+            "the configuration must be a table".into(),
+        ));
+    };
+    for (var, raw) in vars {
+        let Some(key) = var.strip_prefix("STACKGATE_") else {
+            continue;
+        };
+        if NOT_CONFIG.contains(&key)
+            || key.starts_with("TEST_")
+            || key.starts_with("EMULATOR_")
+            || key.starts_with("POLICY_TARGET")
+        {
+            continue;
+        }
+        let key = key.to_ascii_lowercase();
+        let parsed = parse_env_value(&raw);
+        if TOP.contains(&key.as_str()) {
+            let v = if key == "api_tokens" {
+                toml::Value::Array(
+                    raw.split(',')
+                        .map(|s| toml::Value::String(s.trim().into()))
+                        .collect(),
+                )
+            } else {
+                parsed
+            };
+            root.insert(key, v);
+            continue;
+        }
+        let mut placed = false;
+        for (section, keys) in SECTIONS {
+            if let Some(rest) = key.strip_prefix(&format!("{section}_"))
+                && keys.contains(&rest)
+            {
+                let table = root
+                    .entry(section.to_string())
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
+                if let Some(t) = table.as_table_mut() {
+                    t.insert(rest.to_string(), parsed.clone());
+                }
+                placed = true;
+                break;
+            }
+        }
+        if !placed {
+            return Err(ConfigError::Invalid(format!(
+                "unknown environment variable {var}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(f) = raw.parse::<f64>()
+        && raw.contains('.')
+    {
+        return toml::Value::Float(f);
+    }
+    match raw {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut v: toml::Value = toml::from_str(text).unwrap();
+        apply_env(
+            &mut v,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )?;
+        let c: Config = v
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn file_and_env_combine() {
+        let c = parse(
+            "listen = '127.0.0.1:9000'\n[[repos]]\nname = 'acme/infra'\nurl = 'https://github.com/acme/infra.git'\nwebhook_secret_env = 'HOOK'\npoll_interval = 30\n",
+            &[("STACKGATE_AWS_ENDPOINT_URL", "http://127.0.0.1:4566"), ("STACKGATE_LISTEN", "127.0.0.1:9001")],
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9001");
+        assert_eq!(c.aws.endpoint_url.as_deref(), Some("http://127.0.0.1:4566"));
+        assert_eq!(c.repos[0].branch, "main");
+        assert_eq!(c.repos[0].stacks_dir, "stacks");
+        assert_eq!(c.repos[0].poll(), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse("lisen = 'x'\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+        let err = parse(
+            "[[repos]]\nname='a/b'\nurl='x'\nwebhook_secret='inline'\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("webhook_secret"), "{err}");
+        let err = parse("", &[("STACKGATE_AWS_ENDPOIN", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("STACKGATE_AWS_ENDPOIN"), "{err}");
+    }
+
+    #[test]
+    fn api_tokens_must_be_hashes() {
+        let err = parse("api_tokens = ['hunter2']\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sha256") && !err.contains("hunter2"), "{err}");
+    }
+}

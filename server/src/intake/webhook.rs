@@ -1,0 +1,301 @@
+//! `POST /webhooks/github`: verify the signature on the raw bytes, then parse, record the
+//! delivery and its jobs in one transaction, and answer 202 at once.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::pipeline::{App, queued_statuses, superseded_statuses};
+use crate::queue::{Kind, NewJob};
+
+fn reply(app: &App, result: &str, code: StatusCode, message: impl Into<String>) -> Response {
+    app.metrics.delivery(result);
+    (
+        code,
+        Json(json!({"result": result, "message": message.into()})),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct Repository {
+    full_name: String,
+}
+
+#[derive(Deserialize)]
+struct PushCommit {
+    #[serde(default)]
+    added: Vec<String>,
+    #[serde(default)]
+    removed: Vec<String>,
+    #[serde(default)]
+    modified: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Push {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    after: String,
+    #[serde(default)]
+    deleted: bool,
+    #[serde(default)]
+    forced: bool,
+    #[serde(default)]
+    commits: Vec<PushCommit>,
+    repository: Repository,
+}
+
+#[derive(Deserialize)]
+struct PrRef {
+    sha: String,
+    #[serde(rename = "ref")]
+    git_ref: String,
+    repo: Option<Repository>,
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    number: u64,
+    head: PrRef,
+    base: PrRef,
+}
+
+#[derive(Deserialize)]
+struct PullRequestEvent {
+    action: String,
+    pull_request: PullRequest,
+    repository: Repository,
+}
+
+pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    // 1. The signature, on the raw bytes, before anything is parsed.
+    let sig = header("x-hub-signature-256");
+    if sig.is_empty() {
+        return reply(
+            &app,
+            "unsigned",
+            StatusCode::UNAUTHORIZED,
+            "missing X-Hub-Signature-256",
+        );
+    }
+    let Some(repo) = app
+        .webhook_secrets
+        .iter()
+        .find(|(_, secret)| super::signature::verify(secret.expose_secret().as_bytes(), &body, sig))
+        .map(|(name, _)| name.clone())
+    else {
+        return reply(
+            &app,
+            "bad_signature",
+            StatusCode::UNAUTHORIZED,
+            "X-Hub-Signature-256 does not match any configured repository's secret",
+        );
+    };
+
+    // 2. Then the event.
+    let event = header("x-github-event").to_string();
+    let delivery = header("x-github-delivery").to_string();
+    if delivery.is_empty() {
+        return reply(
+            &app,
+            "malformed",
+            StatusCode::BAD_REQUEST,
+            "missing X-GitHub-Delivery",
+        );
+    }
+    let Some(repo_cfg) = app.cfg.repo(&repo).cloned() else {
+        return reply(
+            &app,
+            "unknown_repo",
+            StatusCode::FORBIDDEN,
+            "repository is not configured",
+        );
+    };
+    let jobs = match event.as_str() {
+        "ping" => return reply(&app, "ping", StatusCode::OK, "pong"),
+        "push" => {
+            let push: Push = match serde_json::from_slice(&body) {
+                Ok(p) => p,
+                Err(e) => {
+                    return reply(
+                        &app,
+                        "malformed",
+                        StatusCode::BAD_REQUEST,
+                        format!("malformed push payload: {e}"),
+                    );
+                }
+            };
+            if !push
+                .repository
+                .full_name
+                .eq_ignore_ascii_case(&repo_cfg.name)
+            {
+                return reply(
+                    &app,
+                    "unknown_repo",
+                    StatusCode::FORBIDDEN,
+                    "payload repository does not match the signing repository's configuration",
+                );
+            }
+            if push.git_ref != format!("refs/heads/{}", repo_cfg.branch) || push.deleted {
+                return reply(
+                    &app,
+                    "ignored",
+                    StatusCode::ACCEPTED,
+                    format!("not a push to {}", repo_cfg.branch),
+                );
+            }
+            // Payloads list the paths they touch; a push that touches no stack enqueues
+            // nothing. A forced push or an empty list is checked against state instead.
+            let prefix = format!("{}/", repo_cfg.stacks_dir.trim_end_matches('/'));
+            let touches = push.forced
+                || push.commits.is_empty()
+                || push.commits.iter().any(|c| {
+                    c.added
+                        .iter()
+                        .chain(&c.removed)
+                        .chain(&c.modified)
+                        .any(|p| p.starts_with(&prefix))
+                });
+            if !touches {
+                return reply(
+                    &app,
+                    "ignored",
+                    StatusCode::ACCEPTED,
+                    format!("no change under {prefix}"),
+                );
+            }
+            vec![NewJob {
+                kind: Some(Kind::Sync),
+                repo: repo_cfg.name.clone(),
+                sha: push.after,
+                trigger: "push".into(),
+                ..Default::default()
+            }]
+        }
+        "pull_request" => {
+            let ev: PullRequestEvent = match serde_json::from_slice(&body) {
+                Ok(p) => p,
+                Err(e) => {
+                    return reply(
+                        &app,
+                        "malformed",
+                        StatusCode::BAD_REQUEST,
+                        format!("malformed pull_request payload: {e}"),
+                    );
+                }
+            };
+            if !ev.repository.full_name.eq_ignore_ascii_case(&repo_cfg.name) {
+                return reply(
+                    &app,
+                    "unknown_repo",
+                    StatusCode::FORBIDDEN,
+                    "payload repository does not match the signing repository's configuration",
+                );
+            }
+            if !matches!(ev.action.as_str(), "opened" | "reopened" | "synchronize") {
+                return reply(
+                    &app,
+                    "ignored",
+                    StatusCode::ACCEPTED,
+                    format!("pull_request {} needs no dry run", ev.action),
+                );
+            }
+            if ev.pull_request.base.git_ref != repo_cfg.branch {
+                return reply(
+                    &app,
+                    "ignored",
+                    StatusCode::ACCEPTED,
+                    format!(
+                        "pull request targets {}, not {}",
+                        ev.pull_request.base.git_ref, repo_cfg.branch
+                    ),
+                );
+            }
+            let fork = ev
+                .pull_request
+                .head
+                .repo
+                .as_ref()
+                .is_none_or(|r| !r.full_name.eq_ignore_ascii_case(&repo_cfg.name));
+            vec![NewJob {
+                kind: Some(Kind::Preview),
+                repo: repo_cfg.name.clone(),
+                sha: ev.pull_request.head.sha,
+                pr: Some(ev.pull_request.number),
+                fork,
+                trigger: "pull_request".into(),
+                ..Default::default()
+            }]
+        }
+        "" => {
+            return reply(
+                &app,
+                "malformed",
+                StatusCode::BAD_REQUEST,
+                "missing X-GitHub-Event",
+            );
+        }
+        other => {
+            return reply(
+                &app,
+                "ignored",
+                StatusCode::ACCEPTED,
+                format!("event `{other}` is not handled"),
+            );
+        }
+    };
+
+    // 3. Delivery and jobs, one transaction.
+    let recorded = app.store.record_delivery(
+        &delivery,
+        &event,
+        Some(&repo_cfg.name),
+        &jobs,
+        &|j, id| queued_statuses(&app, j, id),
+        &|o, n| superseded_statuses(&app, o, n),
+    );
+    match recorded {
+        Ok(Some(ids)) => {
+            app.wake.notify_one();
+            app.report_wake.notify_one();
+            app.metrics.delivery("accepted");
+            let urls: Vec<String> = ids.iter().map(|id| app.cfg.run_url(*id)).collect();
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"result": "accepted", "jobs": ids, "urls": urls})),
+            )
+                .into_response()
+        }
+        Ok(None) => reply(
+            &app,
+            "duplicate",
+            StatusCode::OK,
+            format!("delivery {delivery} was already received"),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record a delivery");
+            // Not recorded: GitHub's redelivery of it will be new.
+            reply(
+                &app,
+                "error",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot record the delivery; redeliver it",
+            )
+        }
+    }
+}

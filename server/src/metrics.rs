@@ -1,0 +1,83 @@
+//! Prometheus text metrics: deliveries by result, job durations, policy verdicts, queue
+//! depth.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub struct Metrics {
+    deliveries: Mutex<BTreeMap<String, u64>>,
+    verdicts: Mutex<BTreeMap<String, u64>>,
+    /// (kind, outcome) → (count, sum of seconds)
+    durations: Mutex<BTreeMap<(String, String), (u64, f64)>>,
+}
+
+impl Metrics {
+    pub fn delivery(&self, result: &str) {
+        *self
+            .deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(result.into())
+            .or_default() += 1;
+    }
+
+    pub fn verdict(&self, verdict: &str) {
+        *self
+            .verdicts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(verdict.into())
+            .or_default() += 1;
+    }
+
+    pub fn job(&self, kind: &str, outcome: &str, seconds: f64) {
+        let mut d = self.durations.lock().unwrap_or_else(|p| p.into_inner());
+        let e = d.entry((kind.into(), outcome.into())).or_default();
+        e.0 += 1;
+        e.1 += seconds;
+    }
+
+    pub fn render(&self, queued: i64, running: i64) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP stackgate_deliveries_total Webhook deliveries by result.\n# TYPE stackgate_deliveries_total counter\n");
+        for (k, v) in self
+            .deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            out.push_str(&format!(
+                "stackgate_deliveries_total{{result=\"{k}\"}} {v}\n"
+            ));
+        }
+        out.push_str("# HELP stackgate_policy_verdicts_total Policy gate verdicts.\n# TYPE stackgate_policy_verdicts_total counter\n");
+        for (k, v) in self
+            .verdicts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            out.push_str(&format!(
+                "stackgate_policy_verdicts_total{{verdict=\"{k}\"}} {v}\n"
+            ));
+        }
+        out.push_str("# HELP stackgate_job_duration_seconds Job run time.\n# TYPE stackgate_job_duration_seconds summary\n");
+        for ((kind, outcome), (n, sum)) in self
+            .durations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            out.push_str(&format!(
+                "stackgate_job_duration_seconds_count{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}\n\
+                 stackgate_job_duration_seconds_sum{{kind=\"{kind}\",outcome=\"{outcome}\"}} {sum:.3}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP stackgate_queue_depth Jobs by state.\n# TYPE stackgate_queue_depth gauge\n\
+             stackgate_queue_depth{{state=\"queued\"}} {queued}\nstackgate_queue_depth{{state=\"running\"}} {running}\n"
+        ));
+        out
+    }
+}

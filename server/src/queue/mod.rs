@@ -1,0 +1,720 @@
+//! The state stackgate owns, in one SQLite file (WAL): deliveries, jobs, the last deployed
+//! sha per stack, the commit statuses still to post, and PR comment ids. Every change that
+//! must not be lost is one transaction.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+#[error("state database: {0}")]
+pub struct StoreError(#[from] rusqlite::Error);
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Read a commit, find the stacks that changed, and enqueue their deploys.
+    Sync,
+    /// Policy, then plan and deploy (or remove) one stack.
+    Deploy,
+    /// A pull request's dry run: policy and plans, never executed.
+    Preview,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sync => "sync",
+            Kind::Deploy => "deploy",
+            Kind::Preview => "preview",
+        }
+    }
+
+    fn parse(s: &str) -> Kind {
+        match s {
+            "deploy" => Kind::Deploy,
+            "preview" => Kind::Preview,
+            _ => Kind::Sync,
+        }
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone, Default)]
+pub struct NewJob {
+    pub kind: Option<Kind>,
+    pub repo: String,
+    pub stack: Option<String>,
+    pub sha: String,
+    pub pr: Option<u64>,
+    pub fork: bool,
+    /// Deploy even when nothing changed (manual redeploy).
+    pub force: bool,
+    /// `push`, `poll`, `pull_request`, `manual`.
+    pub trigger: String,
+}
+
+impl NewJob {
+    /// Jobs in one lane run one at a time, and a newer one supersedes the queued ones.
+    pub fn lane(&self) -> String {
+        match (self.kind.unwrap_or(Kind::Sync), &self.stack, self.pr) {
+            (Kind::Deploy, Some(stack), _) => format!("{}#stack:{stack}", self.repo),
+            (Kind::Preview, _, Some(pr)) => format!("{}#pr:{pr}", self.repo),
+            _ => format!("{}#sync", self.repo),
+        }
+    }
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: i64,
+    pub kind: Kind,
+    pub repo: String,
+    pub stack: Option<String>,
+    pub sha: String,
+    pub pr: Option<u64>,
+    pub fork: bool,
+    pub force: bool,
+    pub trigger: String,
+    pub state: String,
+    pub phase: Option<String>,
+    pub change_set_id: Option<String>,
+    pub stack_id: Option<String>,
+    pub detail: serde_json::Value,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub superseded_by: Option<i64>,
+}
+
+/// A commit status waiting to be posted.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingStatus {
+    pub id: i64,
+    pub repo: String,
+    pub sha: String,
+    pub context: String,
+    pub state: String,
+    pub description: String,
+    pub target_url: String,
+    pub attempts: i64,
+}
+
+/// A status to record; the reporter posts it later, in order.
+#[derive(Debug, Clone)]
+pub struct StatusUpdate {
+    pub repo: String,
+    pub sha: String,
+    pub context: String,
+    pub state: &'static str,
+    pub description: String,
+    pub target_url: String,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    event TEXT NOT NULL,
+    repo TEXT,
+    received_at INTEGER NOT NULL,
+    jobs INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    stack TEXT,
+    sha TEXT NOT NULL,
+    lane TEXT NOT NULL,
+    pr INTEGER,
+    fork INTEGER NOT NULL DEFAULT 0,
+    force INTEGER NOT NULL DEFAULT 0,
+    trigger TEXT NOT NULL,
+    delivery TEXT,
+    state TEXT NOT NULL,
+    phase TEXT,
+    change_set_id TEXT,
+    stack_id TEXT,
+    detail TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    superseded_by INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_lane_state ON jobs(lane, state);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS deployed (
+    repo TEXT NOT NULL,
+    stack TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    removed INTEGER NOT NULL DEFAULT 0,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (repo, stack)
+);
+CREATE TABLE IF NOT EXISTS statuses (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job INTEGER,
+    repo TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    context TEXT NOT NULL,
+    state TEXT NOT NULL,
+    description TEXT NOT NULL,
+    target_url TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    posted_at INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS statuses_unposted ON statuses(posted_at, id);
+CREATE TABLE IF NOT EXISTS pr_comments (
+    repo TEXT NOT NULL,
+    pr INTEGER NOT NULL,
+    comment_id INTEGER NOT NULL,
+    PRIMARY KEY (repo, pr)
+);
+";
+
+const JOB_COLUMNS: &str = "id, kind, repo, stack, sha, pr, fork, force, trigger, state, phase, change_set_id, stack_id, detail, created_at, started_at, finished_at, superseded_by";
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+    let detail: String = r.get(13)?;
+    Ok(Job {
+        id: r.get(0)?,
+        kind: Kind::parse(&r.get::<_, String>(1)?),
+        repo: r.get(2)?,
+        stack: r.get(3)?,
+        sha: r.get(4)?,
+        pr: r.get::<_, Option<i64>>(5)?.map(|p| p as u64),
+        fork: r.get::<_, i64>(6)? != 0,
+        force: r.get::<_, i64>(7)? != 0,
+        trigger: r.get(8)?,
+        state: r.get(9)?,
+        phase: r.get(10)?,
+        change_set_id: r.get(11)?,
+        stack_id: r.get(12)?,
+        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+        created_at: r.get(14)?,
+        started_at: r.get(15)?,
+        finished_at: r.get(16)?,
+        superseded_by: r.get(17)?,
+    })
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: an accepted delivery survives a power cut, not only a crash.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&mut conn)?)
+    }
+
+    /// Records a delivery and enqueues its jobs in one transaction. `None` when the delivery
+    /// id was seen before: a redelivery enqueues nothing.
+    pub fn record_delivery(
+        &self,
+        delivery: &str,
+        event: &str,
+        repo: Option<&str>,
+        jobs: &[NewJob],
+        status_for: &dyn Fn(&NewJob, i64) -> Vec<StatusUpdate>,
+        superseded_status: &dyn Fn(&Job, &NewJob) -> Vec<StatusUpdate>,
+    ) -> Result<Option<Vec<i64>>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let inserted = tx.execute(
+                "INSERT INTO deliveries (id, event, repo, received_at, jobs) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO NOTHING",
+                params![delivery, event, repo, now(), jobs.len() as i64],
+            )?;
+            if inserted == 0 {
+                return Ok(None);
+            }
+            let ids = enqueue_tx(&tx, jobs, Some(delivery), status_for, superseded_status)?;
+            tx.commit()?;
+            Ok(Some(ids))
+        })
+    }
+
+    /// Enqueues jobs (manual, poll, or a sync's expansion), superseding queued ones.
+    pub fn enqueue(
+        &self,
+        jobs: &[NewJob],
+        status_for: &dyn Fn(&NewJob, i64) -> Vec<StatusUpdate>,
+        superseded_status: &dyn Fn(&Job, &NewJob) -> Vec<StatusUpdate>,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let ids = enqueue_tx(&tx, jobs, None, status_for, superseded_status)?;
+            tx.commit()?;
+            Ok(ids)
+        })
+    }
+
+    /// Claims up to `limit` queued jobs whose lane has nothing running, oldest first.
+    pub fn claim(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let running: i64 = tx.query_row("SELECT COUNT(*) FROM jobs WHERE state = 'running'", [], |r| r.get(0))?;
+            let room = limit.saturating_sub(running as usize);
+            let mut claimed = Vec::new();
+            if room > 0 {
+                let ids: Vec<i64> = {
+                    let mut stmt = tx.prepare(
+                        "SELECT id FROM jobs j WHERE state = 'queued'
+                           AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.lane = j.lane AND r.state = 'running')
+                           AND id = (SELECT MIN(id) FROM jobs q WHERE q.lane = j.lane AND q.state = 'queued')
+                         ORDER BY id LIMIT ?1",
+                    )?;
+                    stmt.query_map([room as i64], |r| r.get(0))?.collect::<Result<_, _>>()?
+                };
+                for id in ids {
+                    tx.execute(
+                        "UPDATE jobs SET state = 'running', started_at = ?2 WHERE id = ?1",
+                        params![id, now()],
+                    )?;
+                    claimed.push(tx.query_row(
+                        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                        [id],
+                        job_from_row,
+                    )?);
+                }
+            }
+            tx.commit()?;
+            Ok(claimed)
+        })
+    }
+
+    pub fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                [id],
+                job_from_row,
+            )
+            .optional()
+        })
+    }
+
+    pub fn jobs_in_state(&self, state: &str) -> Result<Vec<Job>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY id"
+            ))?;
+            stmt.query_map([state], job_from_row)?.collect()
+        })
+    }
+
+    pub fn recent_jobs(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?1"
+            ))?;
+            stmt.query_map([limit as i64], job_from_row)?.collect()
+        })
+    }
+
+    /// Puts jobs that were running when the process died back in the queue (sync and
+    /// preview jobs are idempotent) and returns the deploys to resume.
+    pub fn recover(&self) -> Result<Vec<Job>, StoreError> {
+        let running = self.jobs_in_state("running")?;
+        let mut resume = Vec::new();
+        for job in running {
+            if job.kind == Kind::Deploy {
+                resume.push(job);
+            } else {
+                self.with(|c| {
+                    c.execute("UPDATE jobs SET state = 'queued' WHERE id = ?1", [job.id])
+                })?;
+            }
+        }
+        Ok(resume)
+    }
+
+    pub fn requeue(&self, id: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET state = 'queued', phase = NULL WHERE id = ?1",
+                [id],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Records where a deploy stands; written before each step that AWS cannot undo.
+    pub fn set_phase(
+        &self,
+        id: i64,
+        phase: &str,
+        change_set_id: Option<&str>,
+        stack_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET phase = ?2, change_set_id = COALESCE(?3, change_set_id),
+                                 stack_id = COALESCE(?4, stack_id) WHERE id = ?1",
+                params![id, phase, change_set_id, stack_id],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn set_detail(&self, id: i64, detail: &serde_json::Value) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET detail = ?2 WHERE id = ?1",
+                params![id, detail.to_string()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Ends a job and queues its statuses in one transaction.
+    pub fn finish(
+        &self,
+        id: i64,
+        state: &str,
+        detail: &serde_json::Value,
+        statuses: &[StatusUpdate],
+        deployed: Option<(&str, &str, &str, bool)>,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE jobs SET state = ?2, detail = ?3, finished_at = ?4, phase = 'done' WHERE id = ?1",
+                params![id, state, detail.to_string(), now()],
+            )?;
+            for s in statuses {
+                add_status(&tx, Some(id), s)?;
+            }
+            if let Some((repo, stack, sha, removed)) = deployed {
+                tx.execute(
+                    "INSERT INTO deployed (repo, stack, sha, removed, at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(repo, stack) DO UPDATE SET sha = excluded.sha, removed = excluded.removed, at = excluded.at",
+                    params![repo, stack, sha, removed as i64, now()],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Queues statuses outside a job's end (e.g. "pending" as a step starts).
+    pub fn add_statuses(
+        &self,
+        job: Option<i64>,
+        statuses: &[StatusUpdate],
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for s in statuses {
+                add_status(&tx, job, s)?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// The last deployed sha of each stack of a repo, and whether it was a removal.
+    pub fn deployed(&self, repo: &str) -> Result<Vec<(String, String, bool)>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT stack, sha, removed FROM deployed WHERE repo = ?1 ORDER BY stack",
+            )?;
+            stmt.query_map([repo], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0))
+            })?
+            .collect()
+        })
+    }
+
+    pub fn unposted_statuses(&self, limit: usize) -> Result<Vec<PendingStatus>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, repo, sha, context, state, description, target_url, attempts
+                 FROM statuses WHERE posted_at IS NULL ORDER BY id LIMIT ?1",
+            )?;
+            stmt.query_map([limit as i64], |r| {
+                Ok(PendingStatus {
+                    id: r.get(0)?,
+                    repo: r.get(1)?,
+                    sha: r.get(2)?,
+                    context: r.get(3)?,
+                    state: r.get(4)?,
+                    description: r.get(5)?,
+                    target_url: r.get(6)?,
+                    attempts: r.get(7)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    pub fn status_posted(&self, id: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE statuses SET posted_at = ?2 WHERE id = ?1",
+                params![id, now()],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn status_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE statuses SET attempts = attempts + 1, last_error = ?2,
+                        posted_at = CASE WHEN ?3 THEN -1 ELSE NULL END WHERE id = ?1",
+                params![id, error, give_up],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn pr_comment(&self, repo: &str, pr: u64) -> Result<Option<u64>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT comment_id FROM pr_comments WHERE repo = ?1 AND pr = ?2",
+                params![repo, pr as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|o| o.map(|v| v as u64))
+        })
+    }
+
+    pub fn set_pr_comment(&self, repo: &str, pr: u64, comment: u64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO pr_comments (repo, pr, comment_id) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(repo, pr) DO UPDATE SET comment_id = excluded.comment_id",
+                params![repo, pr as i64, comment as i64],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// (queued, running) job counts.
+    pub fn depth(&self) -> Result<(i64, i64), StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COALESCE(SUM(state = 'queued'), 0), COALESCE(SUM(state = 'running'), 0) FROM jobs",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+    }
+
+    pub fn delivery_count(&self) -> Result<i64, StoreError> {
+        self.with(|c| c.query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0)))
+    }
+}
+
+fn add_status(tx: &Transaction<'_>, job: Option<i64>, s: &StatusUpdate) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT INTO statuses (job, repo, sha, context, state, description, target_url, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            job,
+            s.repo,
+            s.sha,
+            s.context,
+            s.state,
+            crate::policy::truncate(&s.description, 140),
+            s.target_url,
+            now()
+        ],
+    )
+}
+
+fn enqueue_tx(
+    tx: &Transaction<'_>,
+    jobs: &[NewJob],
+    delivery: Option<&str>,
+    status_for: &dyn Fn(&NewJob, i64) -> Vec<StatusUpdate>,
+    superseded_status: &dyn Fn(&Job, &NewJob) -> Vec<StatusUpdate>,
+) -> rusqlite::Result<Vec<i64>> {
+    let mut ids = Vec::new();
+    for job in jobs {
+        let lane = job.lane();
+        let kind = job.kind.unwrap_or(Kind::Sync);
+        tx.execute(
+            "INSERT INTO jobs (kind, repo, stack, sha, lane, pr, fork, force, trigger, delivery, state, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', ?11)",
+            params![
+                kind.as_str(),
+                job.repo,
+                job.stack,
+                job.sha,
+                lane,
+                job.pr.map(|p| p as i64),
+                job.fork as i64,
+                job.force as i64,
+                job.trigger,
+                delivery,
+                now()
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        // A newer commit supersedes what is still queued in the same lane.
+        let older: Vec<Job> = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE lane = ?1 AND state = 'queued' AND id < ?2"
+            ))?;
+            stmt.query_map(params![lane, id], job_from_row)?
+                .collect::<Result<_, _>>()?
+        };
+        for old in &older {
+            tx.execute(
+                "UPDATE jobs SET state = 'superseded', superseded_by = ?2, finished_at = ?3 WHERE id = ?1",
+                params![old.id, id, now()],
+            )?;
+            for s in superseded_status(old, job) {
+                add_status(tx, Some(old.id), &s)?;
+            }
+        }
+        for s in status_for(job, id) {
+            add_status(tx, Some(id), &s)?;
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn none(_: &NewJob, _: i64) -> Vec<StatusUpdate> {
+        Vec::new()
+    }
+
+    fn superseded(old: &Job, new: &NewJob) -> Vec<StatusUpdate> {
+        vec![StatusUpdate {
+            repo: old.repo.clone(),
+            sha: old.sha.clone(),
+            context: "stackgate".into(),
+            state: "error",
+            description: format!("superseded by {}", new.sha),
+            target_url: String::new(),
+        }]
+    }
+
+    fn deploy(sha: &str) -> NewJob {
+        NewJob {
+            kind: Some(Kind::Deploy),
+            repo: "acme/infra".into(),
+            stack: Some("web".into()),
+            sha: sha.into(),
+            trigger: "push".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_delivery_is_recorded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let first = s
+            .record_delivery(
+                "d1",
+                "push",
+                Some("acme/infra"),
+                &[deploy("a")],
+                &none,
+                &superseded,
+            )
+            .unwrap();
+        assert_eq!(first.map(|v| v.len()), Some(1));
+        let again = s
+            .record_delivery(
+                "d1",
+                "push",
+                Some("acme/infra"),
+                &[deploy("a")],
+                &none,
+                &superseded,
+            )
+            .unwrap();
+        assert!(again.is_none());
+        assert_eq!(s.depth().unwrap(), (1, 0));
+    }
+
+    #[test]
+    fn one_job_per_lane_and_newer_commits_supersede_queued_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        s.enqueue(&[deploy("a")], &none, &superseded).unwrap();
+        let running = s.claim(4).unwrap();
+        assert_eq!(running.len(), 1);
+        s.enqueue(&[deploy("b")], &none, &superseded).unwrap();
+        s.enqueue(&[deploy("c")], &none, &superseded).unwrap();
+        // The lane is busy: nothing more runs.
+        assert!(s.claim(4).unwrap().is_empty());
+        let b = s.jobs_in_state("superseded").unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].sha, "b");
+        let st = s.unposted_statuses(10).unwrap();
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].description, "superseded by c");
+        s.finish(
+            running[0].id,
+            "succeeded",
+            &serde_json::json!({}),
+            &[],
+            Some(("acme/infra", "web", "a", false)),
+        )
+        .unwrap();
+        let next = s.claim(4).unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].sha, "c");
+        assert_eq!(
+            s.deployed("acme/infra").unwrap(),
+            vec![("web".to_string(), "a".to_string(), false)]
+        );
+    }
+
+    #[test]
+    fn running_deploys_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let s = Store::open(&path).unwrap();
+            s.enqueue(&[deploy("a")], &none, &superseded).unwrap();
+            let j = s.claim(1).unwrap().remove(0);
+            s.set_phase(j.id, "executing", Some("cs-1"), Some("stack-1"))
+                .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let resume = s.recover().unwrap();
+        assert_eq!(resume.len(), 1);
+        assert_eq!(resume[0].change_set_id.as_deref(), Some("cs-1"));
+        assert_eq!(resume[0].phase.as_deref(), Some("executing"));
+    }
+}

@@ -1,0 +1,296 @@
+//! `stackgate serve`: wires intake, queue, pipeline and report together and runs the
+//! background loops (dispatcher, status reporter, pollers).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, Notify};
+
+use crate::checkout::Mirror;
+use crate::cloud::{Aws, AwsTarget};
+use crate::config::{Config, RepoConfig};
+use crate::deployer::Deployer;
+use crate::github::Reporter;
+use crate::metrics::Metrics;
+use crate::pipeline::{self, App};
+use crate::policy::{Limits, PolicyHost, PolicySource};
+use crate::queue::{Kind, NewJob, Store};
+
+/// Builds the application from its configuration.
+pub async fn build(cfg: Config) -> anyhow::Result<Arc<App>> {
+    let state_dir = cfg.state.dir();
+    std::fs::create_dir_all(&state_dir)?;
+    let store = Store::open(&cfg.state.path)?;
+
+    let mut sources = match &cfg.policies.dir {
+        Some(dir) => PolicySource::from_dir(dir)?,
+        None => PolicySource::embedded(),
+    };
+    for (name, pc) in &cfg.policies.policy {
+        let Some(src) = sources.iter_mut().find(|s| &s.name == name) else {
+            anyhow::bail!("policies.policy.{name}: no such policy");
+        };
+        if pc.digest.is_some() {
+            src.pinned = pc.digest.clone();
+        }
+        if !pc.settings.is_null() {
+            src.settings = pc.settings.clone();
+        }
+    }
+    if cfg.policies.dir.is_some()
+        && let Some(unpinned) = sources.iter().find(|s| s.pinned.is_none())
+    {
+        anyhow::bail!(
+            "policies.policy.{}.digest: policies loaded from a folder must be pinned by sha256",
+            unpinned.name
+        );
+    }
+    let limits = Limits {
+        deadline: Duration::from_millis(cfg.policies.deadline_ms),
+        memory_bytes: cfg.policies.memory_mib << 20,
+        concurrency: cfg.max_parallel_jobs.max(1),
+    };
+    let policies = PolicyHost::load(sources, limits, Some(&state_dir.join("policy-cache")))?;
+    for (name, digest) in policies.policies() {
+        tracing::info!(policy = %name, %digest, "policy loaded");
+    }
+
+    let aws = Aws::connect(&AwsTarget {
+        region: cfg.aws.region.clone(),
+        endpoint_url: cfg.aws.endpoint_url.clone(),
+    })
+    .await;
+    let mut deployer = Deployer::new(aws, cfg.aws.artifact_bucket.clone());
+    if let Some(p) = cfg.aws.poll_seconds {
+        deployer.poll = Duration::from_secs_f64(p.max(0.05));
+    }
+
+    let reporter = Reporter::from_config(cfg.github.as_ref())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let git_token = match cfg.github.as_ref().map(|g| g.auth()).transpose()? {
+        Some(crate::config::GithubAuth::Token(t)) => Some(t),
+        _ => None,
+    };
+    let mut mirrors = HashMap::new();
+    let mut webhook_secrets = Vec::new();
+    for r in &cfg.repos {
+        mirrors.insert(
+            r.name.clone(),
+            Arc::new(Mutex::new(Mirror::new(
+                &state_dir,
+                &r.name,
+                &r.url,
+                git_token.clone(),
+            ))),
+        );
+        if let Some(s) = r.webhook_secret()? {
+            webhook_secrets.push((r.name.clone(), s));
+        }
+    }
+    Ok(Arc::new(App {
+        cfg,
+        store,
+        policies,
+        deployer,
+        reporter,
+        mirrors,
+        webhook_secrets,
+        metrics: Metrics::default(),
+        wake: Notify::new(),
+        report_wake: Notify::new(),
+    }))
+}
+
+/// Starts the background loops; returns when `shutdown` resolves.
+pub async fn run(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    pipeline::recover(&app).await;
+    tokio::spawn(dispatch(app.clone()));
+    tokio::spawn(report(app.clone()));
+    for repo in app.cfg.repos.clone() {
+        if let Some(every) = repo.poll() {
+            tokio::spawn(poll(app.clone(), repo, every));
+        }
+    }
+    let router = crate::intake::router(app.clone());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Claims runnable jobs (one per lane, up to the parallel limit) and runs them.
+async fn dispatch(app: Arc<App>) {
+    loop {
+        match app.store.claim(app.cfg.max_parallel_jobs.max(1)) {
+            Ok(jobs) => {
+                for job in jobs {
+                    tokio::spawn(pipeline::run(app.clone(), job));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot claim jobs"),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), app.wake.notified()).await;
+    }
+}
+
+/// Posts queued commit statuses in order. A failure is retried with backoff and the status
+/// stays in state until GitHub has it.
+async fn report(app: Arc<App>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let pending = app.store.unposted_statuses(50).unwrap_or_default();
+        let mut stalled = false;
+        for s in &pending {
+            match app
+                .reporter
+                .post_status(
+                    &s.repo,
+                    &s.sha,
+                    &s.context,
+                    &s.state,
+                    &s.description,
+                    &s.target_url,
+                )
+                .await
+            {
+                Ok(()) => {
+                    if let Err(e) = app.store.status_posted(s.id) {
+                        tracing::error!(error = %e, "cannot mark a status posted");
+                    }
+                    backoff = Duration::from_millis(250);
+                }
+                Err(e) if e.retry && s.attempts < 20 => {
+                    tracing::warn!(error = %e, context = %s.context, attempt = s.attempts + 1, "status not posted; retrying");
+                    let _ = app.store.status_failed(s.id, &e.to_string(), false);
+                    stalled = true;
+                    // Keep the order: nothing after this one goes first.
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, context = %s.context, "status refused by GitHub; giving up on it");
+                    let _ = app.store.status_failed(s.id, &e.to_string(), true);
+                }
+            }
+        }
+        if stalled {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(60));
+        } else if pending.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), app.report_wake.notified()).await;
+        }
+    }
+}
+
+/// Polls a branch head, so a missed webhook or a repository without webhooks still deploys.
+async fn poll(app: Arc<App>, repo: RepoConfig, every: Duration) {
+    let mut last: Option<String> = None;
+    loop {
+        let Some(mirror) = app.mirrors.get(&repo.name).cloned() else {
+            return;
+        };
+        let branch = repo.branch.clone();
+        let head = tokio::task::spawn_blocking(move || mirror.blocking_lock().fetch(&branch)).await;
+        match head {
+            Ok(Ok(Some(sha))) if last.as_deref() != Some(sha.as_str()) => {
+                tracing::info!(repo = %repo.name, sha = %pipeline::short(&sha), "new head");
+                let job = NewJob {
+                    kind: Some(Kind::Sync),
+                    repo: repo.name.clone(),
+                    sha: sha.clone(),
+                    trigger: "poll".into(),
+                    ..Default::default()
+                };
+                match app.enqueue(&[job]) {
+                    Ok(_) => last = Some(sha),
+                    Err(e) => tracing::error!(error = %e, "cannot enqueue a polled head"),
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(repo = %repo.name, error = %e, "poll failed"),
+            Err(e) => tracing::warn!(error = %e, "poll task failed"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// The embedded default: SQLite state and a local git repository seeded from `stacks/`,
+/// watched by polling, deploying to the AWS endpoint in the environment.
+pub fn local_default(root: &Path, stacks: &Path) -> anyhow::Result<(Config, PathBuf)> {
+    let state_dir = root.join(".local/state");
+    let repo_dir = root.join(".local/gitops-repo");
+    std::fs::create_dir_all(&state_dir)?;
+    if !repo_dir.join(".git").exists() {
+        seed_repo(&repo_dir, stacks)?;
+    }
+    let cfg = Config {
+        listen: std::env::var("STACKGATE_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into()),
+        state: crate::config::StateConfig {
+            path: state_dir.join("stackgate.db"),
+        },
+        repos: vec![RepoConfig {
+            name: "local/gitops".into(),
+            url: repo_dir.display().to_string(),
+            branch: "main".into(),
+            stacks_dir: "stacks".into(),
+            webhook_secret_env: None,
+            webhook_secret_file: None,
+            poll_interval: Some(3),
+            prune: true,
+        }],
+        aws: crate::config::AwsConfig {
+            region: Some(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into())),
+            endpoint_url: std::env::var("AWS_ENDPOINT_URL").ok(),
+            artifact_bucket: None,
+            poll_seconds: Some(0.5),
+        },
+        max_parallel_jobs: 4,
+        ..Default::default()
+    };
+    Ok((cfg, repo_dir))
+}
+
+fn seed_repo(dir: &Path, stacks: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    copy_tree(stacks, &dir.join("stacks"))?;
+    let repo =
+        git2::Repository::init_opts(dir, git2::RepositoryInitOptions::new().initial_head("main"))?;
+    let mut index = repo.index()?;
+    index.add_all(["stacks"], git2::IndexAddOption::DEFAULT, None)?;
+    index.write()?;
+    let tree = repo.find_tree(index.write_tree()?)?;
+    let sig = git2::Signature::now("stackgate", "stackgate@localhost")?;
+    repo.commit(
+        Some("HEAD"),
+        &sig,
+        &sig,
+        "Seed from stackgate's stacks/",
+        &tree,
+        &[],
+    )?;
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == "__pycache__" {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
