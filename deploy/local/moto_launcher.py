@@ -20,6 +20,13 @@ documented behaviour, and wraps moto's own function rather than copying it:
   changeset_param_changes
                      an UPDATE change set lists the resources that new parameter values
                      modify; one with nothing to change ends FAILED, as in AWS
+  route_table_association
+                     an AWS::EC2::SubnetRouteTableAssociation is a real route table
+                     association (DescribeRouteTables lists it; physical id rtbassoc-...)
+  bucket_policy      AWS::S3::BucketPolicy puts (and on delete removes) the bucket policy
+  instance_primary_eni
+                     an instance's primary network interface is deleted when the instance
+                     terminates (DeleteOnTermination true), instead of leaking
 
 Which patches are applied: --patches, else $STACKGATE_MOTO_PATCHES, else "all". The value is
 a comma list of tokens read left to right: "all", "none", a patch name (switch it on) or
@@ -48,6 +55,8 @@ MOTO_SOURCE = "https://github.com/getmoto/moto/blob/5.2.5/moto"
 _LOGICAL_ID = "_stackgate_logical_id"
 _RESOURCE_TYPE = "_stackgate_resource_type"
 _FAILED_IDS = "_stackgate_failed_ids"
+# Set on a CloudFormation SubnetRouteTableAssociation made by associate_route_table.
+_ASSOCIATION_ID = "_stackgate_association_id"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -126,6 +135,16 @@ def _forget_deleted_resources(resource_map: Any) -> None:
         for name, body in resource_map._resource_json_map.items()
         if name in live
     }
+
+
+def _disassociate_route_table(backend: Any, association_id: str) -> None:
+    """EC2 DisassociateRouteTable; an association that is already gone counts as deleted."""
+    from moto.ec2.exceptions import InvalidAssociationIdError
+
+    try:
+        backend.disassociate_route_table(association_id)
+    except InvalidAssociationIdError:
+        pass
 
 
 def _drop_exports(backend: Any, stack: Any) -> None:
@@ -244,6 +263,10 @@ def _delete_subnet_route_table_association(assoc: Any, account_id: str, region: 
     from moto.ec2.models import ec2_backends
 
     backend = ec2_backends[account_id][region]
+    association_id = getattr(assoc, _ASSOCIATION_ID, None)
+    if association_id:  # made by associate_route_table (patch route_table_association)
+        _disassociate_route_table(backend, association_id)
+        return
     # moto's CloudFormation create_subnet_association only records the pair here.
     backend.subnet_associations.pop(f"{assoc.route_table_id}:{assoc.subnet_id}", None)
     table = backend.route_tables.get(assoc.route_table_id)
@@ -994,6 +1017,195 @@ def patch_changeset_param_changes() -> None:
     CloudFormationResponse._validate_different_update = _validate_different_update
 
 
+# --------------------------------------------------------------------------- patch 6
+
+
+def patch_route_table_association() -> None:
+    """A CloudFormation SubnetRouteTableAssociation associates the subnet with the route table.
+
+    Gap: SubnetRouteTableAssociation.create_from_cloudformation_json
+    ({src}/ec2/models/subnets.py) calls SubnetBackend.create_subnet_association, which only
+    records the pair in subnet_associations. DescribeRouteTables reads
+    RouteTable._associations, filled by RouteTableBackend.associate_route_table
+    ({src}/ec2/models/route_tables.py), so the route table shows no association with the
+    subnet; the resource's physical id is the route table's id, and it has no delete.
+    AWS associates the subnet with the route table (EC2 AssociateRouteTable): the table lists
+    the association, whose id (rtbassoc-...) is the resource's physical id and Ref value, and
+    deleting the resource disassociates the subnet (EC2 DisassociateRouteTable)
+    (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-ec2-subnetroutetableassociation.html).
+
+    Fix: create through associate_route_table and use the association id as the physical
+    id; delete through disassociate_route_table (delete_from_cloudformation_json, and the
+    delete_order handler). An association that is already gone counts as deleted.
+    """
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.subnets import SubnetRouteTableAssociation
+
+    original_physical_id = SubnetRouteTableAssociation.physical_resource_id
+
+    def create_from_cloudformation_json(cls: Any, resource_name: str, cloudformation_json: Any,
+                                        account_id: str, region_name: str, **kwargs: Any) -> Any:
+        properties = cloudformation_json["Properties"]
+        route_table_id, subnet_id = properties["RouteTableId"], properties["SubnetId"]
+        association_id = ec2_backends[account_id][region_name].associate_route_table(
+            route_table_id, subnet_id=subnet_id)
+        association = cls(route_table_id, subnet_id)
+        setattr(association, _ASSOCIATION_ID, association_id)
+        return association
+
+    def delete_from_cloudformation_json(cls: Any, resource_name: str, cloudformation_json: Any,
+                                        account_id: str, region_name: str) -> None:
+        # resource_name: the physical id, i.e. the association id
+        if resource_name and resource_name.startswith("rtbassoc-"):
+            _disassociate_route_table(ec2_backends[account_id][region_name], resource_name)
+
+    def physical_resource_id(self: Any) -> str:
+        return getattr(self, _ASSOCIATION_ID, None) or original_physical_id.fget(self)
+
+    SubnetRouteTableAssociation.create_from_cloudformation_json = classmethod(
+        create_from_cloudformation_json)
+    SubnetRouteTableAssociation.delete_from_cloudformation_json = classmethod(
+        delete_from_cloudformation_json)
+    SubnetRouteTableAssociation.physical_resource_id = property(physical_resource_id)
+
+
+# --------------------------------------------------------------------------- patch 7
+
+# CloudFormationModel.__subclasses__(), moto's resource type registry, holds weak references.
+_REGISTERED_MODELS: list[type] = []
+
+
+def patch_bucket_policy() -> None:
+    """AWS::S3::BucketPolicy puts the policy on the bucket, and removes it on delete.
+
+    Gap: moto has no CloudFormation model for AWS::S3::BucketPolicy. resource_class_from_type
+    ({src}/cloudformation/parsing.py) looks the type up in get_model_map() (built from
+    CloudFormationModel.__subclasses__()), logs "No Moto CloudFormation support for
+    AWS::S3::BucketPolicy", and the resource is skipped: the stack lists it with no logical
+    id, type or physical id, and GetBucketPolicy answers NoSuchBucketPolicy.
+    S3Backend.put_bucket_policy and delete_bucket_policy ({src}/s3/models.py) exist; nothing
+    calls them.
+    AWS puts PolicyDocument on Bucket (PutBucketPolicy) on create and update, deletes it
+    (DeleteBucketPolicy) on delete; the physical id and Ref value is the bucket name
+    (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-s3-bucketpolicy.html).
+
+    Fix: a minimal CloudFormationModel for the type that does just that, registered as a
+    CloudFormationModel subclass (moto's resource type map; its lru_caches are cleared).
+    """
+    from moto.cloudformation import parsing
+    from moto.core.common_models import CloudFormationModel
+    from moto.s3.exceptions import MissingBucket
+    from moto.s3.models import s3_backends
+    from moto.utilities.utils import get_partition
+
+    def s3(account_id: str, region_name: str) -> Any:
+        return s3_backends[account_id][get_partition(region_name)]
+
+    class FakeBucketPolicy(CloudFormationModel):
+        # moto's model metaclass files each model under its service, from the module name
+        __module__ = "moto.s3.models"
+
+        def __init__(self, bucket_name: str):
+            self.bucket_name = bucket_name
+
+        @property
+        def physical_resource_id(self) -> str:
+            return self.bucket_name
+
+        @staticmethod
+        def cloudformation_name_type() -> str:
+            return ""
+
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::S3::BucketPolicy"
+
+        @classmethod
+        def has_cfn_attr(cls, attr: str) -> bool:
+            return False  # no Fn::GetAtt attributes
+
+        @classmethod
+        def create_from_cloudformation_json(cls, resource_name: str, cloudformation_json: Any,
+                                            account_id: str, region_name: str,
+                                            **kwargs: Any) -> "FakeBucketPolicy":
+            properties = cloudformation_json["Properties"]
+            document = properties["PolicyDocument"]
+            if not isinstance(document, str):
+                document = json.dumps(document)
+            s3(account_id, region_name).put_bucket_policy(properties["Bucket"], document.encode())
+            return cls(properties["Bucket"])
+
+        @classmethod
+        def update_from_cloudformation_json(cls, original_resource: Any, new_resource_name: str,
+                                            cloudformation_json: Any, account_id: str,
+                                            region_name: str) -> "FakeBucketPolicy":
+            updated = cls.create_from_cloudformation_json(
+                new_resource_name, cloudformation_json, account_id, region_name)
+            if updated.bucket_name != original_resource.bucket_name:  # a new Bucket: replaced
+                cls.delete_from_cloudformation_json(
+                    original_resource.bucket_name, cloudformation_json, account_id, region_name)
+            return updated
+
+        @classmethod
+        def delete_from_cloudformation_json(cls, resource_name: str, cloudformation_json: Any,
+                                            account_id: str, region_name: str) -> None:
+            try:
+                s3(account_id, region_name).delete_bucket_policy(resource_name)
+            except MissingBucket:
+                pass  # the bucket, and so its policy, is gone already
+
+    _REGISTERED_MODELS.append(FakeBucketPolicy)
+    parsing.get_model_map.cache_clear()
+    parsing.get_name_type_map.cache_clear()
+
+
+# --------------------------------------------------------------------------- patch 8
+
+
+def patch_instance_primary_eni() -> None:
+    """An instance's primary network interface is deleted when the instance terminates.
+
+    Gap: Instance.prep_nics ({src}/ec2/models/instances.py) creates the primary network
+    interface of an instance launched without a NetworkInterfaces specification (as
+    CloudFormation's AWS::EC2::Instance does: Instance.create_from_cloudformation_json ->
+    run_instances with SubnetId) with delete_on_termination=False, so Instance.terminate
+    keeps it: after the stack is deleted, DescribeNetworkInterfaces still lists it "in-use",
+    attached to a terminated instance, in a subnet that no longer exists.
+    In AWS that interface has Attachment.DeleteOnTermination true and is deleted with the
+    instance (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/using-eni.html, "Primary
+    network interface"); TerminateInstances is idempotent: terminating a terminated
+    instance again succeeds
+    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_TerminateInstances.html).
+
+    Fix: after prep_nics, the primary interface it created for a launch without a
+    NetworkInterfaces specification gets delete_on_termination=True, so Instance.terminate
+    deletes it; an explicit specification keeps moto's handling. Instance.terminate of a
+    terminated instance does nothing (moto would delete the interface a second time and
+    fail with InvalidNetworkInterfaceID.NotFound).
+    """
+    from moto.ec2.models.instances import Instance
+
+    original_prep_nics = Instance.prep_nics
+
+    @functools.wraps(original_prep_nics)
+    def prep_nics(self: Any, nic_spec: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
+        original_prep_nics(self, nic_spec, *args, **kwargs)
+        primary = self.nics.get(0)
+        if not nic_spec and primary is not None:
+            primary.delete_on_termination = True
+
+    original_terminate = Instance.terminate
+
+    @functools.wraps(original_terminate)
+    def terminate(self: Any) -> Any:
+        if self._state.name == "terminated":
+            return copy.copy(self._state)
+        return original_terminate(self)
+
+    Instance.prep_nics = prep_nics
+    Instance.terminate = terminate
+
+
 # --------------------------------------------------------------------------- launcher
 
 PATCHES: dict[str, Callable[[], None]] = {
@@ -1002,6 +1214,9 @@ PATCHES: dict[str, Callable[[], None]] = {
     "create_rollback": patch_create_rollback,
     "template_errors": patch_template_errors,
     "changeset_param_changes": patch_changeset_param_changes,
+    "route_table_association": patch_route_table_association,
+    "bucket_policy": patch_bucket_policy,
+    "instance_primary_eni": patch_instance_primary_eni,
 }
 for _patch in PATCHES.values():
     _patch.__doc__ = (_patch.__doc__ or "").replace("{src}", MOTO_SOURCE)

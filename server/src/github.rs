@@ -2,7 +2,7 @@
 //! token or as a GitHub App installation.
 
 use octocrab::Octocrab;
-use octocrab::models::{CommentId, InstallationId, StatusState};
+use octocrab::models::{InstallationId, StatusState};
 use secrecy::ExposeSecret;
 
 use crate::config::{GithubAuth, GithubConfig};
@@ -130,11 +130,13 @@ impl Reporter {
         };
         let (owner, name) = split(repo);
         if let Some(id) = existing {
-            match gh
-                .issues(owner.clone(), name.clone())
-                .update_comment(CommentId(id), body)
-                .await
-            {
+            // PATCH, as GitHub documents. octocrab 0.54's update_comment sends POST, which
+            // GitHub's OpenAPI description does not have (the stand-in refuses it).
+            let route = format!("/repos/{owner}/{name}/issues/comments/{id}");
+            let update: Result<octocrab::models::issues::Comment, _> = gh
+                .patch(route, Some(&serde_json::json!({ "body": body })))
+                .await;
+            match update {
                 Ok(c) => return Ok(Some(c.id.0)),
                 // Deleted by someone: make a new one.
                 Err(octocrab::Error::GitHub { source, .. })

@@ -949,6 +949,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, String> {
         .store
         .pr_comment(&job.repo, pr)
         .map_err(|e| e.to_string())?;
+    tracing::debug!(pr, ?existing, "pull request comment");
     let mut attempt = 0;
     loop {
         match app
@@ -957,6 +958,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, String> {
             .await
         {
             Ok(Some(id)) => {
+                tracing::debug!(pr, id, "pull request comment posted");
                 app.store
                     .set_pr_comment(&job.repo, pr, id)
                     .map_err(|e| e.to_string())?;
@@ -964,6 +966,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, String> {
             }
             Ok(None) => break,
             Err(e) if e.retry && attempt < 5 => {
+                tracing::warn!(error = %e, attempt, "pull request comment not posted; retrying");
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
             }

@@ -666,6 +666,233 @@ def test_gap_parameter_changes_not_listed_without_patch(emulators) -> None:
     assert (described["Status"], described["Changes"]) == ("CREATE_COMPLETE", [])
 
 
+# ------------------------------------------------------- 6 route_table_association
+
+# A subnet and a route table made outside the stack; the stack only associates them.
+ASSOCIATION_ONLY = {
+    "Parameters": {"SubnetId": {"Type": "String"}, "RouteTableId": {"Type": "String"}},
+    "Resources": {
+        "Assoc": {"Type": "AWS::EC2::SubnetRouteTableAssociation",
+                  "Properties": {"SubnetId": {"Ref": "SubnetId"},
+                                 "RouteTableId": {"Ref": "RouteTableId"}}},
+    },
+    "Outputs": {"AssocRef": {"Value": {"Ref": "Assoc"}}},
+}
+
+
+def _subnet_and_route_table(ec2: Any) -> tuple[str, str]:
+    vpc_id = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+    subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.30.0.0/24")["Subnet"]["SubnetId"]
+    table_id = ec2.create_route_table(VpcId=vpc_id)["RouteTable"]["RouteTableId"]
+    return subnet_id, table_id
+
+
+def subnet_associations(ec2: Any, table_id: str) -> dict[str, str]:
+    """Subnet id -> association id, as DescribeRouteTables lists them."""
+    table = ec2.describe_route_tables(RouteTableIds=[table_id])["RouteTables"][0]
+    return {a["SubnetId"]: a["RouteTableAssociationId"]
+            for a in table["Associations"] if a.get("SubnetId")}
+
+
+def physical_ids(cf: Any, name: str) -> dict[str, str]:
+    return {r["LogicalResourceId"]: r["PhysicalResourceId"]
+            for r in cf.list_stack_resources(StackName=name)["StackResourceSummaries"]}
+
+
+def test_subnet_route_table_association_is_real(patched: Emulator) -> None:
+    cf, ec2 = patched.client("cloudformation"), patched.client("ec2")
+    cf.create_stack(StackName="net", TemplateBody=json.dumps(PUBLIC_VPC))
+    ids = physical_ids(cf, "net")
+    listed = subnet_associations(ec2, ids["RouteTable"])
+    assert listed == {ids["SubnetA"]: ids["AssocA"], ids["SubnetB"]: ids["AssocB"]}
+    assert all(ids[a].startswith("rtbassoc-") for a in ("AssocA", "AssocB"))
+    # (test_delete_vpc_stack_deletes_everything: deleting the stack removes them first)
+
+    subnet_id, table_id = _subnet_and_route_table(ec2)
+    cf.create_stack(StackName="assoc", TemplateBody=json.dumps(ASSOCIATION_ONLY), Parameters=[
+        {"ParameterKey": "SubnetId", "ParameterValue": subnet_id},
+        {"ParameterKey": "RouteTableId", "ParameterValue": table_id}])
+    association_id = physical_ids(cf, "assoc")["Assoc"]
+    assert subnet_associations(ec2, table_id) == {subnet_id: association_id}
+    assert outputs(stack(cf, "assoc"))["AssocRef"] == association_id
+
+    cf.delete_stack(StackName="assoc")
+    assert subnet_associations(ec2, table_id) == {}  # disassociated
+    ec2.delete_route_table(RouteTableId=table_id)  # ... so nothing holds the table any more
+
+
+def test_gap_subnet_route_table_association_not_listed_without_patch(emulators) -> None:
+    emulator = unpatched(emulators, "route_table_association")
+    cf, ec2 = emulator.client("cloudformation"), emulator.client("ec2")
+    cf.create_stack(StackName="net", TemplateBody=json.dumps(PUBLIC_VPC))
+    assert stack(cf, "net")["StackStatus"] == "CREATE_COMPLETE"
+    ids = physical_ids(cf, "net")
+    assert subnet_associations(ec2, ids["RouteTable"]) == {}
+    assert ids["AssocA"] == ids["AssocB"] == ids["RouteTable"]  # not an association id
+
+
+# ----------------------------------------------------------------- 7 bucket_policy
+
+
+def bucket_with_policy(sid: str, bucket_attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "Resources": {
+            "Bucket": {"Type": "AWS::S3::Bucket", **(bucket_attributes or {})},
+            "Policy": {"Type": "AWS::S3::BucketPolicy", "Properties": {
+                "Bucket": {"Ref": "Bucket"},
+                "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                    "Sid": sid, "Effect": "Allow",
+                    "Principal": {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}},
+                    "Action": "s3:GetObject",
+                    "Resource": {"Fn::Sub": "${Bucket.Arn}/*"}}]}}},
+        },
+        "Outputs": {"Bucket": {"Value": {"Ref": "Bucket"}},
+                    "PolicyRef": {"Value": {"Ref": "Policy"}}},
+    }
+
+
+def bucket_policy(s3: Any, bucket: str) -> dict[str, Any]:
+    return json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+
+
+def test_bucket_policy_is_put_updated_and_deleted(patched: Emulator) -> None:
+    cf, s3 = patched.client("cloudformation"), patched.client("s3")
+    cf.create_stack(StackName="pol", TemplateBody=json.dumps(bucket_with_policy("ReadOnly")))
+    described = stack(cf, "pol")
+    assert described["StackStatus"] == "CREATE_COMPLETE"
+    bucket = outputs(described)["Bucket"]
+    assert outputs(described)["PolicyRef"] == bucket  # Ref / physical id: the bucket name
+    resource = cf.describe_stack_resource(StackName="pol", LogicalResourceId="Policy")[
+        "StackResourceDetail"]
+    assert (resource["ResourceType"], resource["PhysicalResourceId"]) == ("AWS::S3::BucketPolicy", bucket)
+    assert bucket_policy(s3, bucket) == {"Version": "2012-10-17", "Statement": [{
+        "Sid": "ReadOnly", "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+        "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"}]}
+
+    cf.update_stack(StackName="pol", TemplateBody=json.dumps(bucket_with_policy("Changed")))
+    assert stack(cf, "pol")["StackStatus"] == "UPDATE_COMPLETE"
+    assert [st["Sid"] for st in bucket_policy(s3, bucket)["Statement"]] == ["Changed"]
+
+    cf.delete_stack(StackName="pol")
+    assert stack(cf, described["StackId"])["StackStatus"] == "DELETE_COMPLETE"
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+    # a retained bucket shows that deleting the resource deletes the policy
+    retained = bucket_with_policy("ReadOnly", {"DeletionPolicy": "Retain"})
+    cf.create_stack(StackName="kept", TemplateBody=json.dumps(retained))
+    bucket = outputs(stack(cf, "kept"))["Bucket"]
+    cf.delete_stack(StackName="kept")
+    assert bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    with pytest.raises(ClientError) as err:
+        s3.get_bucket_policy(Bucket=bucket)
+    assert err.value.response["Error"]["Code"] == "NoSuchBucketPolicy"
+
+
+def test_gap_bucket_policy_ignored_without_patch(emulators) -> None:
+    emulator = unpatched(emulators, "bucket_policy")
+    cf, s3 = emulator.client("cloudformation"), emulator.client("s3")
+    cf.create_stack(StackName="pol", TemplateBody=json.dumps(bucket_with_policy("ReadOnly")))
+    described = stack(cf, "pol")
+    assert described["StackStatus"] == "CREATE_COMPLETE"
+    summaries = cf.list_stack_resources(StackName="pol")["StackResourceSummaries"]
+    assert [(r["LogicalResourceId"], r["ResourceType"], r["PhysicalResourceId"]) for r in summaries
+            if r["LogicalResourceId"] != "Bucket"] == [("", "", "")]
+    with pytest.raises(ClientError) as err:
+        s3.get_bucket_policy(Bucket=outputs(described)["Bucket"])
+    assert err.value.response["Error"]["Code"] == "NoSuchBucketPolicy"
+
+
+# ---------------------------------------------------------- 8 instance_primary_eni
+
+INSTANCE_IN_SUBNET = {
+    "Resources": {
+        "Vpc": {"Type": "AWS::EC2::VPC", "Properties": {"CidrBlock": "10.40.0.0/16"}},
+        "Subnet": {"Type": "AWS::EC2::Subnet",
+                   "Properties": {"VpcId": {"Ref": "Vpc"}, "CidrBlock": "10.40.0.0/24"}},
+        "Instance": {"Type": "AWS::EC2::Instance",
+                     "Properties": {"ImageId": "ami-12c6146b", "SubnetId": {"Ref": "Subnet"}}},
+    },
+    "Outputs": {"InstanceId": {"Value": {"Ref": "Instance"}}, "SubnetId": {"Value": {"Ref": "Subnet"}}},
+}
+
+
+def primary_interface(ec2: Any, instance_id: str) -> dict[str, Any]:
+    reservation = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]
+    [interface] = reservation["Instances"][0]["NetworkInterfaces"]
+    return interface
+
+
+def network_interfaces(ec2: Any) -> list[dict[str, Any]]:
+    return ec2.describe_network_interfaces()["NetworkInterfaces"]
+
+
+def test_primary_network_interface_deleted_with_instance(patched: Emulator) -> None:
+    cf, ec2 = patched.client("cloudformation"), patched.client("ec2")
+    cf.create_stack(StackName="vm", TemplateBody=json.dumps(INSTANCE_IN_SUBNET))
+    described = stack(cf, "vm")
+    instance_id = outputs(described)["InstanceId"]
+    interface = primary_interface(ec2, instance_id)
+    assert interface["Attachment"]["DeleteOnTermination"] is True
+    assert [(n["NetworkInterfaceId"], n["Attachment"]["DeleteOnTermination"])
+            for n in network_interfaces(ec2)] == [(interface["NetworkInterfaceId"], True)]
+
+    cf.delete_stack(StackName="vm")
+    assert stack(cf, described["StackId"])["StackStatus"] == "DELETE_COMPLETE"
+    assert network_interfaces(ec2) == []
+
+    # the same for RunInstances; terminating twice is fine (TerminateInstances is idempotent)
+    subnet_id = _subnet_and_route_table(ec2)[0]
+    instance_id = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+                                    SubnetId=subnet_id)["Instances"][0]["InstanceId"]
+    assert primary_interface(ec2, instance_id)["Attachment"]["DeleteOnTermination"] is True
+    for _ in range(2):
+        ec2.terminate_instances(InstanceIds=[instance_id])
+        assert network_interfaces(ec2) == []
+
+
+def test_gap_primary_network_interface_leaks_without_patch(emulators) -> None:
+    emulator = unpatched(emulators, "instance_primary_eni")
+    cf, ec2 = emulator.client("cloudformation"), emulator.client("ec2")
+    cf.create_stack(StackName="vm", TemplateBody=json.dumps(INSTANCE_IN_SUBNET))
+    described = stack(cf, "vm")
+    instance_id, subnet_id = outputs(described)["InstanceId"], outputs(described)["SubnetId"]
+    assert primary_interface(ec2, instance_id)["Attachment"]["DeleteOnTermination"] is False
+
+    cf.delete_stack(StackName="vm")
+    assert stack(cf, described["StackId"])["StackStatus"] == "DELETE_COMPLETE"
+    left = network_interfaces(ec2)
+    assert [(n["Status"], n["SubnetId"], n["Attachment"]["InstanceId"]) for n in left] == [
+        ("in-use", subnet_id, instance_id)]
+    assert ec2.describe_subnets(Filters=[{"Name": "subnet-id", "Values": [subnet_id]}])["Subnets"] == []
+
+
+# --------------------------------------------------- the hybrid stack's delete order
+
+
+def test_hybrid_stack_deletion_order() -> None:
+    """delete_order deletes the new resources before what they hang on."""
+    from moto.cloudformation.models import Stack
+
+    launcher = _launcher_module()
+    resources = Stack.parse_template(
+        (ROOT / "stacks" / "hybrid-alb" / "template.yaml").read_text())["Resources"]
+    order, deps = launcher._deletion_order(resources)
+    types = {name: body["Type"] for name, body in resources.items()}
+
+    def deleted_before(kind: str, *targets: str) -> None:
+        names = [n for n in order if types[n] == kind]
+        assert names, kind
+        for name in names:
+            uses = sorted(d for d in deps[name] if types[d] in targets)
+            assert {types[d] for d in uses} == set(targets), (name, uses)
+            assert all(order.index(name) < order.index(d) for d in uses), (name, order)
+
+    deleted_before("AWS::EC2::SubnetRouteTableAssociation", "AWS::EC2::RouteTable", "AWS::EC2::Subnet")
+    deleted_before("AWS::S3::BucketPolicy", "AWS::S3::Bucket")
+    deleted_before("AWS::EC2::Instance", "AWS::EC2::Subnet")
+
+
 # --------------------------------------------------------------------- the launcher
 
 
@@ -683,7 +910,8 @@ def test_patch_selection() -> None:
     launcher = _launcher_module()
     every = list(launcher.PATCHES)
     assert every == ["changeset_outputs", "delete_order", "create_rollback", "template_errors",
-                     "changeset_param_changes"]
+                     "changeset_param_changes", "route_table_association", "bucket_policy",
+                     "instance_primary_eni"]
     assert launcher.select_patches(None) == every
     assert launcher.select_patches("none") == []
     assert launcher.select_patches("all,-delete_order") == [p for p in every if p != "delete_order"]

@@ -159,3 +159,4 @@ pub fn cfn() -> aws_sdk_cloudformation::Client {
         .build();
     aws_sdk_cloudformation::Client::from_conf(conf)
 }
+pub mod service;
