@@ -12,6 +12,8 @@ deploy/local/setup.sh
 
 # A separate emulator from the one the main job uses, so tests never touch its stacks.
 export STACKGATE_EMULATOR_PORT="${STACKGATE_TEST_EMULATOR_PORT:-4599}"
+# Restarted, so that it runs the launcher's current patches and starts empty.
+deploy/local/emulator.sh stop >/dev/null 2>&1 || true
 deploy/local/emulator.sh start
 trap 'STACKGATE_EMULATOR_PORT='"$STACKGATE_EMULATOR_PORT"' deploy/local/emulator.sh stop >/dev/null 2>&1 || true' EXIT
 export STACKGATE_TEST_AWS_ENDPOINT="http://127.0.0.1:$STACKGATE_EMULATOR_PORT"
