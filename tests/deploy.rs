@@ -268,7 +268,9 @@ fn a_template_over_51200_bytes_goes_through_s3() {
 #[test]
 fn bad_input_is_refused_with_file_and_line() {
     let ok_tpl = "Parameters:\n  P:\n    Type: String\n    Default: a\nResources:\n  B:\n    Type: AWS::S3::Bucket\n";
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    // (what, the stack folder's files, what the error must say)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "no deployment file",
             vec![("template.yaml", ok_tpl)],

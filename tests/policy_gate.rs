@@ -49,7 +49,14 @@ fn add_resource(tpl: &str, yaml: &str) -> String {
 
 #[test]
 fn each_broken_variant_fails_naming_the_resource() {
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> String>, &str, &str)> = vec![
+    // (what, edit of the template text, policy that must fail, resource it must name)
+    type Case = (
+        &'static str,
+        Box<dyn Fn(&str) -> String>,
+        &'static str,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "tcp 22 to the world",
             Box::new(|t: &str| {

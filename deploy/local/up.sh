@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # stackgate's main job on its embedded default: installs what is missing, starts the local
-# AWS emulator, builds, and deploys stacks/hybrid-alb to it. Idempotent: a second run finds
-# nothing to change.
+# AWS emulator, builds, checks stacks/hybrid-alb against the policies, and runs
+# `stackgate serve` in the foreground: SQLite state in .local/state, a local git repository
+# .local/gitops-repo seeded from stacks/ and polled. The hybrid stack deploys within
+# seconds. Idempotent: a second run finds the stack deployed and changes nothing.
 #
-#   deploy/local/up.sh
+#   deploy/local/up.sh            (Ctrl-C stops the service; the emulator keeps running)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -17,14 +19,13 @@ export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}" AWS_SECRET_ACCESS_KEY="${
 export AWS_REGION="${AWS_REGION:-us-east-1}" AWS_EC2_METADATA_DISABLED=true
 
 cargo build --locked -p stackgate
-STACKGATE=target/debug/stackgate
-
-"$STACKGATE" check stacks/hybrid-alb
-"$STACKGATE" deploy stacks/hybrid-alb --poll-seconds 0.5
+target/debug/stackgate check stacks/hybrid-alb
 cat <<MSG
 
-The hybrid ALB stack is deployed to the local emulator at $AWS_ENDPOINT_URL.
-  plan again:   AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL $STACKGATE plan stacks/hybrid-alb
-  remove it:    AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL $STACKGATE remove stacks/hybrid-alb
-  stop the emulator: deploy/local/emulator.sh stop
+Starting stackgate on its embedded default. By hand, against the same emulator:
+  AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL target/debug/stackgate plan   stacks/hybrid-alb
+  AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL target/debug/stackgate remove stacks/hybrid-alb
+Stop the emulator with: deploy/local/emulator.sh stop
+
 MSG
+exec target/debug/stackgate serve

@@ -30,11 +30,11 @@ pub enum DeployError {
     Failed {
         stack: String,
         status: String,
-        failure: Option<Event>,
+        failure: Option<Box<Event>>,
     },
 }
 
-fn failure_suffix(failure: &Option<Event>) -> String {
+fn failure_suffix(failure: &Option<Box<Event>>) -> String {
     match failure {
         Some(e) => format!(
             ": {} ({}) {}: {}",
@@ -486,7 +486,7 @@ impl Settled {
         DeployError::Failed {
             stack: stack.into(),
             status,
-            failure,
+            failure: failure.map(Box::new),
         }
     }
 }

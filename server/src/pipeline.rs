@@ -584,17 +584,12 @@ fn fail(
 ) -> Result<String, String> {
     detail["events"] = json!(*events.lock().unwrap_or_else(|p| p.into_inner()));
     detail["error"] = json!(e.to_string());
-    let state = if matches!(e, DeployError::Stack(_)) {
-        "failure"
-    } else {
-        "failure"
-    };
     app.store
         .finish(
             job.id,
             "failed",
             &detail,
-            &[say(state, e.to_string())],
+            &[say("failure", e.to_string())],
             None,
         )
         .map_err(|e| e.to_string())?;
@@ -622,6 +617,8 @@ fn finish_deploy(
     };
     match result {
         Ok(d) => {
+            let outputs: Vec<String> = d.outputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            tracing::info!(status = %d.status, outputs = %outputs.join(" "), "deployed");
             detail["events"] = json!(*events.lock().unwrap_or_else(|p| p.into_inner()));
             detail["outputs"] = json!(d.outputs);
             app.store
@@ -726,9 +723,7 @@ async fn resume_deploy(
                 .deployer
                 .follow(stack_name, &stack_id, HashSet::new(), total, &mut sink)
                 .await;
-            let result = settled
-                .map_err(|e| e)
-                .and_then(|s| s.into_deployed(stack_name));
+            let result = settled.and_then(|s| s.into_deployed(stack_name));
             finish_deploy(app, job, stack_name, detail, events, result)
         }
         "removing" => {
