@@ -399,6 +399,12 @@ fn bad_webhooks_are_refused_and_enqueue_nothing() {
             .contains("malformed push payload"),
         "{reply}"
     );
+    // Signed with the right secret, but for a repository that is not configured.
+    let mut foreign: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    foreign["repository"]["full_name"] = json!("someone/else");
+    let foreign = serde_json::to_vec(&foreign).unwrap();
+    let (code, reply) = server.webhook("push", &delivery_id(), &foreign, Some(HOOK_SECRET));
+    assert_eq!(code, 403, "{reply}");
     // A ping is answered; an event stackgate does not handle is accepted and ignored.
     assert_eq!(
         server

@@ -39,7 +39,7 @@ function setup(thread)
 end
 
 -- per-thread state
-local body, signature, tag, out_file
+local body, signature, tag
 local counter = 0
 local interval, next_slot = nil, nil
 local nthreads = 1
@@ -51,7 +51,7 @@ function init(args)
   signature = args[2]
   tag = args[3]
   local rate = tonumber(args[4] or "0") or 0
-  out_file = args[5]
+  out_path = args[5] -- global: done() runs in the main state and reads it from a thread
   nthreads = tonumber(args[6] or "1") or 1
   if rate > 0 then
     interval = 1000.0 * nthreads / rate -- ms between this thread's requests
@@ -154,6 +154,7 @@ function done(summary, latency, requests)
   table.sort(codes_str)
   io.write("status codes: " .. table.concat(codes_str, " ") ..
     string.format("   accepted(202 + job id)=%d   late sends=%d\n", total_accepted, total_late))
+  local out_file = threads[1] and threads[1]:get("out_path")
   if out_file and out_file ~= "" then
     local f = assert(io.open(out_file, "w"))
     f:write(table.concat(lines, "\n"), "\n")

@@ -50,7 +50,6 @@ struct Push {
     forced: bool,
     #[serde(default)]
     commits: Vec<PushCommit>,
-    repository: Repository,
 }
 
 #[derive(Deserialize)]
@@ -72,7 +71,6 @@ struct PullRequest {
 struct PullRequestEvent {
     action: String,
     pull_request: PullRequest,
-    repository: Repository,
 }
 
 pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -92,19 +90,22 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
             "missing X-Hub-Signature-256",
         );
     }
-    let Some(repo) = app
+    let verified: Vec<&str> = app
         .webhook_secrets
         .iter()
-        .find(|(_, secret)| super::signature::verify(secret.expose_secret().as_bytes(), &body, sig))
-        .map(|(name, _)| name.clone())
-    else {
+        .filter(|(_, secret)| {
+            super::signature::verify(secret.expose_secret().as_bytes(), &body, sig)
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if verified.is_empty() {
         return reply(
             &app,
             "bad_signature",
             StatusCode::UNAUTHORIZED,
             "X-Hub-Signature-256 does not match any configured repository's secret",
         );
-    };
+    }
 
     // 2. Then the event.
     let event = header("x-github-event").to_string();
@@ -117,12 +118,37 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
             "missing X-GitHub-Delivery",
         );
     }
-    let Some(repo_cfg) = app.cfg.repo(&repo).cloned() else {
+    // The repository: one whose secret signed these bytes and whose name the payload
+    // carries (several repositories may share a secret).
+    #[derive(Deserialize)]
+    struct Target {
+        repository: Repository,
+    }
+    let named = if matches!(event.as_str(), "push" | "pull_request") {
+        match serde_json::from_slice::<Target>(&body) {
+            Ok(t) => Some(t.repository.full_name),
+            Err(e) => {
+                return reply(
+                    &app,
+                    "malformed",
+                    StatusCode::BAD_REQUEST,
+                    format!("malformed {event} payload: {e}"),
+                );
+            }
+        }
+    } else {
+        None
+    };
+    let chosen = match &named {
+        Some(n) => verified.iter().find(|v| v.eq_ignore_ascii_case(n)),
+        None => verified.first(),
+    };
+    let Some(repo_cfg) = chosen.and_then(|n| app.cfg.repo(n)).cloned() else {
         return reply(
             &app,
             "unknown_repo",
             StatusCode::FORBIDDEN,
-            "repository is not configured",
+            "the payload's repository is not configured, or its secret did not sign this delivery",
         );
     };
     let jobs = match event.as_str() {
@@ -139,18 +165,6 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
                     );
                 }
             };
-            if !push
-                .repository
-                .full_name
-                .eq_ignore_ascii_case(&repo_cfg.name)
-            {
-                return reply(
-                    &app,
-                    "unknown_repo",
-                    StatusCode::FORBIDDEN,
-                    "payload repository does not match the signing repository's configuration",
-                );
-            }
             if push.git_ref != format!("refs/heads/{}", repo_cfg.branch) || push.deleted {
                 return reply(
                     &app,
@@ -199,14 +213,6 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
                     );
                 }
             };
-            if !ev.repository.full_name.eq_ignore_ascii_case(&repo_cfg.name) {
-                return reply(
-                    &app,
-                    "unknown_repo",
-                    StatusCode::FORBIDDEN,
-                    "payload repository does not match the signing repository's configuration",
-                );
-            }
             if !matches!(ev.action.as_str(), "opened" | "reopened" | "synchronize") {
                 return reply(
                     &app,
