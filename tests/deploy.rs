@@ -288,6 +288,17 @@ fn bad_input_is_refused_with_file_and_line() {
             "template.yaml:",
         ),
         (
+            "unparsable deployment file",
+            vec![
+                (
+                    "deployment.yaml",
+                    "template-file-path: template.yaml\nparameters: [P: a\n",
+                ),
+                ("template.yaml", ok_tpl),
+            ],
+            "deployment.yaml:",
+        ),
+        (
             "unknown tag",
             vec![
                 ("deployment.yaml", "template-file-path: template.yaml\n"),

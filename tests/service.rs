@@ -656,3 +656,85 @@ fn statuses_survive_github_failures() {
     assert!(policy_done < first_stack, "{posted:?}");
     server.assert_no_secret_in_logs();
 }
+
+#[test]
+fn polling_deploys_without_any_webhook() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-poll");
+    param_stack(&repo, "app", &name, "p1");
+    let sha = repo.commit("p1");
+    let mut server = Server::start(&repo, &gh, "");
+    // [[repos]] is the last table of the configuration.
+    server.reconfigure(|c| format!("{c}poll_interval = 1\n"));
+    let done = wait_for(60, "a deploy found by polling", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{}", server.logs());
+    assert!(stack_exists(&name).is_some());
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn a_github_app_installation_posts_the_statuses() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("app.pem");
+    let out = std::process::Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .output()
+        .expect("openssl");
+    assert!(out.status.success());
+    let gh = StandIn::start_with(&[
+        "--app-public-key",
+        key.to_str().unwrap(),
+        "--app-id",
+        "4242",
+        "--installation-id",
+        "77",
+    ]);
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-app"), "a1");
+    let sha = repo.commit("a1");
+    let mut server = Server::start(&repo, &gh, "");
+    let key_path = key.display().to_string();
+    server.reconfigure(|c| {
+        c.replace(
+            "token_env = \"TEST_GH_TOKEN\"",
+            &format!("app_id = 4242\nprivate_key_file = \"{key_path}\"\ninstallation_id = 77"),
+        )
+    });
+    let body = push_payload(ZERO, &sha, &["stacks/app/template.yaml"], false);
+    assert_eq!(
+        server
+            .webhook("push", &delivery_id(), &body, Some(HOOK_SECRET))
+            .0,
+        202
+    );
+    let done = wait_for(60, "statuses posted as the App", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{}", server.logs());
+    let reqs = gh.requests();
+    let token = reqs
+        .iter()
+        .find(|r| r["operation"] == "apps/create-installation-access-token")
+        .expect("an installation token was requested");
+    assert_eq!(token["status"], 201, "{token}");
+    assert_eq!(token["auth"], "jwt");
+    let statuses: Vec<_> = reqs
+        .iter()
+        .filter(|r| r["operation"] == "repos/create-commit-status")
+        .collect();
+    assert!(
+        statuses.iter().all(|r| r["auth"] == "installation_token"),
+        "{statuses:?}"
+    );
+    assert!(
+        gh.invalid_requests().is_empty(),
+        "{:?}",
+        gh.invalid_requests()
+    );
+    server.assert_no_secret_in_logs();
+}

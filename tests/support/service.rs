@@ -41,9 +41,14 @@ impl Drop for StandIn {
 
 impl StandIn {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Self {
         let mut child = Command::new(python())
             .arg(root().join("tests/github/standin.py"))
             .args(["--port", "0"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -306,6 +311,14 @@ impl Server {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("stackgate serve did not start:\n{}", self.logs());
+    }
+
+    /// Rewrites the configuration and restarts the server with it.
+    pub fn reconfigure(&mut self, edit: impl Fn(&str) -> String) {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        std::fs::write(&self.config, edit(&text)).expect("config");
+        self.kill();
+        self.spawn();
     }
 
     /// SIGKILL: no graceful shutdown.
