@@ -23,6 +23,27 @@ use crate::queue::{Job, Kind, NewJob, StatusUpdate, Store};
 use crate::render;
 use crate::stack::Stack;
 
+/// Why a job could not run to its end (as opposed to a deploy that failed).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Store(#[from] crate::queue::StoreError),
+    #[error(transparent)]
+    Checkout(#[from] crate::checkout::CheckoutError),
+    #[error(transparent)]
+    Aws(#[from] crate::cloud::AwsError),
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<&str> for JobError {
+    fn from(s: &str) -> Self {
+        JobError::Invalid(s.to_string())
+    }
+}
+
 /// Everything a job needs.
 pub struct App {
     pub cfg: Config,
@@ -126,7 +147,7 @@ impl App {
         self.cfg.repo(name)
     }
 
-    async fn fetch(&self, repo: &RepoConfig) -> Result<Option<String>, String> {
+    async fn fetch(&self, repo: &RepoConfig) -> Result<Option<String>, JobError> {
         let mirror = self
             .mirrors
             .get(&repo.name)
@@ -134,12 +155,11 @@ impl App {
             .clone();
         let branch = repo.branch.clone();
         tokio::task::spawn_blocking(move || mirror.blocking_lock().fetch(&branch))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+            .await?
+            .map_err(JobError::from)
     }
 
-    async fn snapshot(&self, repo: &RepoConfig, sha: &str) -> Result<Snapshot, String> {
+    async fn snapshot(&self, repo: &RepoConfig, sha: &str) -> Result<Snapshot, JobError> {
         let mirror = self
             .mirrors
             .get(&repo.name)
@@ -149,18 +169,12 @@ impl App {
         let try_read = |m: Arc<Mutex<Mirror>>, sha: String, dir: String| {
             tokio::task::spawn_blocking(move || m.blocking_lock().snapshot(&sha, &dir))
         };
-        match try_read(mirror.clone(), sha.clone(), dir.clone())
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        match try_read(mirror.clone(), sha.clone(), dir.clone()).await? {
             Ok(s) => Ok(s),
             Err(_) => {
                 // Not fetched yet (a manual redeploy, a missed webhook): fetch and retry once.
                 self.fetch(repo).await?;
-                try_read(mirror, sha, dir)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())
+                try_read(mirror, sha, dir).await?.map_err(JobError::from)
             }
         }
     }
@@ -172,8 +186,8 @@ impl App {
         &self,
         repo: &RepoConfig,
         snap: &Snapshot,
-    ) -> Result<(Vec<String>, Vec<String>), String> {
-        let deployed = self.store.deployed(&repo.name).map_err(|e| e.to_string())?;
+    ) -> Result<(Vec<String>, Vec<String>), JobError> {
+        let deployed = self.store.deployed(&repo.name)?;
         let mirror = self.mirrors.get(&repo.name).ok_or("no mirror")?.clone();
         let mut old_trees: HashMap<String, BTreeMap<String, String>> = HashMap::new();
         for (_, sha, _) in &deployed {
@@ -181,9 +195,7 @@ impl App {
                 let (m, s, d) = (mirror.clone(), sha.clone(), repo.stacks_dir.clone());
                 let trees =
                     tokio::task::spawn_blocking(move || m.blocking_lock().stack_trees(&s, &d))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| e.to_string())?;
+                        .await??;
                 old_trees.insert(sha.clone(), trees);
             }
         }
@@ -263,10 +275,13 @@ pub async fn run(app: Arc<App>, job: Job) {
                 format!("stackgate error: {e}"),
                 job.id,
             )];
-            if let Err(err) =
-                app.store
-                    .finish(job.id, "error", &json!({"error": e}), &statuses, None)
-            {
+            if let Err(err) = app.store.finish(
+                job.id,
+                "error",
+                &json!({"error": e.to_string()}),
+                &statuses,
+                None,
+            ) {
                 tracing::error!(error = %err, "cannot record the job's end");
             }
             "error".into()
@@ -293,7 +308,7 @@ fn job_context(job: &Job) -> String {
 }
 
 /// A push (or poll): find what changed, gate it, enqueue the deploys.
-async fn sync(app: &App, job: &Job) -> Result<String, String> {
+async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
     let repo = app
         .repo(&job.repo)
         .ok_or("repository is no longer configured")?
@@ -381,9 +396,7 @@ async fn sync(app: &App, job: &Job) -> Result<String, String> {
         "failed"
     };
     detail["deploys"] = json!(deploys);
-    app.store
-        .finish(job.id, state, &detail, &statuses, None)
-        .map_err(|e| e.to_string())?;
+    app.store.finish(job.id, state, &detail, &statuses, None)?;
     let jobs: Vec<NewJob> = deploys
         .into_iter()
         .map(|stack| NewJob {
@@ -396,7 +409,7 @@ async fn sync(app: &App, job: &Job) -> Result<String, String> {
         })
         .collect();
     if !jobs.is_empty() {
-        app.enqueue(&jobs).map_err(|e| e.to_string())?;
+        app.enqueue(&jobs)?;
     }
     Ok(state.into())
 }
@@ -407,7 +420,7 @@ pub struct Resume {
 }
 
 /// Deploy (or remove) one stack. `resume` re-attaches to an operation already in AWS.
-pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<String, String> {
+pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<String, JobError> {
     let repo = app
         .repo(&job.repo)
         .ok_or("repository is no longer configured")?
@@ -425,11 +438,9 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     };
 
     if let Some(r) = resume {
-        return resume_deploy(app, job, &repo, &stack_name, r, detail).await;
+        return resume_deploy(app, job, &stack_name, r, detail).await;
     }
-    app.store
-        .set_phase(job.id, "checkout", None, None)
-        .map_err(|e| e.to_string())?;
+    app.store.set_phase(job.id, "checkout", None, None)?;
     let snap = app.snapshot(&repo, &job.sha).await?;
     let Some(files) = snap.files(&stack_name) else {
         // The folder is gone: remove only with prune, and only what stackgate deployed.
@@ -438,15 +449,13 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
                 "folder {}/{stack_name} is gone; prune is off, nothing removed",
                 repo.stacks_dir
             );
-            app.store
-                .finish(
-                    job.id,
-                    "succeeded",
-                    &json!({"message": d}),
-                    &[say("success", d.clone())],
-                    None,
-                )
-                .map_err(|e| e.to_string())?;
+            app.store.finish(
+                job.id,
+                "succeeded",
+                &json!({"message": d}),
+                &[say("success", d.clone())],
+                None,
+            )?;
             return Ok("succeeded".into());
         }
         return remove(app, job, &stack_name, &stack_name, detail, events).await;
@@ -454,54 +463,46 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     let stack = match Stack::load(&files) {
         Ok(s) => s,
         Err(e) => {
-            app.store
-                .finish(
-                    job.id,
-                    "failed",
-                    &json!({"error": e.to_string()}),
-                    &[say("failure", format!("bad input: {e}"))],
-                    None,
-                )
-                .map_err(|e| e.to_string())?;
+            app.store.finish(
+                job.id,
+                "failed",
+                &json!({"error": e.to_string()}),
+                &[say("failure", format!("bad input: {e}"))],
+                None,
+            )?;
             return Ok("failed".into());
         }
     };
 
     // The gate, every time: a manual redeploy must pass it as a push does.
-    app.store
-        .set_phase(job.id, "policy", None, None)
-        .map_err(|e| e.to_string())?;
+    app.store.set_phase(job.id, "policy", None, None)?;
     let report = app.gate(&stack, &job.trigger, &job.sha).await;
     detail["policy"] = json!(report);
     if job.trigger == "manual" {
-        app.store
-            .add_statuses(
-                Some(job.id),
-                &[status(
-                    app,
-                    &job.repo,
-                    &job.sha,
-                    "stackgate/policy".into(),
-                    verdict_state(report.verdict),
-                    report.summary(),
-                    job.id,
-                )],
-            )
-            .map_err(|e| e.to_string())?;
+        app.store.add_statuses(
+            Some(job.id),
+            &[status(
+                app,
+                &job.repo,
+                &job.sha,
+                "stackgate/policy".into(),
+                verdict_state(report.verdict),
+                report.summary(),
+                job.id,
+            )],
+        )?;
     }
     if report.verdict != Verdict::Pass {
-        app.store
-            .finish(
-                job.id,
-                "failed",
-                &detail,
-                &[say(
-                    "failure",
-                    format!("blocked by policy: {}", report.summary()),
-                )],
-                None,
-            )
-            .map_err(|e| e.to_string())?;
+        app.store.finish(
+            job.id,
+            "failed",
+            &detail,
+            &[say(
+                "failure",
+                format!("blocked by policy: {}", report.summary()),
+            )],
+            None,
+        )?;
         return Ok("failed".into());
     }
 
@@ -510,12 +511,9 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     }
 
     app.store
-        .add_statuses(Some(job.id), &[say("pending", "deploying…".into())])
-        .map_err(|e| e.to_string())?;
+        .add_statuses(Some(job.id), &[say("pending", "deploying…".into())])?;
     app.report_wake.notify_one();
-    app.store
-        .set_phase(job.id, "planning", None, None)
-        .map_err(|e| e.to_string())?;
+    app.store.set_phase(job.id, "planning", None, None)?;
     let origin = crate::deployer::Origin {
         repo: Some(job.repo.clone()),
         sha: Some(job.sha.clone()),
@@ -535,29 +533,23 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         app.deployer
             .discard(&planned.change_set_id, &planned.stack_id, planned.create)
             .await;
-        app.store
-            .finish(
-                job.id,
-                "succeeded",
-                &detail,
-                &[say("success", "no changes".into())],
-                Some((&job.repo, &stack_name, &job.sha, false)),
-            )
-            .map_err(|e| e.to_string())?;
+        app.store.finish(
+            job.id,
+            "succeeded",
+            &detail,
+            &[say("success", "no changes".into())],
+            Some((&job.repo, &stack_name, &job.sha, false)),
+        )?;
         return Ok("succeeded".into());
     };
     // Written before the call: after a crash, resume asks AWS whether it ran.
-    app.store
-        .set_phase(
-            job.id,
-            "executing",
-            Some(&planned.change_set_id),
-            Some(&planned.stack_id),
-        )
-        .map_err(|e| e.to_string())?;
-    app.store
-        .set_detail(job.id, &detail)
-        .map_err(|e| e.to_string())?;
+    app.store.set_phase(
+        job.id,
+        "executing",
+        Some(&planned.change_set_id),
+        Some(&planned.stack_id),
+    )?;
+    app.store.set_detail(job.id, &detail)?;
     let total = stack.template.resources().len();
     let result = app.deployer.execute(&planned, total, &mut sink).await;
     finish_deploy(app, job, &stack_name, detail, events, result)
@@ -581,18 +573,16 @@ fn fail(
     events: Arc<std::sync::Mutex<Vec<Value>>>,
     say: &dyn Fn(&'static str, String) -> StatusUpdate,
     e: DeployError,
-) -> Result<String, String> {
+) -> Result<String, JobError> {
     detail["events"] = json!(*events.lock().unwrap_or_else(|p| p.into_inner()));
     detail["error"] = json!(e.to_string());
-    app.store
-        .finish(
-            job.id,
-            "failed",
-            &detail,
-            &[say("failure", e.to_string())],
-            None,
-        )
-        .map_err(|e| e.to_string())?;
+    app.store.finish(
+        job.id,
+        "failed",
+        &detail,
+        &[say("failure", e.to_string())],
+        None,
+    )?;
     Ok("failed".into())
 }
 
@@ -603,7 +593,7 @@ fn finish_deploy(
     mut detail: Value,
     events: Arc<std::sync::Mutex<Vec<Value>>>,
     result: Result<crate::deployer::Deployed, DeployError>,
-) -> Result<String, String> {
+) -> Result<String, JobError> {
     let say = |state: &'static str, d: String| {
         status(
             app,
@@ -621,15 +611,13 @@ fn finish_deploy(
             tracing::info!(status = %d.status, outputs = %outputs.join(" "), "deployed");
             detail["events"] = json!(*events.lock().unwrap_or_else(|p| p.into_inner()));
             detail["outputs"] = json!(d.outputs);
-            app.store
-                .finish(
-                    job.id,
-                    "succeeded",
-                    &detail,
-                    &[say("success", d.status.clone())],
-                    Some((&job.repo, stack_name, &job.sha, false)),
-                )
-                .map_err(|e| e.to_string())?;
+            app.store.finish(
+                job.id,
+                "succeeded",
+                &detail,
+                &[say("success", d.status.clone())],
+                Some((&job.repo, stack_name, &job.sha, false)),
+            )?;
             Ok("succeeded".into())
         }
         Err(e) => fail(app, job, detail, events, &say, e),
@@ -643,7 +631,7 @@ async fn remove(
     stack_name: &str,
     mut detail: Value,
     events: Arc<std::sync::Mutex<Vec<Value>>>,
-) -> Result<String, String> {
+) -> Result<String, JobError> {
     let say = |state: &'static str, d: String| {
         status(
             app,
@@ -656,31 +644,24 @@ async fn remove(
         )
     };
     app.store
-        .add_statuses(Some(job.id), &[say("pending", "removing…".into())])
-        .map_err(|e| e.to_string())?;
+        .add_statuses(Some(job.id), &[say("pending", "removing…".into())])?;
     app.report_wake.notify_one();
-    app.store
-        .set_phase(job.id, "removing", None, None)
-        .map_err(|e| e.to_string())?;
+    app.store.set_phase(job.id, "removing", None, None)?;
     detail["stack_name"] = json!(stack_name);
-    app.store
-        .set_detail(job.id, &detail)
-        .map_err(|e| e.to_string())?;
+    app.store.set_detail(job.id, &detail)?;
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
     match app.deployer.remove(stack_name, &mut sink).await {
         Ok(r) => {
             detail["events"] = json!(*events.lock().unwrap_or_else(|p| p.into_inner()));
             detail["removed"] = json!(r);
-            app.store
-                .finish(
-                    job.id,
-                    "succeeded",
-                    &detail,
-                    &[say("success", "removed".into())],
-                    Some((&job.repo, folder, &job.sha, true)),
-                )
-                .map_err(|e| e.to_string())?;
+            app.store.finish(
+                job.id,
+                "succeeded",
+                &detail,
+                &[say("success", "removed".into())],
+                Some((&job.repo, folder, &job.sha, true)),
+            )?;
             Ok("succeeded".into())
         }
         Err(e) => fail(app, job, detail, events, &say, e),
@@ -692,11 +673,10 @@ async fn remove(
 async fn resume_deploy(
     app: &App,
     job: &Job,
-    _repo: &RepoConfig,
     stack_name: &str,
     r: Resume,
     detail: Value,
-) -> Result<String, String> {
+) -> Result<String, JobError> {
     let events: Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
@@ -707,14 +687,10 @@ async fn resume_deploy(
             else {
                 return Err("resumed without a change set id".into());
             };
-            let exec = cfn::change_set_execution(cfn_client, &cs)
-                .await
-                .map_err(|e| e.to_string())?;
+            let exec = cfn::change_set_execution(cfn_client, &cs).await?;
             if exec == Some(aws_sdk_cloudformation::types::ExecutionStatus::Available) {
                 tracing::info!("the change set never ran; executing it now");
-                cfn::execute_change_set(cfn_client, &cs)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                cfn::execute_change_set(cfn_client, &cs).await?;
             } else {
                 tracing::info!(?exec, "the change set already ran; following the stack");
             }
@@ -776,9 +752,13 @@ pub async fn recover(app: &Arc<App>) {
                         format!("stackgate error: {e}"),
                         job.id,
                     )];
-                    let _ =
-                        app.store
-                            .finish(job.id, "error", &json!({"error": e}), &statuses, None);
+                    let _ = app.store.finish(
+                        job.id,
+                        "error",
+                        &json!({"error": e.to_string()}),
+                        &statuses,
+                        None,
+                    );
                     "error".into()
                 });
                 app.metrics
@@ -802,7 +782,7 @@ pub async fn recover(app: &Arc<App>) {
 }
 
 /// A pull request's dry run: policy and plans for the changed stacks, one comment.
-async fn preview(app: &App, job: &Job) -> Result<String, String> {
+async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
     let repo = app
         .repo(&job.repo)
         .ok_or("repository is no longer configured")?
@@ -940,10 +920,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, String> {
         job.id,
         app.cfg.run_url(job.id)
     );
-    let existing = app
-        .store
-        .pr_comment(&job.repo, pr)
-        .map_err(|e| e.to_string())?;
+    let existing = app.store.pr_comment(&job.repo, pr)?;
     tracing::debug!(pr, ?existing, "pull request comment");
     let mut attempt = 0;
     loop {
@@ -954,9 +931,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, String> {
         {
             Ok(Some(id)) => {
                 tracing::debug!(pr, id, "pull request comment posted");
-                app.store
-                    .set_pr_comment(&job.repo, pr, id)
-                    .map_err(|e| e.to_string())?;
+                app.store.set_pr_comment(&job.repo, pr, id)?;
                 break;
             }
             Ok(None) => break,
@@ -978,8 +953,6 @@ async fn preview(app: &App, job: &Job) -> Result<String, String> {
     } else {
         "failed"
     };
-    app.store
-        .finish(job.id, state, &detail, &statuses, None)
-        .map_err(|e| e.to_string())?;
+    app.store.finish(job.id, state, &detail, &statuses, None)?;
     Ok(state.into())
 }
