@@ -293,19 +293,33 @@ fn a_duplicate_delivery_deploys_once_and_quick_pushes_supersede() {
         std::fs::write(&dep, text.replace(&line, &format!("  InstanceType: {v}"))).unwrap();
         shas.push(repo.commit(v));
     }
-    let mut before = sha0.clone();
-    for sha in &shas {
-        let code = server
-            .webhook(
-                "push",
-                &delivery_id(),
-                &push_payload(&before, sha, &["stacks/app/deployment.yaml"], false),
-                Some(HOOK_SECRET),
-            )
-            .0;
-        assert_eq!(code, 202);
-        before = sha.clone();
-    }
+    // Sent together, in order, each a few milliseconds after the last: quicker than a deploy.
+    let bodies: Vec<Vec<u8>> = shas
+        .iter()
+        .enumerate()
+        .map(|(i, sha)| {
+            let before = if i == 0 { &sha0 } else { &shas[i - 1] };
+            push_payload(before, sha, &["stacks/app/deployment.yaml"], false)
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                let server = &server;
+                scope.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(5 * i as u64));
+                    server
+                        .webhook("push", &delivery_id(), body, Some(HOOK_SECRET))
+                        .0
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), 202);
+        }
+    });
     let last = wait_for(60, "the last push's deploy", || {
         final_state(&gh.statuses(&shas[2]), "stackgate/app")
     });

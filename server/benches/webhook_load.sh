@@ -6,8 +6,8 @@
 #
 # In one run:
 #   1. maximum throughput, `wrk -t2 -c32 -d10s`: bare202, stackgate, bare202 again (drift);
-#   2. latency at a fixed offered rate (1,000 requests/s, paced by the Lua script), stackgate
-#      then bare202;
+#   2. latency at a fixed offered rate (1,000 requests/s, paced by the Lua script): stackgate,
+#      stackgate again at a lower rate (200/s: its latency when not saturated), then bare202;
 #   3. durability: stackgate is SIGKILLed right after its last load (no graceful shutdown),
 #      then every delivery answered `202 accepted` must be a row of `deliveries` and every job
 #      id returned in those answers a row of `jobs`;
@@ -16,9 +16,11 @@
 # Goals: stackgate ≥ 50 % of bare202's requests/s; p99 ≤ 10 ms at 1,000 requests/s.
 #
 # Environment (all optional):
-#   DURATION=10s RATE=1000 THREADS=2 CONNS=32 RATE_CONNS=32 SG_PORT=18080 BARE_PORT=18081
+#   DURATION=10s RATE=1000 RATE_LOW=200 THREADS=2 CONNS=32 RATE_CONNS=32 SG_PORT=18080 BARE_PORT=18081
 #   WORK=/tmp/sg-bench  RESULTS=server/benches/results/webhook_load.md  NO_BUILD=1
-#   LABEL="..."  (a note printed under the title, e.g. for a variant build)
+#   LABEL="..."  (a note printed under the title, e.g. for a variant)
+#   SG_LD_PRELOAD=/path/to/shim.so  (LD_PRELOAD for stackgate only, e.g. a variant that
+#                                    turns fsync into a no-op; never for real numbers)
 #
 # Needs wrk (Debian: `apt-get install -y wrk`), sqlite3, python3, git, curl. Everything binds
 # to 127.0.0.1, every load run is bounded by -d (and `timeout`), and everything started here
@@ -33,6 +35,7 @@ EXAMPLES="$ROOT/tests/github/node_modules/@octokit/webhooks-examples/api.github.
 
 DURATION=${DURATION:-10s}
 RATE=${RATE:-1000}
+RATE_LOW=${RATE_LOW:-200}
 THREADS=${THREADS:-2}
 CONNS=${CONNS:-32}
 RATE_CONNS=${RATE_CONNS:-32}
@@ -170,12 +173,14 @@ WRK_VERSION=$( (wrk -v 2>&1 || true) | head -1 | awk '{print $2}')
 RUSTC=$(rustc --version 2>/dev/null | awk '{print $2}')
 FS=$(df -T "$WORK" | awk 'NR==2 {print $2" on "$1}')
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-# What one fsync costs on the state folder's disk: the floor under a synchronous=FULL commit.
-FSYNC_US=$(python3 - "$WORK/state/fsync-probe" <<'PY'
+# What one fsync costs on the state folder's disk: the floor under each synchronous=FULL
+# commit. Disks shared with other work vary a lot, so it is probed around every stackgate run.
+fsync_probe() { # -> "p50_us p99_us" of 100 fsyncs of a 4 KiB append
+    python3 - "$WORK/state/fsync-probe" <<'PY'
 import os, statistics, sys, time
 fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o600)
 samples = []
-for i in range(200):
+for i in range(100):
     os.write(fd, b"x" * 4096)
     t = time.perf_counter()
     os.fsync(fd)
@@ -183,11 +188,10 @@ for i in range(200):
 os.close(fd)
 os.unlink(sys.argv[1])
 samples.sort()
-print(f"{statistics.median(samples):.0f} {samples[int(len(samples)*0.99)]:.0f}")
+print(f"{statistics.median(samples):.0f} {samples[98]:.0f}")
 PY
-)
-FSYNC_P50=${FSYNC_US% *}
-FSYNC_P99=${FSYNC_US#* }
+}
+FSYNC_START=$(fsync_probe)
 
 # --- start the servers -----------------------------------------------------------------------
 log "starting bare202 on 127.0.0.1:$BARE_PORT"
@@ -195,6 +199,7 @@ log "starting bare202 on 127.0.0.1:$BARE_PORT"
 BARE_PID=$!
 
 log "starting stackgate serve on 127.0.0.1:$SG_PORT"
+LD_PRELOAD=${SG_LD_PRELOAD:-} \
 STACKGATE_LOG=warn AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_REGION=us-east-1 \
     "$SG_BIN" serve --config "$WORK/stackgate.toml" >"$WORK/stackgate.log" 2>&1 &
 SG_PID=$!
@@ -231,20 +236,37 @@ SANITY_JOB=$(printf '%s' "$SANITY" | sed -n 's/.*"jobs":\[\([0-9]*\).*/\1/p')
 
 # --- load ------------------------------------------------------------------------------------
 RUN_ID=$(date +%s)
-run_wrk() { # name url rate conns
-    local name=$1 url=$2 rate=$3 conns=$4
+cpu_ticks() { # pid -> user + system clock ticks
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+TICK_HZ=$(getconf CLK_TCK)
+run_wrk() { # name url rate conns [server pid]
+    local name=$1 url=$2 rate=$3 conns=$4 pid=${5:-} before after t0 t1
+    before=$(fsync_probe)
+    [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
     log "$name: wrk -t$THREADS -c$conns -d$DURATION --latency (rate ${rate:-max}) $url"
     timeout "$WRK_TIMEOUT" wrk -t"$THREADS" -c"$conns" -d"$DURATION" --latency \
         -s "$LUA" "$url" -- "$BODY" "$SIGNATURE" "$RUN_ID-$name" "$rate" \
         "$WORK/out/$name.txt" "$THREADS" | tee "$WORK/out/$name.wrk" >&2
+    [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+    after=$(fsync_probe)
+    {
+        echo "fsync_before_p50_us ${before% *}"
+        echo "fsync_before_p99_us ${before#* }"
+        echo "fsync_after_p50_us ${after% *}"
+        echo "fsync_after_p99_us ${after#* }"
+        if [ -n "$pid" ]; then
+            echo "server_cpu_s $(python3 -c "print(($t1 - $t0) / $TICK_HZ)")"
+        fi
+    } >>"$WORK/out/$name.txt"
 }
 
 SG_URL="http://127.0.0.1:$SG_PORT/webhooks/github"
 BARE_URL="http://127.0.0.1:$BARE_PORT/webhooks/github"
 
-run_wrk bare_max_1 "$BARE_URL" 0 "$CONNS"
-run_wrk sg_max "$SG_URL" 0 "$CONNS"
-run_wrk bare_max_2 "$BARE_URL" 0 "$CONNS"
+run_wrk bare_max_1 "$BARE_URL" 0 "$CONNS" "$BARE_PID"
+run_wrk sg_max "$SG_URL" 0 "$CONNS" "$SG_PID"
+run_wrk bare_max_2 "$BARE_URL" 0 "$CONNS" "$BARE_PID"
 
 # The burst leaves work behind (sync jobs, commit statuses to mark posted, each a
 # synchronous transaction); let it drain so the fixed-rate run measures a steady state.
@@ -263,14 +285,16 @@ done
 DRAIN_S=$(python3 -c "import time; print(f'{time.time() - $drain_start:.1f}')")
 log "backlog after burst: $BACKLOG_AFTER_BURST unposted statuses; drained=$DRAINED in ${DRAIN_S}s"
 
-run_wrk sg_rate "$SG_URL" "$RATE" "$RATE_CONNS"
+run_wrk sg_rate "$SG_URL" "$RATE" "$RATE_CONNS" "$SG_PID"
+# The same at a lower rate: where does stackgate's p99 stand when it is not saturated?
+run_wrk sg_rate_low "$SG_URL" "$RATE_LOW" "$RATE_CONNS" "$SG_PID"
 # Not graceful: whatever was answered 202 must already be on disk.
 kill -KILL "$SG_PID"
 wait "$SG_PID" 2>/dev/null || true
 SG_PID=""
 log "stackgate SIGKILLed right after the load"
 
-run_wrk bare_rate "$BARE_URL" "$RATE" "$RATE_CONNS"
+run_wrk bare_rate "$BARE_URL" "$RATE" "$RATE_CONNS" "$BARE_PID"
 kill -TERM "$BARE_PID" 2>/dev/null || true
 wait "$BARE_PID" 2>/dev/null || true
 BARE_PID=""
@@ -283,7 +307,7 @@ db, out, run, sanity_job = sys.argv[1:5]
 con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
 jobs = {r[0] for r in con.execute("SELECT id FROM jobs WHERE delivery IS NOT NULL")}
 parts, ok = [], True
-for name in ("sg_max", "sg_rate"):
+for name in ("sg_max", "sg_rate", "sg_rate_low"):
     lines = [l.split() for l in open(f"{out}/{name}.txt")]
     accepted = int(next(v for k, v in lines if k == "accepted"))
     ids = [int(v) for k, v in lines if k == "job"]
@@ -299,78 +323,118 @@ PY
 )
 
 # --- report ----------------------------------------------------------------------------------
-REPORT=$(python3 - "$WORK/out" <<PY
-import sys
-out = sys.argv[1]
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+REPORT=$(OUT="$WORK/out" ROWS="$ROWS" DUR_OK="$DUR_OK" DUR_DETAIL="$DUR_DETAIL" LABEL="$LABEL" \
+    BODY_BYTES="$BODY_BYTES" THREADS="$THREADS" CONNS="$CONNS" RATE_CONNS="$RATE_CONNS" \
+    DURATION="$DURATION" RATE="$RATE" RATE_LOW="$RATE_LOW" NPROC="$NPROC" CPU="$CPU" \
+    DATE="$DATE" KERNEL="$KERNEL" LOAD_BEFORE="$LOAD_BEFORE" LOAD_AFTER="$LOAD_AFTER" FS="$FS" \
+    FSYNC_START="$FSYNC_START" WRK_VERSION="$WRK_VERSION" RUSTC="$RUSTC" WRK2_NOTE="$WRK2_NOTE" \
+    BACKLOG="$BACKLOG_AFTER_BURST" DRAINED="$DRAINED" DRAIN_S="$DRAIN_S" python3 - <<'PY'
+import os
+E = os.environ
 def load(name):
     d = {}
-    for line in open(f"{out}/{name}.txt"):
+    for line in open(f"{E['OUT']}/{name}.txt"):
         k, v = line.split()
         if k != "job":
             d[k] = float(v)
     return d
-r = {n: load(n) for n in ("bare_max_1", "sg_max", "bare_max_2", "sg_rate", "bare_rate")}
+names = ("bare_max_1", "sg_max", "bare_max_2", "sg_rate", "sg_rate_low", "bare_rate")
+r = {n: load(n) for n in names}
 bare = (r["bare_max_1"]["rps"] + r["bare_max_2"]["rps"]) / 2
 ratio = r["sg_max"]["rps"] / bare
-drift = abs(r["bare_max_1"]["rps"] - r["bare_max_2"]["rps"]) / bare
 p99 = r["sg_rate"]["p99_ms"]
+rate, rate_low = int(E["RATE"]), int(E["RATE_LOW"])
 def codes(d):
     c = sorted((k[7:], int(v)) for k, v in d.items() if k.startswith("status_"))
-    s = " ".join(f"{k}×{v}" for k, v in c)
+    s = ", ".join(f"{k} × {v:,}" for k, v in c)
     errs = sum(int(d[k]) for k in ("errors_connect", "errors_read", "errors_write", "errors_timeout"))
-    return s + (f", {errs} socket errors" if errs else "")
-def ok(b): return "met" if b else "**NOT met**"
-rows = int("$ROWS")
-acc_total = int(r["sg_max"]["accepted"] + r["sg_rate"]["accepted"]) + 1
+    return s + (f"; {errs} socket errors/timeouts" if errs else "")
+def ok(b):
+    return "met" if b else "**NOT met**"
+def lat(d):
+    return f"{d['p50_ms']:.2f} / {d['p99_ms']:.2f}"
+def late(d):
+    return f"{int(d['late']):,} of {int(d['sent']):,}"
+def fs(d):
+    return f"{d['fsync_before_p50_us']:.0f} → {d['fsync_after_p50_us']:.0f}"
+def cpu_per_req(d):
+    return d["server_cpu_s"] * 1000 / max(d["requests"], 1)
+rows = int(E["ROWS"])
+acc_total = int(sum(r[n]["accepted"] for n in ("sg_max", "sg_rate", "sg_rate_low"))) + 1
+sg_rate_met = r["sg_rate"]["rps"] >= 0.95 * rate
 L = []
-L.append("# Webhook intake benchmark")
-L.append("")
-L.append("Generated by \`server/benches/webhook_load.sh\` (wrk + \`benches/webhook_load.lua\`): signed")
-L.append("GitHub \`push\` deliveries (GitHub's example payload, $BODY_BYTES bytes, a unique")
-L.append("\`X-GitHub-Delivery\` each) to \`POST /webhooks/github\` on 127.0.0.1. Every stackgate 202")
-L.append("is an *accepted* delivery: signature checked, payload parsed, delivery + sync job + queued")
-L.append("status written in one SQLite transaction (WAL, \`synchronous=FULL\`). The floor is")
-L.append("\`examples/bare202.rs\`: the same axum/tokio stack answering 202 with nothing behind it.")
-if "$LABEL":
-    L.append("")
-    L.append("**Variant:** $LABEL")
-L.append("")
-L.append("## Results")
-L.append("")
-L.append("| measure | stackgate | bare202 | goal | |")
-L.append("|---|---:|---:|---|---|")
-L.append(f"| max throughput, wrk -t$THREADS -c$CONNS -d$DURATION (req/s) | {r['sg_max']['rps']:,.0f} | {r['bare_max_1']['rps']:,.0f} / {r['bare_max_2']['rps']:,.0f} (before / after) | | |")
-L.append(f"| stackgate / bare202 (mean of both bare runs) | **{ratio:.1%}** | | ≥ 50 % | {ok(ratio >= 0.5)} |")
-L.append(f"| latency at max throughput p50 / p99 (ms) | {r['sg_max']['p50_ms']:.2f} / {r['sg_max']['p99_ms']:.2f} | {r['bare_max_1']['p50_ms']:.2f} / {r['bare_max_1']['p99_ms']:.2f} | | |")
-L.append(f"| fixed rate: offered / achieved (req/s) | $RATE / {r['sg_rate']['rps']:,.0f} | $RATE / {r['bare_rate']['rps']:,.0f} | | |")
-L.append(f"| fixed rate p50 (ms) | {r['sg_rate']['p50_ms']:.2f} | {r['bare_rate']['p50_ms']:.2f} | | |")
-L.append(f"| fixed rate p99 (ms) | **{p99:.2f}** | {r['bare_rate']['p99_ms']:.2f} | ≤ 10 ms | {ok(p99 <= 10)} |")
-L.append(f"| fixed rate p99.9 / max (ms) | {r['sg_rate']['p999_ms']:.2f} / {r['sg_rate']['max_ms']:.2f} | {r['bare_rate']['p999_ms']:.2f} / {r['bare_rate']['max_ms']:.2f} | | |")
-L.append(f"| fixed rate: requests sent late (> 1 ms behind schedule) | {int(r['sg_rate']['late'])} of {int(r['sg_rate']['sent'])} | {int(r['bare_rate']['late'])} of {int(r['bare_rate']['sent'])} | | |")
-L.append(f"| accepted (202) answers vs \`deliveries\` rows after SIGKILL | {acc_total:,} vs {rows:,} | | every 202 a row | {'met' if '$DUR_OK' == 'yes' else '**NOT met**'} |")
-L.append("")
-L.append("Status codes seen by wrk:")
-L.append("")
-for n in r:
-    L.append(f"- {n}: {codes(r[n])}")
-L.append("")
-L.append("Durability: stackgate was killed with SIGKILL right after its last load (no graceful")
-L.append("shutdown), then the SQLite file was opened. Per run, \`deliveries\` rows with that run's id")
-L.append("prefix vs 202 \`accepted\` answers, and whether every job id returned in a 202 is in \`jobs\`")
-L.append("(rows may exceed answers by the requests still in flight when wrk stopped):")
-L.append("\`$DUR_DETAIL\`.")
-L.append("")
-L.append(f"Backlog after the burst: $BACKLOG_AFTER_BURST commit statuses not yet marked posted; drained: $DRAINED after $DRAIN_S s (waited before the fixed-rate run).")
-L.append("")
-L.append("## Machine")
-L.append("")
-L.append("- $DATE; $NPROC CPUs ($CPU), Linux $KERNEL; load average before the runs: $LOAD_BEFORE")
-L.append("- wrk, stackgate and bare202 share these CPUs (and other work on the machine may too):")
-L.append("  the max-throughput figures are bounded by the load generator as much as by the servers.")
-L.append("- state on $FS; one fsync of a 4 KiB write there: p50 ${FSYNC_P50} µs, p99 ${FSYNC_P99} µs")
-L.append("- wrk $WRK_VERSION; rustc $RUSTC, release profile; $WRK2_NOTE;")
-L.append("  -c$RATE_CONNS connections for the fixed-rate runs. wrk times a request from when it is written,")
-L.append("  so a request sent late (all connections busy) hides its wait: see the *late* row.")
+A = L.append
+A("# Webhook intake benchmark")
+A("")
+A("Generated by `server/benches/webhook_load.sh` (wrk + `benches/webhook_load.lua`): signed")
+A(f"GitHub `push` deliveries (GitHub's example payload, {E['BODY_BYTES']} bytes, a unique")
+A("`X-GitHub-Delivery` each) to `POST /webhooks/github` on 127.0.0.1. Every stackgate 202 here")
+A("is an *accepted* delivery: signature checked, payload parsed, delivery + sync job + queued")
+A("commit status written in one SQLite transaction (WAL, `synchronous=FULL`) before the answer.")
+A("The floor, bare202, is `examples/bare202.rs`: the same axum/tokio stack answering 202 with")
+A("nothing behind it.")
+if E["LABEL"]:
+    A("")
+    A(f"**Variant:** {E['LABEL']}")
+A("")
+A("## Results")
+A("")
+A("| measure | stackgate | bare202 | goal | |")
+A("|---|---:|---:|---|---|")
+A(f"| max throughput, `wrk -t{E['THREADS']} -c{E['CONNS']} -d{E['DURATION']}` (req/s) | {r['sg_max']['rps']:,.0f} | {r['bare_max_1']['rps']:,.0f} before, {r['bare_max_2']['rps']:,.0f} after | | |")
+A(f"| **stackgate / bare202** (bare = mean of both runs) | **{ratio:.1%}** | | ≥ 50 % | {ok(ratio >= 0.5)} |")
+A(f"| latency at max throughput, p50 / p99 (ms) | {lat(r['sg_max'])} | {lat(r['bare_max_1'])} | | |")
+A(f"| fixed rate {rate:,}/s: achieved (req/s) | {r['sg_rate']['rps']:,.0f} | {r['bare_rate']['rps']:,.0f} | {rate:,} | {ok(sg_rate_met)} |")
+A(f"| fixed rate {rate:,}/s: p50 / **p99** (ms) | {r['sg_rate']['p50_ms']:.2f} / **{p99:.2f}** | {lat(r['bare_rate'])} | p99 ≤ 10 ms | {ok(p99 <= 10 and sg_rate_met)} |")
+A(f"| fixed rate {rate:,}/s: p99.9 / max (ms) | {r['sg_rate']['p999_ms']:.2f} / {r['sg_rate']['max_ms']:.2f} | {r['bare_rate']['p999_ms']:.2f} / {r['bare_rate']['max_ms']:.2f} | | |")
+A(f"| fixed rate {rate:,}/s: requests sent > 1 ms behind schedule | {late(r['sg_rate'])} | {late(r['bare_rate'])} | 0 | |")
+A(f"| lower rate {rate_low:,}/s: achieved (req/s), p50 / p99 (ms) | {r['sg_rate_low']['rps']:,.0f}, {lat(r['sg_rate_low'])} | | | |")
+A(f"| lower rate {rate_low:,}/s: requests sent > 1 ms behind schedule | {late(r['sg_rate_low'])} | | | |")
+A(f"| accepted (202) answers vs `deliveries` rows after SIGKILL | {acc_total:,} vs {rows:,} | | every 202 a row | {ok(E['DUR_OK'] == 'yes')} |")
+A("")
+A("Per run (fsync p50 probed on the state disk just before → just after the run; server CPU")
+A("is the server process's user + system time during the run):")
+A("")
+A("| run | req/s | p50 ms | p99 ms | max ms | status codes | server CPU ms/req | fsync p50 µs |")
+A("|---|---:|---:|---:|---:|---|---:|---:|")
+for n in names:
+    d = r[n]
+    A(f"| {n} | {d['rps']:,.0f} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} | {d['max_ms']:.2f} | {codes(d)} | {cpu_per_req(d):.3f} | {fs(d)} |")
+A("")
+A("Durability: stackgate was killed with SIGKILL right after its last load (no graceful")
+A("shutdown), then the SQLite file was opened. Per run: `deliveries` rows with that run's id")
+A("prefix vs 202 `accepted` answers, and how many job ids returned in those answers are missing")
+A("from `jobs` (rows may exceed answers by the requests still in flight when wrk stopped):")
+A(f"`{E['DUR_DETAIL']}`.")
+A("")
+A(f"Between the burst and the fixed-rate runs: {E['BACKLOG']} commit statuses were waiting to be")
+A(f"marked posted; drained: {E['DRAINED']} (after {E['DRAIN_S']} s).")
+A("")
+sg = r["sg_max"]
+A("Where a stackgate delivery's time goes at max throughput: "
+  f"{1000 / sg['rps']:.2f} ms of wall time per delivery (one at a time: the state is one SQLite "
+  f"connection behind a mutex), of which {cpu_per_req(sg):.2f} ms is server CPU; the rest is "
+  "waiting: on the disk, and for CPU when other processes have it. Each accepted delivery "
+  "costs at least three write transactions (the delivery's own, then the reporter marking the "
+  "`queued` status and the superseded job's status posted, one each), plus the sync jobs' "
+  "transactions; with `synchronous=FULL` each commit fsyncs the WAL, and at the fsync p50 "
+  f"probed around that run ({fs(sg)} µs) three fsyncs alone are "
+  f"≈ {3 * (sg['fsync_before_p50_us'] + sg['fsync_after_p50_us']) / 2 / 1000:.2f} ms.")
+A("")
+A("## Machine")
+A("")
+A(f"- {E['DATE']}; {E['NPROC']} CPUs ({E['CPU']}), Linux {E['KERNEL']}; load average (1/5/15 min) before: {E['LOAD_BEFORE']}, after: {E['LOAD_AFTER']}")
+A("- wrk, stackgate and bare202 share these CPUs, and other work on the machine may share the")
+A("  CPUs and the disk: bare202's figure is bounded by wrk as much as by the server, and")
+A("  stackgate's by the disk's fsync latency, which other processes' writes change run to run.")
+p50, p99s = E["FSYNC_START"].split()
+A(f"- state on {E['FS']}; 100 fsyncs of a 4 KiB append there at the start: p50 {p50} µs, p99 {p99s} µs")
+A(f"- wrk {E['WRK_VERSION']}; rustc {E['RUSTC']}, release profile; {E['WRK2_NOTE']};")
+A(f"  -c{E['RATE_CONNS']} connections for the fixed-rate runs. wrk times a request from when it is")
+A("  written, so a request sent late (every connection busy) hides its wait in the queue: when")
+A("  the *late* row is not 0 the offered rate was not sustained and the percentiles are those of")
+A("  a saturated server at the achieved rate, understated (coordinated omission).")
 print("\n".join(L))
 PY
 )

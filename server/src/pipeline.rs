@@ -313,6 +313,42 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
         .repo(&job.repo)
         .ok_or("repository is no longer configured")?
         .clone();
+    // The branch is the truth, not the webhook: deliveries arrive late and out of order.
+    // A commit that is no longer the head hands over to the head, so an older push can
+    // never undo a newer one.
+    if let Some(head) = app.fetch(&repo).await?
+        && head != job.sha
+    {
+        let description = format!(
+            "superseded by {} on {}; not deployed",
+            short(&head),
+            repo.branch
+        );
+        let superseded = status(
+            app,
+            &job.repo,
+            &job.sha,
+            "stackgate/policy".into(),
+            "error",
+            description,
+            job.id,
+        );
+        app.store.finish(
+            job.id,
+            "superseded",
+            &json!({"superseded_by": head}),
+            &[superseded],
+            None,
+        )?;
+        app.enqueue(&[NewJob {
+            kind: Some(Kind::Sync),
+            repo: job.repo.clone(),
+            sha: head,
+            trigger: job.trigger.clone(),
+            ..Default::default()
+        }])?;
+        return Ok("superseded".into());
+    }
     let snap = app.snapshot(&repo, &job.sha).await?;
     let (changed, gone) = app.changed_stacks(&repo, &snap).await?;
     let mut statuses = Vec::new();
