@@ -354,8 +354,21 @@ async fn serve(config: Option<&Path>, seed: &Path) -> anyhow::Result<()> {
             repo = repo.display()
         );
     }
+    // SIGINT or SIGTERM (systemd, containers): stop taking requests; a deploy in flight
+    // resumes on the next start.
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
     };
     crate::server::run(app, listener, shutdown).await
 }
