@@ -244,7 +244,7 @@ run_wrk() { # name url rate conns [server pid]
     local name=$1 url=$2 rate=$3 conns=$4 pid=${5:-} before after t0 t1
     before=$(fsync_probe)
     [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
-    log "$name: wrk -t$THREADS -c$conns -d$DURATION --latency (rate ${rate:-max}) $url"
+    log "$name: wrk -t$THREADS -c$conns -d$DURATION --latency, $( [ "$rate" = 0 ] && echo "as fast as possible" || echo "paced at $rate/s") -> $url"
     timeout "$WRK_TIMEOUT" wrk -t"$THREADS" -c"$conns" -d"$DURATION" --latency \
         -s "$LUA" "$url" -- "$BODY" "$SIGNATURE" "$RUN_ID-$name" "$rate" \
         "$WORK/out/$name.txt" "$THREADS" | tee "$WORK/out/$name.wrk" >&2
@@ -329,7 +329,8 @@ REPORT=$(OUT="$WORK/out" ROWS="$ROWS" DUR_OK="$DUR_OK" DUR_DETAIL="$DUR_DETAIL" 
     DURATION="$DURATION" RATE="$RATE" RATE_LOW="$RATE_LOW" NPROC="$NPROC" CPU="$CPU" \
     DATE="$DATE" KERNEL="$KERNEL" LOAD_BEFORE="$LOAD_BEFORE" LOAD_AFTER="$LOAD_AFTER" FS="$FS" \
     FSYNC_START="$FSYNC_START" WRK_VERSION="$WRK_VERSION" RUSTC="$RUSTC" WRK2_NOTE="$WRK2_NOTE" \
-    BACKLOG="$BACKLOG_AFTER_BURST" DRAINED="$DRAINED" DRAIN_S="$DRAIN_S" python3 - <<'PY'
+    BACKLOG="$BACKLOG_AFTER_BURST" DRAINED="$DRAINED" DRAIN_S="$DRAIN_S" \
+    PRELOAD="${SG_LD_PRELOAD:-}" python3 - <<'PY'
 import os
 E = os.environ
 def load(name):
@@ -407,6 +408,9 @@ A("shutdown), then the SQLite file was opened. Per run: `deliveries` rows with t
 A("prefix vs 202 `accepted` answers, and how many job ids returned in those answers are missing")
 A("from `jobs` (rows may exceed answers by the requests still in flight when wrk stopped):")
 A(f"`{E['DUR_DETAIL']}`.")
+A("A SIGKILL shows that the transaction commits before the 202 is sent; it cannot tell")
+A("`synchronous=FULL` from `NORMAL` (the page cache survives a killed process). FULL is what")
+A("makes an accepted delivery survive a power cut or a kernel crash, which this does not test.")
 A("")
 A(f"Between the burst and the fixed-rate runs: {E['BACKLOG']} commit statuses were waiting to be")
 A(f"marked posted; drained: {E['DRAINED']} (after {E['DRAIN_S']} s).")
@@ -418,9 +422,13 @@ A("Where a stackgate delivery's time goes at max throughput: "
   "waiting: on the disk, and for CPU when other processes have it. Each accepted delivery "
   "costs at least three write transactions (the delivery's own, then the reporter marking the "
   "`queued` status and the superseded job's status posted, one each), plus the sync jobs' "
-  "transactions; with `synchronous=FULL` each commit fsyncs the WAL, and at the fsync p50 "
+  "transactions. " + (
+  "With `synchronous=FULL` each commit fsyncs the WAL, and at the fsync p50 "
   f"probed around that run ({fs(sg)} µs) three fsyncs alone are "
-  f"≈ {3 * (sg['fsync_before_p50_us'] + sg['fsync_after_p50_us']) / 2 / 1000:.2f} ms.")
+  f"≈ {3 * (sg['fsync_before_p50_us'] + sg['fsync_after_p50_us']) / 2 / 1000:.2f} ms."
+  if not E["PRELOAD"] else
+  "In this variant fsync is a no-op, so what is left is CPU: SQLite (WAL writes, file "
+  "locks, statements parsed anew each time), HTTP, JSON, HMAC, and the sync jobs."))
 A("")
 A("## Machine")
 A("")

@@ -47,7 +47,9 @@ impl From<&str> for JobError {
 /// Everything a job needs.
 pub struct App {
     pub cfg: Config,
-    pub store: Store,
+    pub store: Arc<Store>,
+    /// Records webhook deliveries with group commit.
+    pub recorder: crate::intake::recorder::Recorder,
     pub policies: PolicyHost,
     pub deployer: Deployer,
     pub reporter: Reporter,
@@ -66,7 +68,7 @@ pub fn short(sha: &str) -> &str {
 }
 
 fn status(
-    app: &App,
+    cfg: &Config,
     repo: &str,
     sha: &str,
     context: String,
@@ -80,15 +82,15 @@ fn status(
         context,
         state,
         description: truncate(&description, 140),
-        target_url: app.cfg.run_url(job),
+        target_url: cfg.run_url(job),
     }
 }
 
 /// Statuses posted when a job is enqueued.
-pub fn queued_statuses(app: &App, job: &NewJob, id: i64) -> Vec<StatusUpdate> {
+pub fn queued_statuses(cfg: &Config, job: &NewJob, id: i64) -> Vec<StatusUpdate> {
     match (job.kind, &job.stack) {
         (Some(Kind::Deploy), Some(stack)) => vec![status(
-            app,
+            cfg,
             &job.repo,
             &job.sha,
             format!("stackgate/{stack}"),
@@ -98,7 +100,7 @@ pub fn queued_statuses(app: &App, job: &NewJob, id: i64) -> Vec<StatusUpdate> {
         )],
         (Some(Kind::Preview), _) | (None | Some(Kind::Sync), _) => {
             vec![status(
-                app,
+                cfg,
                 &job.repo,
                 &job.sha,
                 "stackgate/policy".into(),
@@ -112,13 +114,13 @@ pub fn queued_statuses(app: &App, job: &NewJob, id: i64) -> Vec<StatusUpdate> {
 }
 
 /// The superseded commit's status says so.
-pub fn superseded_statuses(app: &App, old: &Job, new: &NewJob) -> Vec<StatusUpdate> {
+pub fn superseded_statuses(cfg: &Config, old: &Job, new: &NewJob) -> Vec<StatusUpdate> {
     let context = match (&old.kind, &old.stack) {
         (Kind::Deploy, Some(stack)) => format!("stackgate/{stack}"),
         _ => "stackgate/policy".into(),
     };
     vec![status(
-        app,
+        cfg,
         &old.repo,
         &old.sha,
         context,
@@ -133,11 +135,11 @@ pub fn superseded_statuses(app: &App, old: &Job, new: &NewJob) -> Vec<StatusUpda
 
 impl App {
     pub fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<i64>, crate::queue::StoreError> {
-        let ids = self
-            .store
-            .enqueue(jobs, &|j, id| queued_statuses(self, j, id), &|o, n| {
-                superseded_statuses(self, o, n)
-            })?;
+        let ids =
+            self.store
+                .enqueue(jobs, &|j, id| queued_statuses(&self.cfg, j, id), &|o, n| {
+                    superseded_statuses(&self.cfg, o, n)
+                })?;
         self.wake.notify_one();
         self.report_wake.notify_one();
         Ok(ids)
@@ -267,7 +269,7 @@ pub async fn run(app: Arc<App>, job: Job) {
         Err(e) => {
             span.in_scope(|| tracing::error!(error = %e, "job failed"));
             let statuses = vec![status(
-                &app,
+                &app.cfg,
                 &job.repo,
                 &job.sha,
                 job_context(&job),
@@ -325,7 +327,7 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
             repo.branch
         );
         let superseded = status(
-            app,
+            &app.cfg,
             &job.repo,
             &job.sha,
             "stackgate/policy".into(),
@@ -366,7 +368,7 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
                 first.get_or_insert(format!("{name}: {e}"));
                 detail["stacks"][name] = json!({"error": e.to_string()});
                 statuses.push(status(
-                    app,
+                    &app.cfg,
                     &job.repo,
                     &job.sha,
                     format!("stackgate/{name}"),
@@ -388,7 +390,7 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
                     }
                     first.get_or_insert(format!("{name}: {}", report.summary()));
                     statuses.push(status(
-                        app,
+                        &app.cfg,
                         &job.repo,
                         &job.sha,
                         format!("stackgate/{name}"),
@@ -417,7 +419,7 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
     statuses.insert(
         0,
         status(
-            app,
+            &app.cfg,
             &job.repo,
             &job.sha,
             "stackgate/policy".into(),
@@ -470,7 +472,15 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     };
     let events: Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
     let say = |state: &'static str, d: String| {
-        status(app, &job.repo, &job.sha, context.clone(), state, d, job.id)
+        status(
+            &app.cfg,
+            &job.repo,
+            &job.sha,
+            context.clone(),
+            state,
+            d,
+            job.id,
+        )
     };
 
     if let Some(r) = resume {
@@ -518,7 +528,7 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         app.store.add_statuses(
             Some(job.id),
             &[status(
-                app,
+                &app.cfg,
                 &job.repo,
                 &job.sha,
                 "stackgate/policy".into(),
@@ -632,7 +642,7 @@ fn finish_deploy(
 ) -> Result<String, JobError> {
     let say = |state: &'static str, d: String| {
         status(
-            app,
+            &app.cfg,
             &job.repo,
             &job.sha,
             format!("stackgate/{stack_name}"),
@@ -670,7 +680,7 @@ async fn remove(
 ) -> Result<String, JobError> {
     let say = |state: &'static str, d: String| {
         status(
-            app,
+            &app.cfg,
             &job.repo,
             &job.sha,
             format!("stackgate/{folder}"),
@@ -780,7 +790,7 @@ pub async fn recover(app: &Arc<App>) {
                     .await;
                 let state = out.unwrap_or_else(|e| {
                     let statuses = vec![status(
-                        &app,
+                        &app.cfg,
                         &job.repo,
                         &job.sha,
                         job_context(&job),
@@ -869,7 +879,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
         } else if stack.deployment.remove {
             section.push_str("\n**Plan:** the stack will be removed.\n");
             statuses.push(status(
-                app,
+                &app.cfg,
                 &job.repo,
                 &job.sha,
                 context,
@@ -888,7 +898,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
                     None => {
                         section.push_str("\n**Plan:** no changes.\n");
                         statuses.push(status(
-                            app,
+                            &app.cfg,
                             &job.repo,
                             &job.sha,
                             context,
@@ -904,7 +914,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
                             render::change_table_markdown(c)
                         ));
                         statuses.push(status(
-                            app,
+                            &app.cfg,
                             &job.repo,
                             &job.sha,
                             context,
@@ -917,7 +927,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
                 Err(e) => {
                     section.push_str(&format!("\n**Plan failed:** {e}\n"));
                     statuses.push(status(
-                        app,
+                        &app.cfg,
                         &job.repo,
                         &job.sha,
                         context,
@@ -939,7 +949,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
     statuses.insert(
         0,
         status(
-            app,
+            &app.cfg,
             &job.repo,
             &job.sha,
             "stackgate/policy".into(),

@@ -22,7 +22,7 @@ use crate::queue::{Kind, NewJob, Store};
 pub async fn build(cfg: Config) -> anyhow::Result<Arc<App>> {
     let state_dir = cfg.state.dir();
     std::fs::create_dir_all(&state_dir)?;
-    let store = Store::open(&cfg.state.path)?;
+    let store = Arc::new(Store::open(&cfg.state.path)?);
 
     let mut sources = match &cfg.policies.dir {
         Some(dir) => PolicySource::from_dir(dir)?,
@@ -90,9 +90,11 @@ pub async fn build(cfg: Config) -> anyhow::Result<Arc<App>> {
             webhook_secrets.push((r.name.clone(), s));
         }
     }
+    let recorder = crate::intake::recorder::Recorder::spawn(store.clone(), cfg.clone())?;
     Ok(Arc::new(App {
         cfg,
         store,
+        recorder,
         policies,
         deployer,
         reporter,
@@ -145,8 +147,15 @@ async fn dispatch(app: Arc<App>) {
 async fn report(app: Arc<App>) {
     let mut backoff = Duration::from_millis(250);
     loop {
-        let pending = app.store.unposted_statuses(50).unwrap_or_default();
+        // The database work runs off the async workers: it may wait on fsync.
+        let store = app.store.clone();
+        let pending = tokio::task::spawn_blocking(move || store.unposted_statuses(50))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         let mut stalled = false;
+        let mut posted = Vec::new();
         for s in &pending {
             match app
                 .reporter
@@ -161,9 +170,7 @@ async fn report(app: Arc<App>) {
                 .await
             {
                 Ok(()) => {
-                    if let Err(e) = app.store.status_posted(s.id) {
-                        tracing::error!(error = %e, "cannot mark a status posted");
-                    }
+                    posted.push(s.id);
                     backoff = Duration::from_millis(250);
                 }
                 Err(e) if e.retry && s.attempts < 20 => {
@@ -178,6 +185,14 @@ async fn report(app: Arc<App>) {
                     let _ = app.store.status_failed(s.id, &e.to_string(), true);
                 }
             }
+        }
+        // One transaction for the batch. A crash before it re-posts them: harmless, a
+        // status is a state, not an event.
+        let store = app.store.clone();
+        if let Ok(Err(e)) =
+            tokio::task::spawn_blocking(move || store.statuses_posted(&posted)).await
+        {
+            tracing::error!(error = %e, "cannot mark statuses posted");
         }
         if stalled {
             tokio::time::sleep(backoff).await;

@@ -2,6 +2,7 @@
 //! waits on git or AWS.
 
 pub mod api;
+pub mod recorder;
 pub mod signature;
 pub mod webhook;
 

@@ -12,8 +12,8 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::pipeline::{App, queued_statuses, superseded_statuses};
-use crate::queue::{Kind, NewJob};
+use crate::pipeline::App;
+use crate::queue::{DeliveryRecord, Kind, NewJob};
 
 fn reply(app: &App, result: &str, code: StatusCode, message: impl Into<String>) -> Response {
     app.metrics.delivery(result);
@@ -267,14 +267,15 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
     };
 
     // 3. Delivery and jobs, one transaction.
-    let recorded = app.store.record_delivery(
-        &delivery,
-        &event,
-        Some(&repo_cfg.name),
-        &jobs,
-        &|j, id| queued_statuses(&app, j, id),
-        &|o, n| superseded_statuses(&app, o, n),
-    );
+    let recorded = app
+        .recorder
+        .record(DeliveryRecord {
+            delivery: delivery.clone(),
+            event: event.clone(),
+            repo: Some(repo_cfg.name.clone()),
+            jobs,
+        })
+        .await;
     match recorded {
         Ok(Some(ids)) => {
             app.wake.notify_one();

@@ -91,6 +91,15 @@ pub struct Job {
     pub superseded_by: Option<i64>,
 }
 
+/// One webhook delivery and the jobs it asks for.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    pub delivery: String,
+    pub event: String,
+    pub repo: Option<String>,
+    pub jobs: Vec<NewJob>,
+}
+
 /// A commit status waiting to be posted.
 #[derive(Debug, Clone, Serialize)]
 pub struct PendingStatus {
@@ -237,30 +246,37 @@ impl Store {
         Ok(f(&mut conn)?)
     }
 
-    /// Records a delivery and enqueues its jobs in one transaction. `None` when the delivery
-    /// id was seen before: a redelivery enqueues nothing.
-    pub fn record_delivery(
+    /// Records a batch of deliveries in one transaction: one fsync for all of them (group
+    /// commit). For each, `None` when its delivery id was seen before.
+    pub fn record_deliveries(
         &self,
-        delivery: &str,
-        event: &str,
-        repo: Option<&str>,
-        jobs: &[NewJob],
+        batch: &[DeliveryRecord],
         status_for: &dyn Fn(&NewJob, i64) -> Vec<StatusUpdate>,
         superseded_status: &dyn Fn(&Job, &NewJob) -> Vec<StatusUpdate>,
-    ) -> Result<Option<Vec<i64>>, StoreError> {
+    ) -> Result<Vec<Option<Vec<i64>>>, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction()?;
-            let inserted = tx.execute(
-                "INSERT INTO deliveries (id, event, repo, received_at, jobs) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(id) DO NOTHING",
-                params![delivery, event, repo, now(), jobs.len() as i64],
-            )?;
-            if inserted == 0 {
-                return Ok(None);
+            let mut out = Vec::with_capacity(batch.len());
+            for d in batch {
+                let inserted = tx.execute(
+                    "INSERT INTO deliveries (id, event, repo, received_at, jobs) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(id) DO NOTHING",
+                    params![d.delivery, d.event, d.repo, now(), d.jobs.len() as i64],
+                )?;
+                if inserted == 0 {
+                    out.push(None);
+                } else {
+                    out.push(Some(enqueue_tx(
+                        &tx,
+                        &d.jobs,
+                        Some(&d.delivery),
+                        status_for,
+                        superseded_status,
+                    )?));
+                }
             }
-            let ids = enqueue_tx(&tx, jobs, Some(delivery), status_for, superseded_status)?;
             tx.commit()?;
-            Ok(Some(ids))
+            Ok(out)
         })
     }
 
@@ -476,14 +492,22 @@ impl Store {
         })
     }
 
-    pub fn status_posted(&self, id: i64) -> Result<(), StoreError> {
+    /// Marks several statuses posted in one transaction.
+    pub fn statuses_posted(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         self.with(|c| {
-            c.execute(
-                "UPDATE statuses SET posted_at = ?2 WHERE id = ?1",
-                params![id, now()],
-            )
-        })?;
-        Ok(())
+            let tx = c.transaction()?;
+            let at = now();
+            for id in ids {
+                tx.execute(
+                    "UPDATE statuses SET posted_at = ?2 WHERE id = ?1",
+                    params![id, at],
+                )?;
+            }
+            tx.commit()
+        })
     }
 
     pub fn status_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
@@ -638,32 +662,25 @@ mod tests {
     }
 
     #[test]
-    fn a_delivery_is_recorded_once() {
+    fn a_delivery_is_recorded_once_even_within_one_batch() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let d = |id: &str| DeliveryRecord {
+            delivery: id.into(),
+            event: "push".into(),
+            repo: Some("acme/infra".into()),
+            jobs: vec![deploy("a")],
+        };
         let first = s
-            .record_delivery(
-                "d1",
-                "push",
-                Some("acme/infra"),
-                &[deploy("a")],
-                &none,
-                &superseded,
-            )
+            .record_deliveries(&[d("d1"), d("d2"), d("d1")], &none, &superseded)
             .unwrap();
-        assert_eq!(first.map(|v| v.len()), Some(1));
-        let again = s
-            .record_delivery(
-                "d1",
-                "push",
-                Some("acme/infra"),
-                &[deploy("a")],
-                &none,
-                &superseded,
-            )
-            .unwrap();
-        assert!(again.is_none());
-        assert_eq!(s.depth().unwrap(), (1, 0));
+        assert_eq!(
+            first.iter().map(|o| o.is_some()).collect::<Vec<_>>(),
+            [true, true, false]
+        );
+        let again = s.record_deliveries(&[d("d2")], &none, &superseded).unwrap();
+        assert!(again[0].is_none());
+        assert_eq!(s.delivery_count().unwrap(), 2);
     }
 
     #[test]
