@@ -233,6 +233,23 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Checkpoints run on a thread of their own, so a commit never waits for one.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Connection::open(path)?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
+        let _ = std::thread::Builder::new()
+            .name("wal-checkpoint".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    // PASSIVE never blocks writers; a failure is retried on the next tick.
+                    if let Err(e) =
+                        checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+            });
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -258,11 +275,12 @@ impl Store {
             let tx = conn.transaction()?;
             let mut out = Vec::with_capacity(batch.len());
             for d in batch {
-                let inserted = tx.execute(
-                    "INSERT INTO deliveries (id, event, repo, received_at, jobs) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT(id) DO NOTHING",
-                    params![d.delivery, d.event, d.repo, now(), d.jobs.len() as i64],
-                )?;
+                let inserted = tx
+                    .prepare_cached(
+                        "INSERT INTO deliveries (id, event, repo, received_at, jobs) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT(id) DO NOTHING",
+                    )?
+                    .execute(params![d.delivery, d.event, d.repo, now(), d.jobs.len() as i64])?;
                 if inserted == 0 {
                     out.push(None);
                 } else {
@@ -561,20 +579,20 @@ impl Store {
 }
 
 fn add_status(tx: &Transaction<'_>, job: Option<i64>, s: &StatusUpdate) -> rusqlite::Result<usize> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO statuses (job, repo, sha, context, state, description, target_url, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            job,
-            s.repo,
-            s.sha,
-            s.context,
-            s.state,
-            crate::policy::truncate(&s.description, 140),
-            s.target_url,
-            now()
-        ],
-    )
+    )?
+    .execute(params![
+        job,
+        s.repo,
+        s.sha,
+        s.context,
+        s.state,
+        crate::policy::truncate(&s.description, 140),
+        s.target_url,
+        now()
+    ])
 }
 
 fn enqueue_tx(
@@ -588,10 +606,11 @@ fn enqueue_tx(
     for job in jobs {
         let lane = job.lane();
         let kind = job.kind.unwrap_or(Kind::Sync);
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO jobs (kind, repo, stack, sha, lane, pr, fork, force, trigger, delivery, state, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', ?11)",
-            params![
+        )?
+        .execute(params![
                 kind.as_str(),
                 job.repo,
                 job.stack,
@@ -603,12 +622,11 @@ fn enqueue_tx(
                 job.trigger,
                 delivery,
                 now()
-            ],
-        )?;
+            ])?;
         let id = tx.last_insert_rowid();
         // A newer commit supersedes what is still queued in the same lane.
         let older: Vec<Job> = {
-            let mut stmt = tx.prepare(&format!(
+            let mut stmt = tx.prepare_cached(&format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE lane = ?1 AND state = 'queued' AND id < ?2"
             ))?;
             stmt.query_map(params![lane, id], job_from_row)?
