@@ -417,18 +417,15 @@ A(f"marked posted; drained: {E['DRAINED']} (after {E['DRAIN_S']} s).")
 A("")
 sg = r["sg_max"]
 A("Where a stackgate delivery's time goes at max throughput: "
-  f"{1000 / sg['rps']:.2f} ms of wall time per delivery (one at a time: the state is one SQLite "
-  f"connection behind a mutex), of which {cpu_per_req(sg):.2f} ms is server CPU; the rest is "
-  "waiting: on the disk, and for CPU when other processes have it. Each accepted delivery "
-  "costs at least three write transactions (the delivery's own, then the reporter marking the "
-  "`queued` status and the superseded job's status posted, one each), plus the sync jobs' "
-  "transactions. " + (
-  "With `synchronous=FULL` each commit fsyncs the WAL, and at the fsync p50 "
-  f"probed around that run ({fs(sg)} µs) three fsyncs alone are "
-  f"≈ {3 * (sg['fsync_before_p50_us'] + sg['fsync_after_p50_us']) / 2 / 1000:.2f} ms."
+  f"{1000 / sg['rps']:.2f} ms of wall time per delivery, of which {cpu_per_req(sg):.2f} ms is "
+  "server CPU (HTTP, HMAC, JSON, SQLite statements, and the sync jobs that the deliveries "
+  "enqueue, which fetch the repository and run in the background). Deliveries are "
+  "group-committed: a writer thread records every delivery waiting in one transaction and "
+  "answers each once it is durable, so one fsync serves a batch; statuses are marked posted "
+  "per batch too. " + (
+  f"The fsync p50 probed around that run was {fs(sg)} µs."
   if not E["PRELOAD"] else
-  "In this variant fsync is a no-op, so what is left is CPU: SQLite (WAL writes, file "
-  "locks, statements parsed anew each time), HTTP, JSON, HMAC, and the sync jobs."))
+  "In this variant fsync is a no-op, so what is left is CPU."))
 A("")
 A("## Machine")
 A("")
