@@ -5,7 +5,8 @@
 #   deploy/local/setup.sh
 #
 # Steps:
-#   1. Debian packages, only the missing ones: pkg-config libssl-dev (git2), wrk
+#   1. Debian packages, only the missing ones: pkg-config libssl-dev (git2), openssl and git
+#      (service tests), wrk
 #      (benchmarks), sqlite3, curl (deploy/local/emulator.sh).
 #   2. rustup target wasm32-unknown-unknown (the policies), if not installed.
 #   3. Python venv .local/venv with deploy/local/requirements.txt (moto, cfn-lint, pytest,
@@ -22,7 +23,7 @@ LOCAL="$ROOT/.local"
 STAMPS="$LOCAL/stamps"
 VENV="$LOCAL/venv"
 REQUIREMENTS="$ROOT/deploy/local/requirements.txt"
-APT_PACKAGES=(pkg-config libssl-dev wrk sqlite3 curl)
+APT_PACKAGES=(pkg-config libssl-dev wrk sqlite3 curl openssl git)
 WASM_TARGET=wasm32-unknown-unknown
 export DEBIAN_FRONTEND=noninteractive
 

@@ -138,7 +138,8 @@ async fn dispatch(app: Arc<App>) {
             }
             Err(e) => tracing::error!(error = %e, "cannot claim jobs"),
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), app.wake.notified()).await;
+        // Short enough to pick up a debounced sync soon after it is due.
+        let _ = tokio::time::timeout(Duration::from_millis(100), app.wake.notified()).await;
     }
 }
 

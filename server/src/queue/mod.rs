@@ -128,6 +128,9 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
+/// How long a queued sync waits for newer pushes before it runs.
+pub const SYNC_DEBOUNCE_MS: i64 = 200;
+
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -330,13 +333,17 @@ impl Store {
             let mut claimed = Vec::new();
             if room > 0 {
                 let ids: Vec<i64> = {
-                    let mut stmt = tx.prepare(
+                    // A sync waits out SYNC_DEBOUNCE_MS so that a burst of pushes runs once:
+                    // a newer push supersedes it meanwhile.
+                    let mut stmt = tx.prepare_cached(
                         "SELECT id FROM jobs j WHERE state = 'queued'
+                           AND (kind != 'sync' OR created_at <= ?2)
                            AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.lane = j.lane AND r.state = 'running')
                            AND id = (SELECT MIN(id) FROM jobs q WHERE q.lane = j.lane AND q.state = 'queued')
                          ORDER BY id LIMIT ?1",
                     )?;
-                    stmt.query_map([room as i64], |r| r.get(0))?.collect::<Result<_, _>>()?
+                    stmt.query_map(params![room as i64, now() - SYNC_DEBOUNCE_MS], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?
                 };
                 for id in ids {
                     tx.execute(
@@ -707,6 +714,33 @@ mod tests {
         let again = s.record_deliveries(&[d("d2")], &none, &superseded).unwrap();
         assert!(again[0].is_none());
         assert_eq!(s.delivery_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_burst_of_pushes_runs_one_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let sync = |sha: &str| NewJob {
+            kind: Some(Kind::Sync),
+            repo: "acme/infra".into(),
+            sha: sha.into(),
+            trigger: "push".into(),
+            ..Default::default()
+        };
+        s.enqueue(&[sync("a")], &none, &superseded).unwrap();
+        assert!(
+            s.claim(4).unwrap().is_empty(),
+            "a sync waits out the debounce"
+        );
+        s.enqueue(&[sync("b")], &none, &superseded).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(
+            SYNC_DEBOUNCE_MS as u64 + 50,
+        ));
+        let run = s.claim(4).unwrap();
+        assert_eq!(
+            run.iter().map(|j| j.sha.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
     }
 
     #[test]
