@@ -655,19 +655,39 @@ fn finish_deploy(
         Ok(d) => {
             let outputs: Vec<String> = d.outputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
             tracing::info!(status = %d.status, outputs = %outputs.join(" "), "deployed");
-            detail["events"] = json!(*events.lock().unwrap_or_else(|p| p.into_inner()));
             detail["outputs"] = json!(d.outputs);
-            app.store.finish(
-                job.id,
-                "succeeded",
-                &detail,
-                &[say("success", d.status.clone())],
-                Some((&job.repo, stack_name, &job.sha, false)),
-            )?;
-            Ok("succeeded".into())
+            succeed(
+                app,
+                job,
+                detail,
+                &events,
+                say("success", d.status),
+                (stack_name, false),
+            )
         }
         Err(e) => fail(app, job, detail, events, &say, e),
     }
+}
+
+/// Ends a job that deployed or removed its stack: its events, the final status, and the
+/// sha now deployed (`removed` when the stack is gone).
+fn succeed(
+    app: &App,
+    job: &Job,
+    mut detail: Value,
+    events: &std::sync::Mutex<Vec<Value>>,
+    final_status: StatusUpdate,
+    (stack, removed): (&str, bool),
+) -> Result<String, JobError> {
+    detail["events"] = json!(*events.lock().unwrap_or_else(|p| p.into_inner()));
+    app.store.finish(
+        job.id,
+        "succeeded",
+        &detail,
+        &[final_status],
+        Some((&job.repo, stack, &job.sha, removed)),
+    )?;
+    Ok("succeeded".into())
 }
 
 async fn remove(
@@ -699,16 +719,15 @@ async fn remove(
     let mut sink = move |p: Progress<'_>| record(&ev, p);
     match app.deployer.remove(stack_name, &mut sink).await {
         Ok(r) => {
-            detail["events"] = json!(*events.lock().unwrap_or_else(|p| p.into_inner()));
             detail["removed"] = json!(r);
-            app.store.finish(
-                job.id,
-                "succeeded",
-                &detail,
-                &[say("success", "removed".into())],
-                Some((&job.repo, folder, &job.sha, true)),
-            )?;
-            Ok("succeeded".into())
+            succeed(
+                app,
+                job,
+                detail,
+                &events,
+                say("success", "removed".into()),
+                (folder, true),
+            )
         }
         Err(e) => fail(app, job, detail, events, &say, e),
     }
