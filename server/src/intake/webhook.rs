@@ -118,6 +118,14 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
             "missing X-GitHub-Delivery",
         );
     }
+    let malformed = |e: serde_json::Error| {
+        reply(
+            &app,
+            "malformed",
+            StatusCode::BAD_REQUEST,
+            format!("malformed {event} payload: {e}"),
+        )
+    };
     // The repository: one whose secret signed these bytes and whose name the payload
     // carries (several repositories may share a secret).
     #[derive(Deserialize)]
@@ -127,14 +135,7 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
     let named = if matches!(event.as_str(), "push" | "pull_request") {
         match serde_json::from_slice::<Target>(&body) {
             Ok(t) => Some(t.repository.full_name),
-            Err(e) => {
-                return reply(
-                    &app,
-                    "malformed",
-                    StatusCode::BAD_REQUEST,
-                    format!("malformed {event} payload: {e}"),
-                );
-            }
+            Err(e) => return malformed(e),
         }
     } else {
         None
@@ -156,14 +157,7 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
         "push" => {
             let push: Push = match serde_json::from_slice(&body) {
                 Ok(p) => p,
-                Err(e) => {
-                    return reply(
-                        &app,
-                        "malformed",
-                        StatusCode::BAD_REQUEST,
-                        format!("malformed push payload: {e}"),
-                    );
-                }
+                Err(e) => return malformed(e),
             };
             if push.git_ref != format!("refs/heads/{}", repo_cfg.branch) || push.deleted {
                 return reply(
@@ -204,14 +198,7 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
         "pull_request" => {
             let ev: PullRequestEvent = match serde_json::from_slice(&body) {
                 Ok(p) => p,
-                Err(e) => {
-                    return reply(
-                        &app,
-                        "malformed",
-                        StatusCode::BAD_REQUEST,
-                        format!("malformed pull_request payload: {e}"),
-                    );
-                }
+                Err(e) => return malformed(e),
             };
             if !matches!(ev.action.as_str(), "opened" | "reopened" | "synchronize") {
                 return reply(
