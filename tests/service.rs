@@ -40,12 +40,7 @@ fn push_deploys_a_violation_is_blocked_and_remove_removes() {
     let sha1 = repo.commit("hybrid stack");
     let server = Server::start(&repo, &gh, "");
 
-    let (code, body) = server.webhook(
-        "push",
-        &delivery_id(),
-        &push_payload(ZERO, &sha1, &["stacks/hybrid-alb/template.yaml"], false),
-        Some(HOOK_SECRET),
-    );
+    let (code, body) = server.push(ZERO, &sha1, &["stacks/hybrid-alb/template.yaml"]);
     assert_eq!(code, 202, "{body}");
     let done = wait_for(60, "the hybrid stack's final status", || {
         final_state(&gh.statuses(&sha1), "stackgate/hybrid-alb")
@@ -88,12 +83,7 @@ fn push_deploys_a_violation_is_blocked_and_remove_removes() {
     assert_ne!(opened, text);
     std::fs::write(&tpl, opened).unwrap();
     let sha2 = repo.commit("open ssh");
-    let (code, _) = server.webhook(
-        "push",
-        &delivery_id(),
-        &push_payload(&sha1, &sha2, &["stacks/hybrid-alb/template.yaml"], false),
-        Some(HOOK_SECRET),
-    );
+    let (code, _) = server.push(&sha1, &sha2, &["stacks/hybrid-alb/template.yaml"]);
     assert_eq!(code, 202);
     let verdict = wait_for(60, "the policy verdict", || {
         final_state(&gh.statuses(&sha2), "stackgate/policy")
@@ -121,12 +111,7 @@ fn push_deploys_a_violation_is_blocked_and_remove_removes() {
     let d = std::fs::read_to_string(&dep).unwrap();
     std::fs::write(&dep, format!("{d}remove: true\n")).unwrap();
     let sha3 = repo.commit("remove the stack");
-    let (code, _) = server.webhook(
-        "push",
-        &delivery_id(),
-        &push_payload(&sha2, &sha3, &["stacks/hybrid-alb/deployment.yaml"], false),
-        Some(HOOK_SECRET),
-    );
+    let (code, _) = server.push(&sha2, &sha3, &["stacks/hybrid-alb/deployment.yaml"]);
     assert_eq!(code, 202);
     let removed = wait_for(60, "the removal", || {
         final_state(&gh.statuses(&sha3), "stackgate/hybrid-alb")
@@ -139,11 +124,7 @@ fn push_deploys_a_violation_is_blocked_and_remove_removes() {
     );
     assert!(stack_exists(&name).is_none(), "the stack still exists");
 
-    assert!(
-        gh.invalid_requests().is_empty(),
-        "GitHub would refuse: {:?}",
-        gh.invalid_requests()
-    );
+    gh.assert_all_valid();
     server.assert_no_secret_in_logs();
 }
 
@@ -245,11 +226,7 @@ fn a_pull_request_gets_a_dry_run_and_one_comment() {
             .unwrap()
             .contains("skipped for a pull request from a fork")
     );
-    assert!(
-        gh.invalid_requests().is_empty(),
-        "{:?}",
-        gh.invalid_requests()
-    );
+    gh.assert_all_valid();
     server.assert_no_secret_in_logs();
 }
 
@@ -639,14 +616,7 @@ fn statuses_survive_github_failures() {
     gh.fail(json!({"method": "POST", "path_regex": "/statuses/", "status": 403, "times": 1, "headers": {"retry-after": "1"}}));
     let server = Server::start(&repo, &gh, "");
     assert_eq!(
-        server
-            .webhook(
-                "push",
-                &delivery_id(),
-                &push_payload(ZERO, &sha, &["stacks/app/template.yaml"], false),
-                Some(HOOK_SECRET)
-            )
-            .0,
+        server.push(ZERO, &sha, &["stacks/app/template.yaml"]).0,
         202
     );
     let done = wait_for(90, "the deploy's status despite GitHub failures", || {
@@ -745,10 +715,6 @@ fn a_github_app_installation_posts_the_statuses() {
         statuses.iter().all(|r| r["auth"] == "installation_token"),
         "{statuses:?}"
     );
-    assert!(
-        gh.invalid_requests().is_empty(),
-        "{:?}",
-        gh.invalid_requests()
-    );
+    gh.assert_all_valid();
     server.assert_no_secret_in_logs();
 }

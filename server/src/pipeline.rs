@@ -264,42 +264,38 @@ pub async fn run(app: Arc<App>, job: Job) {
     }
     .instrument(span.clone())
     .await;
-    let state = match &outcome {
-        Ok(s) => s.clone(),
-        Err(e) => {
-            span.in_scope(|| tracing::error!(error = %e, "job failed"));
-            let statuses = vec![status(
-                &app.cfg,
-                &job.repo,
-                &job.sha,
-                job_context(&job),
-                "error",
-                format!("stackgate error: {e}"),
-                job.id,
-            )];
-            if let Err(err) = app.store.finish(
-                job.id,
-                "error",
-                &json!({"error": e.to_string()}),
-                &statuses,
-                None,
-            ) {
-                tracing::error!(error = %err, "cannot record the job's end");
-            }
-            "error".into()
-        }
+    let state = match outcome {
+        Ok(s) => s,
+        Err(e) => span.in_scope(|| end_in_error(&app, &job, &e)),
     };
-    app.metrics.job(
-        match kind {
-            Kind::Sync => "sync",
-            Kind::Deploy => "deploy",
-            Kind::Preview => "preview",
-        },
-        &state,
-        started.elapsed().as_secs_f64(),
-    );
+    app.metrics
+        .job(kind.as_str(), &state, started.elapsed().as_secs_f64());
     app.wake.notify_one();
     app.report_wake.notify_one();
+}
+
+/// Ends a job that could not run to its end: logged, recorded, and an `error` status.
+fn end_in_error(app: &App, job: &Job, e: &JobError) -> String {
+    tracing::error!(error = %e, "job failed");
+    let statuses = vec![status(
+        &app.cfg,
+        &job.repo,
+        &job.sha,
+        job_context(job),
+        "error",
+        format!("stackgate error: {e}"),
+        job.id,
+    )];
+    if let Err(err) = app.store.finish(
+        job.id,
+        "error",
+        &json!({"error": e.to_string()}),
+        &statuses,
+        None,
+    ) {
+        tracing::error!(error = %err, "cannot record the job's end");
+    }
+    "error".into()
 }
 
 fn job_context(job: &Job) -> String {
@@ -807,25 +803,7 @@ pub async fn recover(app: &Arc<App>) {
                 let out = deploy(&app, &job, Some(Resume { phase }))
                     .instrument(span)
                     .await;
-                let state = out.unwrap_or_else(|e| {
-                    let statuses = vec![status(
-                        &app.cfg,
-                        &job.repo,
-                        &job.sha,
-                        job_context(&job),
-                        "error",
-                        format!("stackgate error: {e}"),
-                        job.id,
-                    )];
-                    let _ = app.store.finish(
-                        job.id,
-                        "error",
-                        &json!({"error": e.to_string()}),
-                        &statuses,
-                        None,
-                    );
-                    "error".into()
-                });
+                let state = out.unwrap_or_else(|e| end_in_error(&app, &job, &e));
                 app.metrics
                     .job("deploy", &state, started.elapsed().as_secs_f64());
                 app.wake.notify_one();

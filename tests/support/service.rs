@@ -104,6 +104,12 @@ impl StandIn {
             .collect()
     }
 
+    /// Every request stackgate sent is one GitHub would accept.
+    pub fn assert_all_valid(&self) {
+        let invalid = self.invalid_requests();
+        assert!(invalid.is_empty(), "GitHub would refuse: {invalid:?}");
+    }
+
     pub fn fail(&self, rule: Value) {
         let (code, body) = http(
             "POST",
@@ -363,6 +369,12 @@ impl Server {
             code,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// A signed push of `sha` (after `before`) touching `paths`.
+    pub fn push(&self, before: &str, sha: &str, paths: &[&str]) -> (u16, Value) {
+        let body = push_payload(before, sha, paths, false);
+        self.webhook("push", &delivery_id(), &body, Some(HOOK_SECRET))
     }
 
     pub fn job(&self, id: i64) -> Value {

@@ -135,7 +135,6 @@ pub async fn redeploy(
         repo: repo_cfg.name.clone(),
         stack: Some(stack),
         sha: sha.clone(),
-        force: true,
         trigger: "manual".into(),
         ..Default::default()
     };

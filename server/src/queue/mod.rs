@@ -25,7 +25,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Kind::Sync => "sync",
             Kind::Deploy => "deploy",
@@ -51,8 +51,6 @@ pub struct NewJob {
     pub sha: String,
     pub pr: Option<u64>,
     pub fork: bool,
-    /// Deploy even when nothing changed (manual redeploy).
-    pub force: bool,
     /// `push`, `poll`, `pull_request`, `manual`.
     pub trigger: String,
 }
@@ -78,7 +76,6 @@ pub struct Job {
     pub sha: String,
     pub pr: Option<u64>,
     pub fork: bool,
-    pub force: bool,
     pub trigger: String,
     pub state: String,
     pub phase: Option<String>,
@@ -155,7 +152,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     lane TEXT NOT NULL,
     pr INTEGER,
     fork INTEGER NOT NULL DEFAULT 0,
-    force INTEGER NOT NULL DEFAULT 0,
     trigger TEXT NOT NULL,
     delivery TEXT,
     state TEXT NOT NULL,
@@ -201,10 +197,10 @@ CREATE TABLE IF NOT EXISTS pr_comments (
 );
 ";
 
-const JOB_COLUMNS: &str = "id, kind, repo, stack, sha, pr, fork, force, trigger, state, phase, change_set_id, stack_id, detail, created_at, started_at, finished_at, superseded_by";
+const JOB_COLUMNS: &str = "id, kind, repo, stack, sha, pr, fork, trigger, state, phase, change_set_id, stack_id, detail, created_at, started_at, finished_at, superseded_by";
 
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
-    let detail: String = r.get(13)?;
+    let detail: String = r.get(12)?;
     Ok(Job {
         id: r.get(0)?,
         kind: Kind::parse(&r.get::<_, String>(1)?),
@@ -213,17 +209,16 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         sha: r.get(4)?,
         pr: r.get::<_, Option<i64>>(5)?.map(|p| p as u64),
         fork: r.get::<_, i64>(6)? != 0,
-        force: r.get::<_, i64>(7)? != 0,
-        trigger: r.get(8)?,
-        state: r.get(9)?,
-        phase: r.get(10)?,
-        change_set_id: r.get(11)?,
-        stack_id: r.get(12)?,
+        trigger: r.get(7)?,
+        state: r.get(8)?,
+        phase: r.get(9)?,
+        change_set_id: r.get(10)?,
+        stack_id: r.get(11)?,
         detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
-        created_at: r.get(14)?,
-        started_at: r.get(15)?,
-        finished_at: r.get(16)?,
-        superseded_by: r.get(17)?,
+        created_at: r.get(13)?,
+        started_at: r.get(14)?,
+        finished_at: r.get(15)?,
+        superseded_by: r.get(16)?,
     })
 }
 
@@ -622,8 +617,8 @@ fn enqueue_tx(
         let lane = job.lane();
         let kind = job.kind.unwrap_or(Kind::Sync);
         tx.prepare_cached(
-            "INSERT INTO jobs (kind, repo, stack, sha, lane, pr, fork, force, trigger, delivery, state, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', ?11)",
+            "INSERT INTO jobs (kind, repo, stack, sha, lane, pr, fork, trigger, delivery, state, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?10)",
         )?
         .execute(params![
                 kind.as_str(),
@@ -633,7 +628,6 @@ fn enqueue_tx(
                 lane,
                 job.pr.map(|p| p as i64),
                 job.fork as i64,
-                job.force as i64,
                 job.trigger,
                 delivery,
                 now()
