@@ -6,19 +6,19 @@ use std::sync::Mutex;
 
 #[derive(Default)]
 pub struct Metrics {
-    deliveries: Mutex<BTreeMap<String, u64>>,
+    deliveries: Mutex<BTreeMap<&'static str, u64>>,
     verdicts: Mutex<BTreeMap<String, u64>>,
     /// (kind, outcome) → (count, sum of seconds)
     durations: Mutex<BTreeMap<(String, String), (u64, f64)>>,
 }
 
 impl Metrics {
-    pub fn delivery(&self, result: &str) {
+    pub fn delivery(&self, result: &'static str) {
         *self
             .deliveries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(result.into())
+            .entry(result)
             .or_default() += 1;
     }
 

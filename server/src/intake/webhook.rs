@@ -15,7 +15,12 @@ use serde_json::json;
 use crate::pipeline::App;
 use crate::queue::{DeliveryRecord, Kind, NewJob};
 
-fn reply(app: &App, result: &str, code: StatusCode, message: impl Into<String>) -> Response {
+fn reply(
+    app: &App,
+    result: &'static str,
+    code: StatusCode,
+    message: impl Into<String>,
+) -> Response {
     app.metrics.delivery(result);
     (
         code,
@@ -41,6 +46,7 @@ struct PushCommit {
 
 #[derive(Deserialize)]
 struct Push {
+    repository: Repository,
     #[serde(rename = "ref")]
     git_ref: String,
     after: String,
@@ -69,8 +75,25 @@ struct PullRequest {
 
 #[derive(Deserialize)]
 struct PullRequestEvent {
+    repository: Repository,
     action: String,
     pull_request: PullRequest,
+}
+
+enum Payload {
+    Push(Push),
+    PullRequest(PullRequestEvent),
+    Other,
+}
+
+impl Payload {
+    fn repository(&self) -> Option<&str> {
+        match self {
+            Payload::Push(p) => Some(&p.repository.full_name),
+            Payload::PullRequest(p) => Some(&p.repository.full_name),
+            Payload::Other => None,
+        }
+    }
 }
 
 pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -126,25 +149,23 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
             format!("malformed {event} payload: {e}"),
         )
     };
+    // Parsed once; only the events that enqueue work are parsed at all.
+    let payload = match event.as_str() {
+        "push" => serde_json::from_slice(&body).map(Payload::Push),
+        "pull_request" => serde_json::from_slice(&body).map(Payload::PullRequest),
+        _ => Ok(Payload::Other),
+    };
+    let payload = match payload {
+        Ok(p) => p,
+        Err(e) => return malformed(e),
+    };
     // The repository: one whose secret signed these bytes and whose name the payload
     // carries (several repositories may share a secret).
-    #[derive(Deserialize)]
-    struct Target {
-        repository: Repository,
-    }
-    let named = if matches!(event.as_str(), "push" | "pull_request") {
-        match serde_json::from_slice::<Target>(&body) {
-            Ok(t) => Some(t.repository.full_name),
-            Err(e) => return malformed(e),
-        }
-    } else {
-        None
-    };
-    let chosen = match &named {
+    let chosen = match payload.repository() {
         Some(n) => verified.iter().find(|v| v.eq_ignore_ascii_case(n)),
         None => verified.first(),
     };
-    let Some(repo_cfg) = chosen.and_then(|n| app.cfg.repo(n)).cloned() else {
+    let Some(repo_cfg) = chosen.and_then(|n| app.cfg.repo(n)) else {
         return reply(
             &app,
             "unknown_repo",
@@ -152,13 +173,9 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
             "the payload's repository is not configured, or its secret did not sign this delivery",
         );
     };
-    let jobs = match event.as_str() {
-        "ping" => return reply(&app, "ping", StatusCode::OK, "pong"),
-        "push" => {
-            let push: Push = match serde_json::from_slice(&body) {
-                Ok(p) => p,
-                Err(e) => return malformed(e),
-            };
+    let jobs = match (event.as_str(), payload) {
+        ("ping", _) => return reply(&app, "ping", StatusCode::OK, "pong"),
+        (_, Payload::Push(push)) => {
             if push.git_ref != format!("refs/heads/{}", repo_cfg.branch) || push.deleted {
                 return reply(
                     &app,
@@ -195,11 +212,7 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
                 ..Default::default()
             }]
         }
-        "pull_request" => {
-            let ev: PullRequestEvent = match serde_json::from_slice(&body) {
-                Ok(p) => p,
-                Err(e) => return malformed(e),
-            };
+        (_, Payload::PullRequest(ev)) => {
             if !matches!(ev.action.as_str(), "opened" | "reopened" | "synchronize") {
                 return reply(
                     &app,
@@ -235,7 +248,7 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
                 ..Default::default()
             }]
         }
-        "" => {
+        ("", _) => {
             return reply(
                 &app,
                 "malformed",
@@ -243,7 +256,7 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
                 "missing X-GitHub-Event",
             );
         }
-        other => {
+        (other, Payload::Other) => {
             return reply(
                 &app,
                 "ignored",
