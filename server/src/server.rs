@@ -127,6 +127,11 @@ pub async fn run(
     Ok(())
 }
 
+/// How long the dispatcher and the reporter let a burst of wake-ups gather.
+const GATHER: Duration = Duration::from_millis(10);
+/// Statuses read from state at a time.
+const STATUS_BATCH: usize = 100;
+
 /// Claims runnable jobs (one per lane, up to the parallel limit) and runs them.
 async fn dispatch(app: Arc<App>) {
     loop {
@@ -139,7 +144,13 @@ async fn dispatch(app: Arc<App>) {
             Err(e) => tracing::error!(error = %e, "cannot claim jobs"),
         }
         // Short enough to pick up a debounced sync soon after it is due.
-        let _ = tokio::time::timeout(Duration::from_millis(100), app.wake.notified()).await;
+        if tokio::time::timeout(Duration::from_millis(100), app.wake.notified())
+            .await
+            .is_ok()
+        {
+            // A burst of deliveries wakes this once per delivery: claim once for all.
+            tokio::time::sleep(GATHER).await;
+        }
     }
 }
 
@@ -150,14 +161,25 @@ async fn report(app: Arc<App>) {
     loop {
         // The database work runs off the async workers: it may wait on fsync.
         let store = app.store.clone();
-        let pending = tokio::task::spawn_blocking(move || store.unposted_statuses(50))
+        let pending = tokio::task::spawn_blocking(move || store.unposted_statuses(STATUS_BATCH))
             .await
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
         let mut stalled = false;
         let mut posted = Vec::new();
-        for s in &pending {
+        // Every transition is posted, unless this is behind: then a status that a newer one
+        // of the same commit and context replaces is skipped (a status is a state).
+        let behind = pending.len() >= STATUS_BATCH;
+        for (i, s) in pending.iter().enumerate() {
+            let replaced = behind
+                && pending[i + 1..]
+                    .iter()
+                    .any(|n| n.context == s.context && n.sha == s.sha && n.repo == s.repo);
+            if replaced {
+                posted.push(s.id);
+                continue;
+            }
             match app
                 .reporter
                 .post_status(
@@ -198,8 +220,12 @@ async fn report(app: Arc<App>) {
         if stalled {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(60));
-        } else if pending.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), app.report_wake.notified()).await;
+        } else if pending.len() < STATUS_BATCH
+            && tokio::time::timeout(Duration::from_secs(2), app.report_wake.notified())
+                .await
+                .is_ok()
+        {
+            tokio::time::sleep(GATHER).await;
         }
     }
 }

@@ -2,6 +2,7 @@
 //! sha per stack, the commit statuses still to post, and PR comment ids. Every change that
 //! must not be lost is one transaction.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -86,6 +87,31 @@ pub struct Job {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub superseded_by: Option<i64>,
+}
+
+impl Job {
+    /// A job of a batch as stored when a later job of the batch superseded it at birth.
+    fn superseded(id: i64, job: &NewJob, by: i64, at: i64) -> Job {
+        Job {
+            id,
+            kind: job.kind.unwrap_or(Kind::Sync),
+            repo: job.repo.clone(),
+            stack: job.stack.clone(),
+            sha: job.sha.clone(),
+            pr: job.pr,
+            fork: job.fork,
+            trigger: job.trigger.clone(),
+            state: "superseded".into(),
+            phase: None,
+            change_set_id: None,
+            stack_id: None,
+            detail: serde_json::Value::Object(Default::default()),
+            created_at: at,
+            started_at: None,
+            finished_at: Some(at),
+            superseded_by: Some(by),
+        }
+    }
 }
 
 /// One webhook delivery and the jobs it asks for.
@@ -231,23 +257,12 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        // Checkpoints run on a thread of their own, so a commit never waits for one.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpointer = Connection::open(path)?;
-        checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
-        let _ = std::thread::Builder::new()
-            .name("wal-checkpoint".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(std::time::Duration::from_millis(500));
-                    // PASSIVE never blocks writers; a failure is retried on the next tick.
-                    if let Err(e) =
-                        checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!(error = %e, "WAL checkpoint failed");
-                    }
-                }
-            });
+        // SQLite's own checkpoints, on the writing connection after a commit that takes the
+        // log past 1,000 pages: only a checkpoint that runs between two writes lets the next
+        // write start the log over, so under a steady load one on another thread leaves the
+        // log growing, and every fsync slower. The log is cut back to 16 MiB after a restart.
+        conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
+        conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -279,7 +294,8 @@ impl Store {
     ) -> Result<Vec<Option<Vec<i64>>>, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction()?;
-            let mut out = Vec::with_capacity(batch.len());
+            let mut fresh = Vec::with_capacity(batch.len());
+            let mut jobs = Vec::new();
             for d in batch {
                 let inserted = tx
                     .prepare_cached(
@@ -287,20 +303,18 @@ impl Store {
                          ON CONFLICT(id) DO NOTHING",
                     )?
                     .execute(params![d.delivery, d.event, d.repo, now(), d.jobs.len() as i64])?;
-                if inserted == 0 {
-                    out.push(None);
-                } else {
-                    out.push(Some(enqueue_tx(
-                        &tx,
-                        &d.jobs,
-                        Some(&d.delivery),
-                        status_for,
-                        superseded_status,
-                    )?));
+                fresh.push(inserted != 0);
+                if inserted != 0 {
+                    jobs.extend(d.jobs.iter().map(|j| (j, Some(d.delivery.as_str()))));
                 }
             }
+            let mut ids = enqueue_tx(&tx, &jobs, status_for, superseded_status)?.into_iter();
             tx.commit()?;
-            Ok(out)
+            Ok(batch
+                .iter()
+                .zip(fresh)
+                .map(|(d, fresh)| fresh.then(|| ids.by_ref().take(d.jobs.len()).collect()))
+                .collect())
         })
     }
 
@@ -313,7 +327,8 @@ impl Store {
     ) -> Result<Vec<i64>, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction()?;
-            let ids = enqueue_tx(&tx, jobs, None, status_for, superseded_status)?;
+            let jobs: Vec<_> = jobs.iter().map(|j| (j, None)).collect();
+            let ids = enqueue_tx(&tx, &jobs, status_for, superseded_status)?;
             tx.commit()?;
             Ok(ids)
         })
@@ -500,7 +515,7 @@ impl Store {
 
     pub fn unposted_statuses(&self, limit: usize) -> Result<Vec<PendingStatus>, StoreError> {
         self.with(|c| {
-            let mut stmt = c.prepare(
+            let mut stmt = c.prepare_cached(
                 "SELECT id, repo, sha, context, state, description, target_url, attempts
                  FROM statuses WHERE posted_at IS NULL ORDER BY id LIMIT ?1",
             )?;
@@ -525,16 +540,18 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
+        // Not synced: after a power cut these are posted again, which is harmless (a
+        // status is a state).
         self.with(|c| {
-            let tx = c.transaction()?;
-            let at = now();
-            for id in ids {
-                tx.execute(
-                    "UPDATE statuses SET posted_at = ?2 WHERE id = ?1",
-                    params![id, at],
-                )?;
-            }
-            tx.commit()
+            unsynced(c, |c| {
+                let tx = c.transaction()?;
+                let at = now();
+                for id in ids {
+                    tx.prepare_cached("UPDATE statuses SET posted_at = ?2 WHERE id = ?1")?
+                        .execute(params![id, at])?;
+                }
+                tx.commit()
+            })
         })
     }
 
@@ -588,6 +605,19 @@ impl Store {
     }
 }
 
+/// Runs `f` with commits that write the log but do not fsync it (they survive a crash of
+/// the process, not a power cut); back to FULL after.
+fn unsynced<T>(
+    c: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached("PRAGMA synchronous = NORMAL")?
+        .execute([])?;
+    let out = f(c);
+    c.prepare_cached("PRAGMA synchronous = FULL")?.execute([])?;
+    out
+}
+
 fn add_status(tx: &Transaction<'_>, job: Option<i64>, s: &StatusUpdate) -> rusqlite::Result<usize> {
     tx.prepare_cached(
         "INSERT INTO statuses (job, repo, sha, context, state, description, target_url, created_at)
@@ -605,35 +635,50 @@ fn add_status(tx: &Transaction<'_>, job: Option<i64>, s: &StatusUpdate) -> rusql
     ])
 }
 
+/// Inserts jobs in order. A newer job supersedes what is queued in its lane: jobs already
+/// queued, and the earlier jobs of this batch, which are inserted superseded and so never
+/// get a "queued" status.
 fn enqueue_tx(
     tx: &Transaction<'_>,
-    jobs: &[NewJob],
-    delivery: Option<&str>,
+    jobs: &[(&NewJob, Option<&str>)],
     status_for: &dyn Fn(&NewJob, i64) -> Vec<StatusUpdate>,
     superseded_status: &dyn Fn(&Job, &NewJob) -> Vec<StatusUpdate>,
 ) -> rusqlite::Result<Vec<i64>> {
-    let mut ids = Vec::new();
-    for job in jobs {
-        let lane = job.lane();
-        let kind = job.kind.unwrap_or(Kind::Sync);
+    let lanes: Vec<String> = jobs.iter().map(|(j, _)| j.lane()).collect();
+    let mut newest: HashMap<&str, usize> = HashMap::new();
+    for (i, lane) in lanes.iter().enumerate() {
+        newest.insert(lane, i);
+    }
+    let at = now();
+    let mut ids = Vec::with_capacity(jobs.len());
+    // Per lane: the ids inserted superseded, waiting for their successor's id.
+    let mut waiting: HashMap<&str, Vec<(i64, &NewJob)>> = HashMap::new();
+    for (i, ((job, delivery), lane)) in jobs.iter().zip(&lanes).enumerate() {
+        let survives = newest.get(lane.as_str()) == Some(&i);
         tx.prepare_cached(
-            "INSERT INTO jobs (kind, repo, stack, sha, lane, pr, fork, trigger, delivery, state, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?10)",
+            "INSERT INTO jobs (kind, repo, stack, sha, lane, pr, fork, trigger, delivery, state, created_at, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?
         .execute(params![
-                kind.as_str(),
-                job.repo,
-                job.stack,
-                job.sha,
-                lane,
-                job.pr.map(|p| p as i64),
-                job.fork as i64,
-                job.trigger,
-                delivery,
-                now()
-            ])?;
+            job.kind.unwrap_or(Kind::Sync).as_str(),
+            job.repo,
+            job.stack,
+            job.sha,
+            lane,
+            job.pr.map(|p| p as i64),
+            job.fork as i64,
+            job.trigger,
+            delivery,
+            if survives { "queued" } else { "superseded" },
+            at,
+            (!survives).then_some(at),
+        ])?;
         let id = tx.last_insert_rowid();
-        // A newer commit supersedes what is still queued in the same lane.
+        ids.push(id);
+        if !survives {
+            waiting.entry(lane).or_default().push((id, job));
+            continue;
+        }
         let older: Vec<Job> = {
             let mut stmt = tx.prepare_cached(&format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE lane = ?1 AND state = 'queued' AND id < ?2"
@@ -642,18 +687,24 @@ fn enqueue_tx(
                 .collect::<Result<_, _>>()?
         };
         for old in &older {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE jobs SET state = 'superseded', superseded_by = ?2, finished_at = ?3 WHERE id = ?1",
-                params![old.id, id, now()],
-            )?;
+            )?
+            .execute(params![old.id, id, at])?;
             for s in superseded_status(old, job) {
                 add_status(tx, Some(old.id), &s)?;
+            }
+        }
+        for (old, old_job) in waiting.remove(lane.as_str()).unwrap_or_default() {
+            tx.prepare_cached("UPDATE jobs SET superseded_by = ?2 WHERE id = ?1")?
+                .execute(params![old, id])?;
+            for s in superseded_status(&Job::superseded(old, old_job, id, at), job) {
+                add_status(tx, Some(old), &s)?;
             }
         }
         for s in status_for(job, id) {
             add_status(tx, Some(id), &s)?;
         }
-        ids.push(id);
     }
     Ok(ids)
 }
@@ -708,6 +759,72 @@ mod tests {
         let again = s.record_deliveries(&[d("d2")], &none, &superseded).unwrap();
         assert!(again[0].is_none());
         assert_eq!(s.delivery_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn the_newest_job_of_a_batch_supersedes_the_rest_and_queued_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let queued = |j: &NewJob, _: i64| {
+            vec![StatusUpdate {
+                repo: j.repo.clone(),
+                sha: j.sha.clone(),
+                context: "stackgate".into(),
+                state: "pending",
+                description: "queued".into(),
+                target_url: String::new(),
+            }]
+        };
+        let d = |id: &str, sha: &str| DeliveryRecord {
+            delivery: id.into(),
+            event: "push".into(),
+            repo: Some("acme/infra".into()),
+            jobs: vec![deploy(sha)],
+        };
+        s.record_deliveries(&[d("d0", "z")], &queued, &superseded)
+            .unwrap();
+        let ids: Vec<i64> = s
+            .record_deliveries(
+                &[d("d1", "a"), d("d2", "b"), d("d3", "c")],
+                &queued,
+                &superseded,
+            )
+            .unwrap()
+            .into_iter()
+            .flat_map(|o| o.unwrap())
+            .collect();
+        assert_eq!(ids.len(), 3);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids follow arrival");
+        let gone = s.jobs_in_state("superseded").unwrap();
+        assert_eq!(
+            gone.iter()
+                .map(|j| (j.sha.as_str(), j.superseded_by))
+                .collect::<Vec<_>>(),
+            [
+                ("z", Some(ids[2])),
+                ("a", Some(ids[2])),
+                ("b", Some(ids[2]))
+            ]
+        );
+        assert_eq!(s.jobs_in_state("queued").unwrap()[0].id, ids[2]);
+        // z was queued before; a and b never were, so they get no "queued" status.
+        let said: Vec<(String, String)> = s
+            .unposted_statuses(10)
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.sha, p.description))
+            .collect();
+        let said: Vec<(&str, &str)> = said.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(
+            said,
+            [
+                ("z", "queued"),
+                ("z", "superseded by c"),
+                ("a", "superseded by c"),
+                ("b", "superseded by c"),
+                ("c", "queued"),
+            ]
+        );
     }
 
     #[test]
