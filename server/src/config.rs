@@ -49,12 +49,37 @@ pub struct StateConfig {
     /// The SQLite file; its folder also holds git mirrors and the policy cache.
     #[serde(default = "default_state_path")]
     pub path: PathBuf,
+    /// When a commit, an accepted delivery among them, counts as written.
+    #[serde(default)]
+    pub synchronous: Synchronous,
+}
+
+/// SQLite's `synchronous` for the state database (in WAL mode).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Every commit waits for fsync: it survives a power cut or a kernel crash.
+    #[default]
+    Full,
+    /// Commits reach the OS, not the disk: they survive the process being killed at any
+    /// moment, and a power cut may lose the last ones. No request waits on the disk.
+    Normal,
+}
+
+impl Synchronous {
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
         Self {
             path: default_state_path(),
+            synchronous: Synchronous::default(),
         }
     }
 }
@@ -363,7 +388,7 @@ fn apply_env(
 ) -> Result<(), ConfigError> {
     const TOP: &[&str] = &["listen", "public_url", "max_parallel_jobs", "api_tokens"];
     const SECTIONS: &[(&str, &[&str])] = &[
-        ("state", &["path"]),
+        ("state", &["path", "synchronous"]),
         (
             "aws",
             &["region", "endpoint_url", "artifact_bucket", "poll_seconds"],
@@ -500,6 +525,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("STACKGATE_AWS_ENDPOIN"), "{err}");
+    }
+
+    #[test]
+    fn state_synchronous_defaults_to_full() {
+        assert_eq!(parse("", &[]).unwrap().state.synchronous, Synchronous::Full);
+        let c = parse("[state]\nsynchronous = 'normal'\n", &[]).unwrap();
+        assert_eq!(c.state.synchronous, Synchronous::Normal);
+        let c = parse("", &[("STACKGATE_STATE_SYNCHRONOUS", "normal")]).unwrap();
+        assert_eq!(c.state.synchronous, Synchronous::Normal);
+        let err = parse("[state]\nsynchronous = 'off'\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("off"), "{err}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::queue::{Kind, NewJob, Store};
 pub async fn build(cfg: Config) -> anyhow::Result<Arc<App>> {
     let state_dir = cfg.state.dir();
     std::fs::create_dir_all(&state_dir)?;
-    let store = Arc::new(Store::open(&cfg.state.path)?);
+    let store = Arc::new(Store::open(&cfg.state.path, cfg.state.synchronous)?);
 
     let mut sources = match &cfg.policies.dir {
         Some(dir) => PolicySource::from_dir(dir)?,
@@ -275,6 +275,7 @@ pub fn local_default(root: &Path, stacks: &Path) -> anyhow::Result<(Config, Path
         listen: std::env::var("STACKGATE_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into()),
         state: crate::config::StateConfig {
             path: state_dir.join("stackgate.db"),
+            ..Default::default()
         },
         repos: vec![RepoConfig {
             name: "local/gitops".into(),

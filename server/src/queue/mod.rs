@@ -9,6 +9,8 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
+use crate::config::Synchronous;
+
 #[derive(Debug, thiserror::Error)]
 #[error("state database: {0}")]
 pub struct StoreError(#[from] rusqlite::Error);
@@ -149,6 +151,7 @@ pub struct StatusUpdate {
 
 pub struct Store {
     conn: Mutex<Connection>,
+    synchronous: Synchronous,
 }
 
 /// How long a queued sync waits for newer pushes before it runs.
@@ -190,8 +193,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at INTEGER,
     superseded_by INTEGER
 );
-CREATE INDEX IF NOT EXISTS jobs_lane_state ON jobs(lane, state);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+-- Partial indexes: only the live jobs, so that finished ones cost no index writes.
+DROP INDEX IF EXISTS jobs_lane_state;
+DROP INDEX IF EXISTS jobs_state;
+CREATE INDEX IF NOT EXISTS jobs_queued ON jobs(lane) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS jobs_running ON jobs(lane) WHERE state = 'running';
 CREATE TABLE IF NOT EXISTS deployed (
     repo TEXT NOT NULL,
     stack TEXT NOT NULL,
@@ -214,7 +220,8 @@ CREATE TABLE IF NOT EXISTS statuses (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT
 );
-CREATE INDEX IF NOT EXISTS statuses_unposted ON statuses(posted_at, id);
+DROP INDEX IF EXISTS statuses_unposted;
+CREATE INDEX IF NOT EXISTS statuses_waiting ON statuses(id) WHERE posted_at IS NULL;
 CREATE TABLE IF NOT EXISTS pr_comments (
     repo TEXT NOT NULL,
     pr INTEGER NOT NULL,
@@ -249,11 +256,10 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
 }
 
 impl Store {
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, synchronous: Synchronous) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: an accepted delivery survives a power cut, not only a crash.
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "synchronous", synchronous.pragma())?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
@@ -265,6 +271,7 @@ impl Store {
         conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            synchronous,
         })
     }
 
@@ -344,9 +351,10 @@ impl Store {
             if room > 0 {
                 let ids: Vec<i64> = {
                     // A sync waits out SYNC_DEBOUNCE_MS so that a burst of pushes runs once:
-                    // a newer push supersedes it meanwhile.
+                    // a newer push supersedes it meanwhile. Without INDEXED BY the planner
+                    // scans every job ever run to return them in id order.
                     let mut stmt = tx.prepare_cached(
-                        "SELECT id FROM jobs j WHERE state = 'queued'
+                        "SELECT id FROM jobs j INDEXED BY jobs_queued WHERE state = 'queued'
                            AND (kind != 'sync' OR created_at <= ?2)
                            AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.lane = j.lane AND r.state = 'running')
                            AND id = (SELECT MIN(id) FROM jobs q WHERE q.lane = j.lane AND q.state = 'queued')
@@ -543,7 +551,7 @@ impl Store {
         // Not synced: after a power cut these are posted again, which is harmless (a
         // status is a state).
         self.with(|c| {
-            unsynced(c, |c| {
+            unsynced(c, self.synchronous, |c| {
                 let tx = c.transaction()?;
                 let at = now();
                 for id in ids {
@@ -593,7 +601,7 @@ impl Store {
     pub fn depth(&self) -> Result<(i64, i64), StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT COALESCE(SUM(state = 'queued'), 0), COALESCE(SUM(state = 'running'), 0) FROM jobs",
+                "SELECT (SELECT COUNT(*) FROM jobs WHERE state = 'queued'), (SELECT COUNT(*) FROM jobs WHERE state = 'running')",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -606,11 +614,15 @@ impl Store {
 }
 
 /// Runs `f` with commits that write the log but do not fsync it (they survive a crash of
-/// the process, not a power cut); back to FULL after.
+/// the process, not a power cut); back to the store's level after.
 fn unsynced<T>(
     c: &mut Connection,
+    level: Synchronous,
     f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
+    if level == Synchronous::Normal {
+        return f(c);
+    }
     c.prepare_cached("PRAGMA synchronous = NORMAL")?
         .execute([])?;
     let out = f(c);
@@ -742,7 +754,7 @@ mod tests {
     #[test]
     fn a_delivery_is_recorded_once_even_within_one_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
         let d = |id: &str| DeliveryRecord {
             delivery: id.into(),
             event: "push".into(),
@@ -764,7 +776,7 @@ mod tests {
     #[test]
     fn the_newest_job_of_a_batch_supersedes_the_rest_and_queued_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
         let queued = |j: &NewJob, _: i64| {
             vec![StatusUpdate {
                 repo: j.repo.clone(),
@@ -830,7 +842,7 @@ mod tests {
     #[test]
     fn a_burst_of_pushes_runs_one_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
         let sync = |sha: &str| NewJob {
             kind: Some(Kind::Sync),
             repo: "acme/infra".into(),
@@ -857,7 +869,7 @@ mod tests {
     #[test]
     fn one_job_per_lane_and_newer_commits_supersede_queued_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
         s.enqueue(&[deploy("a")], &none, &superseded).unwrap();
         let running = s.claim(4).unwrap();
         assert_eq!(running.len(), 1);
@@ -890,16 +902,22 @@ mod tests {
 
     #[test]
     fn running_deploys_survive_a_restart() {
+        for level in [Synchronous::Full, Synchronous::Normal] {
+            running_deploy_survives_a_restart(level);
+        }
+    }
+
+    fn running_deploy_survives_a_restart(level: Synchronous) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         {
-            let s = Store::open(&path).unwrap();
+            let s = Store::open(&path, level).unwrap();
             s.enqueue(&[deploy("a")], &none, &superseded).unwrap();
             let j = s.claim(1).unwrap().remove(0);
             s.set_phase(j.id, "executing", Some("cs-1"), Some("stack-1"))
                 .unwrap();
         }
-        let s = Store::open(&path).unwrap();
+        let s = Store::open(&path, level).unwrap();
         let resume = s.recover().unwrap();
         assert_eq!(resume.len(), 1);
         assert_eq!(resume[0].change_set_id.as_deref(), Some("cs-1"));
