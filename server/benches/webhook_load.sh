@@ -8,10 +8,12 @@
 #   1. maximum throughput, `wrk -t2 -c32 -d10s`: bare202, stackgate, bare202 again (drift);
 #   2. latency at a fixed offered rate (1,000 requests/s, paced by the Lua script): stackgate,
 #      stackgate again at a lower rate (200/s: its latency when not saturated), then bare202;
-#   3. durability: stackgate is SIGKILLed right after its last load (no graceful shutdown),
+#   3. the same for stackgate with `[state] synchronous = "normal"` (max and fixed rate), and
+#      the disk alone: one fsync per request at the fixed rate;
+#   4. durability: stackgate is SIGKILLed right after its last load (no graceful shutdown),
 #      then every delivery answered `202 accepted` must be a row of `deliveries` and every job
 #      id returned in those answers a row of `jobs`;
-#   4. a table, printed and written to benches/results/webhook_load.md.
+#   5. a table, printed and written to benches/results/webhook_load.md.
 #
 # Goals: stackgate ≥ 50 % of bare202's requests/s; p99 ≤ 10 ms at 1,000 requests/s.
 #
@@ -299,15 +301,58 @@ kill -TERM "$BARE_PID" 2>/dev/null || true
 wait "$BARE_PID" 2>/dev/null || true
 BARE_PID=""
 
+# The same stackgate with `[state] synchronous = "normal"`: commits reach the OS, not the
+# disk, so no request waits on fsync; it must still lose nothing to a SIGKILL.
+mkdir -p "$WORK/state-normal"
+sed -e "s|^path = .*|path = \"$WORK/state-normal/stackgate.db\"\nsynchronous = \"normal\"|" \
+    "$WORK/stackgate.toml" >"$WORK/stackgate-normal.toml"
+log "starting stackgate serve with synchronous = normal on 127.0.0.1:$SG_PORT"
+LD_PRELOAD=${SG_LD_PRELOAD:-} \
+STACKGATE_LOG=warn AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_REGION=us-east-1 \
+    "$SG_BIN" serve --config "$WORK/stackgate-normal.toml" >"$WORK/stackgate-normal.log" 2>&1 &
+SG_PID=$!
+wait_http "http://127.0.0.1:$SG_PORT/readyz" "$SG_PID" "stackgate (normal)"
+run_wrk sgn_max "$SG_URL" 0 "$CONNS" "$SG_PID"
+run_wrk sgn_rate "$SG_URL" "$RATE" "$RATE_CONNS" "$SG_PID"
+kill -KILL "$SG_PID"
+wait "$SG_PID" 2>/dev/null || true
+SG_PID=""
+log "stackgate (normal) SIGKILLed right after the load"
+
+# The disk alone at the fixed rate: one fsync of a 4 KiB append per request, paced.
+log "probing fsync at $RATE/s for $DURATION"
+read -r FLOOR_P50 FLOOR_P99 FLOOR_P999 FLOOR_MAX FLOOR_N < <(python3 - "$WORK/state/floor-probe" "$RATE" "${DURATION%s}" <<'PY'
+import os, sys, time
+path, rate, secs = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+samples, start, k = [], time.perf_counter(), 0
+while time.perf_counter() - start < secs:
+    os.write(fd, b"x" * 4096)
+    t = time.perf_counter()
+    os.fsync(fd)
+    samples.append((time.perf_counter() - t) * 1e3)
+    k += 1
+    time.sleep(max(0.0, start + k / rate - time.perf_counter()))
+os.close(fd)
+os.unlink(path)
+samples.sort()
+n = len(samples)
+print(f"{samples[n // 2]:.2f} {samples[int(n * 0.99)]:.2f} {samples[int(n * 0.999)]:.2f} {samples[-1]:.2f} {n}")
+PY
+)
+
 # --- durability ------------------------------------------------------------------------------
 ROWS=$(sqlite3 "$DB" 'SELECT COUNT(*) FROM deliveries')
-read -r DUR_OK DUR_DETAIL < <(python3 - "$DB" "$WORK/out" "$RUN_ID" "$SANITY_JOB" <<'PY'
+DB_NORMAL="$WORK/state-normal/stackgate.db"
+ROWS_NORMAL=$(sqlite3 "$DB_NORMAL" 'SELECT COUNT(*) FROM deliveries')
+read -r DUR_OK DUR_DETAIL < <(python3 - "$DB" "$WORK/out" "$RUN_ID" "$SANITY_JOB" "$DB_NORMAL" <<'PY'
 import sqlite3, sys
-db, out, run, sanity_job = sys.argv[1:5]
-con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-jobs = {r[0] for r in con.execute("SELECT id FROM jobs WHERE delivery IS NOT NULL")}
+db, out, run, sanity_job, db_normal = sys.argv[1:6]
 parts, ok = [], True
-for name in ("sg_max", "sg_rate", "sg_rate_low"):
+for path, names in ((db_normal, ("sgn_max", "sgn_rate")), (db, ("sg_max", "sg_rate", "sg_rate_low"))):
+  con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+  jobs = {r[0] for r in con.execute("SELECT id FROM jobs WHERE delivery IS NOT NULL")}
+  for name in names:
     lines = [l.split() for l in open(f"{out}/{name}.txt")]
     accepted = int(next(v for k, v in lines if k == "accepted"))
     ids = [int(v) for k, v in lines if k == "job"]
@@ -324,7 +369,7 @@ PY
 
 # --- report ----------------------------------------------------------------------------------
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
-REPORT=$(OUT="$WORK/out" ROWS="$ROWS" DUR_OK="$DUR_OK" DUR_DETAIL="$DUR_DETAIL" LABEL="$LABEL" \
+REPORT=$(OUT="$WORK/out" ROWS="$ROWS" ROWS_NORMAL="$ROWS_NORMAL" FLOOR="$FLOOR_P50 $FLOOR_P99 $FLOOR_P999 $FLOOR_MAX $FLOOR_N" DUR_OK="$DUR_OK" DUR_DETAIL="$DUR_DETAIL" LABEL="$LABEL" \
     BODY_BYTES="$BODY_BYTES" THREADS="$THREADS" CONNS="$CONNS" RATE_CONNS="$RATE_CONNS" \
     DURATION="$DURATION" RATE="$RATE" RATE_LOW="$RATE_LOW" NPROC="$NPROC" CPU="$CPU" \
     DATE="$DATE" KERNEL="$KERNEL" LOAD_BEFORE="$LOAD_BEFORE" LOAD_AFTER="$LOAD_AFTER" FS="$FS" \
@@ -340,7 +385,7 @@ def load(name):
         if k != "job":
             d[k] = float(v)
     return d
-names = ("bare_max_1", "sg_max", "bare_max_2", "sg_rate", "sg_rate_low", "bare_rate")
+names = ("bare_max_1", "sg_max", "bare_max_2", "sg_rate", "sg_rate_low", "bare_rate", "sgn_max", "sgn_rate")
 r = {n: load(n) for n in names}
 bare = (r["bare_max_1"]["rps"] + r["bare_max_2"]["rps"]) / 2
 ratio = r["sg_max"]["rps"] / bare
@@ -363,6 +408,12 @@ def cpu_per_req(d):
     return d["server_cpu_s"] * 1000 / max(d["requests"], 1)
 rows = int(E["ROWS"])
 acc_total = int(sum(r[n]["accepted"] for n in ("sg_max", "sg_rate", "sg_rate_low"))) + 1
+rows_normal = int(E["ROWS_NORMAL"])
+acc_normal = int(sum(r[n]["accepted"] for n in ("sgn_max", "sgn_rate")))
+ratio_n = r["sgn_max"]["rps"] / bare
+p99_n = r["sgn_rate"]["p99_ms"]
+sgn_rate_met = r["sgn_rate"]["rps"] >= 0.95 * rate
+f50, f99, f999, fmax, fn = E["FLOOR"].split()
 sg_rate_met = r["sg_rate"]["rps"] >= 0.95 * rate
 L = []
 A = L.append
@@ -374,7 +425,9 @@ A("`X-GitHub-Delivery` each) to `POST /webhooks/github` on 127.0.0.1. Every stac
 A("is an *accepted* delivery: signature checked, payload parsed, delivery + sync job + queued")
 A("commit status written in one SQLite transaction (WAL, `synchronous=FULL`) before the answer.")
 A("The floor, bare202, is `examples/bare202.rs`: the same axum/tokio stack answering 202 with")
-A("nothing behind it.")
+A("nothing behind it. The `sgn_*` runs are the same stackgate with `[state] synchronous =")
+A("\"normal\"`: commits reach the OS but are not fsynced, so they survive the process being")
+A("killed, not a power cut.")
 if E["LABEL"]:
     A("")
     A(f"**Variant:** {E['LABEL']}")
@@ -393,6 +446,10 @@ A(f"| fixed rate {rate:,}/s: requests sent > 1 ms behind schedule | {late(r['sg_
 A(f"| lower rate {rate_low:,}/s: achieved (req/s), p50 / p99 (ms) | {r['sg_rate_low']['rps']:,.0f}, {lat(r['sg_rate_low'])} | | | |")
 A(f"| lower rate {rate_low:,}/s: requests sent > 1 ms behind schedule | {late(r['sg_rate_low'])} | | | |")
 A(f"| accepted (202) answers vs `deliveries` rows after SIGKILL | {acc_total:,} vs {rows:,} | | every 202 a row | {ok(E['DUR_OK'] == 'yes')} |")
+A(f"| *the disk alone:* one fsync of a 4 KiB append at {rate:,}/s, p50 / p99 / p99.9 / max (ms) | {f50} / {f99} / {f999} / {fmax} | | | |")
+A(f"| with `synchronous = \"normal\"`: max throughput (req/s), / bare202 | {r['sgn_max']['rps']:,.0f}, **{ratio_n:.1%}** | | ≥ 50 % | {ok(ratio_n >= 0.5)} |")
+A(f"| with `synchronous = \"normal\"`: fixed rate {rate:,}/s, achieved, p50 / **p99** (ms) | {r['sgn_rate']['rps']:,.0f}, {r['sgn_rate']['p50_ms']:.2f} / **{p99_n:.2f}** | | p99 ≤ 10 ms | {ok(p99_n <= 10 and sgn_rate_met)} |")
+A(f"| with `synchronous = \"normal\"`: accepted answers vs rows after SIGKILL | {acc_normal:,} vs {rows_normal:,} | | every 202 a row | {ok(E['DUR_OK'] == 'yes')} |")
 A("")
 A("Per run (fsync p50 probed on the state disk just before → just after the run; server CPU")
 A("is the server process's user + system time during the run):")
