@@ -250,6 +250,19 @@ fn verdict_state(v: Verdict) -> &'static str {
     }
 }
 
+/// `stackgate/policy` on the job's commit, for a gate's verdict.
+fn policy_status(app: &App, job: &Job, verdict: Verdict, description: String) -> StatusUpdate {
+    status(
+        &app.cfg,
+        &job.repo,
+        &job.sha,
+        "stackgate/policy".into(),
+        verdict_state(verdict),
+        description,
+        job.id,
+    )
+}
+
 /// Runs one claimed job to its end.
 pub async fn run(app: Arc<App>, job: Job) {
     let span = tracing::info_span!("job", job = job.id, kind = ?job.kind, repo = %job.repo, sha = %short(&job.sha), stack = job.stack.as_deref().unwrap_or(""));
@@ -412,18 +425,7 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
         (_, Some(f)) => f.clone(),
         _ => "policy failed".into(),
     };
-    statuses.insert(
-        0,
-        status(
-            &app.cfg,
-            &job.repo,
-            &job.sha,
-            "stackgate/policy".into(),
-            verdict_state(worst),
-            description,
-            job.id,
-        ),
-    );
+    statuses.insert(0, policy_status(app, job, worst, description));
     let state = if worst == Verdict::Pass {
         "succeeded"
     } else {
@@ -523,15 +525,7 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     if job.trigger == "manual" {
         app.store.add_statuses(
             Some(job.id),
-            &[status(
-                &app.cfg,
-                &job.repo,
-                &job.sha,
-                "stackgate/policy".into(),
-                verdict_state(report.verdict),
-                report.summary(),
-                job.id,
-            )],
+            &[policy_status(app, job, report.verdict, report.summary())],
         )?;
     }
     if report.verdict != Verdict::Pass {
@@ -943,18 +937,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
     } else {
         format!("{} stack(s) checked", changed.len())
     };
-    statuses.insert(
-        0,
-        status(
-            &app.cfg,
-            &job.repo,
-            &job.sha,
-            "stackgate/policy".into(),
-            verdict_state(worst),
-            summary.clone(),
-            job.id,
-        ),
-    );
+    statuses.insert(0, policy_status(app, job, worst, summary.clone()));
     let body = format!(
         "<!-- stackgate:preview -->\n## stackgate dry run for {}\n\n{}\n\n{}\n\n[Run {}]({})\n",
         short(&job.sha),
