@@ -250,6 +250,25 @@ fn verdict_state(v: Verdict) -> &'static str {
     }
 }
 
+/// `stackgate/<stack>` on the job's commit.
+fn stack_status(
+    app: &App,
+    job: &Job,
+    stack: &str,
+    state: &'static str,
+    description: String,
+) -> StatusUpdate {
+    status(
+        &app.cfg,
+        &job.repo,
+        &job.sha,
+        format!("stackgate/{stack}"),
+        state,
+        description,
+        job.id,
+    )
+}
+
 /// `stackgate/policy` on the job's commit, for a gate's verdict.
 fn policy_status(app: &App, job: &Job, verdict: Verdict, description: String) -> StatusUpdate {
     status(
@@ -376,14 +395,12 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
                 worst = Verdict::Error;
                 first.get_or_insert(format!("{name}: {e}"));
                 detail["stacks"][name] = json!({"error": e.to_string()});
-                statuses.push(status(
-                    &app.cfg,
-                    &job.repo,
-                    &job.sha,
-                    format!("stackgate/{name}"),
+                statuses.push(stack_status(
+                    app,
+                    job,
+                    name,
                     "failure",
                     format!("bad input: {e}"),
-                    job.id,
                 ));
             }
             Ok(stack) => {
@@ -398,14 +415,12 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
                         worst = report.verdict;
                     }
                     first.get_or_insert(format!("{name}: {}", report.summary()));
-                    statuses.push(status(
-                        &app.cfg,
-                        &job.repo,
-                        &job.sha,
-                        format!("stackgate/{name}"),
+                    statuses.push(stack_status(
+                        app,
+                        job,
+                        name,
                         "failure",
                         format!("blocked by policy: {}", report.summary()),
-                        job.id,
                     ));
                 }
             }
@@ -630,17 +645,7 @@ fn finish_deploy(
     events: Arc<std::sync::Mutex<Vec<Value>>>,
     result: Result<crate::deployer::Deployed, DeployError>,
 ) -> Result<String, JobError> {
-    let say = |state: &'static str, d: String| {
-        status(
-            &app.cfg,
-            &job.repo,
-            &job.sha,
-            format!("stackgate/{stack_name}"),
-            state,
-            d,
-            job.id,
-        )
-    };
+    let say = |state: &'static str, d: String| stack_status(app, job, stack_name, state, d);
     match result {
         Ok(d) => {
             let outputs: Vec<String> = d.outputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -688,17 +693,7 @@ async fn remove(
     mut detail: Value,
     events: Arc<std::sync::Mutex<Vec<Value>>>,
 ) -> Result<String, JobError> {
-    let say = |state: &'static str, d: String| {
-        status(
-            &app.cfg,
-            &job.repo,
-            &job.sha,
-            format!("stackgate/{folder}"),
-            state,
-            d,
-            job.id,
-        )
-    };
+    let say = |state: &'static str, d: String| stack_status(app, job, folder, state, d);
     app.store
         .add_statuses(Some(job.id), &[say("pending", "removing…".into())])?;
     app.report_wake.notify_one();
