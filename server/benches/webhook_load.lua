@@ -1,10 +1,10 @@
 -- wrk script for benches/webhook_load.sh: signed GitHub `push` deliveries to
 -- POST /webhooks/github, each with its own X-GitHub-Delivery id.
 --
---   wrk -t2 -c32 -d10s -s webhook_load.lua URL -- BODY_FILE SIGNATURE RUN_TAG RATE OUT_FILE THREADS
+--   wrk -t2 -c32 -d10s -s webhook_load.lua URL -- BODIES_FILE RUN_TAG RATE OUT_FILE THREADS
 --
--- BODY_FILE  the raw JSON body (constant; signed once by the shell script)
--- SIGNATURE  `sha256=<hex>` of BODY_FILE with the repository's webhook secret
+-- BODIES_FILE  one delivery per line: `sha256=<hex> <raw JSON body>`, the signature made
+--              with the repository's webhook secret by the shell script; sent in turn
 -- RUN_TAG    prefix of the delivery ids; unique per run, so runs never collide
 -- RATE       total requests/s to pace at across all threads; 0 = as fast as possible
 -- OUT_FILE   where done() writes the status counts and the job ids of accepted deliveries
@@ -39,20 +39,25 @@ function setup(thread)
 end
 
 -- per-thread state
-local body, signature, tag
+local bodies, signatures, tag
 local counter = 0
 local interval, next_slot = nil, nil
 local nthreads = 1
 
 function init(args)
-  local f = assert(io.open(args[1], "rb"))
-  body = f:read("*a")
-  f:close()
-  signature = args[2]
-  tag = args[3]
-  local rate = tonumber(args[4] or "0") or 0
-  out_path = args[5] -- global: done() runs in the main state and reads it from a thread
-  nthreads = tonumber(args[6] or "1") or 1
+  bodies, signatures = {}, {}
+  for line in io.lines(args[1]) do
+    local sig, body = string.match(line, "^(%S+) (.+)$")
+    signatures[#signatures + 1] = sig
+    bodies[#bodies + 1] = body
+  end
+  assert(#bodies > 0, "no bodies in " .. args[1])
+  tag = args[2]
+  local rate = tonumber(args[3] or "0") or 0
+  out_path = args[4] -- global: done() runs in the main state and reads it from a thread
+  nthreads = tonumber(args[5] or "1") or 1
+  -- threads start apart in the list, so concurrent pushes name different commits
+  counter = math.floor(tid * #bodies / nthreads)
   if rate > 0 then
     interval = 1000.0 * nthreads / rate -- ms between this thread's requests
   end
@@ -87,14 +92,15 @@ end
 function request()
   counter = counter + 1
   sent = sent + 1
+  local i = counter % #bodies + 1
   return wrk.format("POST", nil, {
     ["Content-Type"] = "application/json",
     ["User-Agent"] = "GitHub-Hookshot/bench",
     ["X-GitHub-Event"] = "push",
-    ["X-GitHub-Delivery"] = tag .. "-" .. tid .. "-" .. counter,
+    ["X-GitHub-Delivery"] = tag .. "-" .. tid .. "-" .. sent,
     ["X-GitHub-Hook-ID"] = "292430182",
-    ["X-Hub-Signature-256"] = signature,
-  }, body)
+    ["X-Hub-Signature-256"] = signatures[i],
+  }, bodies[i])
 end
 
 function response(status, headers, resp_body)

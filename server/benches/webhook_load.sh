@@ -109,40 +109,55 @@ trap 'exit 130' INT TERM
 rm -rf "$WORK"
 mkdir -p "$WORK/state" "$WORK/out"
 
-# --- the repository, the delivery body, its signature ---------------------------------------
-log "creating the git repository and the signed push body in $WORK"
+# --- the repository, the delivery bodies, their signatures -----------------------------------
+# Every push names a commit of its own, as real pushes do: a job for a commit that is
+# already queued is that job (nothing is written), so one body sent again and again would
+# measure that shortcut instead of recording a delivery, a job and a superseding.
+COMMITS=${COMMITS:-128}
+log "creating the git repository ($COMMITS commits) and the signed push bodies in $WORK"
 REPO="$WORK/repo"
 mkdir -p "$REPO/stacks"
-printf 'Stacks live here; this benchmark repository has none.\n' >"$REPO/stacks/README.md"
 git -C "$REPO" init -q -b main
-git -C "$REPO" add -A
-GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.invalid \
-GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.invalid \
-    git -C "$REPO" commit -q -m "bench: initial commit"
-SHA=$(git -C "$REPO" rev-parse HEAD)
+export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.invalid \
+    GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.invalid
+for i in $(seq 1 "$COMMITS"); do
+    printf 'Stacks live here; this benchmark repository has none (%s).\n' "$i" \
+        >"$REPO/stacks/README.md"
+    git -C "$REPO" add -A
+    git -C "$REPO" commit -q -m "bench: commit $i"
+done
+git -C "$REPO" log --format=%H >"$WORK/shas"
 
 BENCH_HOOK_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(20))')
 export BENCH_HOOK_SECRET
-BODY="$WORK/push.json"
-# GitHub's own example push (a branch push), pointed at our repository's commit and touching
-# a path under stacks/ so that it is recorded and enqueues a sync job.
-SIGNATURE=$(python3 - "$EXAMPLES" "$SHA" "$BODY" <<'PY'
-import hashlib, hmac, json, os, sys
-examples, sha, out = sys.argv[1:4]
+BODY="$WORK/push.json"      # the first body alone, for the hand-made delivery
+BODIES="$WORK/pushes.txt"   # one `signature body` line per commit, for wrk
+# GitHub's own example push (a branch push), pointed at one of our repository's commits and
+# touching a path under stacks/ so that it is recorded and enqueues a sync job.
+SIGNATURE=$(python3 - "$EXAMPLES" "$WORK/shas" "$BODY" "$BODIES" <<'PY'
+import copy, hashlib, hmac, json, os, sys
+examples, shas, first, out = sys.argv[1:5]
 push = next(e for e in json.load(open(examples)) if e["name"] == "push")
-body = next(e for e in push["examples"] if e["ref"].startswith("refs/heads/") and e["commits"])
-body["ref"] = "refs/heads/main"
-body["after"] = sha
-body["repository"]["full_name"] = "Codertocat/Hello-World"
-body["repository"]["default_branch"] = "main"
-body["repository"]["master_branch"] = "main"
-for c in body["commits"] + [body["head_commit"]]:
-    c["id"] = sha
-    c["added"], c["removed"], c["modified"] = [], [], ["stacks/README.md"]
-data = json.dumps(body, separators=(",", ":")).encode()
-open(out, "wb").write(data)
+example = next(e for e in push["examples"] if e["ref"].startswith("refs/heads/") and e["commits"])
 secret = os.environ["BENCH_HOOK_SECRET"].encode()
-print("sha256=" + hmac.new(secret, data, hashlib.sha256).hexdigest())
+lines = []
+for sha in open(shas).read().split():
+    body = copy.deepcopy(example)
+    body["ref"] = "refs/heads/main"
+    body["after"] = sha
+    body["repository"]["full_name"] = "Codertocat/Hello-World"
+    body["repository"]["default_branch"] = "main"
+    body["repository"]["master_branch"] = "main"
+    for c in body["commits"] + [body["head_commit"]]:
+        c["id"] = sha
+        c["added"], c["removed"], c["modified"] = [], [], ["stacks/README.md"]
+    data = json.dumps(body, separators=(",", ":")).encode()
+    lines.append((hmac.new(secret, data, hashlib.sha256).hexdigest(), data))
+with open(out, "wb") as f:
+    for sig, data in lines:
+        f.write(b"sha256=" + sig.encode() + b" " + data + b"\n")
+open(first, "wb").write(lines[0][1])
+print("sha256=" + lines[0][0])
 PY
 )
 BODY_BYTES=$(wc -c <"$BODY")
@@ -248,7 +263,7 @@ run_wrk() { # name url rate conns [server pid]
     [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
     log "$name: wrk -t$THREADS -c$conns -d$DURATION --latency, $( [ "$rate" = 0 ] && echo "as fast as possible" || echo "paced at $rate/s") -> $url"
     timeout "$WRK_TIMEOUT" wrk -t"$THREADS" -c"$conns" -d"$DURATION" --latency \
-        -s "$LUA" "$url" -- "$BODY" "$SIGNATURE" "$RUN_ID-$name" "$rate" \
+        -s "$LUA" "$url" -- "$BODIES" "$RUN_ID-$name" "$rate" \
         "$WORK/out/$name.txt" "$THREADS" | tee "$WORK/out/$name.wrk" >&2
     [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
     after=$(fsync_probe)
@@ -370,7 +385,7 @@ PY
 # --- report ----------------------------------------------------------------------------------
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 REPORT=$(OUT="$WORK/out" ROWS="$ROWS" ROWS_NORMAL="$ROWS_NORMAL" FLOOR="$FLOOR_P50 $FLOOR_P99 $FLOOR_P999 $FLOOR_MAX $FLOOR_N" DUR_OK="$DUR_OK" DUR_DETAIL="$DUR_DETAIL" LABEL="$LABEL" \
-    BODY_BYTES="$BODY_BYTES" THREADS="$THREADS" CONNS="$CONNS" RATE_CONNS="$RATE_CONNS" \
+    BODY_BYTES="$BODY_BYTES" COMMITS="$COMMITS" THREADS="$THREADS" CONNS="$CONNS" RATE_CONNS="$RATE_CONNS" \
     DURATION="$DURATION" RATE="$RATE" RATE_LOW="$RATE_LOW" NPROC="$NPROC" CPU="$CPU" \
     DATE="$DATE" KERNEL="$KERNEL" LOAD_BEFORE="$LOAD_BEFORE" LOAD_AFTER="$LOAD_AFTER" FS="$FS" \
     FSYNC_START="$FSYNC_START" WRK_VERSION="$WRK_VERSION" RUSTC="$RUSTC" WRK2_NOTE="$WRK2_NOTE" \
@@ -421,9 +436,11 @@ A("# Webhook intake benchmark")
 A("")
 A("Generated by `server/benches/webhook_load.sh` (wrk + `benches/webhook_load.lua`): signed")
 A(f"GitHub `push` deliveries (GitHub's example payload, {E['BODY_BYTES']} bytes, a unique")
-A("`X-GitHub-Delivery` each) to `POST /webhooks/github` on 127.0.0.1. Every stackgate 202 here")
-A("is an *accepted* delivery: signature checked, payload parsed, delivery + sync job + queued")
-A("commit status written in one SQLite transaction (WAL, `synchronous=FULL`) before the answer.")
+A(f"`X-GitHub-Delivery` each, naming {E['COMMITS']} real commits in turn) to `POST /webhooks/github`")
+A("on 127.0.0.1. Every stackgate 202 here is an *accepted* delivery: signature checked, payload")
+A("parsed, then the delivery, a sync job for its commit, the superseding of the job queued")
+A("before it and the commit statuses written in one SQLite transaction (WAL,")
+A("`synchronous=FULL`) before the answer.")
 A("The floor, bare202, is `examples/bare202.rs`: the same axum/tokio stack answering 202 with")
 A("nothing behind it. The `sgn_*` runs are the same stackgate with `[state] synchronous =")
 A("\"normal\"`: commits reach the OS but are not fsynced, so they survive the process being")

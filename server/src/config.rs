@@ -52,7 +52,19 @@ pub struct StateConfig {
     /// When a commit, an accepted delivery among them, counts as written.
     #[serde(default)]
     pub synchronous: Synchronous,
+    /// Days of history kept: finished jobs (the last of each stack is always kept), posted
+    /// statuses and delivery ids. 0 keeps everything.
+    #[serde(default = "default_retain_days")]
+    pub retain_days: u64,
 }
+
+fn default_retain_days() -> u64 {
+    30
+}
+
+/// GitHub redelivers a delivery, under its old id, for up to 3 days: its id must be kept
+/// at least that long to be recognised.
+pub const MIN_RETAIN_DAYS: u64 = 3;
 
 /// SQLite's `synchronous` for the state database (in WAL mode).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -80,6 +92,7 @@ impl Default for StateConfig {
         Self {
             path: default_state_path(),
             synchronous: Synchronous::default(),
+            retain_days: default_retain_days(),
         }
     }
 }
@@ -344,6 +357,14 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        let keep = self.state.retain_days;
+        if keep != 0 && keep < MIN_RETAIN_DAYS {
+            return Err(ConfigError::Invalid(format!(
+                "state.retain_days = {keep}: keep at least {MIN_RETAIN_DAYS} days (GitHub \
+                 redelivers for 3 days, and a forgotten delivery id would run again), or 0 for \
+                 everything"
+            )));
+        }
         for r in &self.repos {
             if r.name.split('/').count() != 2 {
                 return Err(ConfigError::Invalid(format!(
@@ -388,7 +409,7 @@ fn apply_env(
 ) -> Result<(), ConfigError> {
     const TOP: &[&str] = &["listen", "public_url", "max_parallel_jobs", "api_tokens"];
     const SECTIONS: &[(&str, &[&str])] = &[
-        ("state", &["path", "synchronous"]),
+        ("state", &["path", "synchronous", "retain_days"]),
         (
             "aws",
             &["region", "endpoint_url", "artifact_bucket", "poll_seconds"],
@@ -538,6 +559,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("off"), "{err}");
+    }
+
+    #[test]
+    fn retain_days_keeps_redeliverable_ids() {
+        assert_eq!(parse("", &[]).unwrap().state.retain_days, 30);
+        let c = parse("", &[("STACKGATE_STATE_RETAIN_DAYS", "0")]).unwrap();
+        assert_eq!(c.state.retain_days, 0);
+        assert_eq!(
+            parse("[state]\nretain_days = 3\n", &[])
+                .unwrap()
+                .state
+                .retain_days,
+            3
+        );
+        let err = parse("[state]\nretain_days = 1\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("state.retain_days") && err.contains("3 days"),
+            "{err}"
+        );
     }
 
     #[test]

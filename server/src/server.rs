@@ -115,6 +115,7 @@ pub async fn run(
     pipeline::recover(&app).await;
     tokio::spawn(dispatch(app.clone()));
     tokio::spawn(report(app.clone()));
+    tokio::spawn(prune(app.clone()));
     for repo in app.cfg.repos.clone() {
         if let Some(every) = repo.poll() {
             tokio::spawn(poll(app.clone(), repo, every));
@@ -131,6 +132,35 @@ pub async fn run(
 const GATHER: Duration = Duration::from_millis(10);
 /// Statuses read from state at a time.
 const STATUS_BATCH: usize = 100;
+
+/// How often history older than `[state] retain_days` is forgotten, and how many rows one
+/// transaction deletes (a few milliseconds, so deliveries hardly wait behind it).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const PRUNE_BATCH: usize = 500;
+
+async fn prune(app: Arc<App>) {
+    let days = app.cfg.state.retain_days;
+    if days == 0 {
+        return;
+    }
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        every.tick().await;
+        let before = crate::queue::now() - (days as i64) * 86_400_000;
+        let store = app.store.clone();
+        match tokio::task::spawn_blocking(move || store.prune(before, PRUNE_BATCH)).await {
+            Ok(Ok(p)) if p != Default::default() => tracing::info!(
+                jobs = p.jobs,
+                statuses = p.statuses,
+                deliveries = p.deliveries,
+                "forgot history older than {days} days"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot forget old history"),
+            Err(e) => tracing::error!(error = %e, "the pruning task failed"),
+        }
+    }
+}
 
 /// Claims runnable jobs (one per lane, up to the parallel limit) and runs them.
 async fn dispatch(app: Arc<App>) {

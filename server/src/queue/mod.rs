@@ -149,6 +149,14 @@ pub struct StatusUpdate {
     pub target_url: String,
 }
 
+/// What [`Store::prune`] removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub jobs: usize,
+    pub statuses: usize,
+    pub deliveries: usize,
+}
+
 pub struct Store {
     conn: Mutex<Connection>,
     synchronous: Synchronous,
@@ -608,6 +616,66 @@ impl Store {
         })
     }
 
+    /// Forgets history older than `before` (ms since the epoch), `batch` rows per
+    /// transaction so that no delivery waits long behind it: finished jobs (except the last
+    /// one that ran in each lane, which the stack pages show), statuses GitHub has or that were given
+    /// up on, and delivery ids. Live jobs and statuses still to post are never touched.
+    pub fn prune(&self, before: i64, batch: usize) -> Result<Pruned, StoreError> {
+        let keep: String = self.with(|c| {
+            c.query_row(
+                "SELECT json_group_array(id) FROM (SELECT MAX(id) AS id FROM jobs
+                 WHERE state NOT IN ('queued', 'running', 'superseded') GROUP BY lane)",
+                [],
+                |r| r.get(0),
+            )
+        })?;
+        let n = batch as i64;
+        Ok(Pruned {
+            jobs: self.drain(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs
+                 WHERE state NOT IN ('queued', 'running') AND finished_at < ?1
+                   AND id NOT IN (SELECT value FROM json_each(?3))
+                 ORDER BY id LIMIT ?2)",
+                params![before, n, keep],
+                batch,
+            )?,
+            statuses: self.drain(
+                "DELETE FROM statuses WHERE id IN (SELECT id FROM statuses
+                 WHERE posted_at IS NOT NULL AND created_at < ?1 ORDER BY id LIMIT ?2)",
+                params![before, n],
+                batch,
+            )?,
+            deliveries: self.drain(
+                "DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries
+                 WHERE received_at < ?1 ORDER BY rowid LIMIT ?2)",
+                params![before, n],
+                batch,
+            )?,
+        })
+    }
+
+    /// Runs a `DELETE … LIMIT batch` until it deletes less than a batch; the count deleted.
+    fn drain(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params + Copy,
+        batch: usize,
+    ) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            // Forgetting need not survive a power cut: it is simply done again.
+            let n = self.with(|c| {
+                unsynced(c, self.synchronous, |c| {
+                    c.prepare_cached(sql)?.execute(args)
+                })
+            })?;
+            total += n;
+            if n < batch {
+                return Ok(total);
+            }
+        }
+    }
+
     pub fn delivery_count(&self) -> Result<i64, StoreError> {
         self.with(|c| c.query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0)))
     }
@@ -649,63 +717,72 @@ fn add_status(tx: &Transaction<'_>, job: Option<i64>, s: &StatusUpdate) -> rusql
 
 /// Inserts jobs in order. A newer job supersedes what is queued in its lane: jobs already
 /// queued, and the earlier jobs of this batch, which are inserted superseded and so never
-/// get a "queued" status.
+/// get a "queued" status. A job for the very commit already queued in its lane (a webhook
+/// racing the poller, a redeploy clicked twice) is that queued job: its id is returned and
+/// nothing is written for it.
 fn enqueue_tx(
     tx: &Transaction<'_>,
     jobs: &[(&NewJob, Option<&str>)],
     status_for: &dyn Fn(&NewJob, i64) -> Vec<StatusUpdate>,
     superseded_status: &dyn Fn(&Job, &NewJob) -> Vec<StatusUpdate>,
 ) -> rusqlite::Result<Vec<i64>> {
+    let same_commit = |a: &NewJob, b: &NewJob| a.sha == b.sha && a.fork == b.fork;
     let lanes: Vec<String> = jobs.iter().map(|(j, _)| j.lane()).collect();
     let mut newest: HashMap<&str, usize> = HashMap::new();
     for (i, lane) in lanes.iter().enumerate() {
         newest.insert(lane, i);
     }
     let at = now();
-    let mut ids = Vec::with_capacity(jobs.len());
+    let mut ids = vec![0; jobs.len()];
     // Per lane: the ids inserted superseded, waiting for their successor's id.
     let mut waiting: HashMap<&str, Vec<(i64, &NewJob)>> = HashMap::new();
     for (i, ((job, delivery), lane)) in jobs.iter().zip(&lanes).enumerate() {
-        let survives = newest.get(lane.as_str()) == Some(&i);
-        tx.prepare_cached(
-            "INSERT INTO jobs (kind, repo, stack, sha, lane, pr, fork, trigger, delivery, state, created_at, finished_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )?
-        .execute(params![
-            job.kind.unwrap_or(Kind::Sync).as_str(),
-            job.repo,
-            job.stack,
-            job.sha,
-            lane,
-            job.pr.map(|p| p as i64),
-            job.fork as i64,
-            job.trigger,
-            delivery,
-            if survives { "queued" } else { "superseded" },
-            at,
-            (!survives).then_some(at),
-        ])?;
-        let id = tx.last_insert_rowid();
-        ids.push(id);
-        if !survives {
+        let last = newest.get(lane.as_str()).copied().unwrap_or(i);
+        if last != i && same_commit(job, jobs[last].0) {
+            continue; // shares the id of the batch's last job for this commit, set below
+        }
+        let queued: Option<(i64, String, bool)> = if last == i {
+            tx.prepare_cached(
+                "SELECT id, sha, fork FROM jobs INDEXED BY jobs_queued
+                 WHERE lane = ?1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row(params![lane], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?
+        } else {
+            None
+        };
+        let (id, fresh) = match queued {
+            Some((id, sha, fork)) if sha == job.sha && fork == job.fork => (id, false),
+            _ => {
+                tx.prepare_cached(
+                    "INSERT INTO jobs (kind, repo, stack, sha, lane, pr, fork, trigger, delivery, state, created_at, finished_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )?
+                .execute(params![
+                    job.kind.unwrap_or(Kind::Sync).as_str(),
+                    job.repo,
+                    job.stack,
+                    job.sha,
+                    lane,
+                    job.pr.map(|p| p as i64),
+                    job.fork as i64,
+                    job.trigger,
+                    delivery,
+                    if last == i { "queued" } else { "superseded" },
+                    at,
+                    (last != i).then_some(at),
+                ])?;
+                let id = tx.last_insert_rowid();
+                if last == i {
+                    supersede_queued(tx, lane, id, job, at, superseded_status)?;
+                }
+                (id, true)
+            }
+        };
+        ids[i] = id;
+        if last != i {
             waiting.entry(lane).or_default().push((id, job));
             continue;
-        }
-        let older: Vec<Job> = {
-            let mut stmt = tx.prepare_cached(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE lane = ?1 AND state = 'queued' AND id < ?2"
-            ))?;
-            stmt.query_map(params![lane, id], job_from_row)?
-                .collect::<Result<_, _>>()?
-        };
-        for old in &older {
-            tx.prepare_cached(
-                "UPDATE jobs SET state = 'superseded', superseded_by = ?2, finished_at = ?3 WHERE id = ?1",
-            )?
-            .execute(params![old.id, id, at])?;
-            for s in superseded_status(old, job) {
-                add_status(tx, Some(old.id), &s)?;
-            }
         }
         for (old, old_job) in waiting.remove(lane.as_str()).unwrap_or_default() {
             tx.prepare_cached("UPDATE jobs SET superseded_by = ?2 WHERE id = ?1")?
@@ -714,11 +791,46 @@ fn enqueue_tx(
                 add_status(tx, Some(old), &s)?;
             }
         }
-        for s in status_for(job, id) {
-            add_status(tx, Some(id), &s)?;
+        if fresh {
+            for s in status_for(job, id) {
+                add_status(tx, Some(id), &s)?;
+            }
+        }
+    }
+    for (i, lane) in lanes.iter().enumerate() {
+        if ids[i] == 0 {
+            ids[i] = newest.get(lane.as_str()).map_or(0, |&last| ids[last]);
         }
     }
     Ok(ids)
+}
+
+/// Marks the jobs queued in `lane` before `id` superseded by it.
+fn supersede_queued(
+    tx: &Transaction<'_>,
+    lane: &str,
+    id: i64,
+    job: &NewJob,
+    at: i64,
+    superseded_status: &dyn Fn(&Job, &NewJob) -> Vec<StatusUpdate>,
+) -> rusqlite::Result<()> {
+    let older: Vec<Job> = {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE lane = ?1 AND state = 'queued' AND id < ?2"
+        ))?;
+        stmt.query_map(params![lane, id], job_from_row)?
+            .collect::<Result<_, _>>()?
+    };
+    for old in &older {
+        tx.prepare_cached(
+            "UPDATE jobs SET state = 'superseded', superseded_by = ?2, finished_at = ?3 WHERE id = ?1",
+        )?
+        .execute(params![old.id, id, at])?;
+        for s in superseded_status(old, job) {
+            add_status(tx, Some(old.id), &s)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -727,6 +839,17 @@ mod tests {
 
     fn none(_: &NewJob, _: i64) -> Vec<StatusUpdate> {
         Vec::new()
+    }
+
+    fn queued(j: &NewJob, _: i64) -> Vec<StatusUpdate> {
+        vec![StatusUpdate {
+            repo: j.repo.clone(),
+            sha: j.sha.clone(),
+            context: "stackgate".into(),
+            state: "pending",
+            description: "queued".into(),
+            target_url: String::new(),
+        }]
     }
 
     fn superseded(old: &Job, new: &NewJob) -> Vec<StatusUpdate> {
@@ -777,16 +900,6 @@ mod tests {
     fn the_newest_job_of_a_batch_supersedes_the_rest_and_queued_ones() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
-        let queued = |j: &NewJob, _: i64| {
-            vec![StatusUpdate {
-                repo: j.repo.clone(),
-                sha: j.sha.clone(),
-                context: "stackgate".into(),
-                state: "pending",
-                description: "queued".into(),
-                target_url: String::new(),
-            }]
-        };
         let d = |id: &str, sha: &str| DeliveryRecord {
             delivery: id.into(),
             event: "push".into(),
@@ -837,6 +950,137 @@ mod tests {
                 ("c", "queued"),
             ]
         );
+    }
+
+    #[test]
+    fn a_job_for_the_commit_already_queued_is_that_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+        let first = s.enqueue(&[deploy("a")], &queued, &superseded).unwrap();
+        // The poller and the webhook both saw `a`; then a batch with `a` twice around `b`.
+        let polled = s
+            .enqueue(
+                &[NewJob {
+                    trigger: "poll".into(),
+                    ..deploy("a")
+                }],
+                &queued,
+                &superseded,
+            )
+            .unwrap();
+        assert_eq!(polled, first, "the queued job for `a` is returned");
+        let batch = s
+            .enqueue(
+                &[deploy("b"), deploy("c"), deploy("c")],
+                &queued,
+                &superseded,
+            )
+            .unwrap();
+        assert_eq!(batch[1], batch[2], "one job for `c` within a batch");
+        assert!(batch[0] < batch[1]);
+        let left = s.jobs_in_state("queued").unwrap();
+        assert_eq!(
+            left.iter()
+                .map(|j| (j.id, j.sha.as_str()))
+                .collect::<Vec<_>>(),
+            [(batch[2], "c")]
+        );
+        assert_eq!(s.jobs_in_state("superseded").unwrap().len(), 2);
+        let said: Vec<String> = s
+            .unposted_statuses(10)
+            .unwrap()
+            .into_iter()
+            .map(|p| format!("{}: {}", p.sha, p.description))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                "a: queued",
+                "a: superseded by c",
+                "b: superseded by c",
+                "c: queued"
+            ]
+        );
+    }
+
+    #[test]
+    fn old_history_is_forgotten_but_live_work_and_each_lanes_last_run_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+        let empty = |d: &str| DeliveryRecord {
+            delivery: d.into(),
+            event: "push".into(),
+            repo: None,
+            jobs: vec![],
+        };
+        let web = |sha: &str| deploy(sha);
+        let api = |sha: &str| NewJob {
+            stack: Some("api".into()),
+            ..deploy(sha)
+        };
+        let run = |job: NewJob, end: &str| {
+            let id = s.enqueue(&[job], &queued, &superseded).unwrap()[0];
+            assert!(s.claim(4).unwrap().iter().any(|j| j.id == id));
+            s.finish(id, end, &serde_json::json!({}), &[], None)
+                .unwrap();
+            id
+        };
+        let web1 = run(web("w1"), "succeeded");
+        let web2 = run(web("w2"), "failed");
+        let api1 = run(api("a1"), "succeeded");
+        // w3 is queued, then superseded by w4, which stays queued.
+        s.enqueue(&[web("w3")], &queued, &superseded).unwrap();
+        let live = s.enqueue(&[web("w4")], &queued, &superseded).unwrap()[0];
+        s.record_deliveries(&[empty("d-old")], &none, &superseded)
+            .unwrap();
+        let posted: Vec<i64> = s
+            .unposted_statuses(100)
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        s.statuses_posted(&posted[..2]).unwrap();
+        let waiting = posted.len() - 2;
+
+        // Everything so far is a day old; then one more delivery and run, fresh.
+        s.with(|c| {
+            c.execute_batch(
+                "UPDATE jobs SET created_at = created_at - 86400000,
+                     finished_at = finished_at - 86400000;
+                 UPDATE statuses SET created_at = created_at - 86400000;
+                 UPDATE deliveries SET received_at = received_at - 86400000;",
+            )
+        })
+        .unwrap();
+        let api2 = run(api("a2"), "succeeded");
+        s.record_deliveries(&[empty("d-new")], &none, &superseded)
+            .unwrap();
+
+        let pruned = s.prune(now() - 3_600_000, 1).unwrap();
+        // web1 and the superseded w3 go; web2 is web's last run; api1 goes, api2 is new.
+        assert_eq!(
+            pruned,
+            Pruned {
+                jobs: 3,
+                statuses: 2,
+                deliveries: 1
+            }
+        );
+        let id = |j: Option<Job>| j.map(|j| j.id);
+        assert_eq!(id(s.job(web1).unwrap()), None);
+        assert_eq!(id(s.job(api1).unwrap()), None);
+        assert_eq!(id(s.job(web2).unwrap()), Some(web2));
+        assert_eq!(id(s.job(api2).unwrap()), Some(api2));
+        assert_eq!(id(s.job(live).unwrap()), Some(live));
+        // a2's own "queued" status came after the day passed.
+        assert_eq!(s.unposted_statuses(100).unwrap().len(), waiting + 1);
+        assert_eq!(s.delivery_count().unwrap(), 1);
+        // A forgotten delivery id is new again; a kept one is still a duplicate.
+        let out = s
+            .record_deliveries(&[empty("d-old"), empty("d-new")], &none, &superseded)
+            .unwrap();
+        assert_eq!(out, [Some(vec![]), None]);
+        assert_eq!(s.prune(now() - 3_600_000, 1).unwrap(), Pruned::default());
     }
 
     #[test]
