@@ -1,6 +1,11 @@
-//! The floor for the webhook intake benchmark (`benches/webhook_load.sh`): the same axum +
-//! tokio stack as `stackgate serve`, answering `202 Accepted` to `POST /webhooks/github`
-//! with nothing behind it: no signature check, no JSON parsing, no SQLite.
+//! The floors for the webhook intake benchmark (`benches/webhook_load.sh`): the same axum +
+//! tokio stack as `stackgate serve`, answering `202 Accepted` to `POST /webhooks/github`.
+//!
+//! - `bare202 PORT`: nothing behind the answer: no signature check, no JSON, no SQLite.
+//! - `bare202 PORT JOURNAL`: the cheapest durable intake there is. Each request's
+//!   `X-GitHub-Delivery` is appended to JOURNAL and answered once it is fdatasync'd, by one
+//!   writer thread that group-commits whatever is waiting (as stackgate's writer does). No
+//!   signature check, no JSON, no SQLite: what durability alone costs on this machine.
 //!
 //! ```text
 //! cargo build --release -p stackgate --example bare202
@@ -9,37 +14,92 @@
 //!
 //! Only ever binds to the loopback interface.
 
+use std::io::Write;
+use std::sync::mpsc;
+
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use tokio::sync::oneshot;
 
-/// Reads the whole body (as stackgate's handler does) and accepts it.
-async fn accept(body: Bytes) -> StatusCode {
+type Journal = Option<mpsc::Sender<(Vec<u8>, oneshot::Sender<()>)>>;
+
+/// Reads the whole body (as stackgate's handler does) and accepts it, once journaled.
+async fn accept(State(journal): State<Journal>, headers: HeaderMap, body: Bytes) -> StatusCode {
     std::hint::black_box(body.len());
-    StatusCode::ACCEPTED
+    let Some(journal) = journal else {
+        return StatusCode::ACCEPTED;
+    };
+    let mut line = headers
+        .get("x-github-delivery")
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    line.push(b'\n');
+    let (done, written) = oneshot::channel();
+    if journal.send((line, done)).is_err() {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    match written.await {
+        Ok(()) => StatusCode::ACCEPTED,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// Appends what is waiting, fdatasyncs, then answers each; a failed write answers none.
+fn journal_writer(mut file: std::fs::File, rx: mpsc::Receiver<(Vec<u8>, oneshot::Sender<()>)>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let bytes: Vec<u8> = batch.iter().flat_map(|(l, _)| l.iter().copied()).collect();
+        if let Err(e) = file.write_all(&bytes).and_then(|()| file.sync_data()) {
+            eprintln!("journal: {e}");
+            continue;
+        }
+        for (_, done) in batch {
+            let _ = done.send(());
+        }
+    }
 }
 
 fn main() {
-    let port: u16 = match std::env::args().nth(1).map(|p| p.parse()) {
+    let mut args = std::env::args().skip(1);
+    let port: u16 = match args.next().map(|p| p.parse()) {
         Some(Ok(p)) => p,
         _ => {
-            eprintln!("usage: bare202 PORT   (binds 127.0.0.1:PORT)");
+            eprintln!("usage: bare202 PORT [JOURNAL]   (binds 127.0.0.1:PORT)");
             std::process::exit(2);
         }
     };
+    let journal: Journal = args.next().map(|path| {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || journal_writer(file, rx));
+        tx
+    });
     // The same runtime as `stackgate serve`: multi-threaded, one worker per core.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     rt.block_on(async move {
-        let app = Router::new().route(
-            "/webhooks/github",
-            // GitHub caps webhook payloads at 25 MB; so does stackgate.
-            post(accept).layer(DefaultBodyLimit::max(25 * 1024 * 1024)),
-        );
+        let app = Router::new()
+            .route(
+                "/webhooks/github",
+                // GitHub caps webhook payloads at 25 MB; so does stackgate.
+                post(accept).layer(DefaultBodyLimit::max(25 * 1024 * 1024)),
+            )
+            .with_state(journal);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
