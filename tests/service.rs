@@ -660,6 +660,61 @@ fn polling_deploys_without_any_webhook() {
 }
 
 #[test]
+fn a_stack_deleted_behind_stackgates_back_is_deployed_again() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-drift");
+    param_stack(&repo, "app", &name, "d1");
+    let sha1 = repo.commit("d1");
+    let server = Server::start(&repo, &gh, "");
+    let (code, body) = server.push(ZERO, &sha1, &["stacks/app/template.yaml"]);
+    assert_eq!(code, 202, "{body}");
+    let done = wait_for(60, "the first deploy", || {
+        final_state(&gh.statuses(&sha1), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{}", server.logs());
+
+    // Deleted in CloudFormation, not in git (by hand, or an emulator that restarted).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(cfn().delete_stack().stack_name(&name).send())
+        .unwrap();
+    wait_for(60, "the stack to be gone", || {
+        stack_exists(&name).is_none().then_some(())
+    });
+
+    // The next push leaves the stack's folder alone, but the stack is missing: it deploys.
+    repo.write("stacks/README.md", "Stacks.\n");
+    let sha2 = repo.commit("readme");
+    let (code, _) = server.push(&sha1, &sha2, &["stacks/README.md"]);
+    assert_eq!(code, 202);
+    let again = wait_for(60, "the missing stack's deploy", || {
+        final_state(&gh.statuses(&sha2), "stackgate/app")
+    });
+    assert_eq!(again.0, "success", "{again:?}\n{}", server.logs());
+    assert!(
+        stack_exists(&name).is_some(),
+        "the stack was not deployed again"
+    );
+
+    // Present again: the next such push deploys nothing.
+    repo.write("stacks/README.md", "Stacks, again.\n");
+    let sha3 = repo.commit("readme again");
+    let (code, _) = server.push(&sha2, &sha3, &["stacks/README.md"]);
+    assert_eq!(code, 202);
+    let policy = wait_for(60, "the sync's verdict", || {
+        final_state(&gh.statuses(&sha3), "stackgate/policy")
+    });
+    assert_eq!(policy, ("success".into(), "no stack changed".into()));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(final_state(&gh.statuses(&sha3), "stackgate/app"), None);
+    gh.assert_all_valid();
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
 fn a_github_app_installation_posts_the_statuses() {
     let keys = tempfile::tempdir().unwrap();
     let key = keys.path().join("app.pem");

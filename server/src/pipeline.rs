@@ -219,6 +219,39 @@ impl App {
         Ok((changed, gone))
     }
 
+    /// Unchanged stacks that state calls deployed but CloudFormation no longer has. Someone
+    /// deleted them by hand, or the emulator restarted. Git says they exist, so they deploy
+    /// again. A failed check is logged and skipped; it never fails the sync.
+    async fn missing_stacks(&self, snap: &Snapshot, repo: &str, changed: &[String]) -> Vec<String> {
+        let Ok(deployed) = self.store.deployed(repo) else {
+            return Vec::new();
+        };
+        let mut missing = Vec::new();
+        for (name, _, removed) in deployed {
+            if removed || changed.contains(&name) {
+                continue;
+            }
+            let Some(Ok(stack)) = snap.files(&name).map(|f| Stack::load(&f)) else {
+                continue;
+            };
+            if stack.deployment.remove {
+                continue;
+            }
+            match cfn::describe_stack(&self.deployer.aws.cfn, &stack.name).await {
+                Ok(None) => missing.push(name),
+                Ok(Some(info)) if info.status == "DELETE_COMPLETE" => missing.push(name),
+                Ok(Some(_)) => {}
+                Err(e) => {
+                    tracing::warn!(stack = %name, error = %e, "cannot check that the stack still exists")
+                }
+            }
+        }
+        if !missing.is_empty() {
+            tracing::warn!(stacks = ?missing, "deployed stacks are missing from CloudFormation; deploying them again");
+        }
+        missing
+    }
+
     async fn gate(&self, stack: &Stack, kind: &str, sha: &str) -> Report {
         let input = PolicyInput::for_stack(
             stack,
@@ -380,10 +413,12 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
         return Ok("superseded".into());
     }
     let snap = app.snapshot(&repo, &job.sha).await?;
-    let (changed, gone) = app.changed_stacks(&repo, &snap).await?;
+    let (mut changed, gone) = app.changed_stacks(&repo, &snap).await?;
+    let missing = app.missing_stacks(&snap, &repo.name, &changed).await;
     let mut statuses = Vec::new();
     let mut deploys = Vec::new();
-    let mut detail = json!({"changed": changed, "gone": gone, "stacks": {}});
+    let mut detail = json!({"changed": changed, "missing": missing, "gone": gone, "stacks": {}});
+    changed.extend(missing);
     let mut worst = Verdict::Pass;
     let (mut errors, mut warnings, mut first) = (0, 0, None::<String>);
     for name in &changed {
