@@ -617,9 +617,9 @@ impl Store {
     }
 
     /// Forgets history older than `before` (ms since the epoch), `batch` rows per
-    /// transaction so that no delivery waits long behind it: finished jobs (except the last
-    /// one that ran in each lane, which the stack pages show), statuses GitHub has or that were given
-    /// up on, and delivery ids. Live jobs and statuses still to post are never touched.
+    /// transaction so that no delivery waits long behind it: finished jobs (except the
+    /// last one that ran in each lane, which the stack pages show), statuses GitHub has or
+    /// that were given up on, and delivery ids. Live jobs and unposted statuses stay.
     pub fn prune(&self, before: i64, batch: usize) -> Result<Pruned, StoreError> {
         let keep: String = self.with(|c| {
             c.query_row(
