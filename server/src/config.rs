@@ -358,6 +358,11 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let keep = self.state.retain_days;
+        if keep > 36_500 {
+            return Err(ConfigError::Invalid(format!(
+                "state.retain_days = {keep}: at most 36500 (100 years); 0 keeps everything"
+            )));
+        }
         if keep != 0 && keep < MIN_RETAIN_DAYS {
             return Err(ConfigError::Invalid(format!(
                 "state.retain_days = {keep}: keep at least {MIN_RETAIN_DAYS} days (GitHub \
@@ -573,6 +578,7 @@ mod tests {
                 .retain_days,
             3
         );
+        assert!(parse("[state]\nretain_days = 100000\n", &[]).is_err());
         let err = parse("[state]\nretain_days = 1\n", &[])
             .unwrap_err()
             .to_string();

@@ -221,31 +221,39 @@ impl App {
 
     /// Unchanged stacks that state calls deployed but CloudFormation no longer has. Someone
     /// deleted them by hand, or the emulator restarted. Git says they exist, so they deploy
-    /// again. A failed check is logged and skipped; it never fails the sync.
+    /// again. A stack left empty by an interrupted create (REVIEW_IN_PROGRESS) counts as
+    /// missing too. A failed check is logged and skipped; it never fails the sync.
     async fn missing_stacks(&self, snap: &Snapshot, repo: &str, changed: &[String]) -> Vec<String> {
         let Ok(deployed) = self.store.deployed(repo) else {
             return Vec::new();
         };
-        let mut missing = Vec::new();
-        for (name, _, removed) in deployed {
-            if removed || changed.contains(&name) {
-                continue;
-            }
-            let Some(Ok(stack)) = snap.files(&name).map(|f| Stack::load(&f)) else {
-                continue;
-            };
-            if stack.deployment.remove {
-                continue;
-            }
-            match cfn::describe_stack(&self.deployer.aws.cfn, &stack.name).await {
-                Ok(None) => missing.push(name),
-                Ok(Some(info)) if info.status == "DELETE_COMPLETE" => missing.push(name),
-                Ok(Some(_)) => {}
-                Err(e) => {
-                    tracing::warn!(stack = %name, error = %e, "cannot check that the stack still exists")
-                }
-            }
+        // Folder → CloudFormation name, for the stacks that should exist.
+        let expected: Vec<(String, String)> = deployed
+            .into_iter()
+            .filter(|(name, _, removed)| !removed && !changed.contains(name))
+            .filter_map(|(name, _, _)| {
+                let stack = Stack::load(&snap.files(&name)?).ok()?;
+                (!stack.deployment.remove).then_some((name, stack.name))
+            })
+            .collect();
+        if expected.is_empty() {
+            return Vec::new();
         }
+        let live = match cfn::live_stacks(&self.deployer.aws.cfn).await {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check that the deployed stacks still exist");
+                return Vec::new();
+            }
+        };
+        let missing: Vec<String> = expected
+            .into_iter()
+            .filter(|(_, cfn_name)| {
+                live.get(cfn_name)
+                    .is_none_or(|status| status == "REVIEW_IN_PROGRESS")
+            })
+            .map(|(name, _)| name)
+            .collect();
         if !missing.is_empty() {
             tracing::warn!(stacks = ?missing, "deployed stacks are missing from CloudFormation; deploying them again");
         }

@@ -134,8 +134,8 @@ const GATHER: Duration = Duration::from_millis(10);
 const STATUS_BATCH: usize = 100;
 
 /// How often history older than `[state] retain_days` is forgotten, and how many rows one
-/// transaction deletes: 500 random delivery ids took 4 ms (p50) here, so deliveries
-/// hardly wait behind it.
+/// transaction deletes: 500 of a million deliveries (random ids) took 6 ms (p50) here; a step never
+/// reads more rows than that, so deliveries hardly wait behind it.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const PRUNE_BATCH: usize = 500;
 
@@ -147,6 +147,7 @@ async fn prune(app: Arc<App>) {
     let mut every = tokio::time::interval(PRUNE_EVERY);
     loop {
         every.tick().await;
+        // At most 36,500 days (config checks it): no overflow.
         let before = crate::queue::now() - (days as i64) * 86_400_000;
         let store = app.store.clone();
         match tokio::task::spawn_blocking(move || store.prune(before, PRUNE_BATCH)).await {

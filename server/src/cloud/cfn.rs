@@ -1,6 +1,8 @@
 //! CloudFormation: stack state, change sets, events, delete. Thin, typed wrappers that turn
 //! SDK shapes into the few facts the pipeline needs.
 
+use std::collections::HashMap;
+
 use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::types::{
     Capability, ChangeSetStatus, ChangeSetType, ExecutionStatus, Parameter, Tag,
@@ -117,6 +119,34 @@ pub async fn describe_stack(cfn: &Client, name: &str) -> Result<Option<StackInfo
             })
             .collect(),
     }))
+}
+
+/// Every stack in the account and region that is not deleted: name → status. One paged
+/// DescribeStacks, where asking stack by stack would cost a call each.
+pub async fn live_stacks(cfn: &Client) -> Result<HashMap<String, String>, AwsError> {
+    let mut out = HashMap::new();
+    let mut token = None;
+    loop {
+        let page = cfn
+            .describe_stacks()
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeStacks", e))?;
+        for s in page.stacks() {
+            let status = s.stack_status().map(|st| st.as_str()).unwrap_or_default();
+            if status != "DELETE_COMPLETE" {
+                out.insert(
+                    s.stack_name().unwrap_or_default().to_string(),
+                    status.to_string(),
+                );
+            }
+        }
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
 }
 
 pub async fn create_change_set(

@@ -616,8 +616,7 @@ impl Store {
         })
     }
 
-    /// Forgets history older than `before` (ms since the epoch), `batch` rows per
-    /// transaction so that no delivery waits long behind it: finished jobs (except the
+    /// Forgets history older than `before` (ms since the epoch): finished jobs (except the
     /// last one that ran in each lane, which the stack pages show), statuses GitHub has or
     /// that were given up on, and delivery ids. Live jobs and unposted statuses stay.
     pub fn prune(&self, before: i64, batch: usize) -> Result<Pruned, StoreError> {
@@ -629,50 +628,84 @@ impl Store {
                 |r| r.get(0),
             )
         })?;
-        let n = batch as i64;
         Ok(Pruned {
             jobs: self.drain(
-                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs
-                 WHERE state NOT IN ('queued', 'running') AND finished_at < ?1
-                   AND id NOT IN (SELECT value FROM json_each(?3))
-                 ORDER BY id LIMIT ?2)",
-                params![before, n, keep],
+                "jobs",
+                "created_at",
+                "state NOT IN ('queued', 'running') AND finished_at < ?3
+                 AND id NOT IN (SELECT value FROM json_each(?4))",
+                before,
+                Some(&keep),
                 batch,
             )?,
             statuses: self.drain(
-                "DELETE FROM statuses WHERE id IN (SELECT id FROM statuses
-                 WHERE posted_at IS NOT NULL AND created_at < ?1 ORDER BY id LIMIT ?2)",
-                params![before, n],
+                "statuses",
+                "created_at",
+                "posted_at IS NOT NULL AND created_at < ?3",
+                before,
+                None,
                 batch,
             )?,
             deliveries: self.drain(
-                "DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries
-                 WHERE received_at < ?1 ORDER BY rowid LIMIT ?2)",
-                params![before, n],
+                "deliveries",
+                "received_at",
+                "received_at < ?3",
+                before,
+                None,
                 batch,
             )?,
         })
     }
 
-    /// Runs a `DELETE … LIMIT batch` until it deletes less than a batch; the count deleted.
+    /// Deletes the rows of `table` matching `condition` (`?3`: `before`, `?4`: `extra`),
+    /// walking rowids `batch` at a time from the oldest, one transaction each, and stopping
+    /// at the first row whose `stamp` is not before `before`. Rowids follow time, so no step
+    /// reads more than a batch of rows however large the table: deliveries wait on a step.
     fn drain(
         &self,
-        sql: &str,
-        args: impl rusqlite::Params + Copy,
+        table: &str,
+        stamp: &str,
+        condition: &str,
+        before: i64,
+        extra: Option<&str>,
         batch: usize,
     ) -> Result<usize, StoreError> {
-        let mut total = 0;
+        let batch = batch.max(1) as i64;
+        let first =
+            format!("SELECT rowid, {stamp} FROM {table} WHERE rowid >= ?1 ORDER BY rowid LIMIT 1");
+        let delete = format!("DELETE FROM {table} WHERE rowid BETWEEN ?1 AND ?2 AND {condition}");
+        let (mut total, mut from) = (0, i64::MIN);
         loop {
             // Forgetting need not survive a power cut: it is simply done again.
-            let n = self.with(|c| {
-                unsynced(c, self.synchronous, |c| {
-                    c.prepare_cached(sql)?.execute(args)
-                })
+            let step = self.with(|c| {
+                let Some((start, at)) = c
+                    .prepare_cached(&first)?
+                    .query_row([from], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                    .optional()?
+                else {
+                    return Ok(None);
+                };
+                if at >= before {
+                    return Ok(None);
+                }
+                let end = start.saturating_add(batch - 1);
+                let n = unsynced(c, self.synchronous, |c| {
+                    let mut stmt = c.prepare_cached(&delete)?;
+                    match extra {
+                        Some(x) => stmt.execute(params![start, end, before, x]),
+                        None => stmt.execute(params![start, end, before]),
+                    }
+                })?;
+                Ok(Some((end, n)))
             })?;
+            let Some((end, n)) = step else {
+                return Ok(total);
+            };
             total += n;
-            if n < batch {
+            if end == i64::MAX {
                 return Ok(total);
             }
+            from = end + 1;
         }
     }
 
@@ -726,7 +759,11 @@ fn enqueue_tx(
     status_for: &dyn Fn(&NewJob, i64) -> Vec<StatusUpdate>,
     superseded_status: &dyn Fn(&Job, &NewJob) -> Vec<StatusUpdate>,
 ) -> rusqlite::Result<Vec<i64>> {
-    let same_commit = |a: &NewJob, b: &NewJob| a.sha == b.sha && a.fork == b.fork;
+    // A manual redeploy posts its own policy status and tells the policies it is manual,
+    // so it is never folded into a push's or a poll's job, nor they into it.
+    let same_commit = |a: &NewJob, b: &NewJob| {
+        a.sha == b.sha && a.fork == b.fork && (a.trigger == "manual") == (b.trigger == "manual")
+    };
     let lanes: Vec<String> = jobs.iter().map(|(j, _)| j.lane()).collect();
     let mut newest: HashMap<&str, usize> = HashMap::new();
     for (i, lane) in lanes.iter().enumerate() {
@@ -741,18 +778,32 @@ fn enqueue_tx(
         if last != i && same_commit(job, jobs[last].0) {
             continue; // shares the id of the batch's last job for this commit, set below
         }
-        let queued: Option<(i64, String, bool)> = if last == i {
+        let queued: Option<(i64, NewJob)> = if last == i {
             tx.prepare_cached(
-                "SELECT id, sha, fork FROM jobs INDEXED BY jobs_queued
+                "SELECT id, sha, fork, trigger FROM jobs INDEXED BY jobs_queued
                  WHERE lane = ?1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
             )?
-            .query_row(params![lane], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row(params![lane], |r| {
+                Ok((
+                    r.get(0)?,
+                    NewJob {
+                        sha: r.get(1)?,
+                        fork: r.get(2)?,
+                        trigger: r.get(3)?,
+                        ..Default::default()
+                    },
+                ))
+            })
             .optional()?
         } else {
             None
         };
         let (id, fresh) = match queued {
-            Some((id, sha, fork)) if sha == job.sha && fork == job.fork => (id, false),
+            Some((id, q)) if same_commit(&q, job) => {
+                // Jobs put back in the queue after a restart may wait behind it.
+                supersede_queued(tx, lane, id, job, at, superseded_status)?;
+                (id, false)
+            }
             _ => {
                 tx.prepare_cached(
                     "INSERT INTO jobs (kind, repo, stack, sha, lane, pr, fork, trigger, delivery, state, created_at, finished_at)
@@ -1001,6 +1052,43 @@ mod tests {
                 "c: queued"
             ]
         );
+    }
+
+    #[test]
+    fn a_manual_redeploy_is_its_own_job_and_requeued_jobs_are_superseded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+        let pushed = s.enqueue(&[deploy("a")], &queued, &superseded).unwrap();
+        let manual = NewJob {
+            trigger: "manual".into(),
+            ..deploy("a")
+        };
+        let by_hand = s
+            .enqueue(std::slice::from_ref(&manual), &queued, &superseded)
+            .unwrap();
+        assert_ne!(
+            by_hand, pushed,
+            "a redeploy is not folded into a push's job"
+        );
+        assert_eq!(
+            s.enqueue(&[manual], &queued, &superseded).unwrap(),
+            by_hand,
+            "clicked twice"
+        );
+
+        // x was running when the process died and went back to the queue behind y.
+        let x = s.enqueue(&[deploy("x")], &queued, &superseded).unwrap()[0];
+        assert!(s.claim(1).unwrap().iter().any(|j| j.id == x));
+        let y = s.enqueue(&[deploy("y")], &queued, &superseded).unwrap();
+        s.requeue(x).unwrap();
+        assert_eq!(s.enqueue(&[deploy("y")], &queued, &superseded).unwrap(), y);
+        let left: Vec<i64> = s
+            .jobs_in_state("queued")
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(left, y, "x is superseded by y, as a newer push would do");
     }
 
     #[test]
