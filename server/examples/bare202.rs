@@ -3,9 +3,11 @@
 //!
 //! - `bare202 PORT`: nothing behind the answer: no signature check, no JSON, no SQLite.
 //! - `bare202 PORT JOURNAL`: the cheapest durable intake there is. Each request's
-//!   `X-GitHub-Delivery` is appended to JOURNAL and answered once it is fdatasync'd, by one
-//!   writer thread that group-commits whatever is waiting (as stackgate's writer does). No
-//!   signature check, no JSON, no SQLite: what durability alone costs on this machine.
+//!   `X-GitHub-Delivery` is written to JOURNAL and answered once it is fdatasync'd, by one
+//!   writer thread that group-commits whatever is waiting (as stackgate's writer does). The
+//!   file is preallocated and written in place, so an fdatasync flushes data only, as for
+//!   SQLite's reused log. No signature check, no JSON, no SQLite: what durability alone
+//!   costs on this machine.
 //!
 //! ```text
 //! cargo build --release -p stackgate --example bare202
@@ -15,6 +17,7 @@
 //! Only ever binds to the loopback interface.
 
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
 
 use axum::Router;
@@ -47,8 +50,13 @@ async fn accept(State(journal): State<Journal>, headers: HeaderMap, body: Bytes)
     }
 }
 
-/// Appends what is waiting, fdatasyncs, then answers each; a failed write answers none.
-fn journal_writer(mut file: std::fs::File, rx: mpsc::Receiver<(Vec<u8>, oneshot::Sender<()>)>) {
+/// The journal's size: written through once at start, then in place (a ring).
+const JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Writes what is waiting at the next offset, fdatasyncs, then answers each; a failed
+/// write answers none.
+fn journal_writer(file: std::fs::File, rx: mpsc::Receiver<(Vec<u8>, oneshot::Sender<()>)>) {
+    let mut at = 0u64;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < 256 {
@@ -58,10 +66,17 @@ fn journal_writer(mut file: std::fs::File, rx: mpsc::Receiver<(Vec<u8>, oneshot:
             }
         }
         let bytes: Vec<u8> = batch.iter().flat_map(|(l, _)| l.iter().copied()).collect();
-        if let Err(e) = file.write_all(&bytes).and_then(|()| file.sync_data()) {
+        if at + bytes.len() as u64 > JOURNAL_BYTES {
+            at = 0;
+        }
+        if let Err(e) = file
+            .write_all_at(&bytes, at)
+            .and_then(|()| file.sync_data())
+        {
             eprintln!("journal: {e}");
             continue;
         }
+        at += bytes.len() as u64;
         for (_, done) in batch {
             let _ = done.send(());
         }
@@ -78,11 +93,21 @@ fn main() {
         }
     };
     let journal: Journal = args.next().map(|path| {
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(true)
+            .write(true)
             .open(&path)
             .unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+        // Real zeros, not a hole or fallocate's unwritten extents: later writes then change
+        // no metadata.
+        let zeros = vec![0u8; 1024 * 1024];
+        for _ in 0..JOURNAL_BYTES / zeros.len() as u64 {
+            file.write_all(&zeros)
+                .unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+        }
+        file.sync_all()
+            .unwrap_or_else(|e| panic!("cannot sync {path}: {e}"));
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || journal_writer(file, rx));
         tx
