@@ -773,38 +773,50 @@ fn enqueue_tx(
     let mut ids = vec![0; jobs.len()];
     // Per lane: the ids inserted superseded, waiting for their successor's id.
     let mut waiting: HashMap<&str, Vec<(i64, &NewJob)>> = HashMap::new();
+    // Per lane: its newest queued job before this batch (the only one, but after a restart).
+    let mut queued: HashMap<&str, Option<(i64, NewJob)>> = HashMap::new();
     for (i, ((job, delivery), lane)) in jobs.iter().zip(&lanes).enumerate() {
         let last = newest.get(lane.as_str()).copied().unwrap_or(i);
         if last != i && same_commit(job, jobs[last].0) {
             continue; // shares the id of the batch's last job for this commit, set below
         }
-        let queued: Option<(i64, NewJob)> = if last == i {
-            tx.prepare_cached(
-                "SELECT id, sha, fork, trigger FROM jobs INDEXED BY jobs_queued
-                 WHERE lane = ?1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
-            )?
-            .query_row(params![lane], |r| {
-                Ok((
-                    r.get(0)?,
-                    NewJob {
-                        sha: r.get(1)?,
-                        fork: r.get(2)?,
-                        trigger: r.get(3)?,
-                        ..Default::default()
-                    },
-                ))
-            })
-            .optional()?
-        } else {
-            None
-        };
-        let (id, fresh) = match queued {
-            Some((id, q)) if same_commit(&q, job) => {
+        if !queued.contains_key(lane.as_str()) {
+            let q = tx
+                .prepare_cached(
+                    "SELECT id, sha, fork, trigger FROM jobs INDEXED BY jobs_queued
+                     WHERE lane = ?1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
+                )?
+                .query_row(params![lane], |r| {
+                    Ok((
+                        r.get(0)?,
+                        NewJob {
+                            sha: r.get(1)?,
+                            fork: r.get(2)?,
+                            trigger: r.get(3)?,
+                            ..Default::default()
+                        },
+                    ))
+                })
+                .optional()?;
+            queued.insert(lane, q);
+        }
+        let same_as_queued = queued
+            .get(lane.as_str())
+            .and_then(|q| q.as_ref())
+            .filter(|(_, q)| same_commit(q, job))
+            .map(|(id, _)| *id);
+        if let (Some(id), true) = (same_as_queued, last != i) {
+            // The queued job for this commit: the batch's last job supersedes it, once.
+            ids[i] = id;
+            continue;
+        }
+        let (id, fresh) = match same_as_queued {
+            Some(id) => {
                 // Jobs put back in the queue after a restart may wait behind it.
                 supersede_queued(tx, lane, id, job, at, superseded_status)?;
                 (id, false)
             }
-            _ => {
+            None => {
                 tx.prepare_cached(
                     "INSERT INTO jobs (kind, repo, stack, sha, lane, pr, fork, trigger, delivery, state, created_at, finished_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -1052,6 +1064,23 @@ mod tests {
                 "c: queued"
             ]
         );
+
+        // `c` again, then `d`, in one batch: the first is the queued job for `c`, which `d`
+        // supersedes once.
+        let next = s
+            .enqueue(&[deploy("c"), deploy("d")], &queued, &superseded)
+            .unwrap();
+        assert_eq!(next[0], batch[2]);
+        assert!(next[1] > next[0]);
+        let said: Vec<String> = s
+            .unposted_statuses(10)
+            .unwrap()
+            .into_iter()
+            .skip(4)
+            .map(|p| format!("{}: {}", p.sha, p.description))
+            .collect();
+        assert_eq!(said, ["c: superseded by d", "d: queued"]);
+        assert_eq!(s.jobs_in_state("superseded").unwrap().len(), 3);
     }
 
     #[test]
