@@ -188,11 +188,11 @@ impl App {
         &self,
         repo: &RepoConfig,
         snap: &Snapshot,
+        deployed: &[(String, String, bool)],
     ) -> Result<(Vec<String>, Vec<String>), JobError> {
-        let deployed = self.store.deployed(&repo.name)?;
         let mirror = self.mirrors.get(&repo.name).ok_or("no mirror")?.clone();
         let mut old_trees: HashMap<String, BTreeMap<String, String>> = HashMap::new();
-        for (_, sha, _) in &deployed {
+        for (_, sha, _) in deployed {
             if !old_trees.contains_key(sha) {
                 let (m, s, d) = (mirror.clone(), sha.clone(), repo.stacks_dir.clone());
                 let trees =
@@ -223,16 +223,18 @@ impl App {
     /// deleted them by hand, or the emulator restarted. Git says they exist, so they deploy
     /// again. A stack left empty by an interrupted create (REVIEW_IN_PROGRESS) counts as
     /// missing too. A failed check is logged and skipped; it never fails the sync.
-    async fn missing_stacks(&self, snap: &Snapshot, repo: &str, changed: &[String]) -> Vec<String> {
-        let Ok(deployed) = self.store.deployed(repo) else {
-            return Vec::new();
-        };
+    async fn missing_stacks(
+        &self,
+        snap: &Snapshot,
+        deployed: &[(String, String, bool)],
+        changed: &[String],
+    ) -> Vec<String> {
         // Folder → CloudFormation name, for the stacks that should exist.
-        let expected: Vec<(String, String)> = deployed
-            .into_iter()
+        let expected: Vec<(&String, String)> = deployed
+            .iter()
             .filter(|(name, _, removed)| !removed && !changed.contains(name))
             .filter_map(|(name, _, _)| {
-                let stack = Stack::load(&snap.files(&name)?).ok()?;
+                let stack = Stack::load(&snap.files(name)?).ok()?;
                 (!stack.deployment.remove).then_some((name, stack.name))
             })
             .collect();
@@ -252,7 +254,7 @@ impl App {
                 live.get(cfn_name)
                     .is_none_or(|status| status == "REVIEW_IN_PROGRESS")
             })
-            .map(|(name, _)| name)
+            .map(|(name, _)| name.clone())
             .collect();
         if !missing.is_empty() {
             tracing::warn!(stacks = ?missing, "deployed stacks are missing from CloudFormation; deploying them again");
@@ -421,8 +423,9 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
         return Ok("superseded".into());
     }
     let snap = app.snapshot(&repo, &job.sha).await?;
-    let (mut changed, gone) = app.changed_stacks(&repo, &snap).await?;
-    let missing = app.missing_stacks(&snap, &repo.name, &changed).await;
+    let deployed = app.store.deployed(&repo.name)?;
+    let (mut changed, gone) = app.changed_stacks(&repo, &snap, &deployed).await?;
+    let missing = app.missing_stacks(&snap, &deployed, &changed).await;
     let mut statuses = Vec::new();
     let mut deploys = Vec::new();
     let mut detail = json!({"changed": changed, "missing": missing, "gone": gone, "stacks": {}});
@@ -864,7 +867,8 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
         .clone();
     let pr = job.pr.ok_or("a preview without a pull request")?;
     let snap = app.snapshot(&repo, &job.sha).await?;
-    let (changed, _) = app.changed_stacks(&repo, &snap).await?;
+    let deployed = app.store.deployed(&repo.name)?;
+    let (changed, _) = app.changed_stacks(&repo, &snap, &deployed).await?;
     let mut statuses = Vec::new();
     let mut worst = Verdict::Pass;
     let mut sections = Vec::new();

@@ -134,8 +134,8 @@ const GATHER: Duration = Duration::from_millis(10);
 const STATUS_BATCH: usize = 100;
 
 /// How often history older than `[state] retain_days` is forgotten, and how many rows one
-/// transaction deletes: 500 of a million deliveries (random ids) took 6 ms (p50) here; a step never
-/// reads more rows than that, so deliveries hardly wait behind it.
+/// transaction deletes: 500 of a million deliveries (random ids) took 6 ms (p50) here, and
+/// a step never reads more rows than that, so deliveries hardly wait behind it.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const PRUNE_BATCH: usize = 500;
 
