@@ -773,7 +773,8 @@ fn enqueue_tx(
     let mut ids = vec![0; jobs.len()];
     // Per lane: the ids inserted superseded, waiting for their successor's id.
     let mut waiting: HashMap<&str, Vec<(i64, &NewJob)>> = HashMap::new();
-    // Per lane: its newest queued job before this batch (the only one, but after a restart).
+    // Per lane: its newest queued job before this batch (normally its only one; a restart
+    // can put older ones back).
     let mut queued: HashMap<&str, Option<(i64, NewJob)>> = HashMap::new();
     for (i, ((job, delivery), lane)) in jobs.iter().zip(&lanes).enumerate() {
         let last = newest.get(lane.as_str()).copied().unwrap_or(i);
