@@ -175,19 +175,7 @@ fn remove_empties_a_versioned_bucket_first() {
     let out = stackgate(&["deploy", d, "--poll-seconds", "0.1"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let rt = tokio_rt();
-    let bucket = rt.block_on(async {
-        let res = cfn()
-            .describe_stack_resource()
-            .stack_name(&name)
-            .logical_resource_id("Data")
-            .send()
-            .await
-            .unwrap();
-        res.stack_resource_detail()
-            .and_then(|d| d.physical_resource_id())
-            .unwrap()
-            .to_string()
-    });
+    let bucket = bucket_of(&name, "Data");
     rt.block_on(async {
         let s3 = s3();
         // moto ignores VersioningConfiguration in templates; turn it on as AWS would have.
@@ -426,4 +414,471 @@ Resources:
     );
     let out = stackgate(&["remove", d]);
     assert!(stdout(&out).contains("nothing to remove"));
+}
+
+fn tags_of(name: &str) -> Vec<(String, String)> {
+    let out = tokio_rt()
+        .block_on(cfn().describe_stacks().stack_name(name).send())
+        .unwrap();
+    out.stacks()[0]
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn stack_status(name: &str) -> Option<String> {
+    tokio_rt()
+        .block_on(cfn().describe_stacks().stack_name(name).send())
+        .ok()
+        .and_then(|o| o.stacks().first().cloned())
+        .and_then(|s| s.stack_status().map(|st| st.as_str().to_string()))
+        .filter(|s| s != "DELETE_COMPLETE")
+}
+
+const SIMPLE_TEMPLATE: &str = "Resources:\n  Param:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Name: !Sub /stackgate-test/${AWS::StackName}\n      Type: String\n      Value: mine\nOutputs:\n  Secretish:\n    Value: output-value-never-shown\n";
+
+#[test]
+fn a_stack_stackgate_did_not_create_is_left_alone_unless_adopted() {
+    let name = unique("foreign");
+    // Someone else's stack, created outside stackgate, with an output of its own.
+    tokio_rt()
+        .block_on(
+            cfn()
+                .create_stack()
+                .stack_name(&name)
+                .template_body(SIMPLE_TEMPLATE)
+                .send(),
+        )
+        .unwrap();
+    let (_tmp, dir) = stack_dir(
+        "foreign",
+        &[
+            (
+                "deployment.yaml",
+                &format!("template-file-path: template.yaml\nstack-name: {name}\n"),
+            ),
+            ("template.yaml", &SIMPLE_TEMPLATE.replace("mine", "taken")),
+        ],
+    );
+    let d = dir.to_str().unwrap();
+    for args in [
+        vec!["plan", d, "--poll-seconds", "0.1"],
+        vec!["deploy", d, "--poll-seconds", "0.1"],
+        vec!["remove", d, "--poll-seconds", "0.1"],
+    ] {
+        let out = stackgate(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("stack `{name}` is not stackgate's to change"))
+                && err.contains("no managed-by=stackgate tag")
+                && err.contains("--adopt"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("output-value-never-shown"), "{err}");
+    }
+    assert_eq!(stack_status(&name).as_deref(), Some("CREATE_COMPLETE"));
+    assert!(
+        !tags_of(&name).iter().any(|(k, _)| k == "managed-by"),
+        "the refused deploy tagged the stack"
+    );
+
+    // Adopted on purpose: updated and tagged, and then removable.
+    let out = stackgate(&["deploy", d, "--adopt", "--poll-seconds", "0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("adopted"), "{}", stdout(&out));
+    let tags = tags_of(&name);
+    assert!(
+        tags.contains(&("managed-by".into(), "stackgate".into()))
+            && tags.contains(&("stackgate:path".into(), "foreign".into())),
+        "{tags:?}"
+    );
+    let out = stackgate(&["remove", d, "--poll-seconds", "0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stack_status(&name), None);
+}
+
+#[test]
+fn a_stack_of_another_folder_is_never_taken_over() {
+    let name = unique("owned");
+    let deployment = format!("template-file-path: template.yaml\nstack-name: {name}\n");
+    let (tpl_a, tpl_b) = (
+        SIMPLE_TEMPLATE.replace("mine", "a"),
+        SIMPLE_TEMPLATE.replace("mine", "b"),
+    );
+    let (_ta, owner) = stack_dir(
+        "team-a",
+        &[("deployment.yaml", &deployment), ("template.yaml", &tpl_a)],
+    );
+    let (_tb, other) = stack_dir(
+        "team-b",
+        &[("deployment.yaml", &deployment), ("template.yaml", &tpl_b)],
+    );
+    let out = stackgate(&["deploy", owner.to_str().unwrap(), "--poll-seconds", "0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    for args in [
+        vec!["deploy", other.to_str().unwrap(), "--poll-seconds", "0.1"],
+        vec![
+            "deploy",
+            other.to_str().unwrap(),
+            "--adopt",
+            "--poll-seconds",
+            "0.1",
+        ],
+        vec![
+            "remove",
+            other.to_str().unwrap(),
+            "--adopt",
+            "--poll-seconds",
+            "0.1",
+        ],
+    ] {
+        let out = stackgate(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "stack `{name}` is not stackgate's to change from team-b"
+            )) && err.contains("belongs to team-a"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        tags_of(&name).contains(&("stackgate:path".into(), "team-a".into())),
+        "{:?}",
+        tags_of(&name)
+    );
+    let out = stackgate(&["remove", owner.to_str().unwrap(), "--poll-seconds", "0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+fn bucket_of(stack: &str, logical: &str) -> String {
+    tokio_rt().block_on(async {
+        let res = cfn()
+            .describe_stack_resource()
+            .stack_name(stack)
+            .logical_resource_id(logical)
+            .send()
+            .await
+            .unwrap();
+        res.stack_resource_detail()
+            .and_then(|d| d.physical_resource_id())
+            .unwrap()
+            .to_string()
+    })
+}
+
+fn put(bucket: &str, key: &str, body: &[u8]) {
+    tokio_rt()
+        .block_on(
+            s3().put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(body.to_vec().into())
+                .send(),
+        )
+        .unwrap();
+}
+
+#[test]
+fn remove_keeps_retained_buckets_and_their_objects() {
+    let name = unique("retain");
+    let (_tmp, dir) = stack_dir(
+        &name,
+        &[
+            ("deployment.yaml", "template-file-path: template.yaml\n"),
+            (
+                "template.yaml",
+                "Resources:\n  Keep:\n    Type: AWS::S3::Bucket\n    DeletionPolicy: Retain\n  Scratch:\n    Type: AWS::S3::Bucket\n",
+            ),
+        ],
+    );
+    let d = dir.to_str().unwrap();
+    let out = stackgate(&["deploy", d, "--poll-seconds", "0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (keep, scratch) = (bucket_of(&name, "Keep"), bucket_of(&name, "Scratch"));
+    put(&keep, "ledger.csv", b"precious");
+    put(&scratch, "tmp.txt", b"scratch");
+
+    let out = stackgate(&["remove", d, "--poll-seconds", "0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("kept bucket {keep}")), "{text}");
+    assert!(
+        text.contains(&format!("emptied bucket {scratch}: 1")),
+        "{text}"
+    );
+    assert_eq!(stack_status(&name), None);
+    let rt = tokio_rt();
+    let kept = rt
+        .block_on(s3().get_object().bucket(&keep).key("ledger.csv").send())
+        .expect("the retained bucket keeps its objects");
+    let body = rt.block_on(kept.body.collect()).unwrap().into_bytes();
+    assert_eq!(&body[..], b"precious");
+    assert!(
+        rt.block_on(s3().head_bucket().bucket(&scratch).send())
+            .is_err()
+    );
+    // Clean up what the stack left by design.
+    rt.block_on(async {
+        s3().delete_object()
+            .bucket(&keep)
+            .key("ledger.csv")
+            .send()
+            .await
+            .unwrap();
+        s3().delete_bucket().bucket(&keep).send().await.unwrap();
+    });
+}
+
+#[test]
+fn a_delete_s3_refuses_fails_the_remove_and_names_the_object() {
+    let name = unique("locked");
+    let (_tmp, dir) = stack_dir(
+        &name,
+        &[
+            ("deployment.yaml", "template-file-path: template.yaml\n"),
+            (
+                "template.yaml",
+                "Resources:\n  Data:\n    Type: AWS::S3::Bucket\n",
+            ),
+        ],
+    );
+    let d = dir.to_str().unwrap();
+    let out = stackgate(&["deploy", d, "--poll-seconds", "0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let bucket = bucket_of(&name, "Data");
+    let rt = tokio_rt();
+    use aws_sdk_s3::types::{
+        BucketVersioningStatus, ObjectLockConfiguration, ObjectLockEnabled,
+        ObjectLockLegalHoldStatus, VersioningConfiguration,
+    };
+    rt.block_on(async {
+        let s3 = s3();
+        s3.put_bucket_versioning()
+            .bucket(&bucket)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        s3.put_object_lock_configuration()
+            .bucket(&bucket)
+            .object_lock_configuration(
+                ObjectLockConfiguration::builder()
+                    .object_lock_enabled(ObjectLockEnabled::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        s3.put_object()
+            .bucket(&bucket)
+            .key("evidence/held.txt")
+            .body(b"on legal hold".to_vec().into())
+            .object_lock_legal_hold_status(ObjectLockLegalHoldStatus::On)
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+            .send()
+            .await
+            .unwrap();
+    });
+
+    // Before the fix this never returned: the delete was refused and the loop listed the
+    // object again, for ever.
+    let out = stackgate_within(
+        &["remove", d, "--poll-seconds", "0.1"],
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "S3 refused to delete s3://{bucket}/evidence/held.txt"
+        )) && err.contains("AccessDenied"),
+        "{err}"
+    );
+    assert_eq!(stack_status(&name).as_deref(), Some("CREATE_COMPLETE"));
+
+    // Lift the hold: now it goes.
+    rt.block_on(async {
+        let versions = s3()
+            .list_object_versions()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap();
+        for v in versions.versions() {
+            s3().put_object_legal_hold()
+                .bucket(&bucket)
+                .key(v.key().unwrap())
+                .set_version_id(v.version_id().map(str::to_string))
+                .legal_hold(
+                    aws_sdk_s3::types::ObjectLockLegalHold::builder()
+                        .status(ObjectLockLegalHoldStatus::Off)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let out = stackgate(&["remove", d, "--poll-seconds", "0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+const ARTIFACT_TEMPLATE: &str = "Parameters:\n  CodeBucket:\n    Type: String\n  CodeKey:\n    Type: String\nResources:\n  Param:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Name: !Sub /stackgate-test/${AWS::StackName}\n      Type: String\n      Value: !Sub ${CodeBucket}/${CodeKey}\n";
+
+fn artifact_stack(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    stack_dir(
+        name,
+        &[
+            (
+                "deployment.yaml",
+                "template-file-path: template.yaml\nartifacts:\n  - path: code\n    bucket-parameter: CodeBucket\n    key-parameter: CodeKey\n",
+            ),
+            ("template.yaml", ARTIFACT_TEMPLATE),
+            (
+                "code/handler.py",
+                "def handler(event, context):\n    return 1\n",
+            ),
+        ],
+    )
+}
+
+#[test]
+fn an_artifact_bucket_of_another_account_is_never_used() {
+    let name = unique("stolen");
+    let bucket = unique("someone-elses-artifacts");
+    // Another account got the name first.
+    tokio_rt()
+        .block_on(
+            s3().create_bucket()
+                .bucket(&bucket)
+                .customize()
+                .mutate_request(|r| {
+                    r.headers_mut().insert("x-moto-account-id", "111111111111");
+                })
+                .send(),
+        )
+        .unwrap();
+    let (_tmp, dir) = artifact_stack(&name);
+    let out = stackgate(&[
+        "deploy",
+        dir.to_str().unwrap(),
+        "--artifact-bucket",
+        &bucket,
+        "--poll-seconds",
+        "0.1",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "the artifact bucket `{bucket}` is not owned by this account"
+        )),
+        "{err}"
+    );
+    let listed = tokio_rt()
+        .block_on(s3().list_objects_v2().bucket(&bucket).send())
+        .unwrap();
+    assert_eq!(listed.key_count(), Some(0), "code was uploaded to it");
+    assert_eq!(stack_status(&name), None);
+}
+
+#[test]
+fn artifacts_carry_their_sha256_and_a_changed_object_fails_the_deploy() {
+    let name = unique("checked");
+    let bucket = unique("stackgate-checked");
+    let (_tmp, dir) = artifact_stack(&name);
+    let d = dir.to_str().unwrap();
+    let args = |cmd: &'static str| {
+        vec![
+            cmd.to_string(),
+            d.to_string(),
+            "--artifact-bucket".into(),
+            bucket.clone(),
+            "--poll-seconds".into(),
+            "0.1".into(),
+        ]
+    };
+    let run = |cmd: &'static str| {
+        let a = args(cmd);
+        stackgate(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = run("deploy");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rt = tokio_rt();
+    let key = rt
+        .block_on(s3().list_objects_v2().bucket(&bucket).send())
+        .unwrap()
+        .contents()
+        .iter()
+        .filter_map(|o| o.key())
+        .find(|k| k.ends_with(".zip"))
+        .expect("the artifact was uploaded")
+        .to_string();
+    let stored = rt.block_on(async {
+        let head = s3()
+            .head_object()
+            .bucket(&bucket)
+            .key(&key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap();
+        head.checksum_sha256().map(str::to_string)
+    });
+    // The same bytes, uploaded by the SDK with its own SHA-256, give the same checksum.
+    let same = rt.block_on(async {
+        let got = s3()
+            .get_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        let bytes = got.body.collect().await.unwrap().into_bytes();
+        s3().put_object()
+            .bucket(&bucket)
+            .key("copy.zip")
+            .body(bytes.to_vec().into())
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+            .send()
+            .await
+            .unwrap();
+        s3().head_object()
+            .bucket(&bucket)
+            .key("copy.zip")
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap()
+            .checksum_sha256()
+            .map(str::to_string)
+    });
+    assert!(stored.is_some(), "uploaded without a SHA-256");
+    assert_eq!(stored, same);
+
+    // Someone replaces the object at the content key: the next plan refuses it.
+    put(&bucket, &key, b"not the code that was reviewed");
+    let out = run("plan");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "s3://{bucket}/{key} already exists with other content"
+        )),
+        "{err}"
+    );
+    assert_eq!(run("remove").status.code(), Some(0));
 }

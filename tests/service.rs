@@ -773,3 +773,227 @@ fn a_github_app_installation_posts_the_statuses() {
     gh.assert_all_valid();
     server.assert_no_secret_in_logs();
 }
+
+fn stack_tag(name: &str, key: &str) -> Option<String> {
+    stack_exists(name)?
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+        .map(str::to_string)
+}
+
+/// Pushes `sha` (after `before`) and waits for the sync's verdict.
+fn push_and_verdict(
+    server: &Server,
+    gh: &StandIn,
+    before: &str,
+    sha: &str,
+    paths: &[&str],
+) -> (String, String) {
+    let (code, body) = server.push(before, sha, paths);
+    assert_eq!(code, 202, "{body}");
+    wait_for(60, "the sync's verdict", || {
+        final_state(&gh.statuses(sha), "stackgate/policy")
+    })
+}
+
+#[test]
+fn a_stack_stackgate_did_not_create_is_not_taken_over_by_a_push() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-theirs");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(
+        cfn()
+            .create_stack()
+            .stack_name(&name)
+            .template_body("Resources:\n  Q:\n    Type: AWS::SQS::Queue\nOutputs:\n  Url:\n    Value: !Ref Q\n")
+            .send(),
+    )
+    .unwrap();
+    param_stack(&repo, "app", &name, "mine-now");
+    let sha = repo.commit("take it");
+    let server = Server::start(&repo, &gh, "");
+    server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
+    let done = wait_for(60, "the stack's status", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(done.0, "failure", "{done:?}\n{}", server.logs());
+    assert!(
+        done.1
+            .contains(&format!("stack `{name}` is not stackgate's to change")),
+        "{done:?}"
+    );
+    let s = stack_exists(&name).expect("their stack is still there");
+    assert!(s.tags().is_empty(), "{:?}", s.tags());
+    assert!(
+        s.outputs()
+            .iter()
+            .all(|o| !done.1.contains(o.output_value().unwrap_or("-"))),
+        "an output reached the status"
+    );
+    gh.assert_all_valid();
+}
+
+#[test]
+fn prune_removes_the_stack_the_folder_deployed() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let (keep, gone) = (unique("gitops-keep"), unique("gitops-pruned"));
+    param_stack(&repo, "keep", &keep, "k");
+    // The folder and the stack have different names.
+    param_stack(&repo, "app", &gone, "g");
+    let sha1 = repo.commit("two stacks");
+    let server = Server::start(&repo, &gh, "");
+    assert_eq!(
+        push_and_verdict(&server, &gh, ZERO, &sha1, &["stacks/app/template.yaml"]).0,
+        "success"
+    );
+    for folder in ["stackgate/keep", "stackgate/app"] {
+        let s = wait_for(60, "the deploys", || {
+            final_state(&gh.statuses(&sha1), folder)
+        });
+        assert_eq!(s.0, "success", "{s:?}\n{}", server.logs());
+    }
+    repo.git(&["rm", "-r", "-q", "stacks/app"]);
+    let sha2 = repo.commit("drop app");
+    push_and_verdict(&server, &gh, &sha1, &sha2, &["stacks/app/template.yaml"]);
+    let removed = wait_for(60, "the prune", || {
+        final_state(&gh.statuses(&sha2), "stackgate/app")
+    });
+    assert_eq!(removed.0, "success", "{removed:?}\n{}", server.logs());
+    wait_for(30, "the pruned stack to be gone", || {
+        stack_exists(&gone).is_none().then_some(())
+    });
+    assert!(stack_exists(&keep).is_some());
+    gh.assert_all_valid();
+}
+
+#[test]
+fn prune_refuses_a_missing_stacks_folder_and_too_many_at_once() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let names: Vec<String> = (0..3)
+        .map(|i| unique(&format!("gitops-bound{i}")))
+        .collect();
+    for (i, n) in names.iter().enumerate() {
+        param_stack(&repo, &format!("s{i}"), n, "v");
+    }
+    let sha1 = repo.commit("three stacks");
+    let server = Server::start(&repo, &gh, "");
+    push_and_verdict(&server, &gh, ZERO, &sha1, &["stacks/s0/template.yaml"]);
+    for i in 0..3 {
+        let s = wait_for(60, "the deploys", || {
+            final_state(&gh.statuses(&sha1), &format!("stackgate/s{i}"))
+        });
+        assert_eq!(s.0, "success", "{s:?}");
+    }
+
+    // The stacks folder renamed: nothing is removed.
+    repo.git(&["mv", "stacks", "infra"]);
+    let sha2 = repo.commit("rename the stacks folder");
+    let verdict = push_and_verdict(
+        &server,
+        &gh,
+        &sha1,
+        &sha2,
+        &["stacks/s0/template.yaml", "infra/s0/template.yaml"],
+    );
+    assert_eq!(verdict.0, "error", "{verdict:?}\n{}", server.logs());
+    assert!(
+        verdict.1.contains("`stacks` holds no stack folder"),
+        "{verdict:?}"
+    );
+
+    // Back, but two folders gone at once: more than max_prune (1).
+    repo.git(&["mv", "infra", "stacks"]);
+    repo.commit("back");
+    repo.git(&["rm", "-r", "-q", "stacks/s1", "stacks/s2"]);
+    let sha3 = repo.commit("drop two");
+    let verdict = push_and_verdict(&server, &gh, &sha2, &sha3, &["stacks/s1/template.yaml"]);
+    assert_eq!(verdict.0, "error", "{verdict:?}");
+    assert!(
+        verdict.1.contains("2 stack folders are gone (s1, s2)") && verdict.1.contains("max_prune"),
+        "{verdict:?}"
+    );
+    let s1 = wait_for(30, "the refused prune's status", || {
+        final_state(&gh.statuses(&sha3), "stackgate/s1")
+    });
+    assert_eq!(s1.0, "failure", "{s1:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    for n in &names {
+        assert!(stack_exists(n).is_some(), "{n} was removed");
+    }
+    gh.assert_all_valid();
+}
+
+#[test]
+fn two_folders_or_two_repositories_naming_one_stack_are_refused() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-shared");
+    param_stack(&repo, "first", &name, "1");
+    let sha1 = repo.commit("first");
+    let mut server = Server::start(&repo, &gh, "");
+    push_and_verdict(&server, &gh, ZERO, &sha1, &["stacks/first/template.yaml"]);
+    let s = wait_for(60, "the first deploy", || {
+        final_state(&gh.statuses(&sha1), "stackgate/first")
+    });
+    assert_eq!(s.0, "success", "{s:?}");
+
+    // A second folder of the same repository names the same stack.
+    param_stack(&repo, "second", &name, "2");
+    let sha2 = repo.commit("second");
+    let verdict = push_and_verdict(&server, &gh, &sha1, &sha2, &["stacks/second/template.yaml"]);
+    assert_eq!(verdict.0, "error", "{verdict:?}\n{}", server.logs());
+    let second = wait_for(30, "the second folder's status", || {
+        final_state(&gh.statuses(&sha2), "stackgate/second")
+    });
+    assert_eq!(second.0, "failure");
+    assert!(
+        second.1.contains(&format!("stack {name}"))
+            && second
+                .1
+                .contains("Codertocat/Hello-World stacks/first and stacks/second"),
+        "{second:?}"
+    );
+
+    // Another repository on the same server names it too: refused, naming the first.
+    let other = GitRepo::new();
+    param_stack(&other, "mine", &name, "3");
+    let sha3 = other.commit("theirs");
+    let other_dir = other.dir.display().to_string();
+    server.reconfigure(|c| {
+        format!(
+            "{c}\n[[repos]]\nname = \"Codertocat/Other\"\nurl = \"{other_dir}\"\nbranch = \"main\"\npoll_interval = 1\n"
+        )
+    });
+    let mine = wait_for(60, "the other repository's status", || {
+        final_state(&gh.statuses(&sha3), "stackgate/mine")
+    });
+    assert_eq!(mine.0, "failure", "{mine:?}\n{}", server.logs());
+    assert!(
+        mine.1.contains("Codertocat/Hello-World stacks/first")
+            && mine.1.contains("Codertocat/Other stacks/mine"),
+        "{mine:?}"
+    );
+    let p = stack_exists(&name).unwrap();
+    let value = p
+        .parameters()
+        .iter()
+        .find(|x| x.parameter_key() == Some("Value"))
+        .and_then(|x| x.parameter_value());
+    assert_eq!(
+        value,
+        Some("1"),
+        "another claimant's deploy reached the stack"
+    );
+    assert_eq!(
+        stack_tag(&name, "stackgate:path").as_deref(),
+        Some("stacks/first")
+    );
+}

@@ -27,6 +27,10 @@ documented behaviour, and wraps moto's own function rather than copying it:
   instance_primary_eni
                      an instance's primary network interface is deleted when the instance
                      terminates (DeleteOnTermination true), instead of leaking
+  expected_bucket_owner
+                     an S3 call with ExpectedBucketOwner on a bucket of another account is
+                     refused with 403 AccessDenied, instead of served
+  changeset_tags     an executed UPDATE change set sets the stack's tags to its Tags
 
 Which patches are applied: --patches, else $STACKGATE_MOTO_PATCHES, else "all". The value is
 a comma list of tokens read left to right: "all", "none", a patch name (switch it on) or
@@ -1206,6 +1210,75 @@ def patch_instance_primary_eni() -> None:
     Instance.terminate = terminate
 
 
+# --------------------------------------------------------------------------- patch 9
+
+
+def patch_expected_bucket_owner() -> None:
+    """An S3 call whose ExpectedBucketOwner is not the bucket's owner is refused.
+
+    Gap: moto's S3Response ({src}/s3/responses.py) ignores the x-amz-expected-bucket-owner
+    header, so HeadBucket, PutObject, ListObjectVersions ... on another account's bucket
+    succeed (moto serves cross-account buckets by default, see get_bucket in
+    {src}/s3/models.py).
+    In AWS a request whose ExpectedBucketOwner is not the bucket owner's account fails with
+    403 Access Denied
+    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucket-owner-condition.html).
+
+    Fix: S3Response.bucket_response and key_response, which every bucket and object
+    request goes through, answer AccessDenied (403) when the header is set and names
+    another account than the one that owns the bucket (moto's s3_backends.bucket_accounts).
+    Requests without the header, and buckets that do not exist, are moto's as before.
+    """
+    from moto.core.responses import ActionResult
+    from moto.s3.exceptions import S3AccessDeniedError
+    from moto.s3.models import s3_backends
+    from moto.s3.responses import S3Response
+
+    def guarded(original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def response(self: Any, request: Any, full_url: str, headers: Any) -> Any:
+            expected = request.headers.get("x-amz-expected-bucket-owner")
+            self.setup_class(request)
+            bucket = self.parse_bucket_name_from_url(request, full_url) or ""
+            owner = s3_backends.bucket_accounts.get(bucket)
+            if expected and owner is not None and owner[1] != expected:
+                return self._send_response(self.serialized(ActionResult(S3AccessDeniedError())))
+            return original(self, request, full_url, headers)
+
+        return response
+
+    S3Response.bucket_response = guarded(S3Response.bucket_response)
+    S3Response.key_response = guarded(S3Response.key_response)
+
+
+# --------------------------------------------------------------------------- patch 10
+
+
+def patch_changeset_tags() -> None:
+    """Executing an UPDATE change set that has Tags gives the stack those tags.
+
+    Gap: CloudFormationBackend.create_change_set ({src}/cloudformation/models.py) keeps an
+    UPDATE change set's Tags on the ChangeSet, and ChangeSet.apply only updates the
+    resources: the stack keeps the tags it was created with.
+    In AWS the change set's Tags become the stack's tags when it is executed
+    (https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_CreateChangeSet.html,
+    "Tags": "Key-value pairs to associate with this stack").
+
+    Fix: ChangeSet.apply sets the stack's tags to the change set's, when it has any.
+    """
+    from moto.cloudformation.models import ChangeSet
+
+    original_apply = ChangeSet.apply
+
+    @functools.wraps(original_apply)
+    def apply(self: Any) -> None:
+        original_apply(self)
+        if self.tags:
+            self.stack.tags = dict(self.tags)
+
+    ChangeSet.apply = apply
+
+
 # --------------------------------------------------------------------------- launcher
 
 PATCHES: dict[str, Callable[[], None]] = {
@@ -1217,6 +1290,8 @@ PATCHES: dict[str, Callable[[], None]] = {
     "route_table_association": patch_route_table_association,
     "bucket_policy": patch_bucket_policy,
     "instance_primary_eni": patch_instance_primary_eni,
+    "expected_bucket_owner": patch_expected_bucket_owner,
+    "changeset_tags": patch_changeset_tags,
 }
 for _patch in PATCHES.values():
     _patch.__doc__ = (_patch.__doc__ or "").replace("{src}", MOTO_SOURCE)

@@ -37,6 +37,10 @@ pub struct AwsArgs {
     /// Seconds between CloudFormation polls.
     #[arg(long, default_value_t = 2.0)]
     pub poll_seconds: f64,
+    /// Take over an existing stack that stackgate did not create (no `managed-by=stackgate`
+    /// tag), e.g. one CloudFormation Git sync deployed. Never a stack of another owner.
+    #[arg(long)]
+    pub adopt: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -272,7 +276,8 @@ async fn stack_command(dir: &Path, args: &AwsArgs, action: Action) -> ExitCode {
     };
     let mut deployer = Deployer::new(Aws::connect(&target).await, args.artifact_bucket.clone());
     deployer.poll = std::time::Duration::from_secs_f64(args.poll_seconds.max(0.05));
-    let origin = gitinfo::origin_of(dir);
+    let mut origin = gitinfo::origin_of(dir);
+    origin.adopt = args.adopt;
     let mut out = std::io::stdout();
     let mut sink = |p: Progress<'_>| {
         let _ = match p {
@@ -318,7 +323,15 @@ async fn stack_command(dir: &Path, args: &AwsArgs, action: Action) -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Action::Remove => match deployer.remove(&stack.name, &mut sink).await {
+        Action::Remove => match deployer
+            .remove(
+                &stack.name,
+                &origin.owner(&stack.folder),
+                origin.adopt,
+                &mut sink,
+            )
+            .await
+        {
             Ok(Removed::NotFound) => ExitCode::SUCCESS,
             Ok(Removed::Deleted { .. }) => {
                 println!("{} DELETE_COMPLETE", stack.name);

@@ -204,6 +204,15 @@ pub struct RepoConfig {
     /// Remove the stacks whose folders were deleted from the branch.
     #[serde(default)]
     pub prune: bool,
+    /// The most stacks prune removes for one commit; more gone at once is refused.
+    #[serde(default = "default_max_prune")]
+    pub max_prune: usize,
+}
+
+/// One: deleting one stack folder does what it says; several at once is what a botched
+/// move, rename or `stacks_dir` looks like.
+fn default_max_prune() -> usize {
+    1
 }
 
 fn default_branch() -> String {
@@ -371,6 +380,12 @@ impl Config {
             )));
         }
         for r in &self.repos {
+            if r.max_prune == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "repos[{}].max_prune = 0: at least 1; to remove nothing, set prune = false",
+                    r.name
+                )));
+            }
             if r.name.split('/').count() != 2 {
                 return Err(ConfigError::Invalid(format!(
                     "repos: name `{}` must be owner/repo",

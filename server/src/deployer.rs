@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cloud::cfn::{self, Change, ChangeSetOutcome, ChangeSetRequest, Event};
 use crate::cloud::{Aws, AwsError, s3};
+use crate::ownership::{self, Claim, NotOwned, Owner};
 use crate::package;
 use crate::stack::{Stack, StackError, StackFiles, TEMPLATE_BODY_LIMIT};
 
@@ -19,6 +20,15 @@ pub enum DeployError {
     Stack(#[from] StackError),
     #[error(transparent)]
     Aws(#[from] AwsError),
+    #[error(transparent)]
+    S3(#[from] s3::S3Error),
+    #[error(transparent)]
+    NotOwned(#[from] NotOwned),
+    #[error(
+        "stack `{stack}`: cannot read its deployed template to tell which buckets it retains \
+         ({message}); nothing emptied or deleted"
+    )]
+    DeployedTemplate { stack: String, message: String },
     #[error(
         "stack `{stack}` is in ROLLBACK_COMPLETE: its first create failed and it cannot be updated; \
          remove it (`stackgate remove`) and deploy again"
@@ -62,6 +72,20 @@ impl DeployError {
 pub struct Origin {
     pub repo: Option<String>,
     pub sha: Option<String>,
+    /// The stack folder from the repository root (`stacks/web`); unset: the folder's name.
+    pub path: Option<String>,
+    /// Take over a stack that stackgate did not create (no `managed-by` tag).
+    pub adopt: bool,
+}
+
+impl Origin {
+    /// The owner a stack of `folder` is tagged with.
+    pub fn owner(&self, folder: &str) -> Owner {
+        Owner {
+            repo: self.repo.clone(),
+            path: self.path.clone().unwrap_or_else(|| folder.to_string()),
+        }
+    }
 }
 
 /// What the deployer tells whoever watches.
@@ -139,6 +163,10 @@ impl Deployer {
             .map(|a| package::package(files, a))
             .collect::<Result<Vec<_>, _>>()?;
         let existing = cfn::describe_stack(&self.aws.cfn, &stack.name).await?;
+        let owner = origin.owner(&stack.folder);
+        if let Some(info) = &existing {
+            self.claim(&owner, &stack.name, info, origin.adopt, sink)?;
+        }
         let create = match &existing {
             None => true,
             Some(s) if s.status == "REVIEW_IN_PROGRESS" => true,
@@ -164,17 +192,35 @@ impl Deployer {
             .collect();
         let needs_bucket = !stack.deployment.artifacts.is_empty()
             || stack.template.body.len() > TEMPLATE_BODY_LIMIT;
-        if needs_bucket {
-            s3::ensure_artifact_bucket(&self.aws.s3, &self.artifact_bucket, &self.aws.region)
-                .await?;
-        }
+        let account = if needs_bucket {
+            let account = self.aws.account().await?;
+            s3::ensure_artifact_bucket(
+                &self.aws.s3,
+                &self.artifact_bucket,
+                &self.aws.region,
+                account,
+            )
+            .await?;
+            account
+        } else {
+            ""
+        };
         for pkg in packages {
             let artifact = pkg.artifact.clone();
             let key = pkg.key(&stack.name);
             let size = pkg.bytes.len();
-            let uploaded =
-                s3::put_if_absent(&self.aws.s3, &self.artifact_bucket, &key, pkg.bytes).await?;
-            let verb = if uploaded { "uploaded" } else { "unchanged" };
+            let put = s3::put_verified(
+                &self.aws.s3,
+                &self.artifact_bucket,
+                account,
+                &key,
+                pkg.bytes,
+            )
+            .await?;
+            let verb = match put {
+                s3::Put::Uploaded => "uploaded",
+                s3::Put::Unchanged => "unchanged",
+            };
             sink(Progress::Note(&format!(
                 "artifact {}: {verb} s3://{}/{key} ({size} bytes)",
                 artifact.path, self.artifact_bucket
@@ -189,9 +235,10 @@ impl Deployer {
         let template_url = if stack.template.body.len() > TEMPLATE_BODY_LIMIT {
             let digest = hex::encode(Sha256::digest(stack.template.body.as_bytes()));
             let key = format!("stackgate/{}/templates/{digest}.template", stack.name);
-            s3::put_if_absent(
+            s3::put_verified(
                 &self.aws.s3,
                 &self.artifact_bucket,
+                account,
                 &key,
                 stack.template.body.clone().into_bytes(),
             )
@@ -215,12 +262,10 @@ impl Deployer {
             .iter()
             .map(|(k, v)| (k.clone(), v.text()))
             .collect();
-        tags.push(("managed-by".into(), "stackgate".into()));
-        if let Some(repo) = &origin.repo {
-            tags.push(("stackgate:repo".into(), repo.clone()));
-        }
+        tags.retain(|(k, _)| !ownership::reserved_tag(k));
+        tags.extend(owner.tags());
         if let Some(sha) = &origin.sha {
-            tags.push(("stackgate:sha".into(), sha.clone()));
+            tags.push((ownership::SHA_TAG.into(), sha.clone()));
         }
         let change_set_name = change_set_name(origin);
         let description = format!(
@@ -275,6 +320,27 @@ impl Deployer {
             create,
             changes,
         })
+    }
+
+    /// Refuses a stack whose tags name another owner (or none, unless adopting).
+    fn claim(
+        &self,
+        owner: &Owner,
+        name: &str,
+        info: &cfn::StackInfo,
+        adopt: bool,
+        sink: Sink<'_>,
+    ) -> Result<(), DeployError> {
+        match owner.check(name, &info.tags, adopt)? {
+            Claim::Owned => {}
+            Claim::Legacy => sink(Progress::Note(&format!(
+                "stack `{name}` was tagged before stackgate tagged paths; now tagged {owner}"
+            ))),
+            Claim::Adopted => sink(Progress::Note(&format!(
+                "stack `{name}` has no stackgate tags; adopted: now tagged {owner}"
+            ))),
+        }
+        Ok(())
     }
 
     /// Deletes a change set that will not run, and the review-only stack that held it.
@@ -397,15 +463,23 @@ impl Deployer {
         }
     }
 
-    /// Empties the stack's buckets, deletes it, and waits for DELETE_COMPLETE.
+    /// Empties the stack's buckets (all but those it retains), deletes it, and waits for
+    /// DELETE_COMPLETE. Only a stack `owner` owns.
     #[tracing::instrument(skip_all, fields(stack = %stack_name))]
-    pub async fn remove(&self, stack_name: &str, sink: Sink<'_>) -> Result<Removed, DeployError> {
+    pub async fn remove(
+        &self,
+        stack_name: &str,
+        owner: &Owner,
+        adopt: bool,
+        sink: Sink<'_>,
+    ) -> Result<Removed, DeployError> {
         let Some(info) = cfn::describe_stack(&self.aws.cfn, stack_name).await? else {
             sink(Progress::Note(&format!(
                 "stack `{stack_name}` does not exist; nothing to remove"
             )));
             return Ok(Removed::NotFound);
         };
+        self.claim(owner, stack_name, &info, adopt, sink)?;
         if info.in_progress() && info.status != "REVIEW_IN_PROGRESS" {
             return Err(DeployError::Busy {
                 stack: stack_name.into(),
@@ -414,14 +488,32 @@ impl Deployer {
         }
         let resources = cfn::resources(&self.aws.cfn, &info.id).await?;
         let mut emptied = 0;
-        for (_, ty, physical) in &resources {
-            if ty == "AWS::S3::Bucket" {
-                let n = s3::empty_bucket(&self.aws.s3, physical).await?;
+        let buckets: Vec<_> = resources
+            .iter()
+            .filter(|(_, ty, _)| ty == "AWS::S3::Bucket")
+            .collect();
+        let retained = if buckets.is_empty() {
+            HashSet::new()
+        } else {
+            let body = cfn::template_body(&self.aws.cfn, &info.id).await?;
+            retained_resources(&body).map_err(|message| DeployError::DeployedTemplate {
+                stack: stack_name.into(),
+                message,
+            })?
+        };
+        for (logical, _, physical) in buckets {
+            if retained.contains(logical) {
                 sink(Progress::Note(&format!(
-                    "emptied bucket {physical}: {n} object versions"
+                    "kept bucket {physical}: its DeletionPolicy retains it, and its objects"
                 )));
-                emptied += n;
+                continue;
             }
+            let account = self.aws.account().await?;
+            let n = s3::empty_bucket(&self.aws.s3, physical, account).await?;
+            sink(Progress::Note(&format!(
+                "emptied bucket {physical}: {n} object versions"
+            )));
+            emptied += n;
         }
         let mut seen = HashSet::new();
         cfn::new_events(&self.aws.cfn, &info.id, &mut seen).await?;
@@ -438,6 +530,25 @@ impl Deployer {
             Err(settled.into_error(stack_name))
         }
     }
+}
+
+/// The logical ids of the resources CloudFormation keeps when the stack is deleted: any
+/// `DeletionPolicy` but `Delete` (`Retain`, `RetainExceptOnCreate`, `Snapshot`, or one
+/// that is not plain text, which is kept in doubt).
+fn retained_resources(template: &str) -> Result<HashSet<String>, String> {
+    let doc = crate::stack::yaml::parse(template)
+        .map_err(|e| format!("line {}: {}", e.line, e.message))?;
+    let Some(serde_json::Value::Object(resources)) = doc.value.get("Resources") else {
+        return Err("no Resources mapping".into());
+    };
+    Ok(resources
+        .iter()
+        .filter(|(_, r)| {
+            r.get("DeletionPolicy")
+                .is_some_and(|p| p.as_str() != Some("Delete"))
+        })
+        .map(|(id, _)| id.clone())
+        .collect())
 }
 
 /// Where a stack came to rest.
@@ -506,4 +617,26 @@ fn change_set_name(origin: &Origin) -> String {
         .take(12)
         .collect();
     format!("stackgate-{sha}-{millis}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retained_resources_are_those_not_deleted_with_the_stack() {
+        let t = "Resources:\n  Keep:\n    Type: AWS::S3::Bucket\n    DeletionPolicy: Retain\n  \
+                 Mostly:\n    Type: AWS::S3::Bucket\n    DeletionPolicy: RetainExceptOnCreate\n  \
+                 Odd:\n    Type: AWS::S3::Bucket\n    DeletionPolicy: !Ref Policy\n  \
+                 Gone:\n    Type: AWS::S3::Bucket\n    DeletionPolicy: Delete\n  \
+                 Plain:\n    Type: AWS::S3::Bucket\n";
+        let kept = retained_resources(t).unwrap();
+        let mut kept: Vec<_> = kept.into_iter().collect();
+        kept.sort();
+        assert_eq!(kept, ["Keep", "Mostly", "Odd"]);
+        let json =
+            r#"{"Resources": {"B": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "Retain"}}}"#;
+        assert!(retained_resources(json).unwrap().contains("B"));
+        assert!(retained_resources("Resources: [").is_err());
+    }
 }

@@ -5,8 +5,9 @@ use std::path::Path;
 
 use crate::deployer::Origin;
 
-/// The repository (as `owner/name` when the remote says so) and HEAD commit of the git work
-/// tree holding `dir`, if any. Credentials in remote URLs are never kept.
+/// The repository (as `owner/name` when the remote says so), HEAD commit and the folder's
+/// path in the git work tree holding `dir`, if any: the service tags the same stack with
+/// the same repository and path. Credentials in remote URLs are never kept.
 pub fn origin_of(dir: &Path) -> Origin {
     let Ok(repo) = git2::Repository::discover(dir) else {
         return Origin::default();
@@ -25,7 +26,25 @@ pub fn origin_of(dir: &Path) -> Origin {
                 .and_then(|w| w.file_name())
                 .map(|n| n.to_string_lossy().into_owned())
         });
-    Origin { repo: name, sha }
+    let path = repo.workdir().and_then(|w| {
+        let rel = dir
+            .canonicalize()
+            .ok()?
+            .strip_prefix(w.canonicalize().ok()?)
+            .ok()?
+            .to_path_buf();
+        let parts: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("/"))
+    });
+    Origin {
+        repo: name,
+        sha,
+        path,
+        adopt: false,
+    }
 }
 
 /// `https://x:token@github.com/acme/infra.git` → `acme/infra`.

@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod checkout;
+pub mod claims;
 pub mod cli;
 pub mod cloud;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod github;
 pub mod gitinfo;
 pub mod intake;
 pub mod metrics;
+pub mod ownership;
 pub mod package;
 pub mod pipeline;
 pub mod policy;

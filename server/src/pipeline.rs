@@ -12,14 +12,16 @@ use tokio::sync::{Mutex, Notify};
 use tracing::Instrument;
 
 use crate::checkout::{Mirror, Snapshot};
+use crate::claims::{self, Claims};
 use crate::cloud::cfn;
 use crate::config::{Config, RepoConfig};
-use crate::deployer::{DeployError, Deployer, Progress};
+use crate::deployer::{DeployError, Deployer, Origin, Progress};
 use crate::github::Reporter;
 use crate::metrics::Metrics;
+use crate::ownership::{self, Owner, StackIdentity};
 use crate::policy::input::{EventInfo, PolicyInput};
 use crate::policy::{PolicyHost, Report, Severity, Verdict, truncate};
-use crate::queue::{Job, Kind, NewJob, StatusUpdate, Store};
+use crate::queue::{Job, Kind, LedgerEntry, NewJob, StatusUpdate, Store};
 use crate::render;
 use crate::stack::Stack;
 
@@ -262,6 +264,44 @@ impl App {
         missing
     }
 
+    /// What each folder of the commit claims, against the live stacks of every repository.
+    async fn claims(&self, repo: &RepoConfig, snap: &Snapshot) -> Result<Claims, JobError> {
+        let account = self.deployer.aws.account().await?.to_string();
+        let region = &self.deployer.aws.region;
+        let current: Vec<(String, StackIdentity)> = snap
+            .stacks
+            .keys()
+            .filter_map(|f| {
+                let stack = Stack::load(&snap.files(f)?).ok()?;
+                Some((f.clone(), claims::identity(&account, region, &stack)))
+            })
+            .collect();
+        let ledger = self.store.live_identities()?;
+        Ok(Claims::find(&repo.name, &current, &ledger, &|r, f| {
+            self.stacks_path(r, f)
+        }))
+    }
+
+    /// A stack folder of a repository, from its root: `stacks/web`.
+    fn stacks_path(&self, repo: &str, folder: &str) -> String {
+        let dir = self.repo(repo).map_or("stacks", |c| c.stacks_dir.as_str());
+        format!("{dir}/{folder}")
+    }
+
+    /// The stack `folder` deployed at `sha`, read from its deployment file there: for
+    /// ledger rows from before the ledger kept identities.
+    async fn identity_at(
+        &self,
+        repo: &RepoConfig,
+        sha: &str,
+        folder: &str,
+    ) -> Option<StackIdentity> {
+        let snap = self.snapshot(repo, sha).await.ok()?;
+        let stack = Stack::load(&snap.files(folder)?).ok()?;
+        let account = self.deployer.aws.account().await.ok()?;
+        Some(claims::identity(account, &self.deployer.aws.region, &stack))
+    }
+
     async fn gate(&self, stack: &Stack, kind: &str, sha: &str) -> Report {
         let input = PolicyInput::for_stack(
             stack,
@@ -426,6 +466,7 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
     let deployed = app.store.deployed(&repo.name)?;
     let (mut changed, gone) = app.changed_stacks(&repo, &snap, &deployed).await?;
     let missing = app.missing_stacks(&snap, &deployed, &changed).await;
+    let claims = app.claims(&repo, &snap).await?;
     let mut statuses = Vec::new();
     let mut deploys = Vec::new();
     let mut detail = json!({"changed": changed, "missing": missing, "gone": gone, "stacks": {}});
@@ -448,6 +489,13 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
                     "failure",
                     format!("bad input: {e}"),
                 ));
+            }
+            Ok(_) if claims.refusal(name).is_some() => {
+                let why = claims.refusal(name).unwrap_or_default();
+                worst = Verdict::Error;
+                first.get_or_insert(format!("{name}: {why}"));
+                detail["stacks"][name] = json!({"error": why});
+                statuses.push(stack_status(app, job, name, "failure", why));
             }
             Ok(stack) => {
                 let report = app.gate(&stack, "push", &job.sha).await;
@@ -473,7 +521,19 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
         }
     }
     if repo.prune {
-        deploys.extend(gone.iter().cloned());
+        let bound =
+            claims::prune_refusal(&repo.stacks_dir, snap.stacks.len(), &gone, repo.max_prune);
+        for folder in &gone {
+            match bound.clone().or_else(|| claims.refusal(folder)) {
+                Some(why) => {
+                    worst = Verdict::Error;
+                    first.get_or_insert(why.clone());
+                    detail["stacks"][folder] = json!({"error": why});
+                    statuses.push(stack_status(app, job, folder, "failure", why));
+                }
+                None => deploys.push(folder.clone()),
+            }
+        }
     } else if !gone.is_empty() {
         tracing::warn!(stacks = ?gone, "stack folders were deleted but prune is off; nothing is removed");
     }
@@ -563,7 +623,28 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
             )?;
             return Ok("succeeded".into());
         }
-        return remove(app, job, &stack_name, &stack_name, detail, events).await;
+        // The stack the folder deployed, as the ledger remembers it: never the folder name.
+        let row = app.store.ledger_row(&job.repo, &stack_name)?;
+        let identity = match row {
+            Some(r) if r.identity.is_some() => r.identity,
+            Some(r) => app.identity_at(&repo, &r.sha, &stack_name).await,
+            None => None,
+        };
+        let Some(identity) = identity else {
+            let d = format!(
+                "cannot tell which CloudFormation stack {}/{stack_name} deployed; nothing removed",
+                repo.stacks_dir
+            );
+            app.store.finish(
+                job.id,
+                "failed",
+                &json!({"error": d}),
+                &[say("failure", d.clone())],
+                None,
+            )?;
+            return Ok("failed".into());
+        };
+        return remove(app, job, &repo, &stack_name, &identity, detail, events).await;
     };
     let stack = match Stack::load(&files) {
         Ok(s) => s,
@@ -603,18 +684,35 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         return Ok("failed".into());
     }
 
+    // One stack, one folder: a manual redeploy is checked as a sync is.
+    let account = app.deployer.aws.account().await?.to_string();
+    let identity = claims::identity(&account, &app.deployer.aws.region, &stack);
+    let other = app.store.live_identities()?.into_iter().find(|(id, r, f)| {
+        *id == identity && !(r.eq_ignore_ascii_case(&job.repo) && *f == stack_name)
+    });
+    if let Some((_, r, f)) = other {
+        let theirs = Owner {
+            repo: Some(r.clone()),
+            path: app.stacks_path(&r, &f),
+        };
+        let ours = owner_of(job, &repo, &stack_name);
+        let d = ownership::collision_message(&identity, &[&ours, &theirs]);
+        detail["error"] = json!(d);
+        app.store
+            .finish(job.id, "failed", &detail, &[say("failure", d)], None)?;
+        return Ok("failed".into());
+    }
+    detail["identity"] = json!(identity);
+
     if stack.deployment.remove {
-        return remove(app, job, &stack_name, &stack.name, detail, events).await;
+        return remove(app, job, &repo, &stack_name, &identity, detail, events).await;
     }
 
     app.store
         .add_statuses(Some(job.id), &[say("pending", "deploying…".into())])?;
     app.report_wake.notify_one();
     app.store.set_phase(job.id, "planning", None, None)?;
-    let origin = crate::deployer::Origin {
-        repo: Some(job.repo.clone()),
-        sha: Some(job.sha.clone()),
-    };
+    let origin = origin_of(job, &repo, &stack_name);
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
     let planned = match app
@@ -635,7 +733,13 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
             "succeeded",
             &detail,
             &[say("success", "no changes".into())],
-            Some((&job.repo, &stack_name, &job.sha, false)),
+            Some(LedgerEntry {
+                repo: &job.repo,
+                stack: &stack_name,
+                sha: &job.sha,
+                removed: false,
+                identity: identity_in(&detail).as_ref(),
+            }),
         )?;
         return Ok("succeeded".into());
     };
@@ -726,29 +830,66 @@ fn succeed(
         "succeeded",
         &detail,
         &[final_status],
-        Some((&job.repo, stack, &job.sha, removed)),
+        Some(LedgerEntry {
+            repo: &job.repo,
+            stack,
+            sha: &job.sha,
+            removed,
+            identity: identity_in(&detail).as_ref(),
+        }),
     )?;
     Ok("succeeded".into())
+}
+
+/// The owner a stack folder of this repository is tagged with.
+fn owner_of(job: &Job, repo: &RepoConfig, folder: &str) -> Owner {
+    Owner {
+        repo: Some(job.repo.clone()),
+        path: format!("{}/{folder}", repo.stacks_dir),
+    }
+}
+
+fn origin_of(job: &Job, repo: &RepoConfig, folder: &str) -> Origin {
+    let owner = owner_of(job, repo, folder);
+    Origin {
+        repo: owner.repo,
+        sha: Some(job.sha.clone()),
+        path: Some(owner.path),
+        adopt: false,
+    }
+}
+
+/// The stack a job deploys or removes, as written in its detail before AWS was called.
+fn identity_in(detail: &Value) -> Option<StackIdentity> {
+    serde_json::from_value(detail.get("identity")?.clone()).ok()
 }
 
 async fn remove(
     app: &App,
     job: &Job,
+    repo: &RepoConfig,
     folder: &str,
-    stack_name: &str,
+    identity: &StackIdentity,
     mut detail: Value,
     events: Arc<std::sync::Mutex<Vec<Value>>>,
 ) -> Result<String, JobError> {
+    let stack_name = identity.name.as_str();
     let say = |state: &'static str, d: String| stack_status(app, job, folder, state, d);
     app.store
         .add_statuses(Some(job.id), &[say("pending", "removing…".into())])?;
     app.report_wake.notify_one();
     app.store.set_phase(job.id, "removing", None, None)?;
     detail["stack_name"] = json!(stack_name);
+    detail["identity"] = json!(identity);
     app.store.set_detail(job.id, &detail)?;
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
-    match app.deployer.remove(stack_name, &mut sink).await {
+    let owner = owner_of(job, repo, folder);
+    match app
+        .deployer
+        .remove(stack_name, &owner, false, &mut sink)
+        .await
+    {
         Ok(r) => {
             detail["removed"] = json!(r);
             succeed(
@@ -812,7 +953,19 @@ async fn resume_deploy(
                     .follow(&name, &info.id, HashSet::new(), 0, &mut sink)
                     .await;
             }
-            remove(app, job, stack_name, &name, detail, events).await
+            let identity = match identity_in(&detail) {
+                Some(id) => id,
+                None => StackIdentity {
+                    account: app.deployer.aws.account().await?.to_string(),
+                    region: app.deployer.aws.region.clone(),
+                    name,
+                },
+            };
+            let repo = app
+                .repo(&job.repo)
+                .ok_or("repository is no longer configured")?
+                .clone();
+            remove(app, job, &repo, stack_name, &identity, detail, events).await
         }
         _ => Err("unreachable resume phase".into()),
     }
@@ -921,10 +1074,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
                 job.id,
             ));
         } else {
-            let origin = crate::deployer::Origin {
-                repo: Some(job.repo.clone()),
-                sha: Some(job.sha.clone()),
-            };
+            let origin = origin_of(job, &repo, name);
             let mut sink = |_p: Progress<'_>| {};
             match app.deployer.plan(&files, &stack, &origin, &mut sink).await {
                 Ok(p) => match &p.changes {

@@ -870,6 +870,74 @@ def test_gap_primary_network_interface_leaks_without_patch(emulators) -> None:
 # --------------------------------------------------- the hybrid stack's delete order
 
 
+OTHER_ACCOUNT = "111111111111"
+
+
+def as_account(client: Any, account: str) -> Any:
+    """The client's requests act for `account` (moto's x-moto-account-id header)."""
+    def add(request: Any, **_: Any) -> None:
+        request.headers["x-moto-account-id"] = account
+    client.meta.events.register("before-sign.s3.*", add)
+    return client
+
+
+def test_expected_bucket_owner_refuses_another_accounts_bucket(patched: Emulator) -> None:
+    other = as_account(patched.client("s3"), OTHER_ACCOUNT)
+    other.create_bucket(Bucket="theirs")
+    s3 = patched.client("s3")
+    me = patched.client("sts").get_caller_identity()["Account"]
+    assert me != OTHER_ACCOUNT
+    s3.create_bucket(Bucket="mine")
+    # Ours: served with or without the header.
+    s3.head_bucket(Bucket="mine", ExpectedBucketOwner=me)
+    s3.put_object(Bucket="mine", Key="k", Body=b"x", ExpectedBucketOwner=me)
+    # Theirs: refused with the header, for buckets and objects alike.
+    for call in (
+        lambda: s3.head_bucket(Bucket="theirs", ExpectedBucketOwner=me),
+        lambda: s3.put_object(Bucket="theirs", Key="k", Body=b"x", ExpectedBucketOwner=me),
+        lambda: s3.list_object_versions(Bucket="theirs", ExpectedBucketOwner=me),
+    ):
+        with pytest.raises(ClientError) as err:
+            call()
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert "Contents" not in other.list_objects_v2(Bucket="theirs")
+    # A bucket that does not exist is still a 404.
+    with pytest.raises(ClientError) as err:
+        s3.head_bucket(Bucket="nobodys", ExpectedBucketOwner=me)
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_gap_expected_bucket_owner_ignored_without_patch(emulators) -> None:
+    emulator = unpatched(emulators, "expected_bucket_owner")
+    as_account(emulator.client("s3"), OTHER_ACCOUNT).create_bucket(Bucket="theirs")
+    s3 = emulator.client("s3")
+    me = emulator.client("sts").get_caller_identity()["Account"]
+    s3.head_bucket(Bucket="theirs", ExpectedBucketOwner=me)
+    s3.put_object(Bucket="theirs", Key="k", Body=b"x", ExpectedBucketOwner=me)
+
+
+def _tags(cf: Any, name: str) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in stack(cf, name).get("Tags") or []}
+
+
+def _update_with_tags(cf: Any) -> None:
+    create_via_change_set(cf, "tagged", QUEUE_WITH_OUTPUTS, Tags=[{"Key": "owner", "Value": "a"}])
+    create_via_change_set(cf, "tagged", QUEUE_WITH_OUTPUTS, change_set_type="UPDATE",
+                          Tags=[{"Key": "owner", "Value": "b"}, {"Key": "new", "Value": "n"}])
+
+
+def test_update_change_set_sets_the_stack_tags(patched: Emulator) -> None:
+    cf = patched.client("cloudformation")
+    _update_with_tags(cf)
+    assert _tags(cf, "tagged") == {"owner": "b", "new": "n"}
+
+
+def test_gap_update_change_set_tags_ignored_without_patch(emulators) -> None:
+    cf = unpatched(emulators, "changeset_tags").client("cloudformation")
+    _update_with_tags(cf)
+    assert _tags(cf, "tagged") == {"owner": "a"}
+
+
 def test_hybrid_stack_deletion_order() -> None:
     """delete_order deletes the new resources before what they hang on."""
     from moto.cloudformation.models import Stack
@@ -911,7 +979,7 @@ def test_patch_selection() -> None:
     every = list(launcher.PATCHES)
     assert every == ["changeset_outputs", "delete_order", "create_rollback", "template_errors",
                      "changeset_param_changes", "route_table_association", "bucket_policy",
-                     "instance_primary_eni"]
+                     "instance_primary_eni", "expected_bucket_owner", "changeset_tags"]
     assert launcher.select_patches(None) == every
     assert launcher.select_patches("none") == []
     assert launcher.select_patches("all,-delete_order") == [p for p in every if p != "delete_order"]

@@ -54,6 +54,12 @@ pub const AWS_ENV: &[(&str, &str)] = &[
 
 /// Runs the `stackgate` binary against the emulator.
 pub fn stackgate(args: &[&str]) -> Output {
+    stackgate_within(args, std::time::Duration::from_secs(600))
+}
+
+/// Runs the `stackgate` binary against the emulator, killed after `limit` (its exit code
+/// is then `None`).
+pub fn stackgate_within(args: &[&str], limit: std::time::Duration) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackgate"));
     cmd.args(args)
         .env("AWS_ENDPOINT_URL", aws_endpoint())
@@ -65,7 +71,37 @@ pub fn stackgate(args: &[&str]) -> Output {
     for (k, v) in AWS_ENV {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run stackgate");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run stackgate");
+    // Read both pipes meanwhile, so that a full pipe never stalls the child.
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out_reader = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err_reader = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = Output {
+        status,
+        stdout: out_reader.join().expect("stdout reader"),
+        stderr: err_reader.join().expect("stderr reader"),
+    };
     eprintln!(
         "$ stackgate {}\n--- exit {:?}\n{}{}",
         args.join(" "),

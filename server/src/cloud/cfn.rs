@@ -18,6 +18,8 @@ pub struct StackInfo {
     pub status: String,
     pub reason: Option<String>,
     pub outputs: Vec<(String, String)>,
+    /// Who owns it, by stackgate's tags (see `ownership`).
+    pub tags: Vec<(String, String)>,
 }
 
 impl StackInfo {
@@ -118,7 +120,28 @@ pub async fn describe_stack(cfn: &Client, name: &str) -> Result<Option<StackInfo
                 )
             })
             .collect(),
+        tags: s
+            .tags()
+            .iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
     }))
+}
+
+/// The template the stack runs now, as CloudFormation holds it.
+pub async fn template_body(cfn: &Client, stack: &str) -> Result<String, AwsError> {
+    let out = cfn
+        .get_template()
+        .stack_name(stack)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("GetTemplate", e))?;
+    Ok(out.template_body().unwrap_or_default().to_string())
 }
 
 /// Every stack in the account and region that is not deleted: name → status. One paged

@@ -3,11 +3,13 @@
 pub mod cfn;
 pub mod s3;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
+use tokio::sync::OnceCell;
 
 /// Where AWS is. Everything unset comes from the standard chain (`AWS_PROFILE`,
 /// `AWS_REGION`, `AWS_ENDPOINT_URL`, instance roles …).
@@ -17,12 +19,15 @@ pub struct AwsTarget {
     pub endpoint_url: Option<String>,
 }
 
-/// The two clients stackgate needs.
+/// The clients stackgate needs.
 #[derive(Clone, Debug)]
 pub struct Aws {
     pub cfn: aws_sdk_cloudformation::Client,
     pub s3: aws_sdk_s3::Client,
+    pub sts: aws_sdk_sts::Client,
     pub region: String,
+    /// The caller's account, asked once (GetCallerIdentity) when first needed.
+    account: Arc<OnceCell<String>>,
 }
 
 impl Aws {
@@ -61,11 +66,41 @@ impl Aws {
         let cfn_conf = aws_sdk_cloudformation::config::Builder::from(&conf)
             .region(Region::new(region.clone()))
             .build();
+        let sts_conf = aws_sdk_sts::config::Builder::from(&conf)
+            .region(Region::new(region.clone()))
+            .build();
         Self {
             cfn: aws_sdk_cloudformation::Client::from_conf(cfn_conf),
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
+            sts: aws_sdk_sts::Client::from_conf(sts_conf),
             region,
+            account: Arc::new(OnceCell::new()),
         }
+    }
+
+    /// The account the credentials belong to: the owner every S3 call expects, and part
+    /// of a stack's identity.
+    pub async fn account(&self) -> Result<&str, AwsError> {
+        let id = self
+            .account
+            .get_or_try_init(|| async {
+                let out = self
+                    .sts
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("GetCallerIdentity", e))?;
+                out.account()
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_string)
+                    .ok_or(AwsError {
+                        operation: "GetCallerIdentity",
+                        code: None,
+                        message: "the answer names no account".into(),
+                    })
+            })
+            .await?;
+        Ok(id)
     }
 }
 

@@ -10,6 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use crate::config::Synchronous;
+use crate::ownership::StackIdentity;
 
 #[derive(Debug, thiserror::Error)]
 #[error("state database: {0}")]
@@ -149,6 +150,27 @@ pub struct StatusUpdate {
     pub target_url: String,
 }
 
+/// A stack folder's line in the deployed ledger, written as its job ends.
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerEntry<'a> {
+    pub repo: &'a str,
+    /// The stack folder.
+    pub stack: &'a str,
+    pub sha: &'a str,
+    pub removed: bool,
+    /// The CloudFormation stack the folder deployed; `None` keeps what the ledger has.
+    pub identity: Option<&'a StackIdentity>,
+}
+
+/// A folder's last deploy, as the ledger remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    pub sha: String,
+    pub removed: bool,
+    /// `None` for rows written before the ledger kept the stack's identity.
+    pub identity: Option<StackIdentity>,
+}
+
 /// What [`Store::prune`] removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -271,6 +293,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        migrate_deployed(&conn)?;
         // SQLite's own checkpoints, on the writing connection after a commit that takes the
         // log past 1,000 pages: only a checkpoint that runs between two writes lets the next
         // write start the log over, so under a steady load one on another thread leaves the
@@ -479,7 +502,7 @@ impl Store {
         state: &str,
         detail: &serde_json::Value,
         statuses: &[StatusUpdate],
-        deployed: Option<(&str, &str, &str, bool)>,
+        deployed: Option<LedgerEntry<'_>>,
     ) -> Result<(), StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
@@ -490,11 +513,25 @@ impl Store {
             for s in statuses {
                 add_status(&tx, Some(id), s)?;
             }
-            if let Some((repo, stack, sha, removed)) = deployed {
+            if let Some(e) = deployed {
+                let id = e.identity;
                 tx.execute(
-                    "INSERT INTO deployed (repo, stack, sha, removed, at) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT(repo, stack) DO UPDATE SET sha = excluded.sha, removed = excluded.removed, at = excluded.at",
-                    params![repo, stack, sha, removed as i64, now()],
+                    "INSERT INTO deployed (repo, stack, sha, removed, at, stack_name, region, account)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT(repo, stack) DO UPDATE SET sha = excluded.sha, removed = excluded.removed, at = excluded.at,
+                       stack_name = COALESCE(excluded.stack_name, stack_name),
+                       region = COALESCE(excluded.region, region),
+                       account = COALESCE(excluded.account, account)",
+                    params![
+                        e.repo,
+                        e.stack,
+                        e.sha,
+                        e.removed as i64,
+                        now(),
+                        id.map(|i| &i.name),
+                        id.map(|i| &i.region),
+                        id.map(|i| &i.account)
+                    ],
                 )?;
             }
             tx.commit()
@@ -524,6 +561,57 @@ impl Store {
             )?;
             stmt.query_map([repo], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0))
+            })?
+            .collect()
+        })
+    }
+
+    /// What the ledger remembers of one stack folder's last deploy.
+    pub fn ledger_row(&self, repo: &str, stack: &str) -> Result<Option<LedgerRow>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT sha, removed, stack_name, region, account FROM deployed WHERE repo = ?1 AND stack = ?2",
+                params![repo, stack],
+                |r| {
+                    let (name, region, account): (Option<String>, Option<String>, Option<String>) =
+                        (r.get(2)?, r.get(3)?, r.get(4)?);
+                    Ok(LedgerRow {
+                        sha: r.get(0)?,
+                        removed: r.get::<_, i64>(1)? != 0,
+                        identity: match (name, region, account) {
+                            (Some(name), Some(region), Some(account)) => Some(StackIdentity {
+                                account,
+                                region,
+                                name,
+                            }),
+                            _ => None,
+                        },
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// The (repo, stack folder) of every live stack of the ledger, by its identity. Rows
+    /// from before the ledger kept identities are not in it.
+    pub fn live_identities(&self) -> Result<Vec<(StackIdentity, String, String)>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT account, region, stack_name, repo, stack FROM deployed
+                 WHERE removed = 0 AND stack_name IS NOT NULL AND region IS NOT NULL AND account IS NOT NULL
+                 ORDER BY repo, stack",
+            )?;
+            stmt.query_map([], |r| {
+                Ok((
+                    StackIdentity {
+                        account: r.get(0)?,
+                        region: r.get(1)?,
+                        name: r.get(2)?,
+                    },
+                    r.get(3)?,
+                    r.get(4)?,
+                ))
             })?
             .collect()
         })
@@ -712,6 +800,21 @@ impl Store {
     pub fn delivery_count(&self) -> Result<i64, StoreError> {
         self.with(|c| c.query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0)))
     }
+}
+
+/// State files from before the ledger kept each stack's CloudFormation identity get the
+/// columns, empty; the next deploy of each folder fills them in.
+fn migrate_deployed(conn: &Connection) -> rusqlite::Result<()> {
+    let have: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('deployed')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for col in ["stack_name", "region", "account"] {
+        if !have.iter().any(|h| h == col) {
+            conn.execute_batch(&format!("ALTER TABLE deployed ADD COLUMN {col} TEXT"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs `f` with commits that write the log but do not fsync it (they survive a crash of
@@ -1250,7 +1353,13 @@ mod tests {
             "succeeded",
             &serde_json::json!({}),
             &[],
-            Some(("acme/infra", "web", "a", false)),
+            Some(LedgerEntry {
+                repo: "acme/infra",
+                stack: "web",
+                sha: "a",
+                removed: false,
+                identity: None,
+            }),
         )
         .unwrap();
         let next = s.claim(4).unwrap();
@@ -1259,6 +1368,68 @@ mod tests {
         assert_eq!(
             s.deployed("acme/infra").unwrap(),
             vec![("web".to_string(), "a".to_string(), false)]
+        );
+    }
+
+    #[test]
+    fn an_old_ledger_gains_identities_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            // The ledger as stackgate wrote it before it kept identities.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE deployed (repo TEXT NOT NULL, stack TEXT NOT NULL, sha TEXT NOT NULL,
+                 removed INTEGER NOT NULL DEFAULT 0, at INTEGER NOT NULL, PRIMARY KEY (repo, stack));
+                 INSERT INTO deployed VALUES ('acme/infra', 'web', 'a', 0, 1);",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path, Synchronous::Full).unwrap();
+        let row = s.ledger_row("acme/infra", "web").unwrap().unwrap();
+        assert_eq!(
+            (row.sha.as_str(), row.removed, row.identity),
+            ("a", false, None)
+        );
+        assert!(s.live_identities().unwrap().is_empty());
+        let id = StackIdentity {
+            account: "123456789012".into(),
+            region: "eu-west-1".into(),
+            name: "web-prod".into(),
+        };
+        s.enqueue(&[deploy("b")], &none, &superseded).unwrap();
+        let j = s.claim(1).unwrap().remove(0);
+        let entry = |sha, identity| LedgerEntry {
+            repo: "acme/infra",
+            stack: "web",
+            sha,
+            removed: false,
+            identity,
+        };
+        s.finish(
+            j.id,
+            "succeeded",
+            &serde_json::json!({}),
+            &[],
+            Some(entry("b", Some(&id))),
+        )
+        .unwrap();
+        // Opening again migrates nothing twice; a later entry without identity keeps it.
+        let s = Store::open(&path, Synchronous::Full).unwrap();
+        s.finish(
+            j.id,
+            "succeeded",
+            &serde_json::json!({}),
+            &[],
+            Some(entry("c", None)),
+        )
+        .unwrap();
+        let row = s.ledger_row("acme/infra", "web").unwrap().unwrap();
+        assert_eq!(row.sha, "c");
+        assert_eq!(row.identity.as_ref(), Some(&id));
+        assert_eq!(
+            s.live_identities().unwrap(),
+            vec![(id, "acme/infra".to_string(), "web".to_string())]
         );
     }
 

@@ -133,6 +133,17 @@ impl Deployment {
                 }
             }
         }
+        if let Some(Value::Object(tags)) = top.get("tags")
+            && let Some(key) = tags.keys().find(|k| crate::ownership::reserved_tag(k))
+        {
+            return Err(StackError::Invalid {
+                file: file.into(),
+                line: at(&format!("/tags/{}", super::yaml::escape_pointer(key))),
+                message: format!(
+                    "tag `{key}` is stackgate's own: it says who owns the stack; choose another key"
+                ),
+            });
+        }
         let de = serde_path_to_error::deserialize::<_, Deployment>(&doc.value);
         de.map_err(|e| {
             let pointer: String = e
@@ -184,6 +195,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains(":6"), "{err}");
+    }
+
+    #[test]
+    fn ownership_tags_are_refused_with_their_line() {
+        for key in ["managed-by", "stackgate:repo", "stackgate:path"] {
+            let err = parse(&format!(
+                "template-file-path: t.yaml\ntags:\n  team: a\n  {key}: someone-else\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("stacks/x/deployment.yaml:4") && err.contains(key),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,173 @@
+//! claims: which stack folder claims which CloudFormation stack at a commit. Two claimants
+//! of one stack, in one repository or two, are refused at sync, naming both; and prune is
+//! bounded, so that a missing or renamed stacks folder removes nothing.
+
+use std::collections::BTreeMap;
+
+use crate::ownership::{self, Owner, StackIdentity};
+use crate::stack::Stack;
+
+/// A stack's identity: the deployment file's region, else the server's.
+pub fn identity(account: &str, default_region: &str, stack: &Stack) -> StackIdentity {
+    StackIdentity {
+        account: account.to_string(),
+        region: stack
+            .deployment
+            .region
+            .clone()
+            .unwrap_or_else(|| default_region.to_string()),
+        name: stack.name.clone(),
+    }
+}
+
+/// The claims of one commit of one repository, against every other live stack in the
+/// ledger.
+#[derive(Debug, Default)]
+pub struct Claims {
+    /// Folder of this repository → the identity it claims (now, or in the ledger if gone).
+    by_folder: BTreeMap<String, StackIdentity>,
+    collisions: BTreeMap<StackIdentity, Vec<Owner>>,
+}
+
+impl Claims {
+    /// `current`: each folder of the commit that loads, and its identity. `ledger`: the
+    /// live stacks stackgate deployed, as (identity, repo, folder). `path` names a folder
+    /// of a repository from its root.
+    pub fn find(
+        repo: &str,
+        current: &[(String, StackIdentity)],
+        ledger: &[(StackIdentity, String, String)],
+        path: &dyn Fn(&str, &str) -> String,
+    ) -> Self {
+        let owner = |r: &str, folder: &str| Owner {
+            repo: Some(r.to_string()),
+            path: path(r, folder),
+        };
+        let mut by_folder: BTreeMap<String, StackIdentity> = current.iter().cloned().collect();
+        let mut all: Vec<(StackIdentity, Owner)> = current
+            .iter()
+            .map(|(f, id)| (id.clone(), owner(repo, f)))
+            .collect();
+        for (id, r, folder) in ledger {
+            let ours = r.eq_ignore_ascii_case(repo);
+            // A folder of this commit claims what it says now, not what it deployed.
+            if ours && by_folder.contains_key(folder) {
+                continue;
+            }
+            if ours {
+                by_folder.insert(folder.clone(), id.clone());
+            }
+            all.push((id.clone(), owner(r, folder)));
+        }
+        let collisions = ownership::collisions(all.iter().map(|(id, o)| (id, o)))
+            .into_iter()
+            .map(|(id, owners)| (id.clone(), owners.into_iter().cloned().collect()))
+            .collect();
+        Self {
+            by_folder,
+            collisions,
+        }
+    }
+
+    /// Why `folder` may not deploy (or be pruned): its stack has another claimant.
+    pub fn refusal(&self, folder: &str) -> Option<String> {
+        let id = self.by_folder.get(folder)?;
+        let owners = self.collisions.get(id)?;
+        Some(ownership::collision_message(
+            id,
+            &owners.iter().collect::<Vec<_>>(),
+        ))
+    }
+}
+
+/// Why prune must not remove the `gone` folders at this commit: the stacks folder holds no
+/// stack at all (missing, renamed, or `stacks_dir` wrong), or more are gone than
+/// `max_prune` allows.
+pub fn prune_refusal(
+    stacks_dir: &str,
+    present: usize,
+    gone: &[String],
+    max_prune: usize,
+) -> Option<String> {
+    if gone.is_empty() {
+        return None;
+    }
+    if present == 0 {
+        return Some(format!(
+            "prune refused: `{stacks_dir}` holds no stack folder at this commit (missing, renamed, \
+             or stacks_dir is wrong); nothing removed. To remove the last stack, set `remove: true`"
+        ));
+    }
+    (gone.len() > max_prune).then(|| {
+        format!(
+            "prune refused: {} stack folders are gone ({}), more than max_prune = {max_prune}; \
+             nothing removed. Set `remove: true` in each, or raise max_prune",
+            gone.len(),
+            gone.join(", ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(name: &str) -> StackIdentity {
+        StackIdentity {
+            account: "123456789012".into(),
+            region: "us-east-1".into(),
+            name: name.into(),
+        }
+    }
+
+    fn path(_: &str, f: &str) -> String {
+        format!("stacks/{f}")
+    }
+
+    #[test]
+    fn two_folders_or_two_repositories_on_one_stack_are_refused() {
+        let current = vec![
+            ("a".to_string(), id("shared")),
+            ("b".to_string(), id("shared")),
+            ("c".to_string(), id("alone")),
+        ];
+        let c = Claims::find("acme/infra", &current, &[], &path);
+        let msg = c.refusal("a").unwrap();
+        assert!(msg.contains("acme/infra stacks/a and stacks/b"), "{msg}");
+        assert!(c.refusal("b").is_some());
+        assert!(c.refusal("c").is_none());
+
+        // Another repository deployed it first.
+        let ledger = vec![(id("alone"), "acme/other".to_string(), "x".to_string())];
+        let c = Claims::find("acme/infra", &current, &ledger, &path);
+        let msg = c.refusal("c").unwrap();
+        assert!(msg.contains("acme/other stacks/x"), "{msg}");
+
+        // This repository's own ledger row for a present folder is not a second claimant,
+        // even when the folder now names another stack.
+        let ledger = vec![(id("old-name"), "acme/infra".to_string(), "c".to_string())];
+        let c = Claims::find("acme/infra", &current, &ledger, &path);
+        assert!(c.refusal("c").is_none());
+
+        // A gone folder's stack, claimed by a new folder: neither moves.
+        let ledger = vec![(id("alone"), "acme/infra".to_string(), "old".to_string())];
+        let c = Claims::find("acme/infra", &current, &ledger, &path);
+        assert!(c.refusal("c").is_some());
+        assert!(c.refusal("old").is_some());
+    }
+
+    #[test]
+    fn prune_is_bounded() {
+        let gone = |n: usize| (0..n).map(|i| format!("s{i}")).collect::<Vec<_>>();
+        assert_eq!(prune_refusal("stacks", 3, &gone(1), 1), None);
+        assert_eq!(prune_refusal("stacks", 0, &[], 1), None);
+        let msg = prune_refusal("stacks", 0, &gone(1), 5).unwrap();
+        assert!(msg.contains("`stacks` holds no stack folder"), "{msg}");
+        let msg = prune_refusal("stacks", 2, &gone(3), 2).unwrap();
+        assert!(
+            msg.contains("3 stack folders are gone (s0, s1, s2)"),
+            "{msg}"
+        );
+        assert_eq!(prune_refusal("stacks", 2, &gone(3), 3), None);
+    }
+}

@@ -1,0 +1,243 @@
+//! ownership: which stacks stackgate may change. A stack is known by (account, region,
+//! name). stackgate tags what it creates with the repository and stack folder that own it,
+//! and updates or removes only stacks whose tags name that very owner.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub const MANAGED_BY: &str = "managed-by";
+pub const STACKGATE: &str = "stackgate";
+pub const REPO_TAG: &str = "stackgate:repo";
+pub const PATH_TAG: &str = "stackgate:path";
+pub const SHA_TAG: &str = "stackgate:sha";
+
+/// Tag keys a deployment file may not set: they say who owns the stack.
+pub fn reserved_tag(key: &str) -> bool {
+    key == MANAGED_BY || key.starts_with("stackgate:")
+}
+
+/// A stack as AWS knows it.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct StackIdentity {
+    pub account: String,
+    pub region: String,
+    pub name: String,
+}
+
+impl fmt::Display for StackIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}/{})", self.name, self.account, self.region)
+    }
+}
+
+/// The repository (when known) and stack folder that own a stack.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Owner {
+    pub repo: Option<String>,
+    /// The stack folder, from the repository root: `stacks/web`.
+    pub path: String,
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repo {
+            Some(r) => write!(f, "{r} {}", self.path),
+            None => write!(f, "{} (no repository)", self.path),
+        }
+    }
+}
+
+/// How a stack came to be this owner's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Its tags name this owner.
+    Owned,
+    /// Tagged by stackgate for this repository before paths were tagged; the deploy adds
+    /// the path.
+    Legacy,
+    /// Untagged, and the operator asked to take it over.
+    Adopted,
+}
+
+/// A stack that belongs to someone else. Names the stack and its tags' owner, nothing else
+/// of it (never its outputs).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("stack `{stack}` is not stackgate's to change from {claimant}: {held}")]
+pub struct NotOwned {
+    pub stack: String,
+    pub claimant: String,
+    pub held: String,
+}
+
+impl Owner {
+    /// The tags that say this owner's (the commit's sha is added by the deployer).
+    pub fn tags(&self) -> Vec<(String, String)> {
+        let mut tags = vec![(MANAGED_BY.to_string(), STACKGATE.to_string())];
+        if let Some(r) = &self.repo {
+            tags.push((REPO_TAG.into(), r.clone()));
+        }
+        tags.push((PATH_TAG.into(), self.path.clone()));
+        tags
+    }
+
+    /// Whether an existing stack with these tags is this owner's to change.
+    pub fn check(
+        &self,
+        stack: &str,
+        tags: &[(String, String)],
+        adopt: bool,
+    ) -> Result<Claim, NotOwned> {
+        let tag = |k: &str| tags.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+        let refuse = |held: String| NotOwned {
+            stack: stack.to_string(),
+            claimant: self.to_string(),
+            held,
+        };
+        if tag(MANAGED_BY).map(String::as_str) != Some(STACKGATE) {
+            return if adopt {
+                Ok(Claim::Adopted)
+            } else {
+                Err(refuse(
+                    "it has no managed-by=stackgate tag, so stackgate did not create it; \
+                     to take it over, deploy it once with `stackgate deploy --adopt`"
+                        .into(),
+                ))
+            };
+        }
+        let same_repo = tag(REPO_TAG) == self.repo.as_ref();
+        match tag(PATH_TAG) {
+            Some(p) if same_repo && *p == self.path => Ok(Claim::Owned),
+            None if same_repo => Ok(Claim::Legacy),
+            path => Err(refuse(format!(
+                "its tags say it belongs to {}; change `stack-name`, or remove it from its owner",
+                Owner {
+                    repo: tag(REPO_TAG).cloned(),
+                    path: path.cloned().unwrap_or_else(|| "(no path tag)".into()),
+                }
+            ))),
+        }
+    }
+}
+
+/// The identities claimed by more than one owner, each with all its claimants.
+pub fn collisions<'a>(
+    claims: impl IntoIterator<Item = (&'a StackIdentity, &'a Owner)>,
+) -> BTreeMap<&'a StackIdentity, Vec<&'a Owner>> {
+    let mut by_id: BTreeMap<&StackIdentity, Vec<&Owner>> = BTreeMap::new();
+    for (id, owner) in claims {
+        let owners = by_id.entry(id).or_default();
+        if !owners.contains(&owner) {
+            owners.push(owner);
+        }
+    }
+    by_id.retain(|_, owners| owners.len() > 1);
+    by_id
+}
+
+/// "stack X (account/region) is claimed by A and B": short, to fit a commit status.
+pub fn collision_message(id: &StackIdentity, owners: &[&Owner]) -> String {
+    let one_repo = owners.windows(2).all(|w| w[0].repo == w[1].repo);
+    let names: Vec<String> = owners
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            if one_repo && i > 0 {
+                o.path.clone()
+            } else {
+                o.to_string()
+            }
+        })
+        .collect();
+    format!(
+        "stack {id} is claimed by {}; give each folder its own `stack-name`",
+        names.join(" and ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn web() -> Owner {
+        Owner {
+            repo: Some("acme/infra".into()),
+            path: "stacks/web".into(),
+        }
+    }
+
+    #[test]
+    fn only_the_tagged_owner_may_change_a_stack() {
+        let own = web().tags();
+        assert_eq!(web().check("web", &own, false).unwrap(), Claim::Owned);
+
+        let other_path = tags(&[
+            ("managed-by", "stackgate"),
+            ("stackgate:repo", "acme/infra"),
+            ("stackgate:path", "stacks/api"),
+        ]);
+        let err = web().check("web", &other_path, true).unwrap_err();
+        assert!(err.to_string().contains("acme/infra stacks/api"), "{err}");
+
+        let other_repo = tags(&[
+            ("managed-by", "stackgate"),
+            ("stackgate:repo", "evil/fork"),
+            ("stackgate:path", "stacks/web"),
+        ]);
+        let err = web().check("web", &other_repo, true).unwrap_err();
+        assert!(
+            err.to_string().contains("evil/fork") && err.to_string().contains("`web`"),
+            "{err}"
+        );
+
+        // Untagged: refused unless adopted.
+        let plain = tags(&[("team", "payments")]);
+        let err = web().check("web", &plain, false).unwrap_err();
+        assert!(err.to_string().contains("--adopt"), "{err}");
+        assert_eq!(web().check("web", &plain, true).unwrap(), Claim::Adopted);
+
+        // Tagged before paths were: the same repository keeps it.
+        let legacy = tags(&[
+            ("managed-by", "stackgate"),
+            ("stackgate:repo", "acme/infra"),
+        ]);
+        assert_eq!(web().check("web", &legacy, false).unwrap(), Claim::Legacy);
+    }
+
+    #[test]
+    fn collisions_name_every_claimant() {
+        let x = StackIdentity {
+            account: "123456789012".into(),
+            region: "us-east-1".into(),
+            name: "shared".into(),
+        };
+        let y = StackIdentity {
+            name: "alone".into(),
+            ..x.clone()
+        };
+        let api = Owner {
+            repo: Some("acme/other".into()),
+            path: "stacks/api".into(),
+        };
+        let (w, a) = (web(), api);
+        let found = collisions([(&x, &w), (&y, &w), (&x, &a), (&x, &w)]);
+        assert_eq!(found.len(), 1);
+        let msg = collision_message(&x, &found[&x]);
+        assert!(
+            msg.contains("acme/infra stacks/web") && msg.contains("acme/other stacks/api"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("123456789012") && msg.contains("us-east-1"),
+            "{msg}"
+        );
+    }
+}
