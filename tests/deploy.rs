@@ -596,46 +596,54 @@ fn remove_keeps_retained_buckets_and_their_objects() {
             ("deployment.yaml", "template-file-path: template.yaml\n"),
             (
                 "template.yaml",
-                "Resources:\n  Keep:\n    Type: AWS::S3::Bucket\n    DeletionPolicy: Retain\n  Scratch:\n    Type: AWS::S3::Bucket\n",
+                "Resources:\n  Keep:\n    Type: AWS::S3::Bucket\n    DeletionPolicy: Retain\n  Mostly:\n    Type: AWS::S3::Bucket\n    DeletionPolicy: RetainExceptOnCreate\n  Scratch:\n    Type: AWS::S3::Bucket\n",
             ),
         ],
     );
     let d = dir.to_str().unwrap();
     let out = stackgate(&["deploy", d, "--poll-seconds", "0.1"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let (keep, scratch) = (bucket_of(&name, "Keep"), bucket_of(&name, "Scratch"));
+    let (keep, mostly, scratch) = (
+        bucket_of(&name, "Keep"),
+        bucket_of(&name, "Mostly"),
+        bucket_of(&name, "Scratch"),
+    );
     put(&keep, "ledger.csv", b"precious");
+    put(&mostly, "ledger.csv", b"precious");
     put(&scratch, "tmp.txt", b"scratch");
 
     let out = stackgate(&["remove", d, "--poll-seconds", "0.1"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains(&format!("kept bucket {keep}")), "{text}");
+    assert!(text.contains(&format!("kept bucket {mostly}")), "{text}");
     assert!(
         text.contains(&format!("emptied bucket {scratch}: 1")),
         "{text}"
     );
     assert_eq!(stack_status(&name), None);
     let rt = tokio_rt();
-    let kept = rt
-        .block_on(s3().get_object().bucket(&keep).key("ledger.csv").send())
-        .expect("the retained bucket keeps its objects");
-    let body = rt.block_on(kept.body.collect()).unwrap().into_bytes();
-    assert_eq!(&body[..], b"precious");
+    for bucket in [&keep, &mostly] {
+        let kept = rt
+            .block_on(s3().get_object().bucket(bucket).key("ledger.csv").send())
+            .expect("a retained bucket keeps its objects");
+        let body = rt.block_on(kept.body.collect()).unwrap().into_bytes();
+        assert_eq!(&body[..], b"precious");
+        // Clean up what the stack left by design.
+        rt.block_on(async {
+            s3().delete_object()
+                .bucket(bucket)
+                .key("ledger.csv")
+                .send()
+                .await
+                .unwrap();
+            s3().delete_bucket().bucket(bucket).send().await.unwrap();
+        });
+    }
     assert!(
         rt.block_on(s3().head_bucket().bucket(&scratch).send())
             .is_err()
     );
-    // Clean up what the stack left by design.
-    rt.block_on(async {
-        s3().delete_object()
-            .bucket(&keep)
-            .key("ledger.csv")
-            .send()
-            .await
-            .unwrap();
-        s3().delete_bucket().bucket(&keep).send().await.unwrap();
-    });
 }
 
 #[test]

@@ -362,7 +362,9 @@ def patch_delete_order() -> None:
     (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/troubleshooting.html#troubleshooting-errors-delete-stack-fails).
 
     Fix: delete handlers for those types; ResourceMap.delete in reverse dependency order
-    (DependsOn, Ref, Fn::GetAtt, Fn::Sub), skipping what a failed resource still needs;
+    (DependsOn, Ref, Fn::GetAtt, Fn::Sub), skipping what a failed resource still needs and
+    what DeletionPolicy Retain or RetainExceptOnCreate keeps
+    (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-attribute-deletionpolicy.html);
     delete_stack that restores the stack as DELETE_FAILED when a resource cannot be deleted.
     """
     from moto.cloudformation.models import CloudFormationBackend
@@ -389,7 +391,8 @@ def patch_delete_order() -> None:
             if name in blocked:  # something that uses it could not be deleted
                 blocked |= deps[name]
                 continue
-            if body.get("DeletionPolicy") == "Retain":
+            # RetainExceptOnCreate keeps the resource on a stack delete, as Retain does.
+            if body.get("DeletionPolicy") in ("Retain", "RetainExceptOnCreate"):
                 continue
             parsed = self._parsed_resources.get(name)
             if parsed is None or isinstance(parsed, str):

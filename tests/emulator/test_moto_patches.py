@@ -344,6 +344,21 @@ def test_gap_non_empty_bucket_leaks_without_patch(emulators) -> None:
     assert bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]  # leaked
 
 
+@pytest.mark.parametrize("policy", ["Retain", "RetainExceptOnCreate"])
+def test_retained_bucket_outlives_its_stack(patched: Emulator, policy: str) -> None:
+    """A bucket whose DeletionPolicy keeps it stays, with its objects; the stack goes."""
+    cf, s3 = patched.client("cloudformation"), patched.client("s3")
+    template = {"Resources": {"Bucket": {"Type": "AWS::S3::Bucket", "DeletionPolicy": policy}},
+                "Outputs": {"Bucket": {"Value": {"Ref": "Bucket"}}}}
+    cf.create_stack(StackName="kept", TemplateBody=json.dumps(template))
+    described = stack(cf, "kept")
+    bucket = outputs(described)["Bucket"]
+    s3.put_object(Bucket=bucket, Key="precious.txt", Body=b"x")
+    cf.delete_stack(StackName="kept")
+    assert stack(cf, described["StackId"])["StackStatus"] == "DELETE_COMPLETE"
+    assert s3.get_object(Bucket=bucket, Key="precious.txt")["Body"].read() == b"x"
+
+
 # --------------------------------------------------------------- 3 create_rollback
 
 
