@@ -27,6 +27,8 @@ pub struct Claims {
     /// Folder of this repository → the identity it claims (now, or in the ledger if gone).
     by_folder: BTreeMap<String, StackIdentity>,
     collisions: BTreeMap<StackIdentity, Vec<Owner>>,
+    /// Gone folder → the one folder of the commit that now names its stack.
+    moves: BTreeMap<String, String>,
 }
 
 impl Claims {
@@ -44,6 +46,7 @@ impl Claims {
             path: path(r, folder),
         };
         let mut by_folder: BTreeMap<String, StackIdentity> = current.iter().cloned().collect();
+        let mut moves = BTreeMap::new();
         let mut all: Vec<(StackIdentity, Owner)> = current
             .iter()
             .map(|(f, id)| (id.clone(), owner(repo, f)))
@@ -56,6 +59,16 @@ impl Claims {
             }
             if ours {
                 by_folder.insert(folder.clone(), id.clone());
+                // Gone, and exactly one folder of the commit names its stack: a move.
+                let now: Vec<&String> = current
+                    .iter()
+                    .filter(|(_, i)| i == id)
+                    .map(|(f, _)| f)
+                    .collect();
+                if let [to] = now.as_slice() {
+                    moves.insert(folder.clone(), (*to).clone());
+                    continue;
+                }
             }
             all.push((id.clone(), owner(r, folder)));
         }
@@ -66,7 +79,13 @@ impl Claims {
         Self {
             by_folder,
             collisions,
+            moves,
         }
+    }
+
+    /// The folder a gone folder's stack moved to, at this commit.
+    pub fn moved_to(&self, folder: &str) -> Option<&str> {
+        self.moves.get(folder).map(String::as_str)
     }
 
     /// Why `folder` may not deploy (or be pruned): its stack has another claimant.
@@ -149,11 +168,17 @@ mod tests {
         let c = Claims::find("acme/infra", &current, &ledger, &path);
         assert!(c.refusal("c").is_none());
 
-        // A gone folder's stack, claimed by a new folder: neither moves.
+        // A gone folder's stack, named by one folder of the commit: it moved.
         let ledger = vec![(id("alone"), "acme/infra".to_string(), "old".to_string())];
         let c = Claims::find("acme/infra", &current, &ledger, &path);
-        assert!(c.refusal("c").is_some());
-        assert!(c.refusal("old").is_some());
+        assert!(c.refusal("c").is_none());
+        assert!(c.refusal("old").is_none());
+        assert_eq!(c.moved_to("old"), Some("c"));
+        // Named by two folders of the commit: a collision, no move.
+        let ledger = vec![(id("shared"), "acme/infra".to_string(), "old".to_string())];
+        let c = Claims::find("acme/infra", &current, &ledger, &path);
+        assert_eq!(c.moved_to("old"), None);
+        assert!(c.refusal("old").unwrap().contains("stacks/old"));
     }
 
     #[test]

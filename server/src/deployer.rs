@@ -76,6 +76,9 @@ pub struct Origin {
     pub path: Option<String>,
     /// Take over a stack that stackgate did not create (no `managed-by` tag).
     pub adopt: bool,
+    /// The path of a folder of this repository, gone at this commit, whose stack this
+    /// folder now names: the stack moves with the folder.
+    pub moved_from: Option<String>,
 }
 
 impl Origin {
@@ -165,7 +168,13 @@ impl Deployer {
         let existing = cfn::describe_stack(&self.aws.cfn, &stack.name).await?;
         let owner = origin.owner(&stack.folder);
         if let Some(info) = &existing {
-            self.claim(&owner, &stack.name, info, origin.adopt, sink)?;
+            self.claim(
+                &owner,
+                &stack.name,
+                info,
+                (origin.adopt, origin.moved_from.as_deref()),
+                sink,
+            )?;
         }
         let create = match &existing {
             None => true,
@@ -328,11 +337,18 @@ impl Deployer {
         owner: &Owner,
         name: &str,
         info: &cfn::StackInfo,
-        adopt: bool,
+        (adopt, moved_from): (bool, Option<&str>),
         sink: Sink<'_>,
     ) -> Result<(), DeployError> {
-        match owner.check(name, &info.tags, adopt)? {
+        let claim = match owner.check(name, &info.tags, adopt) {
+            Err(_) if moved_from.is_some_and(|p| owner.moved_from(&info.tags, p)) => Claim::Moved,
+            other => other?,
+        };
+        match claim {
             Claim::Owned => {}
+            Claim::Moved => sink(Progress::Note(&format!(
+                "stack `{name}` moves with its folder: now tagged {owner}"
+            ))),
             Claim::Legacy => sink(Progress::Note(&format!(
                 "stack `{name}` was tagged before stackgate tagged paths; now tagged {owner}"
             ))),
@@ -479,7 +495,7 @@ impl Deployer {
             )));
             return Ok(Removed::NotFound);
         };
-        self.claim(owner, stack_name, &info, adopt, sink)?;
+        self.claim(owner, stack_name, &info, (adopt, None), sink)?;
         if info.in_progress() && info.status != "REVIEW_IN_PROGRESS" {
             return Err(DeployError::Busy {
                 stack: stack_name.into(),

@@ -43,7 +43,7 @@ pub fn origin_of(dir: &Path) -> Origin {
         repo: name,
         sha,
         path,
-        adopt: false,
+        ..Origin::default()
     }
 }
 

@@ -59,6 +59,9 @@ pub enum Claim {
     Legacy,
     /// Untagged, and the operator asked to take it over.
     Adopted,
+    /// Tagged for a folder of this repository that is gone at this commit: the folder
+    /// moved, and the stack moves with it.
+    Moved,
 }
 
 /// A stack that belongs to someone else. Names the stack and its tags' owner, nothing else
@@ -118,6 +121,16 @@ impl Owner {
                 }
             ))),
         }
+    }
+}
+
+impl Owner {
+    /// Whether the tags name `from_path` of this owner's repository.
+    pub fn moved_from(&self, tags: &[(String, String)], from_path: &str) -> bool {
+        let tag = |k: &str| tags.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+        tag(MANAGED_BY).map(String::as_str) == Some(STACKGATE)
+            && tag(REPO_TAG) == self.repo.as_ref()
+            && tag(PATH_TAG).map(String::as_str) == Some(from_path)
     }
 }
 
@@ -210,6 +223,11 @@ mod tests {
             ("stackgate:repo", "acme/infra"),
         ]);
         assert_eq!(web().check("web", &legacy, false).unwrap(), Claim::Legacy);
+
+        // A move within the repository, and only within it.
+        assert!(web().moved_from(&other_path, "stacks/api"));
+        assert!(!web().moved_from(&other_path, "stacks/web"));
+        assert!(!web().moved_from(&other_repo, "stacks/web"));
     }
 
     #[test]

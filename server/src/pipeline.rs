@@ -520,6 +520,11 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
             }
         }
     }
+    // A gone folder whose stack another folder now names moved: never pruned.
+    let gone: Vec<String> = gone
+        .into_iter()
+        .filter(|f| claims.moved_to(f).is_none())
+        .collect();
     if repo.prune {
         let bound =
             claims::prune_refusal(&repo.stacks_dir, snap.stacks.len(), &gone, repo.max_prune);
@@ -690,6 +695,13 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     let other = app.store.live_identities()?.into_iter().find(|(id, r, f)| {
         *id == identity && !(r.eq_ignore_ascii_case(&job.repo) && *f == stack_name)
     });
+    // A folder of this repository that is gone at this commit: the stack moved here.
+    let (moved, other) = match other {
+        Some((_, r, f)) if r.eq_ignore_ascii_case(&job.repo) && snap.files(&f).is_none() => {
+            (Some(f), None)
+        }
+        other => (None, other),
+    };
     if let Some((_, r, f)) = other {
         let theirs = Owner {
             repo: Some(r.clone()),
@@ -712,7 +724,8 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         .add_statuses(Some(job.id), &[say("pending", "deploying…".into())])?;
     app.report_wake.notify_one();
     app.store.set_phase(job.id, "planning", None, None)?;
-    let origin = origin_of(job, &repo, &stack_name);
+    let mut origin = origin_of(job, &repo, &stack_name);
+    origin.moved_from = moved.as_ref().map(|f| app.stacks_path(&job.repo, f));
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
     let planned = match app
@@ -753,7 +766,15 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     app.store.set_detail(job.id, &detail)?;
     let total = stack.template.resources().len();
     let result = app.deployer.execute(&planned, total, &mut sink).await;
-    finish_deploy(app, job, &stack_name, detail, events, result)
+    let state = finish_deploy(app, job, &stack_name, detail, events, result)?;
+    // The executed change set retagged the stack: the old folder's claim ends. (Without
+    // changes the tags stay, and so does the old claim: the move is seen again.)
+    if let Some(old) = moved
+        && state == "succeeded"
+    {
+        app.store.retire(&job.repo, &old)?;
+    }
+    Ok(state)
 }
 
 fn record(events: &std::sync::Mutex<Vec<Value>>, p: Progress<'_>) {
@@ -855,7 +876,7 @@ fn origin_of(job: &Job, repo: &RepoConfig, folder: &str) -> Origin {
         repo: owner.repo,
         sha: Some(job.sha.clone()),
         path: Some(owner.path),
-        adopt: false,
+        ..Origin::default()
     }
 }
 

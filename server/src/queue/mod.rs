@@ -566,6 +566,18 @@ impl Store {
         })
     }
 
+    /// Marks a folder's stack as no longer its own (it moved to another folder) without
+    /// any AWS call.
+    pub fn retire(&self, repo: &str, stack: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE deployed SET removed = 1, at = ?3 WHERE repo = ?1 AND stack = ?2",
+                params![repo, stack, now()],
+            )
+        })?;
+        Ok(())
+    }
+
     /// What the ledger remembers of one stack folder's last deploy.
     pub fn ledger_row(&self, repo: &str, stack: &str) -> Result<Option<LedgerRow>, StoreError> {
         self.with(|c| {
