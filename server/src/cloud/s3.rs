@@ -34,10 +34,11 @@ pub enum S3Error {
         key: String,
         expected: String,
     },
-    #[error("S3 refused to delete s3://{bucket}/{key} (version {version}): {code}: {message}")]
+    #[error("S3 refused to delete s3://{bucket}/{key}{version}: {code}: {message}")]
     DeleteRefused {
         bucket: String,
         key: String,
+        /// ` (version …)` when S3 names one.
         version: String,
         code: String,
         message: String,
@@ -352,7 +353,10 @@ pub async fn empty_bucket(s3: &Client, bucket: &str, owner: &str) -> Result<usiz
                 return Err(S3Error::DeleteRefused {
                     bucket: bucket.to_string(),
                     key: e.key().unwrap_or_default().to_string(),
-                    version: e.version_id().unwrap_or("null").to_string(),
+                    version: e
+                        .version_id()
+                        .map(|v| format!(" (version {v})"))
+                        .unwrap_or_default(),
                     code: e.code().unwrap_or("unknown").to_string(),
                     message: e.message().unwrap_or("no message").to_string(),
                 });
