@@ -21,8 +21,9 @@ pub enum S3Error {
     #[error(transparent)]
     Aws(#[from] AwsError),
     #[error(
-        "the artifact bucket `{bucket}` is not owned by this account ({account}); choose another \
-         with --artifact-bucket (aws.artifact_bucket in the service)"
+        "the artifact bucket `{bucket}` is not owned by this account ({account}), or this account \
+         may not read it (403 with ExpectedBucketOwner); nothing uploaded. Choose another with \
+         --artifact-bucket (aws.artifact_bucket in the service), or grant s3:ListBucket"
     )]
     NotOwned { bucket: String, account: String },
     #[error(
