@@ -414,8 +414,10 @@ fn bad_webhooks_are_refused_and_enqueue_nothing() {
             .0,
         202
     );
-    // A push that touches nothing under stacks/ enqueues nothing.
-    let other = push_payload(ZERO, &sha, &["README.md"], false);
+    // A push to another branch enqueues nothing.
+    let mut other: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    other["ref"] = json!("refs/heads/feature");
+    let other = serde_json::to_vec(&other).unwrap();
     let (code, reply) = server.webhook("push", &delivery_id(), &other, Some(HOOK_SECRET));
     assert_eq!((code, reply["result"].as_str()), (202, Some("ignored")));
 
@@ -771,5 +773,116 @@ fn a_github_app_installation_posts_the_statuses() {
         "{statuses:?}"
     );
     gh.assert_all_valid();
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn a_queued_deploy_whose_content_the_head_reverted_does_not_run() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-revert");
+    param_stack(&repo, "app", &name, "v0");
+    let sha0 = repo.commit("v0");
+    let server = Server::start(&repo, &gh, "");
+    assert_eq!(
+        server.push(ZERO, &sha0, &["stacks/app/template.yaml"]).0,
+        202
+    );
+    let first = wait_for(60, "the first deploy", || {
+        final_state(&gh.statuses(&sha0), "stackgate/app")
+    });
+    assert_eq!(first.0, "success", "{}", server.logs());
+
+    // S1 deploys v1 and stays in progress in CloudFormation for a while.
+    slow_stack(&name, 6.0);
+    param_stack(&repo, "app", &name, "v1");
+    let sha1 = repo.commit("v1");
+    assert_eq!(
+        server.push(&sha0, &sha1, &["stacks/app/deployment.yaml"]).0,
+        202
+    );
+    wait_for(30, "S1 executing", || {
+        gh.statuses(&sha1)
+            .iter()
+            .any(|s| s.0 == "stackgate/app" && s.2 == "deploying…")
+            .then_some(())
+    });
+    // A removes the stack; its deploy queues behind S1.
+    let dep = repo.dir.join("stacks/app/deployment.yaml");
+    let v1 = std::fs::read_to_string(&dep).unwrap();
+    std::fs::write(&dep, format!("{v1}remove: true\n")).unwrap();
+    let sha_a = repo.commit("remove");
+    assert_eq!(
+        server
+            .push(&sha1, &sha_a, &["stacks/app/deployment.yaml"])
+            .0,
+        202
+    );
+    wait_for(30, "A's deploy queued", || {
+        gh.statuses(&sha_a)
+            .iter()
+            .any(|s| s.0 == "stackgate/app" && s.2 == "queued")
+            .then_some(())
+    });
+    // B restores v0, the content S1 replaced: against the last finished deploy, nothing
+    // changed, so B's sync supersedes nothing.
+    param_stack(&repo, "app", &name, "v0");
+    let sha_b = repo.commit("back to v0");
+    assert_eq!(
+        server
+            .push(&sha_a, &sha_b, &["stacks/app/deployment.yaml"])
+            .0,
+        202
+    );
+    let b_policy = wait_for(30, "B's sync", || {
+        final_state(&gh.statuses(&sha_b), "stackgate/policy")
+    });
+    assert_eq!(b_policy.0, "success", "{b_policy:?}");
+    assert_eq!(
+        final_state(&gh.statuses(&sha1), "stackgate/app"),
+        None,
+        "S1 ended before B's sync: the race was not staged"
+    );
+
+    // A hands over to the head instead of removing the stack; the head's content deploys.
+    let a_end = wait_for(60, "A's end", || {
+        final_state(&gh.statuses(&sha_a), "stackgate/app")
+    });
+    assert_eq!(a_end.0, "error", "{a_end:?}\n{}", server.logs());
+    assert!(
+        a_end.1.contains("superseded by") && a_end.1.contains(&sha_b[..7]),
+        "{a_end:?}"
+    );
+    let b_end = wait_for(60, "the head's deploy", || {
+        final_state(&gh.statuses(&sha_b), "stackgate/app")
+    });
+    assert_eq!(b_end.0, "success", "{b_end:?}\n{}", server.logs());
+    slow_stack(&name, 0.0);
+    assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("v0"));
+    gh.assert_all_valid();
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn a_push_whose_payload_lists_no_stack_path_still_syncs() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-hint");
+    param_stack(&repo, "app", &name, "h1");
+    let sha = repo.commit("h1");
+    let server = Server::start(&repo, &gh, "");
+    // GitHub caps `commits` at 20 and its file lists are a hint: this one names only a
+    // file outside the stacks folder, and the stack changed all the same.
+    let (code, reply) = server.push(ZERO, &sha, &["docs/README.md"]);
+    assert_eq!(
+        (code, reply["result"].as_str()),
+        (202, Some("accepted")),
+        "{reply}"
+    );
+    let done = wait_for(60, "the deploy", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{}", server.logs());
+    assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("h1"));
     server.assert_no_secret_in_logs();
 }

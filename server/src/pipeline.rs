@@ -380,6 +380,71 @@ fn job_context(job: &Job) -> String {
     }
 }
 
+/// Ends a job whose commit is no longer what the branch says, and enqueues the head's sync,
+/// which compares with what is deployed and deploys what differs.
+fn hand_over(app: &App, repo: &RepoConfig, job: &Job, head: String) -> Result<String, JobError> {
+    let description = format!(
+        "superseded by {} on {}; not deployed",
+        short(&head),
+        repo.branch
+    );
+    let superseded = status(
+        &app.cfg,
+        &job.repo,
+        &job.sha,
+        job_context(job),
+        "error",
+        description,
+        job.id,
+    );
+    app.store.finish(
+        job.id,
+        "superseded",
+        &json!({"superseded_by": head}),
+        &[superseded],
+        None,
+    )?;
+    app.enqueue(&[NewJob {
+        kind: Some(Kind::Sync),
+        repo: job.repo.clone(),
+        sha: head,
+        trigger: job.trigger.clone(),
+        ..Default::default()
+    }])?;
+    Ok("superseded".into())
+}
+
+/// The branch head, when the stack's folder there differs from the job's commit. A push may
+/// have changed it again, or back to what is deployed, while this deploy waited; that push's
+/// sync saw nothing to supersede. A manual redeploy of an older commit is meant.
+async fn stale_against_head(
+    app: &App,
+    repo: &RepoConfig,
+    job: &Job,
+    stack: &str,
+) -> Result<Option<String>, JobError> {
+    if job.trigger == "manual" {
+        return Ok(None);
+    }
+    let Some(head) = app.fetch(repo).await? else {
+        return Ok(None);
+    };
+    if head == job.sha {
+        return Ok(None);
+    }
+    let mirror = app.mirrors.get(&repo.name).ok_or("no mirror")?.clone();
+    let (ours, theirs, dir) = (job.sha.clone(), head.clone(), repo.stacks_dir.clone());
+    let (ours, theirs) = tokio::task::spawn_blocking(move || {
+        let m = mirror.blocking_lock();
+        Ok::<_, crate::checkout::CheckoutError>((
+            m.stack_trees(&ours, &dir)?,
+            m.stack_trees(&theirs, &dir)?,
+        ))
+    })
+    .await??;
+    Ok((ours.get(stack) != theirs.get(stack)).then_some(head))
+}
+
 /// A push (or poll): find what changed, gate it, enqueue the deploys.
 async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
     let repo = app
@@ -392,35 +457,7 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
     if let Some(head) = app.fetch(&repo).await?
         && head != job.sha
     {
-        let description = format!(
-            "superseded by {} on {}; not deployed",
-            short(&head),
-            repo.branch
-        );
-        let superseded = status(
-            &app.cfg,
-            &job.repo,
-            &job.sha,
-            "stackgate/policy".into(),
-            "error",
-            description,
-            job.id,
-        );
-        app.store.finish(
-            job.id,
-            "superseded",
-            &json!({"superseded_by": head}),
-            &[superseded],
-            None,
-        )?;
-        app.enqueue(&[NewJob {
-            kind: Some(Kind::Sync),
-            repo: job.repo.clone(),
-            sha: head,
-            trigger: job.trigger.clone(),
-            ..Default::default()
-        }])?;
-        return Ok("superseded".into());
+        return hand_over(app, &repo, job, head);
     }
     let snap = app.snapshot(&repo, &job.sha).await?;
     let deployed = app.store.deployed(&repo.name)?;
@@ -546,6 +583,9 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         return resume_deploy(app, job, &stack_name, r, detail).await;
     }
     app.store.set_phase(job.id, "checkout", None, None)?;
+    if let Some(head) = stale_against_head(app, &repo, job, &stack_name).await? {
+        return hand_over(app, &repo, job, head);
+    }
     let snap = app.snapshot(&repo, &job.sha).await?;
     let Some(files) = snap.files(&stack_name) else {
         // The folder is gone: remove only with prune, and only what stackgate deployed.
