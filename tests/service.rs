@@ -138,6 +138,7 @@ fn a_pull_request_gets_a_dry_run_and_one_comment() {
     repo.git(&["checkout", "-q", "-b", "feature"]);
     param_stack(&repo, "app", &name, "two");
     let head1 = repo.commit("change the value");
+    repo.set_pull_head(7, &head1);
     let server = Server::start(&repo, &gh, "");
 
     let (code, body) = server.webhook(
@@ -179,6 +180,7 @@ fn a_pull_request_gets_a_dry_run_and_one_comment() {
     // A new push to the branch updates the same comment.
     param_stack(&repo, "app", &name, "three");
     let head2 = repo.commit("again");
+    repo.set_pull_head(7, &head2);
     let (code, _) = server.webhook(
         "pull_request",
         &delivery_id(),
@@ -209,6 +211,7 @@ fn a_pull_request_gets_a_dry_run_and_one_comment() {
 
     // From a fork: the policy only, no AWS calls, no plan status.
     let head3 = head2.clone();
+    repo.set_pull_head(8, &head3);
     let (code, _) = server.webhook(
         "pull_request",
         &delivery_id(),
@@ -884,5 +887,220 @@ fn a_push_whose_payload_lists_no_stack_path_still_syncs() {
     });
     assert_eq!(done.0, "success", "{}", server.logs());
     assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("h1"));
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn the_mirror_fetches_only_the_branch_and_the_pull_requests_head() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-refs"), "r1");
+    let sha = repo.commit("r1");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    param_stack(&repo, "app", &unique("gitops-refs"), "r2");
+    let head = repo.commit("r2");
+    repo.set_pull_head(5, &head);
+    repo.set_pull_head(99, &head);
+    repo.git(&["checkout", "-q", "main"]);
+    let server = Server::start(&repo, &gh, "");
+    assert_eq!(
+        server.push(ZERO, &sha, &["stacks/app/template.yaml"]).0,
+        202
+    );
+    wait_for(60, "the deploy", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    let mirror = server.state.join("mirrors/Codertocat__Hello-World.git");
+    assert_eq!(GitRepo::refs_of(&mirror), ["refs/heads/main"]);
+    let (code, _) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("opened", 5, &head, "feature", false),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202);
+    let said = wait_for(60, "the preview", || {
+        final_state(&gh.statuses(&head), "stackgate/policy")
+    });
+    assert_eq!(said.0, "success", "{said:?}\n{}", server.logs());
+    assert_eq!(
+        GitRepo::refs_of(&mirror),
+        ["refs/heads/main", "refs/pull/5/head"]
+    );
+    server.assert_no_secret_in_logs();
+}
+
+/// A bare copy of `repo` under `root` as `acme/infra.git`, for the stand-in's git server.
+fn publish(repo: &GitRepo, root: &std::path::Path) -> std::path::PathBuf {
+    let bare = root.join("acme/infra.git");
+    std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
+    let out = std::process::Command::new("git")
+        .args(["clone", "-q", "--mirror"])
+        .arg(&repo.dir)
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    bare
+}
+
+fn app_key() -> (tempfile::TempDir, String) {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("app.pem");
+    let out = std::process::Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .output()
+        .expect("openssl");
+    assert!(out.status.success());
+    let path = key.display().to_string();
+    (keys, path)
+}
+
+#[test]
+fn a_github_app_fetches_a_private_repository_with_its_installation_token() {
+    let (_keys, key) = app_key();
+    let git_root = tempfile::tempdir().unwrap();
+    let repo = GitRepo::new();
+    let name = unique("gitops-private");
+    param_stack(&repo, "app", &name, "p1");
+    let sha = repo.commit("p1");
+    publish(&repo, git_root.path());
+    let gh = StandIn::start_with(&[
+        "--app-public-key",
+        &key,
+        "--app-id",
+        "4242",
+        "--installation-id",
+        "77",
+        "--git-root",
+        git_root.path().to_str().unwrap(),
+    ]);
+    let mut server = Server::start(&repo, &gh, "");
+    let url = format!("{}/_git/acme/infra.git", gh.url);
+    let local = repo.dir.display().to_string();
+    server.reconfigure(|c| {
+        c.replace(
+            "token_env = \"TEST_GH_TOKEN\"",
+            &format!("app_id = 4242\nprivate_key_file = \"{key}\"\ninstallation_id = 77"),
+        )
+        .replace(&format!("url = \"{local}\""), &format!("url = \"{url}\""))
+    });
+    assert_eq!(
+        server.push(ZERO, &sha, &["stacks/app/template.yaml"]).0,
+        202
+    );
+    let done = wait_for(60, "the private repository's deploy", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{}", server.logs());
+    let git: Vec<_> = gh
+        .requests()
+        .into_iter()
+        .filter(|r| r["operation"] == "git")
+        .collect();
+    assert!(
+        git.iter()
+            .any(|r| r["auth"] == "installation_token" && r["status"] == 200),
+        "{git:?}"
+    );
+    assert!(git.iter().all(|r| r["auth"] != "refused"), "{git:?}");
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn refused_git_credentials_fail_at_once() {
+    let git_root = tempfile::tempdir().unwrap();
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-refused"), "x");
+    let sha = repo.commit("x");
+    publish(&repo, git_root.path());
+    // The stand-in knows one other token: stackgate's is refused, by git and the API alike.
+    let gh = StandIn::start_with(&[
+        "--token",
+        "ghp_someoneElsesToken",
+        "--git-root",
+        git_root.path().to_str().unwrap(),
+    ]);
+    let mut server = Server::start(&repo, &gh, "");
+    let url = format!("{}/_git/acme/infra.git", gh.url);
+    let local = repo.dir.display().to_string();
+    server.reconfigure(|c| c.replace(&format!("url = \"{local}\""), &format!("url = \"{url}\"")));
+    let (code, reply) = server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
+    assert_eq!(code, 202, "{reply}");
+    let id = reply["jobs"][0].as_i64().unwrap();
+    let job = wait_for(30, "the sync's end", || {
+        let j = server.job(id);
+        (j["state"] != "queued" && j["state"] != "running").then_some(j)
+    });
+    assert_eq!(job["state"], "error", "{job:#}");
+    assert!(
+        job["detail"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused the credentials")),
+        "{job:#}"
+    );
+    let offered = gh
+        .requests()
+        .into_iter()
+        .filter(|r| r["operation"] == "git" && r["auth"] == "refused")
+        .count();
+    assert_eq!(offered, 1, "the token was offered {offered} times");
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn a_git_server_that_stalls_is_cut_off() {
+    let git_root = tempfile::tempdir().unwrap();
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-stall"), "s");
+    let sha = repo.commit("s");
+    publish(&repo, git_root.path());
+    let gh = StandIn::start_with(&[
+        "--token",
+        GH_TOKEN,
+        "--git-root",
+        git_root.path().to_str().unwrap(),
+    ]);
+    // The first git request hangs for 30 s (then fails); stackgate waits at most 2 s.
+    gh.fail(json!({"path_regex": "^/_git/", "status": 500, "delay_ms": 30000, "times": 1}));
+    let mut server = Server::start(&repo, &gh, "git_timeout_seconds = 2");
+    let url = format!("{}/_git/acme/infra.git", gh.url);
+    let local = repo.dir.display().to_string();
+    server.reconfigure(|c| c.replace(&format!("url = \"{local}\""), &format!("url = \"{url}\"")));
+    let started = std::time::Instant::now();
+    let (code, reply) = server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
+    assert_eq!(code, 202, "{reply}");
+    let id = reply["jobs"][0].as_i64().unwrap();
+    let job = wait_for(40, "the sync's end", || {
+        let j = server.job(id);
+        (j["state"] != "queued" && j["state"] != "running").then_some(j)
+    });
+    let took = started.elapsed();
+    assert_eq!(job["state"], "error", "{job:#}");
+    assert!(
+        took < Duration::from_secs(15),
+        "the stalled fetch held for {took:?}"
+    );
+    let said = final_state(&gh.statuses(&sha), "stackgate/policy");
+    assert!(
+        said.as_ref()
+            .is_some_and(|s| s.0 == "error" && s.1.contains("git")),
+        "{said:?}"
+    );
+    // The next push fetches normally.
+    let (code, reply) = server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
+    assert_eq!(code, 202);
+    let id = reply["jobs"][0].as_i64().unwrap();
+    let job = wait_for(40, "the second sync's end", || {
+        let j = server.job(id);
+        (j["state"] != "queued" && j["state"] != "running").then_some(j)
+    });
+    assert_eq!(job["state"], "succeeded", "{job:#}\n{}", server.logs());
+    let done = wait_for(60, "the deploy after the stall", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{}", server.logs());
     server.assert_no_secret_in_logs();
 }

@@ -33,6 +33,13 @@ pub struct Config {
     /// Jobs of different stacks that may run at once.
     #[serde(default = "default_parallel")]
     pub max_parallel_jobs: usize,
+    /// The longest git waits to connect, for each read, and for one whole fetch.
+    #[serde(default = "default_git_timeout")]
+    pub git_timeout_seconds: u64,
+}
+
+fn default_git_timeout() -> u64 {
+    120
 }
 
 fn default_listen() -> String {
@@ -370,6 +377,12 @@ impl Config {
                  everything"
             )));
         }
+        if !(1..=3600).contains(&self.git_timeout_seconds) {
+            return Err(ConfigError::Invalid(format!(
+                "git_timeout_seconds = {}: between 1 and 3600",
+                self.git_timeout_seconds
+            )));
+        }
         for r in &self.repos {
             if r.name.split('/').count() != 2 {
                 return Err(ConfigError::Invalid(format!(
@@ -412,7 +425,13 @@ fn apply_env(
     value: &mut toml::Value,
     vars: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const TOP: &[&str] = &["listen", "public_url", "max_parallel_jobs", "api_tokens"];
+    const TOP: &[&str] = &[
+        "listen",
+        "public_url",
+        "max_parallel_jobs",
+        "api_tokens",
+        "git_timeout_seconds",
+    ];
     const SECTIONS: &[(&str, &[&str])] = &[
         ("state", &["path", "synchronous", "retain_days"]),
         (

@@ -11,11 +11,11 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, Notify};
 use tracing::Instrument;
 
-use crate::checkout::{Mirror, Snapshot};
+use crate::checkout::{Heads, Mirror, Snapshot};
 use crate::cloud::cfn;
 use crate::config::{Config, RepoConfig};
 use crate::deployer::{DeployError, Deployer, Progress};
-use crate::github::Reporter;
+use crate::github::{GitCredential, Reporter};
 use crate::metrics::Metrics;
 use crate::policy::input::{EventInfo, PolicyInput};
 use crate::policy::{PolicyHost, Report, Severity, Verdict, truncate};
@@ -32,6 +32,8 @@ pub enum JobError {
     Checkout(#[from] crate::checkout::CheckoutError),
     #[error(transparent)]
     Aws(#[from] crate::cloud::AwsError),
+    #[error(transparent)]
+    Github(#[from] crate::github::GithubError),
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("{0}")]
@@ -54,6 +56,8 @@ pub struct App {
     pub deployer: Deployer,
     pub reporter: Reporter,
     pub mirrors: HashMap<String, Arc<Mutex<Mirror>>>,
+    /// What git offers as the password of an https fetch.
+    pub git: GitCredential,
     /// (repo, webhook secret) for each repository that takes webhooks.
     pub webhook_secrets: Vec<(String, secrecy::SecretString)>,
     pub metrics: Metrics,
@@ -149,19 +153,29 @@ impl App {
         self.cfg.repo(name)
     }
 
-    async fn fetch(&self, repo: &RepoConfig) -> Result<Option<String>, JobError> {
+    /// Fetches the branch (and pull request `pr`'s head) into the mirror.
+    pub async fn fetch(&self, repo: &RepoConfig, pr: Option<u64>) -> Result<Heads, JobError> {
         let mirror = self
             .mirrors
             .get(&repo.name)
             .ok_or("no mirror for this repository")?
             .clone();
+        // Asked for before the lock: an App token may need minting.
+        let password = self.git.password().await?;
         let branch = repo.branch.clone();
-        tokio::task::spawn_blocking(move || mirror.blocking_lock().fetch(&branch))
-            .await?
-            .map_err(JobError::from)
+        tokio::task::spawn_blocking(move || {
+            mirror.blocking_lock().fetch(&branch, pr, password.as_ref())
+        })
+        .await?
+        .map_err(JobError::from)
     }
 
-    async fn snapshot(&self, repo: &RepoConfig, sha: &str) -> Result<Snapshot, JobError> {
+    async fn snapshot(
+        &self,
+        repo: &RepoConfig,
+        sha: &str,
+        pr: Option<u64>,
+    ) -> Result<Snapshot, JobError> {
         let mirror = self
             .mirrors
             .get(&repo.name)
@@ -175,7 +189,7 @@ impl App {
             Ok(s) => Ok(s),
             Err(_) => {
                 // Not fetched yet (a manual redeploy, a missed webhook): fetch and retry once.
-                self.fetch(repo).await?;
+                self.fetch(repo, pr).await?;
                 try_read(mirror, sha, dir).await?.map_err(JobError::from)
             }
         }
@@ -426,7 +440,7 @@ async fn stale_against_head(
     if job.trigger == "manual" {
         return Ok(None);
     }
-    let Some(head) = app.fetch(repo).await? else {
+    let Some(head) = app.fetch(repo, None).await?.branch else {
         return Ok(None);
     };
     if head == job.sha {
@@ -454,12 +468,12 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
     // The branch is the truth, not the webhook: deliveries arrive late and out of order.
     // A commit that is no longer the head hands over to the head, so an older push can
     // never undo a newer one.
-    if let Some(head) = app.fetch(&repo).await?
+    if let Some(head) = app.fetch(&repo, None).await?.branch
         && head != job.sha
     {
         return hand_over(app, &repo, job, head);
     }
-    let snap = app.snapshot(&repo, &job.sha).await?;
+    let snap = app.snapshot(&repo, &job.sha, None).await?;
     let deployed = app.store.deployed(&repo.name)?;
     let (mut changed, gone) = app.changed_stacks(&repo, &snap, &deployed).await?;
     let missing = app.missing_stacks(&snap, &deployed, &changed).await;
@@ -586,7 +600,7 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     if let Some(head) = stale_against_head(app, &repo, job, &stack_name).await? {
         return hand_over(app, &repo, job, head);
     }
-    let snap = app.snapshot(&repo, &job.sha).await?;
+    let snap = app.snapshot(&repo, &job.sha, None).await?;
     let Some(files) = snap.files(&stack_name) else {
         // The folder is gone: remove only with prune, and only what stackgate deployed.
         if !repo.prune {
@@ -906,7 +920,8 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
         .ok_or("repository is no longer configured")?
         .clone();
     let pr = job.pr.ok_or("a preview without a pull request")?;
-    let snap = app.snapshot(&repo, &job.sha).await?;
+    app.fetch(&repo, Some(pr)).await?;
+    let snap = app.snapshot(&repo, &job.sha, Some(pr)).await?;
     let deployed = app.store.deployed(&repo.name)?;
     let (changed, _) = app.changed_stacks(&repo, &snap, &deployed).await?;
     let mut statuses = Vec::new();

@@ -214,6 +214,24 @@ impl GitRepo {
         .expect("write");
     }
 
+    /// Points `refs/pull/<n>/head` at `sha`, as GitHub does for an open pull request.
+    pub fn set_pull_head(&self, n: u64, sha: &str) {
+        self.git(&["update-ref", &format!("refs/pull/{n}/head"), sha]);
+    }
+
+    /// The refs of a bare clone (e.g. stackgate's mirror), one `refs/...` name each.
+    pub fn refs_of(dir: &Path) -> Vec<String> {
+        let out = Command::new("git")
+            .args(["for-each-ref", "--format=%(refname)"])
+            .current_dir(dir)
+            .output()
+            .expect("git for-each-ref");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Commits everything; returns the sha.
     pub fn commit(&self, message: &str) -> String {
         self.git(&["add", "-A"]);
