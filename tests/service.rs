@@ -890,6 +890,157 @@ fn a_push_whose_payload_lists_no_stack_path_still_syncs() {
     server.assert_no_secret_in_logs();
 }
 
+/// The pull-request comments GitHub accepted, oldest first.
+fn comments(gh: &StandIn) -> Vec<serde_json::Value> {
+    gh.requests()
+        .into_iter()
+        .filter(|r| {
+            r["status"].as_u64().is_some_and(|s| s < 300)
+                && (r["operation"] == "issues/create-comment"
+                    || r["operation"] == "issues/update-comment")
+        })
+        .collect()
+}
+
+/// Every stack CloudFormation has or had under `name` in `region`, deleted ones included.
+fn stack_history(name: &str, region: &str) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = regional_cfn(region);
+    let out = rt
+        .block_on(client.list_stacks().send())
+        .expect("ListStacks");
+    out.stack_summaries()
+        .iter()
+        .filter(|s| s.stack_name() == Some(name))
+        .map(|s| {
+            s.stack_status()
+                .map(|x| x.as_str().to_string())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn regional_cfn(region: &str) -> aws_sdk_cloudformation::Client {
+    let conf = aws_sdk_cloudformation::Config::builder()
+        .behavior_version_latest()
+        .region(aws_sdk_cloudformation::config::Region::new(
+            region.to_string(),
+        ))
+        .endpoint_url(aws_endpoint())
+        .credentials_provider(aws_sdk_cloudformation::config::Credentials::new(
+            "stackgate-test",
+            "stackgate-test",
+            None,
+            None,
+            "tests",
+        ))
+        .build();
+    aws_sdk_cloudformation::Client::from_conf(conf)
+}
+
+const OPEN_SSH: &str = "Resources:\n  Open:\n    Type: AWS::EC2::SecurityGroup\n    Properties:\n      GroupDescription: open\n      SecurityGroupIngress:\n        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: 0.0.0.0/0\n";
+
+#[test]
+fn a_pull_request_that_fails_the_policy_creates_no_change_set() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-prfail");
+    param_stack(&repo, "ok", &unique("gitops-prok"), "fine");
+    repo.commit("base");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    repo.write(
+        "stacks/bad/deployment.yaml",
+        &format!("template-file-path: template.yaml\nstack-name: {name}\n"),
+    );
+    repo.write("stacks/bad/template.yaml", OPEN_SSH);
+    let head = repo.commit("open ssh");
+    repo.set_pull_head(11, &head);
+    let server = Server::start(&repo, &gh, "");
+    let (code, body) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("opened", 11, &head, "feature", false),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202, "{body}");
+    let policy = wait_for(60, "the policy verdict", || {
+        final_state(&gh.statuses(&head), "stackgate/policy")
+    });
+    assert_eq!(policy.0, "failure", "{policy:?}\n{}", server.logs());
+    let c = wait_for(30, "the comment", || comments(&gh).pop());
+    let text = c["body"]["body"].as_str().unwrap();
+    assert!(
+        text.contains("**Plan:** not run: the policy did not pass"),
+        "{text}"
+    );
+    // No change set was made: CloudFormation never had a (review) stack of that name.
+    assert_eq!(stack_history(&name, "us-east-1"), Vec::<String>::new());
+    assert_eq!(final_state(&gh.statuses(&head), "stackgate/plan/bad"), None);
+    // The stack that passes is still planned.
+    assert_eq!(
+        final_state(&gh.statuses(&head), "stackgate/plan/ok").map(|s| s.0),
+        Some("success".into())
+    );
+    gh.assert_all_valid();
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn a_late_pull_request_delivery_leaves_the_newer_heads_comment() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-prlate");
+    param_stack(&repo, "app", &name, "one");
+    repo.commit("base");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    param_stack(&repo, "app", &name, "two");
+    let head1 = repo.commit("two");
+    let old_body = pr_payload("opened", 9, &head1, "feature", false);
+    param_stack(&repo, "app", &name, "three");
+    let head2 = repo.commit("three");
+    repo.set_pull_head(9, &head2);
+    let server = Server::start(&repo, &gh, "");
+
+    let (code, _) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("synchronize", 9, &head2, "feature", false),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202);
+    let first = wait_for(60, "the head's comment", || comments(&gh).pop());
+    assert!(
+        first["body"]["body"]
+            .as_str()
+            .unwrap()
+            .contains(&head2[..7])
+    );
+    // The opened delivery for head1 arrives late (or is redelivered by hand).
+    let (code, reply) =
+        server.webhook("pull_request", &delivery_id(), &old_body, Some(HOOK_SECRET));
+    assert_eq!(code, 202, "{reply}");
+    let old = wait_for(60, "the late delivery's end", || {
+        final_state(&gh.statuses(&head1), "stackgate/policy")
+    });
+    assert_eq!(old.0, "error", "{old:?}\n{}", server.logs());
+    assert!(
+        old.1.contains("superseded by") && old.1.contains(&head2[..7]),
+        "{old:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let all = comments(&gh);
+    assert_eq!(all.len(), 1, "the late delivery wrote the comment: {all:?}");
+    assert_eq!(
+        final_state(&gh.statuses(&head1), "stackgate/plan/app"),
+        None
+    );
+    gh.assert_all_valid();
+    server.assert_no_secret_in_logs();
+}
+
 #[test]
 fn the_mirror_fetches_only_the_branch_and_the_pull_requests_head() {
     let gh = StandIn::start();

@@ -920,7 +920,9 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
         .ok_or("repository is no longer configured")?
         .clone();
     let pr = job.pr.ok_or("a preview without a pull request")?;
-    app.fetch(&repo, Some(pr)).await?;
+    if let Some(head) = moved_on(app, &repo, job, pr).await? {
+        return pr_superseded(app, job, pr, &head);
+    }
     let snap = app.snapshot(&repo, &job.sha, Some(pr)).await?;
     let deployed = app.store.deployed(&repo.name)?;
     let (changed, _) = app.changed_stacks(&repo, &snap, &deployed).await?;
@@ -961,7 +963,11 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
             ));
         }
         let context = format!("stackgate/plan/{name}");
-        if job.fork {
+        if report.verdict != Verdict::Pass {
+            // CreateChangeSet runs macros, Lambda-backed ones included: only for a stack
+            // that passed.
+            section.push_str("\n**Plan:** not run: the policy did not pass.\n");
+        } else if job.fork {
             section
                 .push_str("\n**Plan:** skipped for a pull request from a fork (no AWS calls).\n");
         } else if stack.deployment.remove {
@@ -1043,6 +1049,10 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
         job.id,
         app.cfg.run_url(job.id)
     );
+    // The head may have moved while this ran: its comment is the newer head's to write.
+    if let Some(head) = moved_on(app, &repo, job, pr).await? {
+        return pr_superseded(app, job, pr, &head);
+    }
     let existing = app.store.pr_comment(&job.repo, pr)?;
     tracing::debug!(pr, ?existing, "pull request comment");
     let mut attempt = 0;
@@ -1078,4 +1088,49 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
     };
     app.store.finish(job.id, state, &detail, &statuses, None)?;
     Ok(state.into())
+}
+
+/// The pull request's current head, when it is not the job's commit: a replayed or late
+/// delivery, or a push to the pull request since. A head the remote does not have is an error.
+async fn moved_on(
+    app: &App,
+    repo: &RepoConfig,
+    job: &Job,
+    pr: u64,
+) -> Result<Option<String>, JobError> {
+    let head = app
+        .fetch(repo, Some(pr))
+        .await?
+        .pull_request
+        .ok_or_else(|| {
+            JobError::Invalid(format!(
+                "pull request #{pr} has no refs/pull/{pr}/head on the remote; cannot tell its head"
+            ))
+        })?;
+    Ok((head != job.sha).then_some(head))
+}
+
+/// Ends a preview of a commit that is no longer the pull request's head: no comment, and
+/// only this commit's own status.
+fn pr_superseded(app: &App, job: &Job, pr: u64, head: &str) -> Result<String, JobError> {
+    let said = status(
+        &app.cfg,
+        &job.repo,
+        &job.sha,
+        "stackgate/policy".into(),
+        "error",
+        format!(
+            "superseded by {} on pull request #{pr}; not previewed",
+            short(head)
+        ),
+        job.id,
+    );
+    app.store.finish(
+        job.id,
+        "superseded",
+        &json!({"superseded_by": head}),
+        &[said],
+        None,
+    )?;
+    Ok("superseded".into())
 }
