@@ -1255,3 +1255,40 @@ fn a_git_server_that_stalls_is_cut_off() {
     assert_eq!(done.0, "success", "{}", server.logs());
     server.assert_no_secret_in_logs();
 }
+
+#[test]
+fn a_stack_in_another_region_deploys_there() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-region");
+    param_stack(&repo, "app", &name, "eu");
+    let dep = repo.dir.join("stacks/app/deployment.yaml");
+    let text = std::fs::read_to_string(&dep).unwrap();
+    std::fs::write(&dep, format!("{text}region: eu-west-1\n")).unwrap();
+    let sha = repo.commit("eu");
+    let server = Server::start(&repo, &gh, "");
+    assert_eq!(
+        server.push(ZERO, &sha, &["stacks/app/deployment.yaml"]).0,
+        202
+    );
+    let done = wait_for(60, "the deploy", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{}", server.logs());
+    assert_eq!(stack_history(&name, "eu-west-1"), ["CREATE_COMPLETE"]);
+    assert_eq!(stack_history(&name, "us-east-1"), Vec::<String>::new());
+
+    // Marked removed: it goes from eu-west-1.
+    std::fs::write(&dep, format!("{text}region: eu-west-1\nremove: true\n")).unwrap();
+    let sha2 = repo.commit("remove");
+    assert_eq!(
+        server.push(&sha, &sha2, &["stacks/app/deployment.yaml"]).0,
+        202
+    );
+    let removed = wait_for(60, "the removal", || {
+        final_state(&gh.statuses(&sha2), "stackgate/app")
+    });
+    assert_eq!(removed.0, "success", "{removed:?}\n{}", server.logs());
+    assert_eq!(stack_history(&name, "eu-west-1"), ["DELETE_COMPLETE"]);
+    server.assert_no_secret_in_logs();
+}

@@ -34,6 +34,8 @@ pub enum JobError {
     Aws(#[from] crate::cloud::AwsError),
     #[error(transparent)]
     Github(#[from] crate::github::GithubError),
+    #[error(transparent)]
+    Region(#[from] crate::regions::RegionError),
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("{0}")]
@@ -53,7 +55,9 @@ pub struct App {
     /// Records webhook deliveries with group commit.
     pub recorder: crate::intake::recorder::Recorder,
     pub policies: PolicyHost,
-    pub deployer: Deployer,
+    /// The server's own region's deployer; `regions` has the others.
+    pub deployer: Arc<Deployer>,
+    pub regions: crate::regions::Regions,
     pub reporter: Reporter,
     pub mirrors: HashMap<String, Arc<Mutex<Mirror>>>,
     /// What git offers as the password of an https fetch.
@@ -243,33 +247,44 @@ impl App {
         deployed: &[(String, String, bool)],
         changed: &[String],
     ) -> Vec<String> {
-        // Folder → CloudFormation name, for the stacks that should exist.
-        let expected: Vec<(&String, String)> = deployed
+        // Region → (folder, CloudFormation name), for the stacks that should exist.
+        let mut expected: BTreeMap<Option<String>, Vec<(&String, String)>> = BTreeMap::new();
+        for (name, _, _) in deployed
             .iter()
             .filter(|(name, _, removed)| !removed && !changed.contains(name))
-            .filter_map(|(name, _, _)| {
-                let stack = Stack::load(&snap.files(name)?).ok()?;
-                (!stack.deployment.remove).then_some((name, stack.name))
-            })
-            .collect();
-        if expected.is_empty() {
-            return Vec::new();
-        }
-        let live = match cfn::live_stacks(&self.deployer.aws.cfn).await {
-            Ok(live) => live,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot check that the deployed stacks still exist");
-                return Vec::new();
+        {
+            if let Some(stack) = snap.files(name).and_then(|f| Stack::load(&f).ok())
+                && !stack.deployment.remove
+            {
+                expected
+                    .entry(stack.deployment.region.clone())
+                    .or_default()
+                    .push((name, stack.name));
             }
-        };
-        let missing: Vec<String> = expected
-            .into_iter()
-            .filter(|(_, cfn_name)| {
-                live.get(cfn_name)
-                    .is_none_or(|status| status == "REVIEW_IN_PROGRESS")
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
+        }
+        let mut missing = Vec::new();
+        for (region, stacks) in expected {
+            let live = async {
+                let d = self.regions.get(region.as_deref()).await?;
+                Ok::<_, JobError>(cfn::live_stacks(&d.aws.cfn).await?)
+            };
+            let live = match live.await {
+                Ok(live) => live,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot check that the deployed stacks still exist");
+                    continue;
+                }
+            };
+            missing.extend(
+                stacks
+                    .into_iter()
+                    .filter(|(_, cfn_name)| {
+                        live.get(cfn_name)
+                            .is_none_or(|status| status == "REVIEW_IN_PROGRESS")
+                    })
+                    .map(|(name, _)| name.clone()),
+            );
+        }
         if !missing.is_empty() {
             tracing::warn!(stacks = ?missing, "deployed stacks are missing from CloudFormation; deploying them again");
         }
@@ -657,6 +672,11 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         return Ok("failed".into());
     }
 
+    let region = stack.deployment.region.clone();
+    let deployer = app.regions.get(region.as_deref()).await?;
+    // Where to resume after a restart.
+    detail["region"] = json!(region);
+    app.store.set_detail(job.id, &detail)?;
     if stack.deployment.remove {
         return remove(app, job, &stack_name, &stack.name, detail, events).await;
     }
@@ -671,17 +691,13 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     };
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
-    let planned = match app
-        .deployer
-        .prepare(&files, &stack, &origin, &mut sink)
-        .await
-    {
+    let planned = match deployer.prepare(&files, &stack, &origin, &mut sink).await {
         Ok(p) => p,
         Err(e) => return fail(app, job, detail, events, &say, e),
     };
     detail["changes"] = json!(planned.changes);
     let Some(_) = &planned.changes else {
-        app.deployer
+        deployer
             .discard(&planned.change_set_id, &planned.stack_id, planned.create)
             .await;
         app.store.finish(
@@ -702,8 +718,13 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     )?;
     app.store.set_detail(job.id, &detail)?;
     let total = stack.template.resources().len();
-    let result = app.deployer.execute(&planned, total, &mut sink).await;
+    let result = deployer.execute(&planned, total, &mut sink).await;
     finish_deploy(app, job, &stack_name, detail, events, result)
+}
+
+/// The region a deploy job recorded (`None`: the server's own).
+fn job_region(detail: &Value) -> Option<&str> {
+    detail["region"].as_str()
 }
 
 fn record(events: &std::sync::Mutex<Vec<Value>>, p: Progress<'_>) {
@@ -802,7 +823,8 @@ async fn remove(
     app.store.set_detail(job.id, &detail)?;
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
-    match app.deployer.remove(stack_name, &mut sink).await {
+    let deployer = app.regions.get(job_region(&detail)).await?;
+    match deployer.remove(stack_name, &mut sink).await {
         Ok(r) => {
             detail["removed"] = json!(r);
             succeed(
@@ -830,7 +852,8 @@ async fn resume_deploy(
     let events: Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
-    let cfn_client = &app.deployer.aws.cfn;
+    let deployer = app.regions.get(job_region(&detail)).await?;
+    let cfn_client = &deployer.aws.cfn;
     match r.phase.as_str() {
         "executing" => {
             let (Some(cs), Some(stack_id)) = (job.change_set_id.clone(), job.stack_id.clone())
@@ -845,8 +868,7 @@ async fn resume_deploy(
                 tracing::info!(?exec, "the change set already ran; following the stack");
             }
             let total = detail["changes"].as_array().map(|a| a.len()).unwrap_or(0);
-            let settled = app
-                .deployer
+            let settled = deployer
                 .follow(stack_name, &stack_id, HashSet::new(), total, &mut sink)
                 .await;
             let result = settled.and_then(|s| s.into_deployed(stack_name));
@@ -861,8 +883,7 @@ async fn resume_deploy(
             if let Ok(Some(info)) = cfn::describe_stack(cfn_client, &name).await
                 && info.in_progress()
             {
-                let _ = app
-                    .deployer
+                let _ = deployer
                     .follow(&name, &info.id, HashSet::new(), 0, &mut sink)
                     .await;
             }
@@ -901,9 +922,13 @@ pub async fn recover(app: &Arc<App>) {
         } else {
             // Nothing reached AWS that cannot be redone: clean up and run it again.
             if let Some(cs) = &job.change_set_id {
-                app.deployer
-                    .discard(cs, job.stack_id.as_deref().unwrap_or(""), true)
-                    .await;
+                match app.regions.get(job_region(&job.detail)).await {
+                    Ok(d) => {
+                        d.discard(cs, job.stack_id.as_deref().unwrap_or(""), true)
+                            .await
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot discard the change set"),
+                }
             }
             if let Err(e) = app.store.requeue(job.id) {
                 tracing::error!(error = %e, "cannot requeue");
@@ -987,7 +1012,14 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
                 sha: Some(job.sha.clone()),
             };
             let mut sink = |_p: Progress<'_>| {};
-            match app.deployer.plan(&files, &stack, &origin, &mut sink).await {
+            let planned = match app.regions.get(stack.deployment.region.as_deref()).await {
+                Ok(d) => d.plan(&files, &stack, &origin, &mut sink).await,
+                Err(e) => Err(DeployError::Stack(crate::stack::StackError::Io {
+                    file: stack.deployment_file.clone(),
+                    message: e.to_string(),
+                })),
+            };
+            match planned {
                 Ok(p) => match &p.changes {
                     None => {
                         section.push_str("\n**Plan:** no changes.\n");

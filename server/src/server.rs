@@ -66,6 +66,8 @@ pub async fn build(cfg: Config) -> anyhow::Result<Arc<App>> {
     if let Some(p) = cfg.aws.poll_seconds {
         deployer.poll = Duration::from_secs_f64(p.max(0.05));
     }
+    let deployer = Arc::new(deployer);
+    let regions = crate::regions::Regions::new(deployer.clone(), cfg.aws.endpoint_url.clone());
 
     let (reporter, git) = Reporter::from_config(cfg.github.as_ref())
         .await
@@ -95,6 +97,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<Arc<App>> {
         recorder,
         policies,
         deployer,
+        regions,
         reporter,
         mirrors,
         git,
