@@ -908,7 +908,7 @@ fn stack_history(name: &str, region: &str) -> Vec<String> {
         .enable_all()
         .build()
         .unwrap();
-    let client = regional_cfn(region);
+    let client = cfn_in(region);
     let out = rt
         .block_on(client.list_stacks().send())
         .expect("ListStacks");
@@ -921,24 +921,6 @@ fn stack_history(name: &str, region: &str) -> Vec<String> {
                 .unwrap_or_default()
         })
         .collect()
-}
-
-fn regional_cfn(region: &str) -> aws_sdk_cloudformation::Client {
-    let conf = aws_sdk_cloudformation::Config::builder()
-        .behavior_version_latest()
-        .region(aws_sdk_cloudformation::config::Region::new(
-            region.to_string(),
-        ))
-        .endpoint_url(aws_endpoint())
-        .credentials_provider(aws_sdk_cloudformation::config::Credentials::new(
-            "stackgate-test",
-            "stackgate-test",
-            None,
-            None,
-            "tests",
-        ))
-        .build();
-    aws_sdk_cloudformation::Client::from_conf(conf)
 }
 
 const OPEN_SSH: &str = "Resources:\n  Open:\n    Type: AWS::EC2::SecurityGroup\n    Properties:\n      GroupDescription: open\n      SecurityGroupIngress:\n        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: 0.0.0.0/0\n";
