@@ -608,6 +608,17 @@ mod tests {
     }
 
     #[test]
+    fn git_timeout_is_bounded() {
+        assert_eq!(parse("", &[]).unwrap().git_timeout_seconds, 120);
+        let c = parse("", &[("STACKGATE_GIT_TIMEOUT_SECONDS", "5")]).unwrap();
+        assert_eq!(c.git_timeout_seconds, 5);
+        for bad in ["git_timeout_seconds = 0\n", "git_timeout_seconds = 3601\n"] {
+            let err = parse(bad, &[]).unwrap_err().to_string();
+            assert!(err.contains("git_timeout_seconds"), "{err}");
+        }
+    }
+
+    #[test]
     fn api_tokens_must_be_hashes() {
         let err = parse("api_tokens = ['hunter2']\n", &[])
             .unwrap_err()
