@@ -1273,3 +1273,67 @@ fn a_stack_in_another_region_deploys_there() {
     assert_eq!(stack_history(&name, "eu-west-1"), ["DELETE_COMPLETE"]);
     server.assert_no_secret_in_logs();
 }
+
+#[test]
+fn a_push_during_a_deploy_that_restores_the_deployed_content_still_wins() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-during");
+    param_stack(&repo, "app", &name, "v0");
+    let sha0 = repo.commit("v0");
+    let server = Server::start(&repo, &gh, "");
+    assert_eq!(
+        server.push(ZERO, &sha0, &["stacks/app/template.yaml"]).0,
+        202
+    );
+    let first = wait_for(60, "the first deploy", || {
+        final_state(&gh.statuses(&sha0), "stackgate/app")
+    });
+    assert_eq!(first.0, "success", "{}", server.logs());
+
+    // A deploys v1 and stays in progress; B restores v0, what the last finished deploy has.
+    slow_stack(&name, 8.0);
+    param_stack(&repo, "app", &name, "v1");
+    let sha_a = repo.commit("v1");
+    assert_eq!(
+        server
+            .push(&sha0, &sha_a, &["stacks/app/deployment.yaml"])
+            .0,
+        202
+    );
+    wait_for(30, "A executing", || {
+        gh.statuses(&sha_a)
+            .iter()
+            .any(|s| s.0 == "stackgate/app" && s.2 == "deploying…")
+            .then_some(())
+    });
+    param_stack(&repo, "app", &name, "v0");
+    let sha_b = repo.commit("back to v0");
+    assert_eq!(
+        server
+            .push(&sha_a, &sha_b, &["stacks/app/deployment.yaml"])
+            .0,
+        202
+    );
+    let b_policy = wait_for(30, "B's sync", || {
+        final_state(&gh.statuses(&sha_b), "stackgate/policy")
+    });
+    assert_eq!(b_policy.0, "success", "{b_policy:?}");
+    assert_eq!(
+        final_state(&gh.statuses(&sha_a), "stackgate/app"),
+        None,
+        "A ended before B's sync: the race was not staged"
+    );
+    // B is compared with what A will leave, so it deploys after A.
+    let b_end = wait_for(60, "B's deploy", || {
+        final_state(&gh.statuses(&sha_b), "stackgate/app")
+    });
+    assert_eq!(b_end.0, "success", "{b_end:?}\n{}", server.logs());
+    assert_eq!(
+        final_state(&gh.statuses(&sha_a), "stackgate/app").map(|s| s.0),
+        Some("success".into())
+    );
+    slow_stack(&name, 0.0);
+    assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("v0"));
+    server.assert_no_secret_in_logs();
+}

@@ -474,6 +474,25 @@ async fn stale_against_head(
     Ok((ours.get(stack) != theirs.get(stack)).then_some(head))
 }
 
+/// Each stack's commit once the queue drains: its newest queued or running deploy's, else
+/// the last finished one's.
+fn after_the_queue(
+    deployed: &[(String, String, bool)],
+    pending: &[(String, String)],
+) -> Vec<(String, String, bool)> {
+    let mut out: Vec<_> = deployed
+        .iter()
+        .filter(|(s, _, _)| !pending.iter().any(|(p, _)| p == s))
+        .cloned()
+        .collect();
+    out.extend(
+        pending
+            .iter()
+            .map(|(s, sha)| (s.clone(), sha.clone(), false)),
+    );
+    out
+}
+
 /// A push (or poll): find what changed, gate it, enqueue the deploys.
 async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
     let repo = app
@@ -490,8 +509,21 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
     }
     let snap = app.snapshot(&repo, &job.sha, None).await?;
     let deployed = app.store.deployed(&repo.name)?;
-    let (mut changed, gone) = app.changed_stacks(&repo, &snap, &deployed).await?;
-    let missing = app.missing_stacks(&snap, &deployed, &changed).await;
+    // Compared with what each stack will be once the queue drains, not only with the last
+    // finished deploy: a push that restores the deployed content while another deploy runs
+    // or waits must still win.
+    let pending = app.store.pending_deploys(&repo.name)?;
+    let base = after_the_queue(&deployed, &pending);
+    let (mut changed, mut gone) = app.changed_stacks(&repo, &snap, &base).await?;
+    // A stack with a deploy in the queue is handled by it: a removal removes it, and any
+    // other hands over to the head when it starts.
+    gone.retain(|s| !pending.iter().any(|(p, _)| p == s));
+    let busy: Vec<String> = changed
+        .iter()
+        .cloned()
+        .chain(pending.iter().map(|(s, _)| s.clone()))
+        .collect();
+    let missing = app.missing_stacks(&snap, &deployed, &busy).await;
     let mut statuses = Vec::new();
     let mut deploys = Vec::new();
     let mut detail = json!({"changed": changed, "missing": missing, "gone": gone, "stacks": {}});
