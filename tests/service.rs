@@ -138,6 +138,7 @@ fn a_pull_request_gets_a_dry_run_and_one_comment() {
     repo.git(&["checkout", "-q", "-b", "feature"]);
     param_stack(&repo, "app", &name, "two");
     let head1 = repo.commit("change the value");
+    repo.set_pull_head(7, &head1);
     let server = Server::start(&repo, &gh, "");
 
     let (code, body) = server.webhook(
@@ -179,6 +180,7 @@ fn a_pull_request_gets_a_dry_run_and_one_comment() {
     // A new push to the branch updates the same comment.
     param_stack(&repo, "app", &name, "three");
     let head2 = repo.commit("again");
+    repo.set_pull_head(7, &head2);
     let (code, _) = server.webhook(
         "pull_request",
         &delivery_id(),
@@ -209,6 +211,7 @@ fn a_pull_request_gets_a_dry_run_and_one_comment() {
 
     // From a fork: the policy only, no AWS calls, no plan status.
     let head3 = head2.clone();
+    repo.set_pull_head(8, &head3);
     let (code, _) = server.webhook(
         "pull_request",
         &delivery_id(),
@@ -414,8 +417,10 @@ fn bad_webhooks_are_refused_and_enqueue_nothing() {
             .0,
         202
     );
-    // A push that touches nothing under stacks/ enqueues nothing.
-    let other = push_payload(ZERO, &sha, &["README.md"], false);
+    // A push to another branch enqueues nothing.
+    let mut other: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    other["ref"] = json!("refs/heads/feature");
+    let other = serde_json::to_vec(&other).unwrap();
     let (code, reply) = server.webhook("push", &delivery_id(), &other, Some(HOOK_SECRET));
     assert_eq!((code, reply["result"].as_str()), (202, Some("ignored")));
 
@@ -771,6 +776,565 @@ fn a_github_app_installation_posts_the_statuses() {
         "{statuses:?}"
     );
     gh.assert_all_valid();
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn a_queued_deploy_whose_content_the_head_reverted_does_not_run() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-revert");
+    param_stack(&repo, "app", &name, "v0");
+    let sha0 = repo.commit("v0");
+    let server = Server::start(&repo, &gh, "");
+    assert_eq!(
+        server.push(ZERO, &sha0, &["stacks/app/template.yaml"]).0,
+        202
+    );
+    let first = wait_for(60, "the first deploy", || {
+        final_state(&gh.statuses(&sha0), "stackgate/app")
+    });
+    assert_eq!(first.0, "success", "{}", server.logs());
+
+    // S1 deploys v1 and stays in progress in CloudFormation for a while.
+    slow_stack(&name, 8.0);
+    param_stack(&repo, "app", &name, "v1");
+    let sha1 = repo.commit("v1");
+    assert_eq!(
+        server.push(&sha0, &sha1, &["stacks/app/deployment.yaml"]).0,
+        202
+    );
+    wait_for(30, "S1 executing", || {
+        gh.statuses(&sha1)
+            .iter()
+            .any(|s| s.0 == "stackgate/app" && s.2 == "deploying…")
+            .then_some(())
+    });
+    // A removes the stack; its deploy queues behind S1.
+    let dep = repo.dir.join("stacks/app/deployment.yaml");
+    let v1 = std::fs::read_to_string(&dep).unwrap();
+    std::fs::write(&dep, format!("{v1}remove: true\n")).unwrap();
+    let sha_a = repo.commit("remove");
+    assert_eq!(
+        server
+            .push(&sha1, &sha_a, &["stacks/app/deployment.yaml"])
+            .0,
+        202
+    );
+    wait_for(30, "A's deploy queued", || {
+        gh.statuses(&sha_a)
+            .iter()
+            .any(|s| s.0 == "stackgate/app" && s.2 == "queued")
+            .then_some(())
+    });
+    // B restores v0, the content S1 replaced: against the last finished deploy, nothing
+    // changed, so B's sync supersedes nothing.
+    param_stack(&repo, "app", &name, "v0");
+    let sha_b = repo.commit("back to v0");
+    assert_eq!(
+        server
+            .push(&sha_a, &sha_b, &["stacks/app/deployment.yaml"])
+            .0,
+        202
+    );
+    let b_policy = wait_for(30, "B's sync", || {
+        final_state(&gh.statuses(&sha_b), "stackgate/policy")
+    });
+    assert_eq!(b_policy.0, "success", "{b_policy:?}");
+    assert_eq!(
+        final_state(&gh.statuses(&sha1), "stackgate/app"),
+        None,
+        "S1 ended before B's sync: the race was not staged"
+    );
+
+    // A hands over to the head instead of removing the stack; the head's content deploys.
+    let a_end = wait_for(60, "A's end", || {
+        final_state(&gh.statuses(&sha_a), "stackgate/app")
+    });
+    assert_eq!(a_end.0, "error", "{a_end:?}\n{}", server.logs());
+    assert!(
+        a_end.1.contains("superseded by") && a_end.1.contains(&sha_b[..7]),
+        "{a_end:?}"
+    );
+    let b_end = wait_for(60, "the head's deploy", || {
+        final_state(&gh.statuses(&sha_b), "stackgate/app")
+    });
+    assert_eq!(b_end.0, "success", "{b_end:?}\n{}", server.logs());
+    slow_stack(&name, 0.0);
+    assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("v0"));
+    gh.assert_all_valid();
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn a_push_whose_payload_lists_no_stack_path_still_syncs() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-hint");
+    param_stack(&repo, "app", &name, "h1");
+    let sha = repo.commit("h1");
+    let server = Server::start(&repo, &gh, "");
+    // GitHub caps `commits` at 20 and its file lists are a hint: this one names only a
+    // file outside the stacks folder, and the stack changed all the same.
+    let (code, reply) = server.push(ZERO, &sha, &["docs/README.md"]);
+    assert_eq!(
+        (code, reply["result"].as_str()),
+        (202, Some("accepted")),
+        "{reply}"
+    );
+    let done = wait_for(60, "the deploy", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{}", server.logs());
+    assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("h1"));
+    server.assert_no_secret_in_logs();
+}
+
+/// The pull-request comments GitHub accepted, oldest first.
+fn comments(gh: &StandIn) -> Vec<serde_json::Value> {
+    gh.requests()
+        .into_iter()
+        .filter(|r| {
+            r["status"].as_u64().is_some_and(|s| s < 300)
+                && (r["operation"] == "issues/create-comment"
+                    || r["operation"] == "issues/update-comment")
+        })
+        .collect()
+}
+
+/// Every stack CloudFormation has or had under `name` in `region`, deleted ones included.
+fn stack_history(name: &str, region: &str) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = cfn_in(region);
+    let out = rt
+        .block_on(client.list_stacks().send())
+        .expect("ListStacks");
+    out.stack_summaries()
+        .iter()
+        .filter(|s| s.stack_name() == Some(name))
+        .map(|s| {
+            s.stack_status()
+                .map(|x| x.as_str().to_string())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+const OPEN_SSH: &str = "Resources:\n  Open:\n    Type: AWS::EC2::SecurityGroup\n    Properties:\n      GroupDescription: open\n      SecurityGroupIngress:\n        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: 0.0.0.0/0\n";
+
+#[test]
+fn a_pull_request_that_fails_the_policy_creates_no_change_set() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-prfail");
+    param_stack(&repo, "ok", &unique("gitops-prok"), "fine");
+    repo.commit("base");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    repo.write(
+        "stacks/bad/deployment.yaml",
+        &format!("template-file-path: template.yaml\nstack-name: {name}\n"),
+    );
+    repo.write("stacks/bad/template.yaml", OPEN_SSH);
+    let head = repo.commit("open ssh");
+    repo.set_pull_head(11, &head);
+    let server = Server::start(&repo, &gh, "");
+    let (code, body) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("opened", 11, &head, "feature", false),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202, "{body}");
+    let policy = wait_for(60, "the policy verdict", || {
+        final_state(&gh.statuses(&head), "stackgate/policy")
+    });
+    assert_eq!(policy.0, "failure", "{policy:?}\n{}", server.logs());
+    let c = wait_for(30, "the comment", || comments(&gh).pop());
+    let text = c["body"]["body"].as_str().unwrap();
+    assert!(
+        text.contains("**Plan:** not run: the policy did not pass"),
+        "{text}"
+    );
+    // No change set was made: CloudFormation never had a (review) stack of that name.
+    assert_eq!(stack_history(&name, "us-east-1"), Vec::<String>::new());
+    assert_eq!(final_state(&gh.statuses(&head), "stackgate/plan/bad"), None);
+    // The stack that passes is still planned.
+    assert_eq!(
+        final_state(&gh.statuses(&head), "stackgate/plan/ok").map(|s| s.0),
+        Some("success".into())
+    );
+    gh.assert_all_valid();
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn a_late_pull_request_delivery_leaves_the_newer_heads_comment() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-prlate");
+    param_stack(&repo, "app", &name, "one");
+    repo.commit("base");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    param_stack(&repo, "app", &name, "two");
+    let head1 = repo.commit("two");
+    let old_body = pr_payload("opened", 9, &head1, "feature", false);
+    param_stack(&repo, "app", &name, "three");
+    let head2 = repo.commit("three");
+    repo.set_pull_head(9, &head2);
+    let server = Server::start(&repo, &gh, "");
+
+    let (code, _) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("synchronize", 9, &head2, "feature", false),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202);
+    let first = wait_for(60, "the head's comment", || comments(&gh).pop());
+    assert!(
+        first["body"]["body"]
+            .as_str()
+            .unwrap()
+            .contains(&head2[..7])
+    );
+    // The opened delivery for head1 arrives late (or is redelivered by hand).
+    let (code, reply) =
+        server.webhook("pull_request", &delivery_id(), &old_body, Some(HOOK_SECRET));
+    assert_eq!(code, 202, "{reply}");
+    let old = wait_for(60, "the late delivery's end", || {
+        final_state(&gh.statuses(&head1), "stackgate/policy")
+    });
+    assert_eq!(old.0, "error", "{old:?}\n{}", server.logs());
+    assert!(
+        old.1.contains("superseded by") && old.1.contains(&head2[..7]),
+        "{old:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let all = comments(&gh);
+    assert_eq!(all.len(), 1, "the late delivery wrote the comment: {all:?}");
+    assert_eq!(
+        final_state(&gh.statuses(&head1), "stackgate/plan/app"),
+        None
+    );
+    gh.assert_all_valid();
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn the_mirror_fetches_only_the_branch_and_the_pull_requests_head() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-refs"), "r1");
+    let sha = repo.commit("r1");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    param_stack(&repo, "app", &unique("gitops-refs"), "r2");
+    let head = repo.commit("r2");
+    repo.set_pull_head(5, &head);
+    repo.set_pull_head(99, &head);
+    repo.git(&["checkout", "-q", "main"]);
+    let server = Server::start(&repo, &gh, "");
+    assert_eq!(
+        server.push(ZERO, &sha, &["stacks/app/template.yaml"]).0,
+        202
+    );
+    wait_for(60, "the deploy", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    let mirror = server.state.join("mirrors/Codertocat__Hello-World.git");
+    assert_eq!(GitRepo::refs_of(&mirror), ["refs/heads/main"]);
+    let (code, _) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("opened", 5, &head, "feature", false),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202);
+    let said = wait_for(60, "the preview", || {
+        final_state(&gh.statuses(&head), "stackgate/policy")
+    });
+    assert_eq!(said.0, "success", "{said:?}\n{}", server.logs());
+    assert_eq!(
+        GitRepo::refs_of(&mirror),
+        ["refs/heads/main", "refs/pull/5/head"]
+    );
+    server.assert_no_secret_in_logs();
+}
+
+/// A bare copy of `repo` under `root` as `acme/infra.git`, for the stand-in's git server.
+fn publish(repo: &GitRepo, root: &std::path::Path) -> std::path::PathBuf {
+    let bare = root.join("acme/infra.git");
+    std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
+    let out = std::process::Command::new("git")
+        .args(["clone", "-q", "--mirror"])
+        .arg(&repo.dir)
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    bare
+}
+
+fn app_key() -> (tempfile::TempDir, String) {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("app.pem");
+    let out = std::process::Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .output()
+        .expect("openssl");
+    assert!(out.status.success());
+    let path = key.display().to_string();
+    (keys, path)
+}
+
+#[test]
+fn a_github_app_fetches_a_private_repository_with_its_installation_token() {
+    let (_keys, key) = app_key();
+    let git_root = tempfile::tempdir().unwrap();
+    let repo = GitRepo::new();
+    let name = unique("gitops-private");
+    param_stack(&repo, "app", &name, "p1");
+    let sha = repo.commit("p1");
+    publish(&repo, git_root.path());
+    let gh = StandIn::start_with(&[
+        "--app-public-key",
+        &key,
+        "--app-id",
+        "4242",
+        "--installation-id",
+        "77",
+        "--git-root",
+        git_root.path().to_str().unwrap(),
+    ]);
+    let mut server = Server::start(&repo, &gh, "");
+    let url = format!("{}/_git/acme/infra.git", gh.url);
+    let local = repo.dir.display().to_string();
+    server.reconfigure(|c| {
+        c.replace(
+            "token_env = \"TEST_GH_TOKEN\"",
+            &format!("app_id = 4242\nprivate_key_file = \"{key}\"\ninstallation_id = 77"),
+        )
+        .replace(&format!("url = \"{local}\""), &format!("url = \"{url}\""))
+    });
+    assert_eq!(
+        server.push(ZERO, &sha, &["stacks/app/template.yaml"]).0,
+        202
+    );
+    let done = wait_for(60, "the private repository's deploy", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{}", server.logs());
+    let git: Vec<_> = gh
+        .requests()
+        .into_iter()
+        .filter(|r| r["operation"] == "git")
+        .collect();
+    assert!(
+        git.iter()
+            .any(|r| r["auth"] == "installation_token" && r["status"] == 200),
+        "{git:?}"
+    );
+    assert!(git.iter().all(|r| r["auth"] != "refused"), "{git:?}");
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn refused_git_credentials_fail_at_once() {
+    let git_root = tempfile::tempdir().unwrap();
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-refused"), "x");
+    let sha = repo.commit("x");
+    publish(&repo, git_root.path());
+    // The stand-in knows one other token: stackgate's is refused, by git and the API alike.
+    let gh = StandIn::start_with(&[
+        "--token",
+        "ghp_someoneElsesToken",
+        "--git-root",
+        git_root.path().to_str().unwrap(),
+    ]);
+    let mut server = Server::start(&repo, &gh, "");
+    let url = format!("{}/_git/acme/infra.git", gh.url);
+    let local = repo.dir.display().to_string();
+    server.reconfigure(|c| c.replace(&format!("url = \"{local}\""), &format!("url = \"{url}\"")));
+    let (code, reply) = server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
+    assert_eq!(code, 202, "{reply}");
+    let id = reply["jobs"][0].as_i64().unwrap();
+    let job = wait_for(30, "the sync's end", || {
+        let j = server.job(id);
+        (j["state"] != "queued" && j["state"] != "running").then_some(j)
+    });
+    assert_eq!(job["state"], "error", "{job:#}");
+    assert!(
+        job["detail"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused the credentials")),
+        "{job:#}"
+    );
+    let offered = gh
+        .requests()
+        .into_iter()
+        .filter(|r| r["operation"] == "git" && r["auth"] == "refused")
+        .count();
+    assert_eq!(offered, 1, "the token was offered {offered} times");
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn a_git_server_that_stalls_is_cut_off() {
+    let git_root = tempfile::tempdir().unwrap();
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-stall"), "s");
+    let sha = repo.commit("s");
+    publish(&repo, git_root.path());
+    let gh = StandIn::start_with(&[
+        "--token",
+        GH_TOKEN,
+        "--git-root",
+        git_root.path().to_str().unwrap(),
+    ]);
+    // The first git request hangs for 30 s (then fails); stackgate waits at most 2 s.
+    gh.fail(json!({"path_regex": "^/_git/", "status": 500, "delay_ms": 30000, "times": 1}));
+    let mut server = Server::start(&repo, &gh, "git_timeout_seconds = 2");
+    let url = format!("{}/_git/acme/infra.git", gh.url);
+    let local = repo.dir.display().to_string();
+    server.reconfigure(|c| c.replace(&format!("url = \"{local}\""), &format!("url = \"{url}\"")));
+    let started = std::time::Instant::now();
+    let (code, reply) = server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
+    assert_eq!(code, 202, "{reply}");
+    let id = reply["jobs"][0].as_i64().unwrap();
+    let job = wait_for(40, "the sync's end", || {
+        let j = server.job(id);
+        (j["state"] != "queued" && j["state"] != "running").then_some(j)
+    });
+    let took = started.elapsed();
+    assert_eq!(job["state"], "error", "{job:#}");
+    assert!(
+        took < Duration::from_secs(15),
+        "the stalled fetch held for {took:?}"
+    );
+    eprintln!("the stalled fetch ended the sync after {took:?}");
+    let said = wait_for(30, "the sync's error status", || {
+        final_state(&gh.statuses(&sha), "stackgate/policy")
+    });
+    assert!(said.0 == "error" && said.1.contains("cut off"), "{said:?}");
+    // The next push fetches normally.
+    let (code, reply) = server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
+    assert_eq!(code, 202);
+    let id = reply["jobs"][0].as_i64().unwrap();
+    let job = wait_for(40, "the second sync's end", || {
+        let j = server.job(id);
+        (j["state"] != "queued" && j["state"] != "running").then_some(j)
+    });
+    assert_eq!(job["state"], "succeeded", "{job:#}\n{}", server.logs());
+    let done = wait_for(60, "the deploy after the stall", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{}", server.logs());
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn a_stack_in_another_region_deploys_there() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-region");
+    param_stack(&repo, "app", &name, "eu");
+    let dep = repo.dir.join("stacks/app/deployment.yaml");
+    let text = std::fs::read_to_string(&dep).unwrap();
+    std::fs::write(&dep, format!("{text}region: eu-west-1\n")).unwrap();
+    let sha = repo.commit("eu");
+    let server = Server::start(&repo, &gh, "");
+    assert_eq!(
+        server.push(ZERO, &sha, &["stacks/app/deployment.yaml"]).0,
+        202
+    );
+    let done = wait_for(60, "the deploy", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{}", server.logs());
+    assert_eq!(stack_history(&name, "eu-west-1"), ["CREATE_COMPLETE"]);
+    assert_eq!(stack_history(&name, "us-east-1"), Vec::<String>::new());
+
+    // Marked removed: it goes from eu-west-1.
+    std::fs::write(&dep, format!("{text}region: eu-west-1\nremove: true\n")).unwrap();
+    let sha2 = repo.commit("remove");
+    assert_eq!(
+        server.push(&sha, &sha2, &["stacks/app/deployment.yaml"]).0,
+        202
+    );
+    let removed = wait_for(60, "the removal", || {
+        final_state(&gh.statuses(&sha2), "stackgate/app")
+    });
+    assert_eq!(removed.0, "success", "{removed:?}\n{}", server.logs());
+    assert_eq!(stack_history(&name, "eu-west-1"), ["DELETE_COMPLETE"]);
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn a_push_during_a_deploy_that_restores_the_deployed_content_still_wins() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-during");
+    param_stack(&repo, "app", &name, "v0");
+    let sha0 = repo.commit("v0");
+    let server = Server::start(&repo, &gh, "");
+    assert_eq!(
+        server.push(ZERO, &sha0, &["stacks/app/template.yaml"]).0,
+        202
+    );
+    let first = wait_for(60, "the first deploy", || {
+        final_state(&gh.statuses(&sha0), "stackgate/app")
+    });
+    assert_eq!(first.0, "success", "{}", server.logs());
+
+    // A deploys v1 and stays in progress; B restores v0, what the last finished deploy has.
+    slow_stack(&name, 8.0);
+    param_stack(&repo, "app", &name, "v1");
+    let sha_a = repo.commit("v1");
+    assert_eq!(
+        server
+            .push(&sha0, &sha_a, &["stacks/app/deployment.yaml"])
+            .0,
+        202
+    );
+    wait_for(30, "A executing", || {
+        gh.statuses(&sha_a)
+            .iter()
+            .any(|s| s.0 == "stackgate/app" && s.2 == "deploying…")
+            .then_some(())
+    });
+    param_stack(&repo, "app", &name, "v0");
+    let sha_b = repo.commit("back to v0");
+    assert_eq!(
+        server
+            .push(&sha_a, &sha_b, &["stacks/app/deployment.yaml"])
+            .0,
+        202
+    );
+    let b_policy = wait_for(30, "B's sync", || {
+        final_state(&gh.statuses(&sha_b), "stackgate/policy")
+    });
+    assert_eq!(b_policy.0, "success", "{b_policy:?}");
+    assert_eq!(
+        final_state(&gh.statuses(&sha_a), "stackgate/app"),
+        None,
+        "A ended before B's sync: the race was not staged"
+    );
+    // B is compared with what A will leave, so it deploys after A.
+    let b_end = wait_for(60, "B's deploy", || {
+        final_state(&gh.statuses(&sha_b), "stackgate/app")
+    });
+    assert_eq!(b_end.0, "success", "{b_end:?}\n{}", server.logs());
+    assert_eq!(
+        final_state(&gh.statuses(&sha_a), "stackgate/app").map(|s| s.0),
+        Some("success".into())
+    );
+    slow_stack(&name, 0.0);
+    assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("v0"));
     server.assert_no_secret_in_logs();
 }
 

@@ -9,6 +9,8 @@
 # Environment:
 #   STACKGATE_EMULATOR_PORT   port on 127.0.0.1 (default 4566)
 #   STACKGATE_MOTO_PATCHES    which moto patches to apply (default all; see moto_launcher.py)
+#   STACKGATE_MOTO_SLOW       stacks whose operations stay *_IN_PROGRESS, "glob=seconds,..."
+#                             (or at run time: POST $URL/stackgate-api/slow; moto_launcher.py)
 #   STACKGATE_EMULATOR_WAIT   seconds to wait for it to answer (default 30)
 #
 # Needs .local/venv from deploy/local/setup.sh. Pid and log: .local/emulator-<port>.{pid,log}.

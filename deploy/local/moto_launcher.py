@@ -36,6 +36,15 @@ Which patches are applied: --patches, else $STACKGATE_MOTO_PATCHES, else "all". 
 a comma list of tokens read left to right: "all", "none", a patch name (switch it on) or
 "-name" (switch it off), e.g. "all,-delete_order". tests/emulator/test_moto_patches.py turns
 each patch off in turn to prove that the gap is real and that the patch is what closes it.
+
+Slow operations (a test knob, not a patch; always installed, idle until given a rule): moto
+finishes a stack operation inside the API call, so races with a deploy in flight cannot be
+staged. $STACKGATE_MOTO_SLOW="glob=seconds,..." (e.g. "race-*=3", "*=1"), or at run time
+POST /stackgate-api/slow {"stack": "race-*", "seconds": 3} (0 removes the rule; GET lists
+the rules, DELETE clears them), keeps ExecuteChangeSet (create or update) and DeleteStack
+of the matching stacks in CREATE_/UPDATE_/DELETE_IN_PROGRESS for that long; meanwhile
+CreateChangeSet, ExecuteChangeSet and DeleteStack on them are refused as AWS refuses them.
+See SlowOperations.
 """
 
 from __future__ import annotations
@@ -1282,6 +1291,178 @@ def patch_changeset_tags() -> None:
     ChangeSet.apply = apply
 
 
+# --------------------------------------------------------------------------- slow operations
+# Not a gap of moto's but a test knob: moto finishes every create, update and delete inside
+# the API call, so a race with a stack operation in flight cannot be staged. This holds the
+# chosen stacks' operations in *_IN_PROGRESS for a set time, as a real deploy would be.
+
+SLOW_ENV = "STACKGATE_MOTO_SLOW"
+SLOW_PATH = "/stackgate-api/slow"
+
+
+class SlowOperations:
+    """Rules (stack-name glob -> seconds) and the operations they hold back.
+
+    Rules come from $STACKGATE_MOTO_SLOW ("glob=seconds,...", e.g. "race-*=3" or "*=1")
+    and from the HTTP endpoint SLOW_PATH:
+        POST   {"stack": "race-*", "seconds": 3}   add or replace a rule (0 removes it)
+        GET                                        {"rules": {"race-*": 3.0}}
+        DELETE                                     remove every rule
+    A held stack answers DescribeStacks with CREATE_/UPDATE_/DELETE_IN_PROGRESS (and one
+    stack event saying so) until the time is up; then moto (and the patches) run the
+    operation. While it is held, CreateChangeSet, ExecuteChangeSet and DeleteStack on it are
+    refused with AWS's ValidationError "... is in X_IN_PROGRESS state and can not be
+    updated.". /moto-api/reset does not forget the rules.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rules: dict[str, float] = {}
+        self.held: set[str] = set()  # stack ids with an operation held back
+
+    def parse(self, spec: str) -> dict[str, float]:
+        rules: dict[str, float] = {}
+        for item in filter(None, (s.strip() for s in spec.split(","))):
+            glob, sep, seconds = item.rpartition("=")
+            try:
+                value = float(seconds)
+            except ValueError:
+                value = -1.0
+            if not sep or not glob or not 0 <= value <= 3600:
+                raise SystemExit(f"moto_launcher: {SLOW_ENV}: {item!r} is not glob=seconds (0-3600)")
+            rules[glob] = value
+        return rules
+
+    def delay(self, stack_name: str) -> float:
+        import fnmatch
+
+        with self.lock:
+            matches = [s for g, s in self.rules.items() if fnmatch.fnmatchcase(stack_name, g)]
+        return max(matches, default=0.0)
+
+    def refuse_if_held(self, stack: Any) -> None:
+        from moto.cloudformation.exceptions import ValidationError
+
+        if stack is not None and stack.stack_id in self.held:
+            raise ValidationError(message=f"Stack:{stack.stack_id} is in {stack.status} state "
+                                          "and can not be updated.")
+
+    def hold(self, stack: Any, status: str, seconds: float, run: Callable[[], None]) -> None:
+        """Show `status` now; run the operation itself after `seconds`, off the request."""
+        stack.status = status
+        stack._add_stack_event(status, resource_status_reason="User Initiated")
+        self.held.add(stack.stack_id)
+
+        def later() -> None:
+            mark = len(stack.events)
+            try:
+                run()
+                # moto's own "in progress" event repeats the one shown at the start.
+                if len(stack.events) > mark and stack.events[mark].resource_status == status \
+                        and stack.events[mark].logical_resource_id == stack.name:
+                    del stack.events[mark]
+            except Exception as exc:  # noqa: BLE001 - the caller's request is long gone
+                failed = status.replace("_IN_PROGRESS", "_FAILED")
+                _set_stack_status(stack, failed, str(exc) or type(exc).__name__)
+            finally:
+                self.held.discard(stack.stack_id)
+
+        timer = threading.Timer(seconds, later)
+        timer.daemon = True
+        timer.start()
+
+    def endpoint(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        status, body = "200 OK", None
+        if method == "POST":
+            try:
+                length = min(int(environ.get("CONTENT_LENGTH") or 0), 64 * 1024)
+                rule = json.loads(environ["wsgi.input"].read(length) or b"{}")
+                glob, seconds = str(rule["stack"]), float(rule["seconds"])
+                if not glob or not 0 <= seconds <= 3600:
+                    raise ValueError("stack must be a glob and seconds within 0-3600")
+            except (KeyError, TypeError, ValueError) as exc:
+                status, body = "400 Bad Request", {"error": f"expected {{stack, seconds}}: {exc}"}
+            else:
+                with self.lock:
+                    if seconds:
+                        self.rules[glob] = seconds
+                    else:
+                        self.rules.pop(glob, None)
+        elif method == "DELETE":
+            with self.lock:
+                self.rules.clear()
+        elif method != "GET":
+            status, body = "405 Method Not Allowed", {"error": "GET, POST or DELETE"}
+        with self.lock:
+            body = body or {"rules": dict(self.rules)}
+        data = json.dumps(body).encode()
+        start_response(status, [("Content-Type", "application/json"),
+                                ("Content-Length", str(len(data)))])
+        return [data]
+
+
+SLOW = SlowOperations()
+
+
+def install_slow_operations(spec: str | None) -> None:
+    """Wrap execute_change_set, create_change_set and delete_stack (outermost, so the held
+    operation still goes through every patch) and serve SLOW_PATH."""
+    from moto.cloudformation.models import CloudFormationBackend
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    SLOW.rules = SLOW.parse(spec or "")
+
+    original_execute = CloudFormationBackend.execute_change_set
+
+    @functools.wraps(original_execute)
+    def execute_change_set(self: Any, change_set_name: str, stack_name: str | None = None) -> None:
+        change_set = self.describe_change_set(change_set_name)
+        stack = self.stacks.get(change_set.stack_id)
+        SLOW.refuse_if_held(stack)
+        seconds = SLOW.delay(stack.name) if stack is not None else 0.0
+        if not seconds:
+            return original_execute(self, change_set_name, stack_name)
+        kind = "CREATE" if change_set.change_set_type == "CREATE" else "UPDATE"
+        change_set.execution_status = "EXECUTE_IN_PROGRESS"
+        SLOW.hold(stack, f"{kind}_IN_PROGRESS", seconds,
+                  lambda: original_execute(self, change_set.change_set_id, stack_name))
+
+    original_create_change_set = CloudFormationBackend.create_change_set
+
+    @functools.wraps(original_create_change_set)
+    def create_change_set(self: Any, stack_name: str, *args: Any, **kwargs: Any) -> Any:
+        SLOW.refuse_if_held(next((s for s in self.stacks.values() if s.name == stack_name), None))
+        return original_create_change_set(self, stack_name, *args, **kwargs)
+
+    original_delete = CloudFormationBackend.delete_stack
+
+    @functools.wraps(original_delete)
+    def delete_stack(self: Any, name_or_stack_id: str) -> None:
+        stack = self.stacks.get(name_or_stack_id) or next(
+            (s for s in self.stacks.values() if s.name == name_or_stack_id), None)
+        SLOW.refuse_if_held(stack)
+        seconds = SLOW.delay(stack.name) if stack is not None else 0.0
+        if not seconds:
+            return original_delete(self, name_or_stack_id)
+        SLOW.hold(stack, "DELETE_IN_PROGRESS", seconds,
+                  lambda: original_delete(self, stack.stack_id))
+
+    CloudFormationBackend.execute_change_set = execute_change_set
+    CloudFormationBackend.create_change_set = create_change_set
+    CloudFormationBackend.delete_stack = delete_stack
+
+    original_call = DomainDispatcherApplication.__call__
+
+    @functools.wraps(original_call)
+    def __call__(self: Any, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO", "").rstrip("/") == SLOW_PATH:
+            return SLOW.endpoint(environ, start_response)
+        return original_call(self, environ, start_response)
+
+    DomainDispatcherApplication.__call__ = __call__
+
+
 # --------------------------------------------------------------------------- launcher
 
 PATCHES: dict[str, Callable[[], None]] = {
@@ -1336,9 +1517,12 @@ def main(argv: list[str] | None = None) -> None:
 
     names = select_patches(args.patches)
     apply_patches(names)
+    install_slow_operations(os.environ.get(SLOW_ENV))
     off = [n for n in PATCHES if n not in names]
     print(f"moto_launcher: moto patches on: {', '.join(names) or '-'}; off: {', '.join(off) or '-'}",
           flush=True)
+    if SLOW.rules:
+        print(f"moto_launcher: slow operations: {SLOW.rules}", flush=True)
     print(f"moto_launcher: serving http://{args.host}:{args.port}", flush=True)
 
     from moto.server import main as moto_main

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use git2::{FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository, Tree};
 use secrecy::{ExposeSecret, SecretString};
@@ -17,6 +18,17 @@ pub enum CheckoutError {
     Git(String),
     #[error("commit {sha} is not in {repo}; was it force-pushed away?")]
     MissingCommit { repo: String, sha: String },
+    #[error(
+        "git: {repo}: the server refused the credentials; check the token's (or the App's) \
+         Contents: read permission on the repository"
+    )]
+    Refused { repo: String },
+    #[error("git: {repo}: fetch cut off after {seconds} s: {message}")]
+    Timeout {
+        repo: String,
+        seconds: u64,
+        message: String,
+    },
 }
 
 impl From<git2::Error> for CheckoutError {
@@ -25,16 +37,40 @@ impl From<git2::Error> for CheckoutError {
     }
 }
 
+/// Bounds every git network wait: connecting, and each read from the server. libgit2 holds
+/// these for the whole process, so they are set once, at start-up.
+pub fn set_network_timeouts(timeout: Duration) {
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: libgit2 reads these globals when it opens a connection; they are written
+    // here once, before any fetch runs.
+    let set = unsafe {
+        git2::opts::set_server_connect_timeout_in_milliseconds(ms)
+            .and_then(|_| git2::opts::set_server_timeout_in_milliseconds(ms))
+    };
+    if let Err(e) = set {
+        tracing::warn!(error = %e.message(), "git network timeouts are not supported by this libgit2");
+    }
+}
+
+/// The heads one fetch found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Heads {
+    pub branch: Option<String>,
+    /// `refs/pull/<n>/head`, when a pull request was asked for.
+    pub pull_request: Option<String>,
+}
+
 /// A bare mirror of one repository.
 pub struct Mirror {
     pub repo_name: String,
     url: String,
     path: PathBuf,
-    token: Option<SecretString>,
+    /// The longest one fetch may take, transfer included.
+    timeout: Duration,
 }
 
 impl Mirror {
-    pub fn new(state_dir: &Path, repo_name: &str, url: &str, token: Option<SecretString>) -> Self {
+    pub fn new(state_dir: &Path, repo_name: &str, url: &str, timeout: Duration) -> Self {
         let path = state_dir
             .join("mirrors")
             .join(format!("{}.git", repo_name.replace('/', "__")));
@@ -42,7 +78,7 @@ impl Mirror {
             repo_name: repo_name.to_string(),
             url: url.to_string(),
             path,
-            token,
+            timeout: timeout.max(Duration::from_secs(1)),
         }
     }
 
@@ -57,37 +93,66 @@ impl Mirror {
         }
     }
 
-    /// Fetches branches and pull-request heads; returns the head of `branch` if it exists.
-    pub fn fetch(&self, branch: &str) -> Result<Option<String>, CheckoutError> {
+    /// Fetches `branch` and, for a preview, pull request `pr`'s head: no other ref. The
+    /// password (a token) is offered once; a refusal fails the fetch rather than offering it
+    /// again while the mirror is locked. A fetch longer than the timeout is cut off.
+    pub fn fetch(
+        &self,
+        branch: &str,
+        pr: Option<u64>,
+        password: Option<&SecretString>,
+    ) -> Result<Heads, CheckoutError> {
         let repo = self.open()?;
         let mut remote = repo.remote_anonymous(&self.url)?;
         let mut callbacks = RemoteCallbacks::new();
-        if let Some(token) = &self.token {
-            let token = token.clone();
+        let refused = std::cell::Cell::new(false);
+        if let Some(token) = password {
+            let (mut offered, refused) = (false, &refused);
             // Private repositories: the token is the password of an https clone.
             callbacks.credentials(move |_url, _user, _allowed| {
+                if std::mem::replace(&mut offered, true) {
+                    refused.set(true);
+                    return Err(git2::Error::from_str("credentials refused"));
+                }
                 git2::Cred::userpass_plaintext("x-access-token", token.expose_secret())
             });
         }
+        let started = Instant::now();
+        let timeout = self.timeout;
+        callbacks.transfer_progress(move |_| started.elapsed() < timeout);
         let mut opts = FetchOptions::new();
         opts.remote_callbacks(callbacks);
         opts.download_tags(git2::AutotagOption::None);
-        remote
-            .fetch(
-                &[
-                    "+refs/heads/*:refs/heads/*",
-                    "+refs/pull/*/head:refs/pull/*/head",
-                ],
-                Some(&mut opts),
-                None,
-            )
-            .map_err(|e| CheckoutError::Git(redact(e.message(), &self.url)))?;
-        let head = repo
-            .find_reference(&format!("refs/heads/{branch}"))
-            .ok()
-            .and_then(|r| r.target())
-            .map(|o| o.to_string());
-        Ok(head)
+        let mut refspecs = vec![format!("+refs/heads/{branch}:refs/heads/{branch}")];
+        if let Some(n) = pr {
+            refspecs.push(format!("+refs/pull/{n}/head:refs/pull/{n}/head"));
+        }
+        let fetched = remote.fetch(&refspecs, Some(&mut opts), None);
+        drop(opts);
+        if let Err(e) = fetched {
+            let repo_name = self.repo_name.clone();
+            return Err(if refused.get() {
+                CheckoutError::Refused { repo: repo_name }
+            } else if started.elapsed() >= timeout || e.message().contains("timed out") {
+                CheckoutError::Timeout {
+                    repo: repo_name,
+                    seconds: timeout.as_secs(),
+                    message: redact(e.message(), &self.url),
+                }
+            } else {
+                CheckoutError::Git(redact(e.message(), &self.url))
+            });
+        }
+        let target = |name: String| {
+            repo.find_reference(&name)
+                .ok()
+                .and_then(|r| r.target())
+                .map(|o| o.to_string())
+        };
+        Ok(Heads {
+            branch: target(format!("refs/heads/{branch}")),
+            pull_request: pr.and_then(|n| target(format!("refs/pull/{n}/head"))),
+        })
     }
 
     /// Whether `sha` is reachable from `branch` (for manual redeploys of older commits).

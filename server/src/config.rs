@@ -33,6 +33,13 @@ pub struct Config {
     /// Jobs of different stacks that may run at once.
     #[serde(default = "default_parallel")]
     pub max_parallel_jobs: usize,
+    /// The longest git waits to connect, for each read, and for one whole fetch.
+    #[serde(default = "default_git_timeout")]
+    pub git_timeout_seconds: u64,
+}
+
+fn default_git_timeout() -> u64 {
+    120
 }
 
 fn default_listen() -> String {
@@ -379,6 +386,12 @@ impl Config {
                  everything"
             )));
         }
+        if !(1..=3600).contains(&self.git_timeout_seconds) {
+            return Err(ConfigError::Invalid(format!(
+                "git_timeout_seconds = {}: between 1 and 3600",
+                self.git_timeout_seconds
+            )));
+        }
         for r in &self.repos {
             if r.max_prune == 0 {
                 return Err(ConfigError::Invalid(format!(
@@ -427,7 +440,13 @@ fn apply_env(
     value: &mut toml::Value,
     vars: impl Iterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const TOP: &[&str] = &["listen", "public_url", "max_parallel_jobs", "api_tokens"];
+    const TOP: &[&str] = &[
+        "listen",
+        "public_url",
+        "max_parallel_jobs",
+        "api_tokens",
+        "git_timeout_seconds",
+    ];
     const SECTIONS: &[(&str, &[&str])] = &[
         ("state", &["path", "synchronous", "retain_days"]),
         (
@@ -601,6 +620,17 @@ mod tests {
             err.contains("state.retain_days") && err.contains("3 days"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn git_timeout_is_bounded() {
+        assert_eq!(parse("", &[]).unwrap().git_timeout_seconds, 120);
+        let c = parse("", &[("STACKGATE_GIT_TIMEOUT_SECONDS", "5")]).unwrap();
+        assert_eq!(c.git_timeout_seconds, 5);
+        for bad in ["git_timeout_seconds = 0\n", "git_timeout_seconds = 3601\n"] {
+            let err = parse(bad, &[]).unwrap_err().to_string();
+            assert!(err.contains("git_timeout_seconds"), "{err}");
+        }
     }
 
     #[test]

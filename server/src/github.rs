@@ -3,7 +3,7 @@
 
 use octocrab::Octocrab;
 use octocrab::models::{InstallationId, StatusState};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{GithubAuth, GithubConfig};
 
@@ -47,10 +47,38 @@ pub enum Reporter {
     LogOnly,
 }
 
+/// What git offers a remote as the password of an https fetch.
+#[derive(Clone)]
+pub enum GitCredential {
+    None,
+    Token(SecretString),
+    /// The App installation's access token, minted and cached by the installation client.
+    Installation(Octocrab),
+}
+
+/// An installation token is refreshed once it has less than this left: a fetch of a large
+/// repository must not outlive it.
+const TOKEN_MARGIN_MINUTES: i64 = 5;
+
+impl GitCredential {
+    pub async fn password(&self) -> Result<Option<SecretString>, GithubError> {
+        match self {
+            GitCredential::None => Ok(None),
+            GitCredential::Token(t) => Ok(Some(t.clone())),
+            GitCredential::Installation(gh) => gh
+                .installation_token_with_buffer(chrono::Duration::minutes(TOKEN_MARGIN_MINUTES))
+                .await
+                .map(Some)
+                .map_err(|e| classify("create installation token", e)),
+        }
+    }
+}
+
 impl Reporter {
-    pub async fn from_config(cfg: Option<&GithubConfig>) -> Result<Self, String> {
+    /// The reporter, and the credential git uses with the same identity.
+    pub async fn from_config(cfg: Option<&GithubConfig>) -> Result<(Self, GitCredential), String> {
         let Some(cfg) = cfg else {
-            return Ok(Reporter::LogOnly);
+            return Ok((Reporter::LogOnly, GitCredential::None));
         };
         let auth = cfg.auth().map_err(|e| e.to_string())?;
         let builder = Octocrab::builder()
@@ -60,11 +88,14 @@ impl Reporter {
             .add_retry_config(octocrab::service::middleware::retry::RetryConfig::None)
             .set_connect_timeout(Some(std::time::Duration::from_secs(10)))
             .set_read_timeout(Some(std::time::Duration::from_secs(30)));
-        let client = match auth {
-            GithubAuth::Token(t) => builder
-                .personal_token(t.expose_secret().to_string())
-                .build()
-                .map_err(|e| format!("github: {e}"))?,
+        let (client, git) = match auth {
+            GithubAuth::Token(t) => (
+                builder
+                    .personal_token(t.expose_secret().to_string())
+                    .build()
+                    .map_err(|e| format!("github: {e}"))?,
+                GitCredential::Token(t),
+            ),
             GithubAuth::App {
                 app_id,
                 private_key,
@@ -75,11 +106,16 @@ impl Reporter {
                     .map_err(|_| "github: the App private key is not an RSA PEM key".to_string())?
                     .build()
                     .map_err(|e| format!("github: {e}"))?;
-                app.installation(InstallationId(installation_id))
-                    .map_err(|e| format!("github: {e}"))?
+                let installation = app
+                    .installation(InstallationId(installation_id))
+                    .map_err(|e| format!("github: {e}"))?;
+                (
+                    installation.clone(),
+                    GitCredential::Installation(installation),
+                )
             }
         };
-        Ok(Reporter::GitHub(client))
+        Ok((Reporter::GitHub(client), git))
     }
 
     pub async fn post_status(

@@ -19,6 +19,7 @@ pub mod package;
 pub mod pipeline;
 pub mod policy;
 pub mod queue;
+pub mod regions;
 pub mod render;
 pub mod server;
 pub mod stack;

@@ -11,12 +11,12 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, Notify};
 use tracing::Instrument;
 
-use crate::checkout::{Mirror, Snapshot};
+use crate::checkout::{Heads, Mirror, Snapshot};
 use crate::claims::{self, Claims};
 use crate::cloud::cfn;
 use crate::config::{Config, RepoConfig};
 use crate::deployer::{DeployError, Deployer, Origin, Progress};
-use crate::github::Reporter;
+use crate::github::{GitCredential, Reporter};
 use crate::metrics::Metrics;
 use crate::ownership::{self, Owner, StackIdentity};
 use crate::policy::input::{EventInfo, PolicyInput};
@@ -34,6 +34,10 @@ pub enum JobError {
     Checkout(#[from] crate::checkout::CheckoutError),
     #[error(transparent)]
     Aws(#[from] crate::cloud::AwsError),
+    #[error(transparent)]
+    Github(#[from] crate::github::GithubError),
+    #[error(transparent)]
+    Region(#[from] crate::regions::RegionError),
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("{0}")]
@@ -53,9 +57,13 @@ pub struct App {
     /// Records webhook deliveries with group commit.
     pub recorder: crate::intake::recorder::Recorder,
     pub policies: PolicyHost,
-    pub deployer: Deployer,
+    /// The server's own region's deployer; `regions` has the others.
+    pub deployer: Arc<Deployer>,
+    pub regions: crate::regions::Regions,
     pub reporter: Reporter,
     pub mirrors: HashMap<String, Arc<Mutex<Mirror>>>,
+    /// What git offers as the password of an https fetch.
+    pub git: GitCredential,
     /// (repo, webhook secret) for each repository that takes webhooks.
     pub webhook_secrets: Vec<(String, secrecy::SecretString)>,
     pub metrics: Metrics,
@@ -151,19 +159,29 @@ impl App {
         self.cfg.repo(name)
     }
 
-    async fn fetch(&self, repo: &RepoConfig) -> Result<Option<String>, JobError> {
+    /// Fetches the branch (and pull request `pr`'s head) into the mirror.
+    pub async fn fetch(&self, repo: &RepoConfig, pr: Option<u64>) -> Result<Heads, JobError> {
         let mirror = self
             .mirrors
             .get(&repo.name)
             .ok_or("no mirror for this repository")?
             .clone();
+        // Asked for before the lock: an App token may need minting.
+        let password = self.git.password().await?;
         let branch = repo.branch.clone();
-        tokio::task::spawn_blocking(move || mirror.blocking_lock().fetch(&branch))
-            .await?
-            .map_err(JobError::from)
+        tokio::task::spawn_blocking(move || {
+            mirror.blocking_lock().fetch(&branch, pr, password.as_ref())
+        })
+        .await?
+        .map_err(JobError::from)
     }
 
-    async fn snapshot(&self, repo: &RepoConfig, sha: &str) -> Result<Snapshot, JobError> {
+    async fn snapshot(
+        &self,
+        repo: &RepoConfig,
+        sha: &str,
+        pr: Option<u64>,
+    ) -> Result<Snapshot, JobError> {
         let mirror = self
             .mirrors
             .get(&repo.name)
@@ -177,7 +195,7 @@ impl App {
             Ok(s) => Ok(s),
             Err(_) => {
                 // Not fetched yet (a manual redeploy, a missed webhook): fetch and retry once.
-                self.fetch(repo).await?;
+                self.fetch(repo, pr).await?;
                 try_read(mirror, sha, dir).await?.map_err(JobError::from)
             }
         }
@@ -231,33 +249,44 @@ impl App {
         deployed: &[(String, String, bool)],
         changed: &[String],
     ) -> Vec<String> {
-        // Folder → CloudFormation name, for the stacks that should exist.
-        let expected: Vec<(&String, String)> = deployed
+        // Region → (folder, CloudFormation name), for the stacks that should exist.
+        let mut expected: BTreeMap<Option<String>, Vec<(&String, String)>> = BTreeMap::new();
+        for (name, _, _) in deployed
             .iter()
             .filter(|(name, _, removed)| !removed && !changed.contains(name))
-            .filter_map(|(name, _, _)| {
-                let stack = Stack::load(&snap.files(name)?).ok()?;
-                (!stack.deployment.remove).then_some((name, stack.name))
-            })
-            .collect();
-        if expected.is_empty() {
-            return Vec::new();
-        }
-        let live = match cfn::live_stacks(&self.deployer.aws.cfn).await {
-            Ok(live) => live,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot check that the deployed stacks still exist");
-                return Vec::new();
+        {
+            if let Some(stack) = snap.files(name).and_then(|f| Stack::load(&f).ok())
+                && !stack.deployment.remove
+            {
+                expected
+                    .entry(stack.deployment.region.clone())
+                    .or_default()
+                    .push((name, stack.name));
             }
-        };
-        let missing: Vec<String> = expected
-            .into_iter()
-            .filter(|(_, cfn_name)| {
-                live.get(cfn_name)
-                    .is_none_or(|status| status == "REVIEW_IN_PROGRESS")
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
+        }
+        let mut missing = Vec::new();
+        for (region, stacks) in expected {
+            let live = async {
+                let d = self.regions.get(region.as_deref()).await?;
+                Ok::<_, JobError>(cfn::live_stacks(&d.aws.cfn).await?)
+            };
+            let live = match live.await {
+                Ok(live) => live,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot check that the deployed stacks still exist");
+                    continue;
+                }
+            };
+            missing.extend(
+                stacks
+                    .into_iter()
+                    .filter(|(_, cfn_name)| {
+                        live.get(cfn_name)
+                            .is_none_or(|status| status == "REVIEW_IN_PROGRESS")
+                    })
+                    .map(|(name, _)| name.clone()),
+            );
+        }
         if !missing.is_empty() {
             tracing::warn!(stacks = ?missing, "deployed stacks are missing from CloudFormation; deploying them again");
         }
@@ -296,7 +325,7 @@ impl App {
         sha: &str,
         folder: &str,
     ) -> Option<StackIdentity> {
-        let snap = self.snapshot(repo, sha).await.ok()?;
+        let snap = self.snapshot(repo, sha, None).await.ok()?;
         let stack = Stack::load(&snap.files(folder)?).ok()?;
         let account = self.deployer.aws.account().await.ok()?;
         Some(claims::identity(account, &self.deployer.aws.region, &stack))
@@ -420,6 +449,90 @@ fn job_context(job: &Job) -> String {
     }
 }
 
+/// Ends a job whose commit is no longer what the branch says, and enqueues the head's sync,
+/// which compares with what is deployed and deploys what differs.
+fn hand_over(app: &App, repo: &RepoConfig, job: &Job, head: String) -> Result<String, JobError> {
+    let description = format!(
+        "superseded by {} on {}; not deployed",
+        short(&head),
+        repo.branch
+    );
+    let superseded = status(
+        &app.cfg,
+        &job.repo,
+        &job.sha,
+        job_context(job),
+        "error",
+        description,
+        job.id,
+    );
+    app.store.finish(
+        job.id,
+        "superseded",
+        &json!({"superseded_by": head}),
+        &[superseded],
+        None,
+    )?;
+    app.enqueue(&[NewJob {
+        kind: Some(Kind::Sync),
+        repo: job.repo.clone(),
+        sha: head,
+        trigger: job.trigger.clone(),
+        ..Default::default()
+    }])?;
+    Ok("superseded".into())
+}
+
+/// The branch head, when the stack's folder there differs from the job's commit. A push may
+/// have changed it again, or back to what is deployed, while this deploy waited; that push's
+/// sync saw nothing to supersede. A manual redeploy of an older commit is meant.
+async fn stale_against_head(
+    app: &App,
+    repo: &RepoConfig,
+    job: &Job,
+    stack: &str,
+) -> Result<Option<String>, JobError> {
+    if job.trigger == "manual" {
+        return Ok(None);
+    }
+    let Some(head) = app.fetch(repo, None).await?.branch else {
+        return Ok(None);
+    };
+    if head == job.sha {
+        return Ok(None);
+    }
+    let mirror = app.mirrors.get(&repo.name).ok_or("no mirror")?.clone();
+    let (ours, theirs, dir) = (job.sha.clone(), head.clone(), repo.stacks_dir.clone());
+    let (ours, theirs) = tokio::task::spawn_blocking(move || {
+        let m = mirror.blocking_lock();
+        Ok::<_, crate::checkout::CheckoutError>((
+            m.stack_trees(&ours, &dir)?,
+            m.stack_trees(&theirs, &dir)?,
+        ))
+    })
+    .await??;
+    Ok((ours.get(stack) != theirs.get(stack)).then_some(head))
+}
+
+/// Each stack's commit once the queue drains: its newest queued or running deploy's, else
+/// the last finished one's.
+fn after_the_queue(
+    deployed: &[(String, String, bool)],
+    pending: &[(String, String)],
+) -> Vec<(String, String, bool)> {
+    let mut out: Vec<_> = deployed
+        .iter()
+        .filter(|(s, _, _)| !pending.iter().any(|(p, _)| p == s))
+        .cloned()
+        .collect();
+    out.extend(
+        pending
+            .iter()
+            .map(|(s, sha)| (s.clone(), sha.clone(), false)),
+    );
+    out
+}
+
 /// A push (or poll): find what changed, gate it, enqueue the deploys.
 async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
     let repo = app
@@ -429,43 +542,28 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
     // The branch is the truth, not the webhook: deliveries arrive late and out of order.
     // A commit that is no longer the head hands over to the head, so an older push can
     // never undo a newer one.
-    if let Some(head) = app.fetch(&repo).await?
+    if let Some(head) = app.fetch(&repo, None).await?.branch
         && head != job.sha
     {
-        let description = format!(
-            "superseded by {} on {}; not deployed",
-            short(&head),
-            repo.branch
-        );
-        let superseded = status(
-            &app.cfg,
-            &job.repo,
-            &job.sha,
-            "stackgate/policy".into(),
-            "error",
-            description,
-            job.id,
-        );
-        app.store.finish(
-            job.id,
-            "superseded",
-            &json!({"superseded_by": head}),
-            &[superseded],
-            None,
-        )?;
-        app.enqueue(&[NewJob {
-            kind: Some(Kind::Sync),
-            repo: job.repo.clone(),
-            sha: head,
-            trigger: job.trigger.clone(),
-            ..Default::default()
-        }])?;
-        return Ok("superseded".into());
+        return hand_over(app, &repo, job, head);
     }
-    let snap = app.snapshot(&repo, &job.sha).await?;
+    let snap = app.snapshot(&repo, &job.sha, None).await?;
     let deployed = app.store.deployed(&repo.name)?;
-    let (mut changed, gone) = app.changed_stacks(&repo, &snap, &deployed).await?;
-    let missing = app.missing_stacks(&snap, &deployed, &changed).await;
+    // Compared with what each stack will be once the queue drains, not only with the last
+    // finished deploy: a push that restores the deployed content while another deploy runs
+    // or waits must still win.
+    let pending = app.store.pending_deploys(&repo.name)?;
+    let base = after_the_queue(&deployed, &pending);
+    let (mut changed, mut gone) = app.changed_stacks(&repo, &snap, &base).await?;
+    // A stack with a deploy in the queue is handled by it: a removal removes it, and any
+    // other hands over to the head when it starts.
+    gone.retain(|s| !pending.iter().any(|(p, _)| p == s));
+    let busy: Vec<String> = changed
+        .iter()
+        .cloned()
+        .chain(pending.iter().map(|(s, _)| s.clone()))
+        .collect();
+    let missing = app.missing_stacks(&snap, &deployed, &busy).await;
     let claims = app.claims(&repo, &snap).await?;
     let mut statuses = Vec::new();
     let mut deploys = Vec::new();
@@ -611,7 +709,10 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         return resume_deploy(app, job, &stack_name, r, detail).await;
     }
     app.store.set_phase(job.id, "checkout", None, None)?;
-    let snap = app.snapshot(&repo, &job.sha).await?;
+    if let Some(head) = stale_against_head(app, &repo, job, &stack_name).await? {
+        return hand_over(app, &repo, job, head);
+    }
+    let snap = app.snapshot(&repo, &job.sha, None).await?;
     let Some(files) = snap.files(&stack_name) else {
         // The folder is gone: remove only with prune, and only what stackgate deployed.
         if !repo.prune {
@@ -689,6 +790,11 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         return Ok("failed".into());
     }
 
+    let region = stack.deployment.region.clone();
+    let deployer = app.regions.get(region.as_deref()).await?;
+    // Where to resume after a restart.
+    detail["region"] = json!(region);
+    app.store.set_detail(job.id, &detail)?;
     // One stack, one folder: a manual redeploy is checked as a sync is.
     let account = app.deployer.aws.account().await?.to_string();
     let identity = claims::identity(&account, &app.deployer.aws.region, &stack);
@@ -728,17 +834,13 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     origin.moved_from = moved.as_ref().map(|f| app.stacks_path(&job.repo, f));
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
-    let planned = match app
-        .deployer
-        .prepare(&files, &stack, &origin, &mut sink)
-        .await
-    {
+    let planned = match deployer.prepare(&files, &stack, &origin, &mut sink).await {
         Ok(p) => p,
         Err(e) => return fail(app, job, detail, events, &say, e),
     };
     detail["changes"] = json!(planned.changes);
     let Some(_) = &planned.changes else {
-        app.deployer
+        deployer
             .discard(&planned.change_set_id, &planned.stack_id, planned.create)
             .await;
         app.store.finish(
@@ -765,7 +867,7 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     )?;
     app.store.set_detail(job.id, &detail)?;
     let total = stack.template.resources().len();
-    let result = app.deployer.execute(&planned, total, &mut sink).await;
+    let result = deployer.execute(&planned, total, &mut sink).await;
     let state = finish_deploy(app, job, &stack_name, detail, events, result)?;
     // The executed change set retagged the stack: the old folder's claim ends. (Without
     // changes the tags stay, and so does the old claim: the move is seen again.)
@@ -775,6 +877,11 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         app.store.retire(&job.repo, &old)?;
     }
     Ok(state)
+}
+
+/// The region a deploy job recorded (`None`: the server's own).
+fn job_region(detail: &Value) -> Option<&str> {
+    detail["region"].as_str()
 }
 
 fn record(events: &std::sync::Mutex<Vec<Value>>, p: Progress<'_>) {
@@ -906,11 +1013,9 @@ async fn remove(
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
     let owner = owner_of(job, repo, folder);
-    match app
-        .deployer
-        .remove(stack_name, &owner, false, &mut sink)
-        .await
-    {
+    // The identity's region: a prune has no deployment file to say it.
+    let deployer = app.regions.get(Some(identity.region.as_str())).await?;
+    match deployer.remove(stack_name, &owner, false, &mut sink).await {
         Ok(r) => {
             detail["removed"] = json!(r);
             succeed(
@@ -938,7 +1043,8 @@ async fn resume_deploy(
     let events: Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
-    let cfn_client = &app.deployer.aws.cfn;
+    let deployer = app.regions.get(job_region(&detail)).await?;
+    let cfn_client = &deployer.aws.cfn;
     match r.phase.as_str() {
         "executing" => {
             let (Some(cs), Some(stack_id)) = (job.change_set_id.clone(), job.stack_id.clone())
@@ -953,8 +1059,7 @@ async fn resume_deploy(
                 tracing::info!(?exec, "the change set already ran; following the stack");
             }
             let total = detail["changes"].as_array().map(|a| a.len()).unwrap_or(0);
-            let settled = app
-                .deployer
+            let settled = deployer
                 .follow(stack_name, &stack_id, HashSet::new(), total, &mut sink)
                 .await;
             let result = settled.and_then(|s| s.into_deployed(stack_name));
@@ -969,8 +1074,7 @@ async fn resume_deploy(
             if let Ok(Some(info)) = cfn::describe_stack(cfn_client, &name).await
                 && info.in_progress()
             {
-                let _ = app
-                    .deployer
+                let _ = deployer
                     .follow(&name, &info.id, HashSet::new(), 0, &mut sink)
                     .await;
             }
@@ -1021,9 +1125,13 @@ pub async fn recover(app: &Arc<App>) {
         } else {
             // Nothing reached AWS that cannot be redone: clean up and run it again.
             if let Some(cs) = &job.change_set_id {
-                app.deployer
-                    .discard(cs, job.stack_id.as_deref().unwrap_or(""), true)
-                    .await;
+                match app.regions.get(job_region(&job.detail)).await {
+                    Ok(d) => {
+                        d.discard(cs, job.stack_id.as_deref().unwrap_or(""), true)
+                            .await
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot discard the change set"),
+                }
             }
             if let Err(e) = app.store.requeue(job.id) {
                 tracing::error!(error = %e, "cannot requeue");
@@ -1040,7 +1148,10 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
         .ok_or("repository is no longer configured")?
         .clone();
     let pr = job.pr.ok_or("a preview without a pull request")?;
-    let snap = app.snapshot(&repo, &job.sha).await?;
+    if let Some(head) = moved_on(app, &repo, job, pr).await? {
+        return pr_superseded(app, job, pr, &head);
+    }
+    let snap = app.snapshot(&repo, &job.sha, Some(pr)).await?;
     let deployed = app.store.deployed(&repo.name)?;
     let (changed, _) = app.changed_stacks(&repo, &snap, &deployed).await?;
     let mut statuses = Vec::new();
@@ -1080,7 +1191,11 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
             ));
         }
         let context = format!("stackgate/plan/{name}");
-        if job.fork {
+        if report.verdict != Verdict::Pass {
+            // CreateChangeSet runs macros, Lambda-backed ones included: only for a stack
+            // that passed.
+            section.push_str("\n**Plan:** not run: the policy did not pass.\n");
+        } else if job.fork {
             section
                 .push_str("\n**Plan:** skipped for a pull request from a fork (no AWS calls).\n");
         } else if stack.deployment.remove {
@@ -1097,7 +1212,14 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
         } else {
             let origin = origin_of(job, &repo, name);
             let mut sink = |_p: Progress<'_>| {};
-            match app.deployer.plan(&files, &stack, &origin, &mut sink).await {
+            let planned = match app.regions.get(stack.deployment.region.as_deref()).await {
+                Ok(d) => d.plan(&files, &stack, &origin, &mut sink).await,
+                Err(e) => Err(DeployError::Stack(crate::stack::StackError::Io {
+                    file: stack.deployment_file.clone(),
+                    message: e.to_string(),
+                })),
+            };
+            match planned {
                 Ok(p) => match &p.changes {
                     None => {
                         section.push_str("\n**Plan:** no changes.\n");
@@ -1159,6 +1281,10 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
         job.id,
         app.cfg.run_url(job.id)
     );
+    // The head may have moved while this ran: its comment is the newer head's to write.
+    if let Some(head) = moved_on(app, &repo, job, pr).await? {
+        return pr_superseded(app, job, pr, &head);
+    }
     let existing = app.store.pr_comment(&job.repo, pr)?;
     tracing::debug!(pr, ?existing, "pull request comment");
     let mut attempt = 0;
@@ -1194,4 +1320,49 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
     };
     app.store.finish(job.id, state, &detail, &statuses, None)?;
     Ok(state.into())
+}
+
+/// The pull request's current head, when it is not the job's commit: a replayed or late
+/// delivery, or a push to the pull request since. A head the remote does not have is an error.
+async fn moved_on(
+    app: &App,
+    repo: &RepoConfig,
+    job: &Job,
+    pr: u64,
+) -> Result<Option<String>, JobError> {
+    let head = app
+        .fetch(repo, Some(pr))
+        .await?
+        .pull_request
+        .ok_or_else(|| {
+            JobError::Invalid(format!(
+                "pull request #{pr} has no refs/pull/{pr}/head on the remote; cannot tell its head"
+            ))
+        })?;
+    Ok((head != job.sha).then_some(head))
+}
+
+/// Ends a preview of a commit that is no longer the pull request's head: no comment, and
+/// only this commit's own status.
+fn pr_superseded(app: &App, job: &Job, pr: u64, head: &str) -> Result<String, JobError> {
+    let said = status(
+        &app.cfg,
+        &job.repo,
+        &job.sha,
+        "stackgate/policy".into(),
+        "error",
+        format!(
+            "superseded by {} on pull request #{pr}; not previewed",
+            short(head)
+        ),
+        job.id,
+    );
+    app.store.finish(
+        job.id,
+        "superseded",
+        &json!({"superseded_by": head}),
+        &[said],
+        None,
+    )?;
+    Ok("superseded".into())
 }

@@ -66,14 +66,14 @@ pub async fn build(cfg: Config) -> anyhow::Result<Arc<App>> {
     if let Some(p) = cfg.aws.poll_seconds {
         deployer.poll = Duration::from_secs_f64(p.max(0.05));
     }
+    let deployer = Arc::new(deployer);
+    let regions = crate::regions::Regions::new(deployer.clone(), cfg.aws.endpoint_url.clone());
 
-    let reporter = Reporter::from_config(cfg.github.as_ref())
+    let (reporter, git) = Reporter::from_config(cfg.github.as_ref())
         .await
         .map_err(anyhow::Error::msg)?;
-    let git_token = match cfg.github.as_ref().map(|g| g.auth()).transpose()? {
-        Some(crate::config::GithubAuth::Token(t)) => Some(t),
-        _ => None,
-    };
+    let git_timeout = Duration::from_secs(cfg.git_timeout_seconds);
+    crate::checkout::set_network_timeouts(git_timeout);
     let mut mirrors = HashMap::new();
     let mut webhook_secrets = Vec::new();
     for r in &cfg.repos {
@@ -83,7 +83,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<Arc<App>> {
                 &state_dir,
                 &r.name,
                 &r.url,
-                git_token.clone(),
+                git_timeout,
             ))),
         );
         if let Some(s) = r.webhook_secret()? {
@@ -97,8 +97,10 @@ pub async fn build(cfg: Config) -> anyhow::Result<Arc<App>> {
         recorder,
         policies,
         deployer,
+        regions,
         reporter,
         mirrors,
+        git,
         webhook_secrets,
         metrics: Metrics::default(),
         wake: Notify::new(),
@@ -266,13 +268,8 @@ async fn report(app: Arc<App>) {
 async fn poll(app: Arc<App>, repo: RepoConfig, every: Duration) {
     let mut last: Option<String> = None;
     loop {
-        let Some(mirror) = app.mirrors.get(&repo.name).cloned() else {
-            return;
-        };
-        let branch = repo.branch.clone();
-        let head = tokio::task::spawn_blocking(move || mirror.blocking_lock().fetch(&branch)).await;
-        match head {
-            Ok(Ok(Some(sha))) if last.as_deref() != Some(sha.as_str()) => {
+        match app.fetch(&repo, None).await.map(|h| h.branch) {
+            Ok(Some(sha)) if last.as_deref() != Some(sha.as_str()) => {
                 tracing::info!(repo = %repo.name, sha = %pipeline::short(&sha), "new head");
                 let job = NewJob {
                     kind: Some(Kind::Sync),
@@ -286,9 +283,8 @@ async fn poll(app: Arc<App>, repo: RepoConfig, every: Duration) {
                     Err(e) => tracing::error!(error = %e, "cannot enqueue a polled head"),
                 }
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(repo = %repo.name, error = %e, "poll failed"),
-            Err(e) => tracing::warn!(error = %e, "poll task failed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(repo = %repo.name, error = %e, "poll failed"),
         }
         tokio::time::sleep(every).await;
     }
@@ -327,6 +323,7 @@ pub fn local_default(root: &Path, stacks: &Path) -> anyhow::Result<(Config, Path
             poll_seconds: Some(0.5),
         },
         max_parallel_jobs: 4,
+        git_timeout_seconds: 120,
         ..Default::default()
     };
     Ok((cfg, repo_dir))

@@ -41,13 +41,13 @@ def free_port() -> int:
 class Emulator:
     """One launcher process with a given patch set."""
 
-    def __init__(self, patches: str, log_dir: Path):
+    def __init__(self, patches: str, log_dir: Path, env: dict[str, str] | None = None):
         self.patches = patches
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"moto-{self.port}.log"
         self._log = open(self.log_path, "wb")
-        env = dict(os.environ, STACKGATE_MOTO_PATCHES=patches)
+        env = dict(os.environ, STACKGATE_MOTO_PATCHES=patches, **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, str(LAUNCHER), "--host", "127.0.0.1", "--port", str(self.port)],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -977,6 +977,92 @@ def test_hybrid_stack_deletion_order() -> None:
 
 
 # --------------------------------------------------------------------- the launcher
+
+
+# ------------------------------------------------------------ slow operations (test knob)
+
+QUEUE = {"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}}
+
+
+def wait_status(cf: Any, name: str, want: str, timeout: float) -> float:
+    """Seconds until the stack shows `want`."""
+    started = time.monotonic()
+    while True:
+        try:
+            status = stack(cf, name)["StackStatus"]
+        except ClientError:
+            status = "GONE"
+        if status == want:
+            return time.monotonic() - started
+        assert time.monotonic() - started < timeout, f"{name}: still {status}, not {want}"
+        time.sleep(0.05)
+
+
+def test_slow_knob_holds_create_update_and_delete_in_progress(patched: Emulator) -> None:
+    cf = patched.client("cloudformation")
+    slow = f"{patched.url}/stackgate-api/slow"
+    reply = requests.post(slow, json={"stack": "slow-*", "seconds": 1.5}, timeout=5)
+    assert reply.ok, reply.text
+    try:
+        assert requests.get(slow, timeout=5).json() == {"rules": {"slow-*": 1.5}}
+        # Without a matching rule a change set runs inside the call, as moto does.
+        create_via_change_set(cf, "quick-one", QUEUE)
+        assert stack(cf, "quick-one")["StackStatus"] == "CREATE_COMPLETE"
+
+        create_via_change_set(cf, "slow-one", QUEUE)
+        assert stack(cf, "slow-one")["StackStatus"] == "CREATE_IN_PROGRESS"
+        # Busy, as in AWS: no change set while the create runs.
+        with pytest.raises(ClientError, match="CREATE_IN_PROGRESS state and can not be updated"):
+            cf.create_change_set(StackName="slow-one", ChangeSetName="cs-busy",
+                                 TemplateBody=json.dumps(QUEUE), ChangeSetType="UPDATE")
+        assert wait_status(cf, "slow-one", "CREATE_COMPLETE", 10) > 1.0
+        assert stack(cf, "slow-one").get("StackStatusReason") is None
+        statuses = [e["ResourceStatus"] for e in events(cf, "slow-one")
+                    if e["LogicalResourceId"] == "slow-one"]
+        assert statuses.count("CREATE_IN_PROGRESS") == 1, statuses
+        assert statuses[-1] == "CREATE_COMPLETE", statuses
+
+        updated = json.loads(json.dumps(QUEUE))
+        updated["Resources"]["Topic"] = {"Type": "AWS::SNS::Topic"}
+        create_via_change_set(cf, "slow-one", updated, change_set_type="UPDATE")
+        assert stack(cf, "slow-one")["StackStatus"] == "UPDATE_IN_PROGRESS"
+        assert wait_status(cf, "slow-one", "UPDATE_COMPLETE", 10) > 1.0
+        resources = {r["LogicalResourceId"] for r in
+                     cf.describe_stack_resources(StackName="slow-one")["StackResources"]}
+        assert resources == {"Queue", "Topic"}
+
+        cf.delete_stack(StackName="slow-one")
+        assert stack(cf, "slow-one")["StackStatus"] == "DELETE_IN_PROGRESS"
+        with pytest.raises(ClientError, match="DELETE_IN_PROGRESS state"):
+            cf.delete_stack(StackName="slow-one")
+        assert wait_status(cf, "slow-one", "GONE", 10) > 1.0
+
+        # 0 removes the rule: back to moto's instant operations.
+        requests.post(slow, json={"stack": "slow-*", "seconds": 0}, timeout=5).raise_for_status()
+        create_via_change_set(cf, "slow-two", QUEUE)
+        assert stack(cf, "slow-two")["StackStatus"] == "CREATE_COMPLETE"
+        bad = requests.post(slow, json={"stack": "x", "seconds": -1}, timeout=5)
+        assert bad.status_code == 400 and "seconds" in bad.json()["error"]
+    finally:
+        requests.delete(slow, timeout=5)
+    assert requests.get(slow, timeout=5).json() == {"rules": {}}
+
+
+def test_slow_knob_from_the_environment(tmp_path: Path) -> None:
+    emulator = Emulator("all", tmp_path, env={"STACKGATE_MOTO_SLOW": "held=1, other-*=5"})
+    try:
+        cf = emulator.client("cloudformation")
+        create_via_change_set(cf, "held", QUEUE)
+        assert stack(cf, "held")["StackStatus"] == "CREATE_IN_PROGRESS"
+        assert 0.8 < wait_status(cf, "held", "CREATE_COMPLETE", 10) < 3
+        create_via_change_set(cf, "not-held", QUEUE)
+        assert stack(cf, "not-held")["StackStatus"] == "CREATE_COMPLETE"
+        assert "slow operations" in emulator.log()
+    finally:
+        emulator.stop()
+    launcher = _launcher_module()
+    with pytest.raises(SystemExit, match="glob=seconds"):
+        launcher.SlowOperations().parse("held")
 
 
 def _launcher_module() -> Any:

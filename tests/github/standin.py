@@ -14,6 +14,12 @@ description (``openapi-subset.json``, cut from npm ``@octokit/openapi`` by
     GET   /repos/{owner}/{repo}                                 repos/get
     GET   /repos/{owner}/{repo}/branches/{branch}               repos/get-branch
 
+With ``--git-root DIR`` it also serves the git repositories under DIR over smart HTTP
+(``git http-backend``) at ``/_git/<path>``, as github.com serves ``/<owner>/<repo>.git``:
+HTTP Basic auth whose password is an installation token the stand-in issued (live), or a
+``--token`` one; anything else gets 401 ``WWW-Authenticate: Basic``. Each git request is
+recorded with operation ``git`` and its ``auth``; ``/_standin/fail`` rules apply to them.
+
 Run:  python tests/github/standin.py --port 0
 It binds 127.0.0.1, prints one line ``LISTENING <port>`` and serves until killed.
 
@@ -38,7 +44,9 @@ import hashlib
 import html
 import json
 import re
+import os
 import secrets
+import subprocess
 import sys
 import threading
 import time
@@ -469,6 +477,7 @@ class Config:
         self.token_lifetime = args.token_lifetime
         self.verbose = args.verbose
         self.api_versions = set(API_VERSIONS) | set(args.api_version or [])
+        self.git_root = Path(args.git_root).resolve() if args.git_root else None
 
 
 # --------------------------------------------------------------------------- handler
@@ -556,7 +565,79 @@ class Handler(BaseHTTPRequestHandler):
                 status, body = r.status, r.body
             self._send(status, body)
             return
+        if url.path.startswith("/_git/") and self.config.git_root is not None:
+            self._git(url, raw)
+            return
         self._api(url, raw)
+
+    # -- git over smart HTTP
+
+    def _git_auth(self) -> str:
+        """How a git request authenticated: installation_token, token, none or refused."""
+        header = (self.headers.get("Authorization") or "").strip()
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            return "none" if not header else "refused"
+        try:
+            _user, _, password = base64.b64decode(value.strip()).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return "refused"
+        with self.state.lock:
+            issued = self.state.tokens.get(password)
+        if issued is not None:
+            return "installation_token" if issued["expires"] > now_utc() else "refused"
+        return "token" if password in self.config.tokens else "refused"
+
+    def _git(self, url, raw: bytes):
+        auth = self._git_auth()
+        record = {"seq": 0, "time": iso(now_utc()), "method": self.command, "path": url.path,
+                  "operation": "git", "auth": auth, "valid": True, "injected": False,
+                  "status": None}
+        rule = self._take_rule(self.command, url.path)
+        if rule is not None:
+            record["injected"] = True
+            if rule["delay_ms"]:
+                time.sleep(rule["delay_ms"] / 1000)
+            status, out_headers, data = rule["status"], dict(rule["headers"]), b"injected failure"
+        elif auth in ("none", "refused"):
+            status, data = 401, b"Invalid username or token.\n"
+            out_headers = {"WWW-Authenticate": 'Basic realm="GitHub"'}
+        else:
+            env = dict(os.environ, GIT_PROJECT_ROOT=str(self.config.git_root),
+                       GIT_HTTP_EXPORT_ALL="1", PATH_INFO=url.path[len("/_git"):],
+                       QUERY_STRING=url.query, REQUEST_METHOD=self.command,
+                       CONTENT_TYPE=self.headers.get("Content-Type", ""),
+                       CONTENT_LENGTH=str(len(raw)), REMOTE_USER="x-access-token",
+                       REMOTE_ADDR="127.0.0.1")
+            if self.headers.get("Content-Encoding"):
+                env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
+            if self.headers.get("Git-Protocol"):
+                env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
+            out = subprocess.run(["git", "http-backend"], input=raw, env=env,
+                                 capture_output=True, timeout=60).stdout
+            head, _, data = out.partition(b"\r\n\r\n")
+            if not _:
+                head, _, data = out.partition(b"\n\n")
+            status, out_headers = 200, {}
+            for line in head.decode("latin-1").splitlines():
+                name, _, value = line.partition(":")
+                if name.lower() == "status":
+                    status = int(value.split()[0])
+                elif name:
+                    out_headers[name.strip()] = value.strip()
+        record["status"] = status
+        with self.state.lock:
+            self.state.seq += 1
+            record["seq"] = self.state.seq
+            self.state.requests.append(record)
+        self.send_response(status)
+        for k, v in out_headers.items():
+            if k.lower() != "content-length":
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     # -- control endpoints
 
@@ -1274,6 +1355,7 @@ def parse_args(argv=None):
     ap.add_argument("--token-lifetime", type=int, default=3600, help="installation token lifetime, seconds")
     ap.add_argument("--api-version", action="append",
                     help=f"also accept this X-GitHub-Api-Version (repeatable; always {', '.join(API_VERSIONS)})")
+    ap.add_argument("--git-root", help="serve the git repositories under this folder at /_git/")
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return ap.parse_args(argv)
 

@@ -181,9 +181,16 @@ pub fn s3() -> aws_sdk_s3::Client {
 
 /// A CloudFormation client on the emulator.
 pub fn cfn() -> aws_sdk_cloudformation::Client {
+    cfn_in("us-east-1")
+}
+
+/// A CloudFormation client on the emulator, in `region`.
+pub fn cfn_in(region: &str) -> aws_sdk_cloudformation::Client {
     let conf = aws_sdk_cloudformation::Config::builder()
         .behavior_version_latest()
-        .region(aws_sdk_cloudformation::config::Region::new("us-east-1"))
+        .region(aws_sdk_cloudformation::config::Region::new(
+            region.to_string(),
+        ))
         .endpoint_url(aws_endpoint())
         .credentials_provider(aws_sdk_cloudformation::config::Credentials::new(
             "stackgate-test",

@@ -214,6 +214,24 @@ impl GitRepo {
         .expect("write");
     }
 
+    /// Points `refs/pull/<n>/head` at `sha`, as GitHub does for an open pull request.
+    pub fn set_pull_head(&self, n: u64, sha: &str) {
+        self.git(&["update-ref", &format!("refs/pull/{n}/head"), sha]);
+    }
+
+    /// The refs of a bare clone (e.g. stackgate's mirror), one `refs/...` name each.
+    pub fn refs_of(dir: &Path) -> Vec<String> {
+        let out = Command::new("git")
+            .args(["for-each-ref", "--format=%(refname)"])
+            .current_dir(dir)
+            .output()
+            .expect("git for-each-ref");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Commits everything; returns the sha.
     pub fn commit(&self, message: &str) -> String {
         self.git(&["add", "-A"]);
@@ -462,4 +480,40 @@ pub fn pr_payload(action: &str, number: u64, sha: &str, branch: &str, fork: bool
 
 pub fn delivery_id() -> String {
     unique("delivery")
+}
+
+/// The emulator's slow-operation knob (deploy/local/moto_launcher.py): `stack`'s creates,
+/// updates and deletes stay in progress for `seconds` (0 switches it off).
+pub fn slow_stack(stack: &str, seconds: f64) {
+    let (code, body) = http(
+        "POST",
+        &format!("{}/stackgate-api/slow", aws_endpoint()),
+        &[("Content-Type", "application/json".into())],
+        Some(
+            json!({"stack": stack, "seconds": seconds})
+                .to_string()
+                .as_bytes(),
+        ),
+    );
+    assert_eq!(code, 200, "the emulator's slow knob: {body}");
+}
+
+/// A stack's parameter value, as CloudFormation has it now.
+pub fn stack_parameter(stack: &str, key: &str) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let out = rt
+        .block_on(cfn().describe_stacks().stack_name(stack).send())
+        .ok()?;
+    let s = out.stacks().first()?;
+    if s.stack_status().map(|x| x.as_str()) == Some("DELETE_COMPLETE") {
+        return None;
+    }
+    s.parameters()
+        .iter()
+        .find(|p| p.parameter_key() == Some(key))
+        .and_then(|p| p.parameter_value())
+        .map(str::to_string)
 }

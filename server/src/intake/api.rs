@@ -89,12 +89,13 @@ pub async fn redeploy(
         req.sha.clone(),
         stack.clone(),
     );
+    let head = match app.fetch(&repo_cfg, None).await {
+        Ok(h) => h.branch,
+        Err(e) => return error(StatusCode::BAD_GATEWAY, e.to_string()),
+    };
     // git work off the async threads.
     let resolved = tokio::task::spawn_blocking(move || {
         let m = mirror.blocking_lock();
-        let head = m
-            .fetch(&branch)
-            .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))?;
         let sha = match wanted {
             Some(sha) => {
                 if !m

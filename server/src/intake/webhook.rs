@@ -35,16 +35,6 @@ struct Repository {
 }
 
 #[derive(Deserialize)]
-struct PushCommit {
-    #[serde(default)]
-    added: Vec<String>,
-    #[serde(default)]
-    removed: Vec<String>,
-    #[serde(default)]
-    modified: Vec<String>,
-}
-
-#[derive(Deserialize)]
 struct Push {
     repository: Repository,
     #[serde(rename = "ref")]
@@ -52,10 +42,6 @@ struct Push {
     after: String,
     #[serde(default)]
     deleted: bool,
-    #[serde(default)]
-    forced: bool,
-    #[serde(default)]
-    commits: Vec<PushCommit>,
 }
 
 #[derive(Deserialize)]
@@ -184,26 +170,8 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
                     format!("not a push to {}", repo_cfg.branch),
                 );
             }
-            // Payloads list the paths they touch; a push that touches no stack enqueues
-            // nothing. A forced push or an empty list is checked against state instead.
-            let prefix = format!("{}/", repo_cfg.stacks_dir.trim_end_matches('/'));
-            let touches = push.forced
-                || push.commits.is_empty()
-                || push.commits.iter().any(|c| {
-                    c.added
-                        .iter()
-                        .chain(&c.removed)
-                        .chain(&c.modified)
-                        .any(|p| p.starts_with(&prefix))
-                });
-            if !touches {
-                return reply(
-                    &app,
-                    "ignored",
-                    StatusCode::ACCEPTED,
-                    format!("no change under {prefix}"),
-                );
-            }
+            // Every push reaches a (debounced) sync, which compares trees. The payload's
+            // file lists are no guide: `commits` is capped at 20 and its lists are a hint.
             vec![NewJob {
                 kind: Some(Kind::Sync),
                 repo: repo_cfg.name.clone(),

@@ -553,6 +553,32 @@ impl Store {
         })
     }
 
+    /// The commit of each stack's newest queued or running deploy: what the stack will be
+    /// once the queue drains. Read through the partial indexes, which hold live jobs only.
+    pub fn pending_deploys(&self, repo: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.with(|c| {
+            let mut out: Vec<(i64, String, String)> = Vec::new();
+            for sql in [
+                "SELECT id, stack, sha FROM jobs INDEXED BY jobs_queued
+                 WHERE state = 'queued' AND repo = ?1 AND kind = 'deploy' AND stack IS NOT NULL",
+                "SELECT id, stack, sha FROM jobs INDEXED BY jobs_running
+                 WHERE state = 'running' AND repo = ?1 AND kind = 'deploy' AND stack IS NOT NULL",
+            ] {
+                let mut stmt = c.prepare_cached(sql)?;
+                let rows = stmt.query_map([repo], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                for row in rows {
+                    out.push(row?);
+                }
+            }
+            out.sort();
+            let mut newest: HashMap<String, String> = HashMap::new();
+            for (_, stack, sha) in out {
+                newest.insert(stack, sha);
+            }
+            Ok(newest.into_iter().collect())
+        })
+    }
+
     /// The last deployed sha of each stack of a repo, and whether it was a removal.
     pub fn deployed(&self, repo: &str) -> Result<Vec<(String, String, bool)>, StoreError> {
         self.with(|c| {
@@ -1443,6 +1469,35 @@ mod tests {
             s.live_identities().unwrap(),
             vec![(id, "acme/infra".to_string(), "web".to_string())]
         );
+    }
+
+    #[test]
+    fn pending_deploys_are_each_stacks_newest_live_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+        let api = |sha: &str| NewJob {
+            stack: Some("api".into()),
+            ..deploy(sha)
+        };
+        let done = s.enqueue(&[api("a0")], &none, &superseded).unwrap()[0];
+        s.claim(4).unwrap();
+        s.finish(done, "succeeded", &serde_json::json!({}), &[], None)
+            .unwrap();
+        assert!(s.pending_deploys("acme/infra").unwrap().is_empty());
+        s.enqueue(&[deploy("w1")], &none, &superseded).unwrap();
+        assert_eq!(s.claim(4).unwrap().len(), 1, "w1 runs");
+        s.enqueue(&[deploy("w2"), api("a1")], &none, &superseded)
+            .unwrap();
+        let mut pending = s.pending_deploys("acme/infra").unwrap();
+        pending.sort();
+        assert_eq!(
+            pending,
+            [
+                ("api".to_string(), "a1".to_string()),
+                ("web".to_string(), "w2".to_string())
+            ]
+        );
+        assert!(s.pending_deploys("acme/other").unwrap().is_empty());
     }
 
     #[test]

@@ -145,7 +145,7 @@ impl Deployment {
             });
         }
         let de = serde_path_to_error::deserialize::<_, Deployment>(&doc.value);
-        de.map_err(|e| {
+        let deployment = de.map_err(|e| {
             let pointer: String = e
                 .path()
                 .iter()
@@ -156,7 +156,18 @@ impl Deployment {
                 line: at(&pointer),
                 message: format!("{}: {}", e.path(), e.inner()),
             }
-        })
+        })?;
+        // It becomes part of AWS host names.
+        if let Some(region) = &deployment.region
+            && !crate::regions::valid_region(region)
+        {
+            return Err(StackError::Invalid {
+                file: file.into(),
+                line: at("/region"),
+                message: format!("region `{region}` is not an AWS region name (like eu-west-1)"),
+            });
+        }
+        Ok(deployment)
     }
 }
 
@@ -220,5 +231,8 @@ mod tests {
         assert!(err.to_string().contains("CAPABILITY_ROOT"), "{err}");
         let err = parse("parameters: {}\n").unwrap_err();
         assert!(err.to_string().contains("template-file-path"), "{err}");
+        let err = parse("template-file-path: t.yaml\nregion: evil.example.com\n").unwrap_err();
+        assert!(err.to_string().contains("deployment.yaml:2"), "{err}");
+        assert!(err.to_string().contains("not an AWS region"), "{err}");
     }
 }
