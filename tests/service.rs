@@ -350,9 +350,12 @@ fn bad_webhooks_are_refused_and_enqueue_nothing() {
         401,
         "wrong secret"
     );
-    let mut tampered = body.clone();
-    let at = tampered.len() - 2;
-    tampered[at] = b' ';
+    // Still valid JSON naming the repository: only the signature tells.
+    let tampered = String::from_utf8(body.clone())
+        .unwrap()
+        .replacen(&sha, &sha.replace(|c: char| c.is_ascii_digit(), "a"), 1)
+        .into_bytes();
+    assert_ne!(tampered, body);
     let sig = stackgate::intake::signature::sign(HOOK_SECRET.as_bytes(), &body);
     for header in [
         sig.replace("sha256=", "sha1="),
@@ -402,7 +405,7 @@ fn bad_webhooks_are_refused_and_enqueue_nothing() {
             .webhook(
                 "ping",
                 &delivery_id(),
-                b"{\"zen\":\"x\"}",
+                format!("{{\"zen\":\"x\",\"repository\":{{\"full_name\":\"{REPO}\"}}}}").as_bytes(),
                 Some(HOOK_SECRET)
             )
             .0,
@@ -410,7 +413,12 @@ fn bad_webhooks_are_refused_and_enqueue_nothing() {
     );
     assert_eq!(
         server
-            .webhook("issues", &delivery_id(), b"{}", Some(HOOK_SECRET))
+            .webhook(
+                "issues",
+                &delivery_id(),
+                format!("{{\"repository\":{{\"full_name\":\"{REPO}\"}}}}").as_bytes(),
+                Some(HOOK_SECRET)
+            )
             .0,
         202
     );
@@ -772,4 +780,168 @@ fn a_github_app_installation_posts_the_statuses() {
     );
     gh.assert_all_valid();
     server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn serve_starts_under_an_address_space_limit() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-ulimit"), "x");
+    let sha = repo.commit("x");
+    // 8 GiB: wasmtime's pool used to reserve 129 GiB at start, and serve did not start.
+    let server = Server::start_limited(&repo, &gh, "", Some(8 << 20));
+    let (code, body) = server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
+    assert_eq!(code, 202, "{body}");
+    let verdict = wait_for(60, "the policy verdict", || {
+        final_state(&gh.statuses(&sha), "stackgate/policy")
+    });
+    assert_eq!(verdict.0, "success", "{verdict:?}\n{}", server.logs());
+}
+
+/// A request's bytes up to `cut`, written and left hanging.
+fn hanging(server: &Server, head: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let addr = server.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(head.as_bytes()).expect("write");
+    s
+}
+
+/// Whether the server ended the exchange (closed, reset, or answered) within `within`.
+fn ended_within(s: &mut std::net::TcpStream, within: Duration) -> Option<String> {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 256];
+    match s.read(&mut buf) {
+        Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(String::new()),
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn slow_clients_are_cut_off_and_connections_are_capped() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-slow"), "x");
+    repo.commit("x");
+    let server = Server::start(
+        &repo,
+        &gh,
+        "[listener]\nheader_timeout_seconds = 2\nbody_timeout_seconds = 2\nmax_connections = 4\n",
+    );
+    // Headers never finished.
+    let start = std::time::Instant::now();
+    let mut s = hanging(&server, "POST /webhooks/github HTTP/1.1\r\nHost: x\r\n");
+    let ended = ended_within(&mut s, Duration::from_secs(6));
+    assert!(ended.is_some(), "a half-sent header held the connection");
+    assert!(start.elapsed() >= Duration::from_millis(1500), "{ended:?}");
+    // A body trickled and never finished.
+    let mut s = hanging(
+        &server,
+        "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\nX-Hub-Signature-256: sha256=00\r\nContent-Length: 1000\r\n\r\n{\"a\":",
+    );
+    let ended = ended_within(&mut s, Duration::from_secs(6));
+    assert!(ended.is_some(), "a half-sent body held the connection");
+    drop(s);
+    // Four connections that send nothing fill the cap: a fifth waits, then is served.
+    let holders: Vec<_> = (0..4).map(|_| hanging(&server, "")).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fifth = hanging(
+        &server,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        ended_within(&mut fifth, Duration::from_millis(800)),
+        None,
+        "a fifth connection was served over max_connections = 4"
+    );
+    drop(holders);
+    let answer = ended_within(&mut fifth, Duration::from_secs(5)).unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}
+
+#[test]
+fn a_valid_delivery_is_answered_while_64_bad_posts_are_in_flight() {
+    use std::io::{Read, Write};
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-abuse"), "x");
+    let sha = repo.commit("x");
+    // Sixteen more repositories sharing the secret: a forged post used to be checked
+    // against every configured secret, on the async workers.
+    let extra: String = (0..16)
+        .map(|i| {
+            format!(
+                "[[repos]]\nname = \"other/repo-{i}\"\nurl = \"{}\"\nwebhook_secret_env = \"TEST_HOOK_SECRET\"\n",
+                repo.dir.display()
+            )
+        })
+        .collect();
+    let server = Server::start(&repo, &gh, &extra);
+    let addr = server.url.trim_start_matches("http://").to_string();
+
+    // 16 half-sent headers and 16 half-sent bodies, held open.
+    let mut slow = Vec::new();
+    for i in 0..32 {
+        let head = if i % 2 == 0 {
+            "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n".to_string()
+        } else {
+            "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: d\r\nX-Hub-Signature-256: sha256=00\r\nContent-Length: 20000000\r\n\r\n{\"repository\":".to_string()
+        };
+        slow.push(hanging(&server, &head));
+    }
+    // 32 forged 12 MiB posts naming the repository.
+    let mut big = format!("{{\"repository\":{{\"full_name\":\"{REPO}\"}},\"pad\":\"").into_bytes();
+    big.resize(12 << 20, b'x');
+    big.extend_from_slice(b"\"}");
+    let big = std::sync::Arc::new(big);
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let forged: Vec<_> = (0..32)
+        .map(|_| {
+            let (big, addr, sent) = (big.clone(), addr.clone(), sent_tx.clone());
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+                let head = format!(
+                    "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: forged\r\nX-Hub-Signature-256: sha256={}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    "0".repeat(64),
+                    big.len()
+                );
+                s.write_all(head.as_bytes()).expect("head");
+                s.write_all(&big).expect("body");
+                sent.send(()).expect("sent");
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                answer
+            })
+        })
+        .collect();
+    for _ in 0..32 {
+        sent_rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a forged post was sent");
+    }
+
+    let start = std::time::Instant::now();
+    let (code, body) = server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
+    let took = start.elapsed();
+    assert_eq!(code, 202, "{body}");
+    assert!(
+        took < Duration::from_secs(1),
+        "a valid delivery took {took:?} behind 64 bad posts"
+    );
+    eprintln!("valid delivery answered in {took:?} with 64 bad posts in flight");
+
+    for t in forged {
+        let answer = t.join().expect("a forged post's thread");
+        assert!(
+            answer.starts_with("HTTP/1.1 401"),
+            "{}",
+            &answer[..answer.len().min(200)]
+        );
+    }
+    drop(slow);
+    let (code, _) = http("GET", &format!("{}/healthz", server.url), &[], None);
+    assert_eq!(code, 200);
 }

@@ -33,6 +33,45 @@ pub struct Config {
     /// Jobs of different stacks that may run at once.
     #[serde(default = "default_parallel")]
     pub max_parallel_jobs: usize,
+    #[serde(default)]
+    pub listener: ListenerConfig,
+}
+
+/// Bounds on what one HTTP client can hold: every wait and every connection is counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Seconds a client has to send a request's headers (also an idle keep-alive's limit).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_seconds: u64,
+    /// Seconds a client has to send a request's whole body, counted from its headers.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_seconds: u64,
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_seconds: default_header_timeout(),
+            body_timeout_seconds: default_body_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+
+fn default_body_timeout() -> u64 {
+    30
+}
+
+fn default_max_connections() -> usize {
+    512
 }
 
 fn default_listen() -> String {
@@ -386,6 +425,14 @@ impl Config {
                 ));
             }
         }
+        let l = &self.listener;
+        if l.header_timeout_seconds == 0 || l.body_timeout_seconds == 0 || l.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "listener: header_timeout_seconds, body_timeout_seconds and max_connections \
+                 must be at least 1"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -431,6 +478,14 @@ fn apply_env(
             ],
         ),
         ("policies", &["dir", "deadline_ms", "memory_mib"]),
+        (
+            "listener",
+            &[
+                "header_timeout_seconds",
+                "body_timeout_seconds",
+                "max_connections",
+            ],
+        ),
     ];
     // Variables the CLI reads for itself.
     const NOT_CONFIG: &[&str] = &["LOG", "CACHE_DIR", "ARTIFACT_BUCKET", "CONFIG"];
@@ -586,6 +641,16 @@ mod tests {
             err.contains("state.retain_days") && err.contains("3 days"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn listener_bounds_have_defaults_and_env() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.listener.header_timeout_seconds, 10);
+        assert_eq!(c.listener.max_connections, 512);
+        let c = parse("", &[("STACKGATE_LISTENER_MAX_CONNECTIONS", "8")]).unwrap();
+        assert_eq!(c.listener.max_connections, 8);
+        assert!(parse("[listener]\nbody_timeout_seconds = 0\n", &[]).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod deployer;
 pub mod github;
 pub mod gitinfo;
 pub mod intake;
+pub mod listener;
 pub mod metrics;
 pub mod package;
 pub mod pipeline;

@@ -242,6 +242,8 @@ pub struct Server {
     child: Option<Child>,
     _tmp: tempfile::TempDir,
     pub state: PathBuf,
+    /// `ulimit -v` for the process, in KiB.
+    pub address_space_kib: Option<u64>,
 }
 
 impl Drop for Server {
@@ -252,6 +254,16 @@ impl Drop for Server {
 
 impl Server {
     pub fn start(repo: &GitRepo, standin: &StandIn, extra: &str) -> Self {
+        Self::start_limited(repo, standin, extra, None)
+    }
+
+    /// Started under `ulimit -v address_space_kib`.
+    pub fn start_limited(
+        repo: &GitRepo,
+        standin: &StandIn,
+        extra: &str,
+        address_space_kib: Option<u64>,
+    ) -> Self {
         let tmp = tempfile::tempdir().expect("tmp");
         let port = free_port();
         let state = tmp.path().join("state");
@@ -282,6 +294,7 @@ impl Server {
             child: None,
             _tmp: tmp,
             state,
+            address_space_kib,
         };
         s.spawn();
         s
@@ -293,7 +306,16 @@ impl Server {
             .append(true)
             .open(&self.log)
             .expect("log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackgate"));
+        let mut cmd = match self.address_space_kib {
+            Some(kib) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_stackgate"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_stackgate")),
+        };
         cmd.args(["serve", "--config"])
             .arg(&self.config)
             .env("TEST_GH_TOKEN", GH_TOKEN)
