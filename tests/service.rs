@@ -782,6 +782,17 @@ fn a_github_app_installation_posts_the_statuses() {
     server.assert_no_secret_in_logs();
 }
 
+/// The id of the job a status for `context` links to.
+fn job_of(gh: &StandIn, sha: &str, context: &str) -> Option<i64> {
+    gh.requests()
+        .iter()
+        .filter(|r| r["operation"] == "repos/create-commit-status")
+        .filter(|r| r["path_params"]["sha"] == sha && r["body"]["context"] == context)
+        .filter_map(|r| r["body"]["target_url"].as_str())
+        .filter_map(|u| u.rsplit('/').next()?.parse().ok())
+        .next_back()
+}
+
 #[test]
 fn serve_starts_under_an_address_space_limit() {
     let gh = StandIn::start();
@@ -944,4 +955,202 @@ fn a_valid_delivery_is_answered_while_64_bad_posts_are_in_flight() {
     drop(slow);
     let (code, _) = http("GET", &format!("{}/healthz", server.url), &[], None);
     assert_eq!(code, 200);
+}
+
+/// An empty webhook secret would let anyone sign a push; the hash of an empty token would
+/// let an empty bearer token redeploy.
+#[test]
+fn a_blank_secret_or_an_empty_token_hash_stops_start_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let blank = tmp.path().join("hook-secret");
+    std::fs::write(&blank, "\n  \n").unwrap();
+    let cases = [
+        (
+            format!(
+                "[[repos]]\nname = \"{REPO}\"\nurl = \"/nonexistent\"\nwebhook_secret_file = \"{}\"\n",
+                blank.display()
+            ),
+            "hook-secret: the secret file is empty or blank",
+        ),
+        (
+            "api_tokens = [\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"]\n"
+                .to_string(),
+            "sha256 of the empty string",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let config = tmp.path().join(format!("stackgate-{i}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\n{text}[state]\npath = \"{}/state-{i}/stackgate.db\"\n",
+                tmp.path().display()
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stackgate"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env(
+                "STACKGATE_CACHE_DIR",
+                root().join("target/test-policy-cache"),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn stackgate serve");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut err = String::new();
+        use std::io::Read;
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        let status = status.unwrap_or_else(|| panic!("serve started with `{text}`"));
+        assert!(!status.success(), "{err}");
+        assert!(err.contains(expected), "{err}");
+    }
+}
+
+#[test]
+fn outputs_no_echo_values_and_aws_errors_stay_off_public_pages() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let secret_name = unique("gitops-outputs");
+    repo.write(
+        "stacks/secrets/deployment.yaml",
+        &format!("template-file-path: template.yaml\nstack-name: {secret_name}\nparameters:\n  DbPassword: pw-nOEcHo-4711\n  Env: env-visible-42\n"),
+    );
+    repo.write(
+        "stacks/secrets/template.yaml",
+        "Parameters:\n  DbPassword:\n    Type: String\n    NoEcho: true\n  Env:\n    Type: String\nResources:\n  Param:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Name: !Sub /stackgate-test/${AWS::StackName}\n      Type: String\n      Value: !Ref Env\nOutputs:\n  Password:\n    Value: !Ref DbPassword\n  ApiKey:\n    Value: sk-live-outputsecret\n  Env:\n    Value: !Ref Env\n",
+    );
+    repo.write(
+        "stacks/broken/deployment.yaml",
+        &format!(
+            "template-file-path: template.yaml\nstack-name: {}\n",
+            unique("gitops-broken")
+        ),
+    );
+    repo.write(
+        "stacks/broken/template.yaml",
+        "Resources:\n  Vpc:\n    Type: AWS::EC2::VPC\n    Properties:\n      CidrBlock: 10.20.0.0/16\n  Subnet:\n    Type: AWS::EC2::Subnet\n    Properties:\n      VpcId: !Ref Vpc\n      CidrBlock: 10.99.0.0/24\n",
+    );
+    let sha = repo.commit("outputs and a broken stack");
+    let server = Server::start(&repo, &gh, "public_outputs = [\"Env\", \"Password\"]\n");
+    let (code, body) = server.push(
+        ZERO,
+        &sha,
+        &[
+            "stacks/secrets/template.yaml",
+            "stacks/broken/template.yaml",
+        ],
+    );
+    assert_eq!(code, 202, "{body}");
+    let done = wait_for(90, "the secrets stack", || {
+        final_state(&gh.statuses(&sha), "stackgate/secrets")
+    });
+    assert_eq!(done.0, "success", "{done:?}\n{}", server.logs());
+    let broken = wait_for(90, "the broken stack", || {
+        final_state(&gh.statuses(&sha), "stackgate/broken")
+    });
+    assert_eq!(broken.0, "failure", "{broken:?}");
+    // The failed resource, not AWS's words (which may carry account ids and ARNs).
+    assert!(
+        broken.1.contains("Subnet (AWS::EC2::Subnet) CREATE_FAILED"),
+        "{broken:?}"
+    );
+    assert!(!broken.1.contains("10.99.0.0/24"), "{broken:?}");
+    let broken_job = job_of(&gh, &sha, "stackgate/broken").expect("the broken job");
+    let (_, page) = http(
+        "GET",
+        &format!("{}/runs/{broken_job}", server.url),
+        &[],
+        None,
+    );
+    assert!(
+        page.contains("10.99.0.0/24"),
+        "the run page lacks the detail"
+    );
+
+    let id = job_of(&gh, &sha, "stackgate/secrets").expect("the secrets job");
+    let api = server.job(id);
+    assert_eq!(api["detail"]["outputs"]["Env"], "env-visible-42", "{api}");
+    assert_eq!(api["detail"]["outputs"]["ApiKey"], "[redacted]", "{api}");
+    assert_eq!(api["detail"]["outputs"]["Password"], "[redacted]", "{api}");
+    let (_, page) = http("GET", &format!("{}/runs/{id}", server.url), &[], None);
+    let (_, index) = http("GET", &format!("{}/", server.url), &[], None);
+    for (what, text) in [
+        ("/api/v1/jobs", api.to_string()),
+        ("/runs", page),
+        ("/", index),
+        ("the log", server.logs()),
+    ] {
+        assert!(
+            !text.contains("sk-live-outputsecret"),
+            "an output in {what}"
+        );
+        assert!(!text.contains("pw-nOEcHo-4711"), "a NoEcho value in {what}");
+    }
+    for (_, _, description) in gh.statuses(&sha) {
+        assert!(!description.contains("sk-live"), "{description}");
+    }
+}
+
+#[test]
+fn a_fork_pull_request_comment_escapes_what_the_fork_names() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-fork"), "x");
+    repo.commit("base");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    let folder = "evil";
+    repo.write(
+        &format!("stacks/{folder}/deployment.yaml"),
+        &format!(
+            "template-file-path: template.yaml\nstack-name: {}\n",
+            unique("gitops-evil")
+        ),
+    );
+    repo.write(
+        &format!("stacks/{folder}/template.yaml"),
+        "Resources:\n  \"Sg](https://evil.example/phish) ![x](https://evil.example/i.png) <img src=x> @octocat\":\n    Type: AWS::EC2::SecurityGroup\n    Properties:\n      GroupDescription: x\n      SecurityGroupIngress:\n        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: 0.0.0.0/0\n",
+    );
+    let head = repo.commit("a hostile stack");
+    let server = Server::start(&repo, &gh, "");
+    let (code, body) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("opened", 9, &head, "feature", true),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202, "{body}");
+    let comment = wait_for(60, "the fork's comment", || {
+        gh.requests()
+            .into_iter()
+            .find(|r| r["operation"] == "issues/create-comment" && r["status"] == 201)
+            .and_then(|r| r["body"]["body"].as_str().map(str::to_string))
+    });
+    assert!(
+        comment.contains("octocat"),
+        "the finding is missing:\n{comment}"
+    );
+    // `\<` is an escaped `<`: text, not a tag.
+    let unescaped = comment.replace("\\<", "");
+    for raw in ["](https://evil", "![x]", "<img", "@octocat"] {
+        assert!(
+            !unescaped.contains(raw),
+            "`{raw}` reaches the comment:\n{comment}"
+        );
+    }
+    eprintln!("{comment}");
+    gh.assert_all_valid();
 }

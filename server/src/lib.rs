@@ -18,6 +18,7 @@ pub mod package;
 pub mod pipeline;
 pub mod policy;
 pub mod queue;
+pub mod redact;
 pub mod render;
 pub mod server;
 pub mod stack;
