@@ -872,6 +872,37 @@ fn slow_clients_are_cut_off_and_connections_are_capped() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
 }
 
+/// SIGTERM drains: a request in flight is answered, and a client that never finishes its
+/// headers cannot hold the process past the header deadline.
+#[test]
+fn sigterm_drains_and_a_slow_client_cannot_hold_it() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-term"), "x");
+    repo.commit("x");
+    let mut server = Server::start(&repo, &gh, "[listener]\nheader_timeout_seconds = 2\n");
+    let mut stuck = hanging(&server, "GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    let mut in_flight = hanging(&server, "GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let start = std::time::Instant::now();
+    let waiter = std::thread::spawn(move || server.terminate(Duration::from_secs(15)));
+    std::thread::sleep(Duration::from_millis(300));
+    {
+        use std::io::Write;
+        in_flight.write_all(b"Connection: close\r\n\r\n").unwrap();
+    }
+    let answer = ended_within(&mut in_flight, Duration::from_secs(5)).unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let status = waiter.join().unwrap().expect("serve exited after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let _ = ended_within(&mut stuck, Duration::from_millis(100));
+}
+
 #[test]
 fn a_valid_delivery_is_answered_while_64_bad_posts_are_in_flight() {
     use std::io::{Read, Write};

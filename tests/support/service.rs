@@ -349,6 +349,24 @@ impl Server {
         self.spawn();
     }
 
+    /// SIGTERM, then the exit status within `within` (None: still running, then killed).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
     /// SIGKILL: no graceful shutdown.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
