@@ -371,3 +371,29 @@ fn precompiled_policies_are_cached_by_digest() {
     let (_, input) = hybrid_input(None);
     assert_eq!(host.evaluate_blocking(&input).verdict, Verdict::Pass);
 }
+
+/// `ulimit -v` in KiB: 8 GiB, far more than stackgate needs and far less than the 129 GiB
+/// wasmtime's pool used to reserve at start.
+pub const ADDRESS_SPACE_KIB: u64 = 8 << 20;
+
+#[test]
+fn check_runs_under_an_address_space_limit() {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v {ADDRESS_SPACE_KIB} && exec \"$0\" \"$@\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_stackgate"))
+        .args(["check", "--format", "json"])
+        .arg(root().join("stacks/hybrid-alb"))
+        .env(
+            "STACKGATE_CACHE_DIR",
+            root().join("target/test-policy-cache"),
+        )
+        .output()
+        .expect("run stackgate under ulimit -v");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(json["results"][0]["verdict"], "pass", "{json}\n{stderr}");
+}

@@ -353,9 +353,12 @@ fn bad_webhooks_are_refused_and_enqueue_nothing() {
         401,
         "wrong secret"
     );
-    let mut tampered = body.clone();
-    let at = tampered.len() - 2;
-    tampered[at] = b' ';
+    // Still valid JSON naming the repository: only the signature tells.
+    let tampered = String::from_utf8(body.clone())
+        .unwrap()
+        .replacen(&sha, &sha.replace(|c: char| c.is_ascii_digit(), "a"), 1)
+        .into_bytes();
+    assert_ne!(tampered, body);
     let sig = stackgate::intake::signature::sign(HOOK_SECRET.as_bytes(), &body);
     for header in [
         sig.replace("sha256=", "sha1="),
@@ -405,7 +408,7 @@ fn bad_webhooks_are_refused_and_enqueue_nothing() {
             .webhook(
                 "ping",
                 &delivery_id(),
-                b"{\"zen\":\"x\"}",
+                format!("{{\"zen\":\"x\",\"repository\":{{\"full_name\":\"{REPO}\"}}}}").as_bytes(),
                 Some(HOOK_SECRET)
             )
             .0,
@@ -413,7 +416,12 @@ fn bad_webhooks_are_refused_and_enqueue_nothing() {
     );
     assert_eq!(
         server
-            .webhook("issues", &delivery_id(), b"{}", Some(HOOK_SECRET))
+            .webhook(
+                "issues",
+                &delivery_id(),
+                format!("{{\"repository\":{{\"full_name\":\"{REPO}\"}}}}").as_bytes(),
+                Some(HOOK_SECRET)
+            )
             .0,
         202
     );
@@ -1615,4 +1623,409 @@ fn a_moved_folder_takes_its_stack_along() {
         .find(|x| x.parameter_key() == Some("Value"))
         .and_then(|x| x.parameter_value());
     assert_eq!(value, Some("3"));
+}
+
+/// The id of the job a status for `context` links to.
+fn job_of(gh: &StandIn, sha: &str, context: &str) -> Option<i64> {
+    gh.requests()
+        .iter()
+        .filter(|r| r["operation"] == "repos/create-commit-status")
+        .filter(|r| r["path_params"]["sha"] == sha && r["body"]["context"] == context)
+        .filter_map(|r| r["body"]["target_url"].as_str())
+        .filter_map(|u| u.rsplit('/').next()?.parse().ok())
+        .next_back()
+}
+
+#[test]
+fn serve_starts_under_an_address_space_limit() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-ulimit"), "x");
+    let sha = repo.commit("x");
+    // 8 GiB: wasmtime's pool used to reserve 129 GiB at start, and serve did not start.
+    let server = Server::start_limited(&repo, &gh, "", Some(8 << 20));
+    let (code, body) = server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
+    assert_eq!(code, 202, "{body}");
+    let verdict = wait_for(60, "the policy verdict", || {
+        final_state(&gh.statuses(&sha), "stackgate/policy")
+    });
+    assert_eq!(verdict.0, "success", "{verdict:?}\n{}", server.logs());
+}
+
+/// A request's bytes up to `cut`, written and left hanging.
+fn hanging(server: &Server, head: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let addr = server.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(head.as_bytes()).expect("write");
+    s
+}
+
+/// Whether the server ended the exchange (closed, reset, or answered) within `within`.
+fn ended_within(s: &mut std::net::TcpStream, within: Duration) -> Option<String> {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 256];
+    match s.read(&mut buf) {
+        Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(String::new()),
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn slow_clients_are_cut_off_and_connections_are_capped() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-slow"), "x");
+    repo.commit("x");
+    let server = Server::start(
+        &repo,
+        &gh,
+        "[listener]\nheader_timeout_seconds = 2\nbody_timeout_seconds = 2\nmax_connections = 4\n",
+    );
+    // Headers never finished.
+    let start = std::time::Instant::now();
+    let mut s = hanging(&server, "POST /webhooks/github HTTP/1.1\r\nHost: x\r\n");
+    let ended = ended_within(&mut s, Duration::from_secs(6));
+    assert!(ended.is_some(), "a half-sent header held the connection");
+    assert!(start.elapsed() >= Duration::from_millis(1500), "{ended:?}");
+    // A body trickled and never finished.
+    let mut s = hanging(
+        &server,
+        "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\nX-Hub-Signature-256: sha256=00\r\nContent-Length: 1000\r\n\r\n{\"a\":",
+    );
+    let ended = ended_within(&mut s, Duration::from_secs(6));
+    assert!(ended.is_some(), "a half-sent body held the connection");
+    drop(s);
+    // Four connections that send nothing fill the cap: a fifth waits, then is served.
+    let holders: Vec<_> = (0..4).map(|_| hanging(&server, "")).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fifth = hanging(
+        &server,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        ended_within(&mut fifth, Duration::from_millis(800)),
+        None,
+        "a fifth connection was served over max_connections = 4"
+    );
+    drop(holders);
+    let answer = ended_within(&mut fifth, Duration::from_secs(5)).unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}
+
+/// SIGTERM drains: a request in flight is answered, and a client that never finishes its
+/// headers cannot hold the process past the header deadline.
+#[test]
+fn sigterm_drains_and_a_slow_client_cannot_hold_it() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-term"), "x");
+    repo.commit("x");
+    let mut server = Server::start(&repo, &gh, "[listener]\nheader_timeout_seconds = 2\n");
+    let mut stuck = hanging(&server, "GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    let mut in_flight = hanging(&server, "GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let start = std::time::Instant::now();
+    let waiter = std::thread::spawn(move || server.terminate(Duration::from_secs(15)));
+    std::thread::sleep(Duration::from_millis(300));
+    {
+        use std::io::Write;
+        in_flight.write_all(b"Connection: close\r\n\r\n").unwrap();
+    }
+    let answer = ended_within(&mut in_flight, Duration::from_secs(5)).unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let status = waiter.join().unwrap().expect("serve exited after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let _ = ended_within(&mut stuck, Duration::from_millis(100));
+}
+
+#[test]
+fn a_valid_delivery_is_answered_while_64_bad_posts_are_in_flight() {
+    use std::io::{Read, Write};
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-abuse"), "x");
+    let sha = repo.commit("x");
+    // Sixteen more repositories sharing the secret: a forged post used to be checked
+    // against every configured secret, on the async workers.
+    let extra: String = (0..16)
+        .map(|i| {
+            format!(
+                "[[repos]]\nname = \"other/repo-{i}\"\nurl = \"{}\"\nwebhook_secret_env = \"TEST_HOOK_SECRET\"\n",
+                repo.dir.display()
+            )
+        })
+        .collect();
+    let server = Server::start(&repo, &gh, &extra);
+    let addr = server.url.trim_start_matches("http://").to_string();
+
+    // 16 half-sent headers and 16 half-sent bodies, held open.
+    let mut slow = Vec::new();
+    for i in 0..32 {
+        let head = if i % 2 == 0 {
+            "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n".to_string()
+        } else {
+            "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: d\r\nX-Hub-Signature-256: sha256=00\r\nContent-Length: 20000000\r\n\r\n{\"repository\":".to_string()
+        };
+        slow.push(hanging(&server, &head));
+    }
+    // 32 forged 12 MiB posts naming the repository.
+    let mut big = format!("{{\"repository\":{{\"full_name\":\"{REPO}\"}},\"pad\":\"").into_bytes();
+    big.resize(12 << 20, b'x');
+    big.extend_from_slice(b"\"}");
+    let big = std::sync::Arc::new(big);
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let forged: Vec<_> = (0..32)
+        .map(|_| {
+            let (big, addr, sent) = (big.clone(), addr.clone(), sent_tx.clone());
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+                let head = format!(
+                    "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: forged\r\nX-Hub-Signature-256: sha256={}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    "0".repeat(64),
+                    big.len()
+                );
+                s.write_all(head.as_bytes()).expect("head");
+                s.write_all(&big).expect("body");
+                sent.send(()).expect("sent");
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                answer
+            })
+        })
+        .collect();
+    for _ in 0..32 {
+        sent_rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a forged post was sent");
+    }
+
+    let start = std::time::Instant::now();
+    let (code, body) = server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
+    let took = start.elapsed();
+    assert_eq!(code, 202, "{body}");
+    assert!(
+        took < Duration::from_secs(1),
+        "a valid delivery took {took:?} behind 64 bad posts"
+    );
+    eprintln!("valid delivery answered in {took:?} with 64 bad posts in flight");
+
+    for t in forged {
+        let answer = t.join().expect("a forged post's thread");
+        assert!(
+            answer.starts_with("HTTP/1.1 401"),
+            "{}",
+            &answer[..answer.len().min(200)]
+        );
+    }
+    drop(slow);
+    let (code, _) = http("GET", &format!("{}/healthz", server.url), &[], None);
+    assert_eq!(code, 200);
+}
+
+/// An empty webhook secret would let anyone sign a push; the hash of an empty token would
+/// let an empty bearer token redeploy.
+#[test]
+fn a_blank_secret_or_an_empty_token_hash_stops_start_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let blank = tmp.path().join("hook-secret");
+    std::fs::write(&blank, "\n  \n").unwrap();
+    let cases = [
+        (
+            format!(
+                "[[repos]]\nname = \"{REPO}\"\nurl = \"/nonexistent\"\nwebhook_secret_file = \"{}\"\n",
+                blank.display()
+            ),
+            "hook-secret: the secret file is empty or blank",
+        ),
+        (
+            "api_tokens = [\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"]\n"
+                .to_string(),
+            "sha256 of the empty string",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let config = tmp.path().join(format!("stackgate-{i}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\n{text}[state]\npath = \"{}/state-{i}/stackgate.db\"\n",
+                tmp.path().display()
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stackgate"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env(
+                "STACKGATE_CACHE_DIR",
+                root().join("target/test-policy-cache"),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn stackgate serve");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut err = String::new();
+        use std::io::Read;
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        let status = status.unwrap_or_else(|| panic!("serve started with `{text}`"));
+        assert!(!status.success(), "{err}");
+        assert!(err.contains(expected), "{err}");
+    }
+}
+
+#[test]
+fn outputs_no_echo_values_and_aws_errors_stay_off_public_pages() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let secret_name = unique("gitops-outputs");
+    repo.write(
+        "stacks/secrets/deployment.yaml",
+        &format!("template-file-path: template.yaml\nstack-name: {secret_name}\nparameters:\n  DbPassword: pw-nOEcHo-4711\n  Env: env-visible-42\n"),
+    );
+    repo.write(
+        "stacks/secrets/template.yaml",
+        "Parameters:\n  DbPassword:\n    Type: String\n    NoEcho: true\n  Env:\n    Type: String\nResources:\n  Param:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Name: !Sub /stackgate-test/${AWS::StackName}\n      Type: String\n      Value: !Ref Env\nOutputs:\n  Password:\n    Value: !Ref DbPassword\n  ApiKey:\n    Value: sk-live-outputsecret\n  Env:\n    Value: !Ref Env\n",
+    );
+    repo.write(
+        "stacks/broken/deployment.yaml",
+        &format!(
+            "template-file-path: template.yaml\nstack-name: {}\n",
+            unique("gitops-broken")
+        ),
+    );
+    repo.write(
+        "stacks/broken/template.yaml",
+        "Resources:\n  Vpc:\n    Type: AWS::EC2::VPC\n    Properties:\n      CidrBlock: 10.20.0.0/16\n  Subnet:\n    Type: AWS::EC2::Subnet\n    Properties:\n      VpcId: !Ref Vpc\n      CidrBlock: 10.99.0.0/24\n",
+    );
+    let sha = repo.commit("outputs and a broken stack");
+    let server = Server::start(&repo, &gh, "public_outputs = [\"Env\", \"Password\"]\n");
+    let (code, body) = server.push(
+        ZERO,
+        &sha,
+        &[
+            "stacks/secrets/template.yaml",
+            "stacks/broken/template.yaml",
+        ],
+    );
+    assert_eq!(code, 202, "{body}");
+    let done = wait_for(90, "the secrets stack", || {
+        final_state(&gh.statuses(&sha), "stackgate/secrets")
+    });
+    assert_eq!(done.0, "success", "{done:?}\n{}", server.logs());
+    let broken = wait_for(90, "the broken stack", || {
+        final_state(&gh.statuses(&sha), "stackgate/broken")
+    });
+    assert_eq!(broken.0, "failure", "{broken:?}");
+    // The failed resource, not AWS's words (which may carry account ids and ARNs).
+    assert!(
+        broken.1.contains("Subnet (AWS::EC2::Subnet) CREATE_FAILED"),
+        "{broken:?}"
+    );
+    assert!(!broken.1.contains("10.99.0.0/24"), "{broken:?}");
+    let broken_job = job_of(&gh, &sha, "stackgate/broken").expect("the broken job");
+    let (_, page) = http(
+        "GET",
+        &format!("{}/runs/{broken_job}", server.url),
+        &[],
+        None,
+    );
+    assert!(
+        page.contains("10.99.0.0/24"),
+        "the run page lacks the detail"
+    );
+
+    let id = job_of(&gh, &sha, "stackgate/secrets").expect("the secrets job");
+    let api = server.job(id);
+    assert_eq!(api["detail"]["outputs"]["Env"], "env-visible-42", "{api}");
+    assert_eq!(api["detail"]["outputs"]["ApiKey"], "[redacted]", "{api}");
+    assert_eq!(api["detail"]["outputs"]["Password"], "[redacted]", "{api}");
+    let (_, page) = http("GET", &format!("{}/runs/{id}", server.url), &[], None);
+    let (_, index) = http("GET", &format!("{}/", server.url), &[], None);
+    for (what, text) in [
+        ("/api/v1/jobs", api.to_string()),
+        ("/runs", page),
+        ("/", index),
+        ("the log", server.logs()),
+    ] {
+        assert!(
+            !text.contains("sk-live-outputsecret"),
+            "an output in {what}"
+        );
+        assert!(!text.contains("pw-nOEcHo-4711"), "a NoEcho value in {what}");
+    }
+    for (_, _, description) in gh.statuses(&sha) {
+        assert!(!description.contains("sk-live"), "{description}");
+    }
+}
+
+#[test]
+fn a_fork_pull_request_comment_escapes_what_the_fork_names() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    param_stack(&repo, "app", &unique("gitops-fork"), "x");
+    repo.commit("base");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    let folder = "evil";
+    repo.write(
+        &format!("stacks/{folder}/deployment.yaml"),
+        &format!(
+            "template-file-path: template.yaml\nstack-name: {}\n",
+            unique("gitops-evil")
+        ),
+    );
+    repo.write(
+        &format!("stacks/{folder}/template.yaml"),
+        "Resources:\n  \"Sg](https://evil.example/phish) ![x](https://evil.example/i.png) <img src=x> @octocat\":\n    Type: AWS::EC2::SecurityGroup\n    Properties:\n      GroupDescription: x\n      SecurityGroupIngress:\n        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: 0.0.0.0/0\n",
+    );
+    let head = repo.commit("a hostile stack");
+    repo.set_pull_head(9, &head);
+    let server = Server::start(&repo, &gh, "");
+    let (code, body) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("opened", 9, &head, "feature", true),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202, "{body}");
+    let comment = wait_for(60, "the fork's comment", || {
+        gh.requests()
+            .into_iter()
+            .find(|r| r["operation"] == "issues/create-comment" && r["status"] == 201)
+            .and_then(|r| r["body"]["body"].as_str().map(str::to_string))
+    });
+    assert!(
+        comment.contains("octocat"),
+        "the finding is missing:\n{comment}"
+    );
+    // `\<` is an escaped `<`: text, not a tag.
+    let unescaped = comment.replace("\\<", "");
+    for raw in ["](https://evil", "![x]", "<img", "@octocat"] {
+        assert!(
+            !unescaped.contains(raw),
+            "`{raw}` reaches the comment:\n{comment}"
+        );
+    }
+    eprintln!("{comment}");
+    gh.assert_all_valid();
 }

@@ -36,10 +36,53 @@ pub struct Config {
     /// The longest git waits to connect, for each read, and for one whole fetch.
     #[serde(default = "default_git_timeout")]
     pub git_timeout_seconds: u64,
+    #[serde(default)]
+    pub listener: ListenerConfig,
+    /// Stack outputs that may be shown on run pages and `/api/v1/jobs/{id}`; the others are
+    /// redacted (an output may be a secret).
+    #[serde(default)]
+    pub public_outputs: Vec<String>,
 }
 
 fn default_git_timeout() -> u64 {
     120
+}
+
+/// Bounds on what one HTTP client can hold: every wait and every connection is counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Seconds a client has to send a request's headers (also an idle keep-alive's limit).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_seconds: u64,
+    /// Seconds a client has to send a request's whole body, counted from its headers.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_seconds: u64,
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_seconds: default_header_timeout(),
+            body_timeout_seconds: default_body_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+
+fn default_body_timeout() -> u64 {
+    30
+}
+
+fn default_max_connections() -> usize {
+    512
 }
 
 fn default_listen() -> String {
@@ -72,6 +115,9 @@ fn default_retain_days() -> u64 {
 /// GitHub redelivers a delivery, under its old id, for up to 3 days: its id must be kept
 /// at least that long to be recognised.
 pub const MIN_RETAIN_DAYS: u64 = 3;
+
+/// sha256(""): what `printf '' | sha256sum` gives when `$TOKEN` was unset.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// SQLite's `synchronous` for the state database (in WAL mode).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -314,12 +360,19 @@ pub enum ConfigError {
 }
 
 fn read_secret_file(path: &Path) -> Result<SecretString, ConfigError> {
-    std::fs::read_to_string(path)
-        .map(|s| SecretString::from(s.trim().to_string()))
-        .map_err(|e| ConfigError::File {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        // An empty key signs anything anyone can compute: refuse it.
+        return Err(ConfigError::File {
             path: path.display().to_string(),
-            message: e.to_string(),
-        })
+            message: "the secret file is empty or blank".into(),
+        });
+    }
+    Ok(SecretString::from(secret.to_string()))
 }
 
 fn secret_from(
@@ -329,8 +382,11 @@ fn secret_from(
 ) -> Result<SecretString, ConfigError> {
     if let Some(var) = env {
         return match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
-            _ => Err(ConfigError::Invalid(format!(
+            Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v)),
+            Ok(_) => Err(ConfigError::Invalid(format!(
+                "{what}: environment variable {var} is empty or blank"
+            ))),
+            Err(_) => Err(ConfigError::Invalid(format!(
                 "{what}: environment variable {var} is not set"
             ))),
         };
@@ -413,6 +469,20 @@ impl Config {
                         .into(),
                 ));
             }
+            if t.eq_ignore_ascii_case(EMPTY_SHA256) {
+                return Err(ConfigError::Invalid(format!(
+                    "api_tokens: {t} is the sha256 of the empty string; hash the token itself \
+                     (printf %s \"$TOKEN\" | sha256sum)"
+                )));
+            }
+        }
+        let l = &self.listener;
+        if l.header_timeout_seconds == 0 || l.body_timeout_seconds == 0 || l.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "listener: header_timeout_seconds, body_timeout_seconds and max_connections \
+                 must be at least 1"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -446,6 +516,7 @@ fn apply_env(
         "max_parallel_jobs",
         "api_tokens",
         "git_timeout_seconds",
+        "public_outputs",
     ];
     const SECTIONS: &[(&str, &[&str])] = &[
         ("state", &["path", "synchronous", "retain_days"]),
@@ -465,6 +536,14 @@ fn apply_env(
             ],
         ),
         ("policies", &["dir", "deadline_ms", "memory_mib"]),
+        (
+            "listener",
+            &[
+                "header_timeout_seconds",
+                "body_timeout_seconds",
+                "max_connections",
+            ],
+        ),
     ];
     // Variables the CLI reads for itself.
     const NOT_CONFIG: &[&str] = &["LOG", "CACHE_DIR", "ARTIFACT_BUCKET", "CONFIG"];
@@ -487,7 +566,7 @@ fn apply_env(
         let key = key.to_ascii_lowercase();
         let parsed = parse_env_value(&raw);
         if TOP.contains(&key.as_str()) {
-            let v = if key == "api_tokens" {
+            let v = if key == "api_tokens" || key == "public_outputs" {
                 toml::Value::Array(
                     raw.split(',')
                         .map(|s| toml::Value::String(s.trim().into()))
@@ -631,6 +710,61 @@ mod tests {
             let err = parse(bad, &[]).unwrap_err().to_string();
             assert!(err.contains("git_timeout_seconds"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_hash_of_an_empty_token_is_refused() {
+        let err = parse(&format!("api_tokens = ['{EMPTY_SHA256}']\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("api_tokens") && err.contains("empty string"),
+            "{err}"
+        );
+        let upper = EMPTY_SHA256.to_ascii_uppercase();
+        assert!(parse(&format!("api_tokens = ['{upper}']\n"), &[]).is_err());
+    }
+
+    #[test]
+    fn a_blank_webhook_secret_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hook-secret");
+        std::fs::write(&file, " \n\t\n").unwrap();
+        let c = parse(
+            &format!(
+                "[[repos]]\nname = 'acme/infra'\nurl = 'x'\nwebhook_secret_file = '{}'\n",
+                file.display()
+            ),
+            &[],
+        )
+        .unwrap();
+        let err = c.repos[0].webhook_secret().unwrap_err().to_string();
+        assert!(
+            err.contains("hook-secret") && err.contains("empty"),
+            "{err}"
+        );
+        // SAFETY: this test's own variable; no other test reads it.
+        unsafe { std::env::set_var("STACKGATE_TEST_BLANK_SECRET", "  ") };
+        let c = parse(
+            "[[repos]]\nname = 'acme/infra'\nurl = 'x'\nwebhook_secret_env = 'STACKGATE_TEST_BLANK_SECRET'\n",
+            &[],
+        )
+        .unwrap();
+        let err = c.repos[0].webhook_secret().unwrap_err().to_string();
+        assert!(
+            err.contains("STACKGATE_TEST_BLANK_SECRET") && err.contains("blank"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn listener_bounds_have_defaults_and_env() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.listener.header_timeout_seconds, 10);
+        assert_eq!(c.listener.max_connections, 512);
+        let c = parse("", &[("STACKGATE_LISTENER_MAX_CONNECTIONS", "8")]).unwrap();
+        assert_eq!(c.listener.max_connections, 8);
+        assert!(parse("[listener]\nbody_timeout_seconds = 0\n", &[]).is_err());
     }
 
     #[test]

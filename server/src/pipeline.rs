@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, Notify};
 use tracing::Instrument;
 
-use crate::checkout::{Heads, Mirror, Snapshot};
+use crate::checkout::{CheckoutError, Heads, Mirror, Snapshot};
 use crate::claims::{self, Claims};
 use crate::cloud::cfn;
 use crate::config::{Config, RepoConfig};
@@ -22,6 +22,7 @@ use crate::ownership::{self, Owner, StackIdentity};
 use crate::policy::input::{EventInfo, PolicyInput};
 use crate::policy::{PolicyHost, Report, Severity, Verdict, truncate};
 use crate::queue::{Job, Kind, LedgerEntry, NewJob, StatusUpdate, Store};
+use crate::redact::Redactor;
 use crate::render;
 use crate::stack::Stack;
 
@@ -42,6 +43,32 @@ pub enum JobError {
     Task(#[from] tokio::task::JoinError),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl JobError {
+    /// What a commit status says: no git or AWS error text (it may name accounts, ARNs or
+    /// URLs); the run page has the whole error.
+    fn public(&self) -> String {
+        let what = match self {
+            JobError::Store(_) => "cannot read or write the state database",
+            JobError::Checkout(CheckoutError::Timeout { seconds, .. }) => {
+                return format!("stackgate error: git fetch cut off after {seconds} s");
+            }
+            JobError::Checkout(CheckoutError::Refused { .. }) => {
+                "the git server refused the credentials"
+            }
+            JobError::Checkout(CheckoutError::MissingCommit { .. }) => {
+                "the commit is not in the repository; was it force-pushed away?"
+            }
+            JobError::Checkout(CheckoutError::Git(_)) => "cannot read the commit from git",
+            JobError::Aws(_) => "an AWS call failed",
+            JobError::Github(_) => "a GitHub call failed",
+            JobError::Region(e) => return format!("stackgate error: {e}"),
+            JobError::Task(_) => "an internal task failed",
+            JobError::Invalid(m) => m.as_str(),
+        };
+        format!("stackgate error: {what}; see the run page")
+    }
 }
 
 impl From<&str> for JobError {
@@ -427,7 +454,7 @@ fn end_in_error(app: &App, job: &Job, e: &JobError) -> String {
         &job.sha,
         job_context(job),
         "error",
-        format!("stackgate error: {e}"),
+        e.public(),
         job.id,
     )];
     if let Err(err) = app.store.finish(
@@ -766,6 +793,7 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         }
     };
 
+    let redact = Redactor::for_stack(&stack);
     // The gate, every time: a manual redeploy must pass it as a push does.
     app.store.set_phase(job.id, "policy", None, None)?;
     let report = app.gate(&stack, &job.trigger, &job.sha).await;
@@ -836,7 +864,7 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     let mut sink = move |p: Progress<'_>| record(&ev, p);
     let planned = match deployer.prepare(&files, &stack, &origin, &mut sink).await {
         Ok(p) => p,
-        Err(e) => return fail(app, job, detail, events, &say, e),
+        Err(e) => return fail(app, job, detail, events, &say, e, &redact),
     };
     detail["changes"] = json!(planned.changes);
     let Some(_) = &planned.changes else {
@@ -868,7 +896,7 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     app.store.set_detail(job.id, &detail)?;
     let total = stack.template.resources().len();
     let result = deployer.execute(&planned, total, &mut sink).await;
-    let state = finish_deploy(app, job, &stack_name, detail, events, result)?;
+    let state = finish_deploy(app, job, &stack_name, detail, events, result, &redact)?;
     // The executed change set retagged the stack: the old folder's claim ends. (Without
     // changes the tags stay, and so does the old claim: the move is seen again.)
     if let Some(old) = moved
@@ -902,14 +930,16 @@ fn fail(
     events: Arc<std::sync::Mutex<Vec<Value>>>,
     say: &dyn Fn(&'static str, String) -> StatusUpdate,
     e: DeployError,
+    redact: &Redactor,
 ) -> Result<String, JobError> {
     detail["events"] = json!(*events.lock().unwrap_or_else(|p| p.into_inner()));
     detail["error"] = json!(e.to_string());
+    redact.json(&mut detail);
     app.store.finish(
         job.id,
         "failed",
         &detail,
-        &[say("failure", e.to_string())],
+        &[say("failure", public_reason(&e))],
         None,
     )?;
     Ok("failed".into())
@@ -922,13 +952,15 @@ fn finish_deploy(
     mut detail: Value,
     events: Arc<std::sync::Mutex<Vec<Value>>>,
     result: Result<crate::deployer::Deployed, DeployError>,
+    redact: &Redactor,
 ) -> Result<String, JobError> {
     let say = |state: &'static str, d: String| stack_status(app, job, stack_name, state, d);
     match result {
         Ok(d) => {
-            let outputs: Vec<String> = d.outputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            tracing::info!(status = %d.status, outputs = %outputs.join(" "), "deployed");
-            detail["outputs"] = json!(d.outputs);
+            // Outputs may be secrets: their names only, and values only where public.
+            let names: Vec<&str> = d.outputs.iter().map(|(k, _)| k.as_str()).collect();
+            tracing::info!(status = %d.status, outputs = %names.join(" "), "deployed");
+            detail["outputs"] = redact.outputs(&d.outputs, &app.cfg.public_outputs);
             succeed(
                 app,
                 job,
@@ -936,9 +968,38 @@ fn finish_deploy(
                 &events,
                 say("success", d.status),
                 (stack_name, false),
+                redact,
             )
         }
-        Err(e) => fail(app, job, detail, events, &say, e),
+        Err(e) => fail(app, job, detail, events, &say, e, redact),
+    }
+}
+
+/// A deploy failure as a commit status says it: public on public repositories, so no AWS
+/// error text (account ids, ARNs); the run page has the detail.
+fn public_reason(e: &DeployError) -> String {
+    match e {
+        DeployError::Stack(e) => format!("bad input: {e}"),
+        DeployError::Aws(_) => "AWS refused a request; see the run page".into(),
+        DeployError::S3(_) => "an artifact upload or bucket check failed; see the run page".into(),
+        // The stack's name is the folder's own; who holds it instead stays on the run page.
+        DeployError::NotOwned(n) => format!(
+            "stack `{}` is not stackgate's to change from this folder; see the run page",
+            n.stack
+        ),
+        DeployError::DeployedTemplate { .. } => {
+            "cannot read the deployed template; nothing removed; see the run page".into()
+        }
+        DeployError::Failed {
+            status,
+            failure: Some(f),
+            ..
+        } => format!(
+            "{status}: {} ({}) {}; see the run page",
+            f.logical_id, f.resource_type, f.status
+        ),
+        DeployError::Failed { status, .. } => format!("{status}; see the run page"),
+        DeployError::RollbackComplete { .. } | DeployError::Busy { .. } => e.to_string(),
     }
 }
 
@@ -951,8 +1012,10 @@ fn succeed(
     events: &std::sync::Mutex<Vec<Value>>,
     final_status: StatusUpdate,
     (stack, removed): (&str, bool),
+    redact: &Redactor,
 ) -> Result<String, JobError> {
     detail["events"] = json!(*events.lock().unwrap_or_else(|p| p.into_inner()));
+    redact.json(&mut detail);
     app.store.finish(
         job.id,
         "succeeded",
@@ -1025,9 +1088,10 @@ async fn remove(
                 &events,
                 say("success", "removed".into()),
                 (folder, true),
+                &Redactor::default(),
             )
         }
-        Err(e) => fail(app, job, detail, events, &say, e),
+        Err(e) => fail(app, job, detail, events, &say, e, &Redactor::default()),
     }
 }
 
@@ -1063,7 +1127,8 @@ async fn resume_deploy(
                 .follow(stack_name, &stack_id, HashSet::new(), total, &mut sink)
                 .await;
             let result = settled.and_then(|s| s.into_deployed(stack_name));
-            finish_deploy(app, job, stack_name, detail, events, result)
+            let redact = resumed_redactor(app, job, stack_name).await;
+            finish_deploy(app, job, stack_name, detail, events, result, &redact)
         }
         "removing" => {
             let name = detail["stack_name"]
@@ -1093,6 +1158,20 @@ async fn resume_deploy(
             remove(app, job, &repo, stack_name, &identity, detail, events).await
         }
         _ => Err("unreachable resume phase".into()),
+    }
+}
+
+/// The redactor of a resumed deploy's stack, read again from its commit.
+async fn resumed_redactor(app: &App, job: &Job, stack_name: &str) -> Redactor {
+    let Some(repo) = app.repo(&job.repo).cloned() else {
+        return Redactor::unknown();
+    };
+    match app.snapshot(&repo, &job.sha, None).await {
+        Ok(snap) => snap
+            .files(stack_name)
+            .and_then(|f| Stack::load(&f).ok())
+            .map_or_else(Redactor::unknown, |s| Redactor::for_stack(&s)),
+        Err(_) => Redactor::unknown(),
     }
 }
 
@@ -1158,6 +1237,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
     let mut worst = Verdict::Pass;
     let mut sections = Vec::new();
     let mut detail = json!({"changed": changed, "stacks": {}});
+    let mut plan_errors: HashMap<String, String> = HashMap::new();
     for name in &changed {
         let Some(files) = snap.files(name) else {
             continue;
@@ -1166,7 +1246,11 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
             Ok(s) => s,
             Err(e) => {
                 worst = Verdict::Error;
-                sections.push(format!("### `{name}`\n\n:x: bad input: {e}\n"));
+                sections.push(format!(
+                    "### {}\n\n:x: bad input: {}\n",
+                    render::md_code(name),
+                    render::md_text(&e.to_string())
+                ));
                 continue;
             }
         };
@@ -1174,20 +1258,25 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
         if report.verdict != Verdict::Pass && worst != Verdict::Error {
             worst = report.verdict;
         }
-        let mut section = format!("### `{name}`\n\n**Policy:** {}\n", report.summary());
+        // Names and messages below come from the fork's files: escaped, never rendered.
+        let mut section = format!(
+            "### {}\n\n**Policy:** {}\n",
+            render::md_code(name),
+            render::md_text(&report.summary())
+        );
         for f in report.findings() {
             let line = f.line.map(|l| format!(":{l}")).unwrap_or_default();
             section.push_str(&format!(
-                "- {} `{}` **{}** `{}{line}`: {}\n",
+                "- {} {} **{}** {}: {}\n",
                 if f.severity == Severity::Error {
                     ":x:"
                 } else {
                     ":warning:"
                 },
-                f.rule,
-                f.resource,
-                stack.template.file,
-                f.message
+                render::md_code(&f.rule),
+                render::md_text(&f.resource),
+                render::md_code(&format!("{}{line}", stack.template.file)),
+                render::md_text(&f.message)
             ));
         }
         let context = format!("stackgate/plan/{name}");
@@ -1251,20 +1340,23 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
                     }
                 },
                 Err(e) => {
-                    section.push_str(&format!("\n**Plan failed:** {e}\n"));
-                    statuses.push(status(
-                        &app.cfg,
-                        &job.repo,
-                        &job.sha,
-                        context,
-                        "failure",
-                        e.to_string(),
-                        job.id,
+                    // Comments and statuses are public: the AWS text goes to the run page.
+                    let reason = public_reason(&e);
+                    section.push_str(&format!(
+                        "\n**Plan failed:** {}\n",
+                        render::md_text(&reason)
                     ));
+                    statuses.push(status(
+                        &app.cfg, &job.repo, &job.sha, context, "failure", reason, job.id,
+                    ));
+                    plan_errors.insert(name.clone(), e.to_string());
                 }
             }
         }
         detail["stacks"][name] = json!({"policy": report});
+        if let Some(e) = plan_errors.remove(name) {
+            detail["stacks"][name]["plan_error"] = json!(Redactor::for_stack(&stack).text(&e));
+        }
         sections.push(section);
     }
     let summary = if changed.is_empty() {

@@ -124,9 +124,7 @@ pub async fn run(
         }
     }
     let router = crate::intake::router(app.clone());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    crate::listener::serve(listener, router, &app.cfg.listener, shutdown).await;
     Ok(())
 }
 

@@ -260,6 +260,8 @@ pub struct Server {
     child: Option<Child>,
     _tmp: tempfile::TempDir,
     pub state: PathBuf,
+    /// `ulimit -v` for the process, in KiB.
+    pub address_space_kib: Option<u64>,
 }
 
 impl Drop for Server {
@@ -270,6 +272,16 @@ impl Drop for Server {
 
 impl Server {
     pub fn start(repo: &GitRepo, standin: &StandIn, extra: &str) -> Self {
+        Self::start_limited(repo, standin, extra, None)
+    }
+
+    /// Started under `ulimit -v address_space_kib`.
+    pub fn start_limited(
+        repo: &GitRepo,
+        standin: &StandIn,
+        extra: &str,
+        address_space_kib: Option<u64>,
+    ) -> Self {
         let tmp = tempfile::tempdir().expect("tmp");
         let port = free_port();
         let state = tmp.path().join("state");
@@ -300,6 +312,7 @@ impl Server {
             child: None,
             _tmp: tmp,
             state,
+            address_space_kib,
         };
         s.spawn();
         s
@@ -311,7 +324,16 @@ impl Server {
             .append(true)
             .open(&self.log)
             .expect("log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackgate"));
+        let mut cmd = match self.address_space_kib {
+            Some(kib) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_stackgate"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_stackgate")),
+        };
         cmd.args(["serve", "--config"])
             .arg(&self.config)
             .env("TEST_GH_TOKEN", GH_TOKEN)
@@ -343,6 +365,24 @@ impl Server {
         std::fs::write(&self.config, edit(&text)).expect("config");
         self.kill();
         self.spawn();
+    }
+
+    /// SIGTERM, then the exit status within `within` (None: still running, then killed).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
     }
 
     /// SIGKILL: no graceful shutdown.

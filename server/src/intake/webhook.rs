@@ -1,7 +1,7 @@
 //! `POST /webhooks/github`: verify the signature on the raw bytes, then parse, record the
 //! delivery and its jobs in one transaction, and answer 202 at once.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use crate::pipeline::App;
 use crate::queue::{DeliveryRecord, Kind, NewJob};
@@ -36,7 +37,6 @@ struct Repository {
 
 #[derive(Deserialize)]
 struct Push {
-    repository: Repository,
     #[serde(rename = "ref")]
     git_ref: String,
     after: String,
@@ -61,7 +61,6 @@ struct PullRequest {
 
 #[derive(Deserialize)]
 struct PullRequestEvent {
-    repository: Repository,
     action: String,
     pull_request: PullRequest,
 }
@@ -72,14 +71,47 @@ enum Payload {
     Other,
 }
 
-impl Payload {
-    fn repository(&self) -> Option<&str> {
-        match self {
-            Payload::Push(p) => Some(&p.repository.full_name),
-            Payload::PullRequest(p) => Some(&p.repository.full_name),
-            Payload::Other => None,
-        }
+/// Bodies up to this size are verified on the async worker (well under a millisecond).
+const INLINE_VERIFY: usize = 64 * 1024;
+
+/// Large-body checks running at once; the rest wait their turn without a thread.
+static VERIFY_PERMITS: LazyLock<Semaphore> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Semaphore::new(cores.saturating_sub(1).max(1))
+});
+
+/// Only the field that says whose secret to try. Every other field is skipped unread
+/// (`IgnoredAny`): serde_json's nesting limit (128) and the body limit bound the read, and
+/// nothing read here is acted on until the signature is checked.
+#[derive(Deserialize)]
+struct Named {
+    repository: Option<Repository>,
+}
+
+enum Refusal {
+    Malformed(serde_json::Error),
+    UnknownRepo,
+    BadSignature,
+}
+
+/// The repository the body names, if its configured secret signs the body. Only that
+/// repository's secret is tried: the cost of a forged post does not grow with the number of
+/// repositories.
+fn verify(app: &App, body: &[u8], sig: &str) -> Result<String, Refusal> {
+    let named: Named = serde_json::from_slice(body).map_err(Refusal::Malformed)?;
+    let name = named.repository.ok_or(Refusal::UnknownRepo)?.full_name;
+    let mut secrets = app
+        .webhook_secrets
+        .iter()
+        .filter(|(repo, _)| repo.eq_ignore_ascii_case(&name))
+        .peekable();
+    if secrets.peek().is_none() {
+        return Err(Refusal::UnknownRepo);
     }
+    secrets
+        .find(|(_, secret)| super::signature::verify(secret.expose_secret().as_bytes(), body, sig))
+        .map(|(repo, _)| repo.clone())
+        .ok_or(Refusal::BadSignature)
 }
 
 pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -89,7 +121,7 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     };
-    // 1. The signature, on the raw bytes, before anything is parsed.
+    // 1. The signature, on the raw bytes, before the event is parsed.
     let sig = header("x-hub-signature-256");
     if sig.is_empty() {
         return reply(
@@ -99,25 +131,63 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
             "missing X-Hub-Signature-256",
         );
     }
-    let verified: Vec<&str> = app
-        .webhook_secrets
-        .iter()
-        .filter(|(_, secret)| {
-            super::signature::verify(secret.expose_secret().as_bytes(), &body, sig)
-        })
-        .map(|(name, _)| name.as_str())
-        .collect();
-    if verified.is_empty() {
-        return reply(
-            &app,
-            "bad_signature",
-            StatusCode::UNAUTHORIZED,
-            "X-Hub-Signature-256 does not match any configured repository's secret",
-        );
-    }
+    let event = header("x-github-event").to_string();
+    let checked = if body.len() <= INLINE_VERIFY {
+        verify(&app, &body, sig)
+    } else {
+        // A large body's HMAC would hold an async worker for milliseconds: the blocking
+        // pool does it, a few at a time.
+        let Ok(_permit) = VERIFY_PERMITS.acquire().await else {
+            return reply(
+                &app,
+                "error",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting down",
+            );
+        };
+        let (a, b, s) = (app.clone(), body.clone(), sig.to_string());
+        match tokio::task::spawn_blocking(move || verify(&a, &b, &s)).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "the signature check failed");
+                return reply(
+                    &app,
+                    "error",
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot check the signature",
+                );
+            }
+        }
+    };
+    let verified = match checked {
+        Ok(name) => name,
+        Err(Refusal::Malformed(e)) => {
+            return reply(
+                &app,
+                "malformed",
+                StatusCode::BAD_REQUEST,
+                format!("malformed {event} payload: {e}"),
+            );
+        }
+        Err(Refusal::UnknownRepo) => {
+            return reply(
+                &app,
+                "unknown_repo",
+                StatusCode::FORBIDDEN,
+                "the payload names no configured repository",
+            );
+        }
+        Err(Refusal::BadSignature) => {
+            return reply(
+                &app,
+                "bad_signature",
+                StatusCode::UNAUTHORIZED,
+                "X-Hub-Signature-256 does not match the secret of the repository the payload names",
+            );
+        }
+    };
 
     // 2. Then the event.
-    let event = header("x-github-event").to_string();
     let delivery = header("x-github-delivery").to_string();
     if delivery.is_empty() {
         return reply(
@@ -145,18 +215,13 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
         Ok(p) => p,
         Err(e) => return malformed(e),
     };
-    // The repository: one whose secret signed these bytes and whose name the payload
-    // carries (several repositories may share a secret).
-    let chosen = match payload.repository() {
-        Some(n) => verified.iter().find(|v| v.eq_ignore_ascii_case(n)),
-        None => verified.first(),
-    };
-    let Some(repo_cfg) = chosen.and_then(|n| app.cfg.repo(n)) else {
+    // The event names the repository whose secret signed it (the same field).
+    let Some(repo_cfg) = app.cfg.repo(&verified) else {
         return reply(
             &app,
             "unknown_repo",
             StatusCode::FORBIDDEN,
-            "the payload's repository is not configured, or its secret did not sign this delivery",
+            "the payload's repository is not configured",
         );
     };
     let jobs = match (event.as_str(), payload) {

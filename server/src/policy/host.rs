@@ -277,21 +277,51 @@ impl PolicyHost {
     }
 }
 
+/// Guard pages after each linear memory. The reservation is the memory cap, not 4 GiB, so
+/// bounds checks are explicit anyway; the guard only catches small overruns cheaply.
+const MEMORY_GUARD: u64 = 2 << 20;
+
 fn engine(limits: &Limits) -> Result<Engine, PolicyLoadError> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     // Deep recursion traps instead of taking the host down.
     config.max_wasm_stack(1 << 20);
-    let slots = (limits.concurrency.max(1) * 2) as u32;
+    // Each memory reserves its cap, not wasmtime's default 4 GiB + 32 MiB guard: with 32
+    // pool slots that was 129 GiB of address space, refused under `ulimit -v` or strict
+    // overcommit. Pooled memories never move, so no room for growth is reserved.
+    let cap = limits.memory_bytes.max(1 << 16);
+    config.memory_reservation(cap as u64);
+    config.memory_guard_size(MEMORY_GUARD);
+    config.memory_reservation_for_growth(0);
+    let p = pool_sizes(limits);
     let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(slots)
-        .total_core_instances(slots * 4)
-        .total_memories(slots * 4)
-        .total_tables(slots * 4)
-        .max_memory_size(limits.memory_bytes);
+    pool.total_component_instances(p.instances)
+        .total_core_instances(p.core_instances)
+        .total_memories(p.memories)
+        .total_tables(p.tables)
+        .max_memory_size(cap);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(|e| PolicyLoadError::Engine(format!("{e:#}")))
+}
+
+/// Pool slots: twice the evaluations that may run at once (a finished store may still be
+/// dropping while the next starts), each with room for a few core instances.
+struct PoolSizes {
+    instances: u32,
+    core_instances: u32,
+    memories: u32,
+    tables: u32,
+}
+
+fn pool_sizes(limits: &Limits) -> PoolSizes {
+    let slots = (limits.concurrency.clamp(1, 1024) * 2) as u32;
+    PoolSizes {
+        instances: slots,
+        core_instances: slots * 4,
+        memories: slots * 2,
+        tables: slots * 4,
+    }
 }
 
 /// Compiles a component, or loads the precompiled artifact cached under its digest and the
