@@ -427,3 +427,155 @@ Resources:
     let out = stackgate(&["remove", d]);
     assert!(stdout(&out).contains("nothing to remove"));
 }
+
+fn put_ssm(name: &str, value: &str, ty: aws_sdk_ssm::types::ParameterType) {
+    tokio_rt().block_on(async {
+        ssm()
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(ty)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
+fn gate_stack(name: &str, template: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    stack_dir(
+        name,
+        &[
+            ("deployment.yaml", "template-file-path: template.yaml\n"),
+            ("template.yaml", template),
+        ],
+    )
+}
+
+/// `plan` runs the gate before any change set: what CloudFormation would expand out of
+/// sight, and values it would fetch from elsewhere that stackgate cannot look up, stop
+/// it, and nothing reaches CloudFormation.
+#[test]
+fn plan_and_deploy_refuse_expansions_and_unresolved_doubt() {
+    for (what, template, rule, verdict) in GATE_CASES {
+        let name = unique("gate");
+        // Names nobody has put into SSM: they stay unresolved.
+        let template = template.replace("/stackgate-test/", &format!("/{name}/"));
+        let (_tmp, dir) = gate_stack(&name, &template);
+        for command in ["plan", "deploy"] {
+            let out = stackgate(&[command, dir.to_str().unwrap(), "--poll-seconds", "0.1"]);
+            let want = if *verdict == "error" { 2 } else { 1 };
+            assert_eq!(out.status.code(), Some(want), "{what}: {command}");
+            assert!(stdout(&out).contains(rule), "{what}: {}", stdout(&out));
+            assert!(
+                stderr(&out).contains("blocked by policy, nothing was sent to CloudFormation"),
+                "{what}: {}",
+                stderr(&out)
+            );
+            let exists = tokio_rt().block_on(cfn().describe_stacks().stack_name(&name).send());
+            assert!(exists.is_err(), "{what}: {command} created the stack");
+        }
+    }
+}
+
+/// With AWS access the gate looks up plain SSM parameters and exports first, and judges
+/// the real value; a SecureString is never read and stays doubt.
+#[test]
+fn plan_judges_ssm_parameters_and_exports_it_looks_up() {
+    use aws_sdk_ssm::types::ParameterType;
+    let name = unique("lookup");
+    let admin = format!("/{name}/admin-cidr");
+    let rdp = format!("/{name}/rdp-cidr");
+    let secret = format!("/{name}/secret-cidr");
+    let ssh_template = GATE_CASES[3]
+        .1
+        .replace("/stackgate-test/admin-cidr", &admin);
+    let rdp_template = GATE_CASES[4].1.replace("/stackgate-test/rdp-cidr", &rdp);
+    let (_t1, ssh_dir) = gate_stack(&format!("{name}-ssh"), &ssh_template);
+    let (_t2, rdp_dir) = gate_stack(&format!("{name}-rdp"), &rdp_template);
+    let plan = |dir: &std::path::Path| {
+        stackgate(&["plan", dir.to_str().unwrap(), "--poll-seconds", "0.1"])
+    };
+
+    // The world in SSM: judged as the world.
+    put_ssm(&admin, "0.0.0.0/0", ParameterType::String);
+    put_ssm(&rdp, "0.0.0.0/0", ParameterType::String);
+    for dir in [&ssh_dir, &rdp_dir] {
+        let out = plan(dir);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        assert!(
+            stdout(&out).contains("error [open-ingress/world-open]"),
+            "{}",
+            stdout(&out)
+        );
+    }
+    // A private range in SSM: the gate passes and the plan runs.
+    put_ssm(&admin, "10.20.0.0/16", ParameterType::String);
+    put_ssm(&rdp, "10.30.0.0/16", ParameterType::String);
+    for dir in [&ssh_dir, &rdp_dir] {
+        let out = plan(dir);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(
+            stdout(&out).contains("plan: 1 change(s)"),
+            "{}",
+            stdout(&out)
+        );
+    }
+    // A SecureString is never read: it stays doubt, and its value never shows.
+    put_ssm(&secret, "0.0.0.0/0", ParameterType::SecureString);
+    let secret_template = GATE_CASES[4].1.replace("/stackgate-test/rdp-cidr", &secret);
+    let (_t3, secret_dir) = gate_stack(&format!("{name}-sec"), &secret_template);
+    let out = plan(&secret_dir);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("error [open-ingress/unresolved-cidr]"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !stdout(&out).contains("[open-ingress/world-open]"),
+        "{}",
+        stdout(&out)
+    );
+
+    // An export of another stack, found through ListExports.
+    let export = format!("{name}-office-cidr");
+    let exporter = format!(
+        "Resources:\n  P:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Name: /{name}/exported\n      Type: String\n      Value: x\nOutputs:\n  Cidr:\n    Value: 0.0.0.0/0\n    Export:\n      Name: {export}\n"
+    );
+    let (_t4, exporter_dir) = gate_stack(&format!("{name}-exp"), &exporter);
+    let out = stackgate(&[
+        "deploy",
+        exporter_dir.to_str().unwrap(),
+        "--poll-seconds",
+        "0.1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let importer = GATE_CASES[3]
+        .1
+        .replace("!Ref AdminCidr", &format!("!ImportValue {export}"))
+        .replace(
+            "Default: /stackgate-test/admin-cidr",
+            &format!("Default: {admin}"),
+        );
+    let (_t5, importer_dir) = gate_stack(&format!("{name}-imp"), &importer);
+    let out = plan(&importer_dir);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("error [open-ingress/world-open]"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        stackgate(&["remove", exporter_dir.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+}

@@ -773,3 +773,80 @@ fn a_github_app_installation_posts_the_statuses() {
     gh.assert_all_valid();
     server.assert_no_secret_in_logs();
 }
+
+/// The expansion and doubt cases, pushed: each stack is blocked with its reason,
+/// `stackgate/policy` is `error`, nothing reaches CloudFormation, and with the SSM value
+/// put where the gate can look it up, the next push deploys.
+#[test]
+fn a_push_of_expansions_and_doubt_is_refused_and_a_resolvable_value_deploys() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gate");
+    let folders: Vec<String> = (0..GATE_CASES.len()).map(|i| format!("case{i}")).collect();
+    for (folder, (_, template, _, _)) in folders.iter().zip(GATE_CASES) {
+        let stack = format!("{name}-{folder}");
+        repo.write(
+            &format!("stacks/{folder}/deployment.yaml"),
+            &format!("template-file-path: template.yaml\nstack-name: {stack}\n"),
+        );
+        let template = template.replace("/stackgate-test/", &format!("/{name}/"));
+        repo.write(&format!("stacks/{folder}/template.yaml"), &template);
+    }
+    let sha1 = repo.commit("expansions and doubt");
+    let server = Server::start(&repo, &gh, "");
+    let (code, body) = server.push(ZERO, &sha1, &["stacks/case0/template.yaml"]);
+    assert_eq!(code, 202, "{body}");
+    let policy = wait_for(60, "the policy verdict", || {
+        final_state(&gh.statuses(&sha1), "stackgate/policy")
+    });
+    assert_eq!(policy.0, "error", "{policy:?}\n{}", server.logs());
+    assert!(policy.1.contains("template.yaml:"), "{policy:?}");
+    for (folder, (what, _, rule, _)) in folders.iter().zip(GATE_CASES) {
+        let (state, description) = wait_for(30, "the stack's status", || {
+            final_state(&gh.statuses(&sha1), &format!("stackgate/{folder}"))
+        });
+        assert_eq!(state, "failure", "{what}: {description}");
+        assert!(
+            description.starts_with("blocked by policy"),
+            "{what}: {description}"
+        );
+        let rule_or_policy = rule.split('/').next().unwrap();
+        assert!(
+            description.contains(rule_or_policy),
+            "{what}: `{rule_or_policy}` not in `{description}`"
+        );
+        assert!(
+            stack_exists(&format!("{name}-{folder}")).is_none(),
+            "{what} reached AWS"
+        );
+    }
+
+    // The SSM parameter the ssh case reads, now with a private range: it deploys.
+    let admin = format!("/{name}/admin-cidr");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(
+            ssm()
+                .put_parameter()
+                .name(&admin)
+                .value("10.40.0.0/16")
+                .r#type(aws_sdk_ssm::types::ParameterType::String)
+                .send(),
+        )
+        .unwrap();
+    for f in &folders[..3] {
+        std::fs::remove_dir_all(repo.dir.join("stacks").join(f)).unwrap();
+    }
+    std::fs::remove_dir_all(repo.dir.join("stacks/case4")).unwrap();
+    let sha2 = repo.commit("only the ssh stack");
+    let (code, _) = server.push(&sha1, &sha2, &["stacks/case3/template.yaml"]);
+    assert_eq!(code, 202);
+    let done = wait_for(60, "the ssh stack's deploy", || {
+        final_state(&gh.statuses(&sha2), "stackgate/case3")
+    });
+    assert_eq!(done.0, "success", "{done:?}\n{}", server.logs());
+    assert!(stack_exists(&format!("{name}-case3")).is_some());
+    gh.assert_all_valid();
+}

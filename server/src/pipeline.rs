@@ -17,7 +17,7 @@ use crate::config::{Config, RepoConfig};
 use crate::deployer::{DeployError, Deployer, Progress};
 use crate::github::Reporter;
 use crate::metrics::Metrics;
-use crate::policy::input::{EventInfo, PolicyInput};
+use crate::policy::input::EventInfo;
 use crate::policy::{PolicyHost, Report, Severity, Verdict, truncate};
 use crate::queue::{Job, Kind, NewJob, StatusUpdate, Store};
 use crate::render;
@@ -262,19 +262,16 @@ impl App {
         missing
     }
 
-    async fn gate(&self, stack: &Stack, kind: &str, sha: &str) -> Report {
-        let input = PolicyInput::for_stack(
-            stack,
-            &self.deployer.aws.region,
-            EventInfo {
-                kind: kind.into(),
-                sha: Some(sha.into()),
-            },
-        );
-        let report = self
-            .policies
-            .evaluate(&input, Some(&stack.template.doc))
-            .await;
+    /// The policy gate; `aws` lets it look up what CloudFormation would fetch at deploy
+    /// time (never for a fork's pull request, which gets no AWS calls).
+    async fn gate(&self, stack: &Stack, kind: &str, sha: &str, aws: bool) -> Report {
+        let event = EventInfo {
+            kind: kind.into(),
+            sha: Some(sha.into()),
+        };
+        let aws = aws.then_some(&self.deployer.aws);
+        let region = &self.deployer.aws.region;
+        let report = crate::policy::gate::judge(&self.policies, stack, region, event, aws).await;
         let v = match report.verdict {
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
@@ -450,7 +447,7 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
                 ));
             }
             Ok(stack) => {
-                let report = app.gate(&stack, "push", &job.sha).await;
+                let report = app.gate(&stack, "push", &job.sha, true).await;
                 errors += report.count(Severity::Error);
                 warnings += report.count(Severity::Warning);
                 detail["stacks"][name] = json!({"policy": report});
@@ -581,7 +578,7 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
 
     // The gate, every time: a manual redeploy must pass it as a push does.
     app.store.set_phase(job.id, "policy", None, None)?;
-    let report = app.gate(&stack, &job.trigger, &job.sha).await;
+    let report = app.gate(&stack, &job.trigger, &job.sha, true).await;
     detail["policy"] = json!(report);
     if job.trigger == "manual" {
         app.store.add_statuses(
@@ -885,7 +882,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
                 continue;
             }
         };
-        let report = app.gate(&stack, "pull_request", &job.sha).await;
+        let report = app.gate(&stack, "pull_request", &job.sha, !job.fork).await;
         if report.verdict != Verdict::Pass && worst != Verdict::Error {
             worst = report.verdict;
         }

@@ -17,11 +17,13 @@ pub struct AwsTarget {
     pub endpoint_url: Option<String>,
 }
 
-/// The two clients stackgate needs.
+/// The clients stackgate needs.
 #[derive(Clone, Debug)]
 pub struct Aws {
     pub cfn: aws_sdk_cloudformation::Client,
     pub s3: aws_sdk_s3::Client,
+    /// Only to read plain SSM parameters the policies must judge (`policy::lookup`).
+    pub ssm: aws_sdk_ssm::Client,
     pub region: String,
 }
 
@@ -61,9 +63,13 @@ impl Aws {
         let cfn_conf = aws_sdk_cloudformation::config::Builder::from(&conf)
             .region(Region::new(region.clone()))
             .build();
+        let ssm_conf = aws_sdk_ssm::config::Builder::from(&conf)
+            .region(Region::new(region.clone()))
+            .build();
         Self {
             cfn: aws_sdk_cloudformation::Client::from_conf(cfn_conf),
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
+            ssm: aws_sdk_ssm::Client::from_conf(ssm_conf),
             region,
         }
     }

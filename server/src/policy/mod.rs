@@ -1,8 +1,12 @@
 //! The policy gate: WebAssembly policies run in a tight sandbox, and any doubt fails
 //! closed.
 
+pub mod expansion;
+pub mod gate;
 pub mod host;
 pub mod input;
+pub mod lookup;
+pub mod refusal;
 
 use serde::{Deserialize, Serialize};
 
