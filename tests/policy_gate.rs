@@ -441,6 +441,11 @@ fn operators_relax_doubt_per_policy_in_settings_only() {
             ("template.yaml", GATE_CASES[4].1),
         ],
     );
+    // Without the setting, the dynamic reference is an error...
+    let (code, json) = check_json(&dir);
+    assert_eq!(code, Some(1), "{json:#}");
+    assert_eq!(json["results"][0]["findings"][0]["severity"], "error");
+    // ...and the operator's settings (never the repository) make it a warning.
     std::fs::write(
         dir.join("../s.toml"),
         "[open-ingress]\nallow_deploy_time_values = true\n",
