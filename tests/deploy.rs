@@ -442,6 +442,17 @@ fn put_ssm(name: &str, value: &str, ty: aws_sdk_ssm::types::ParameterType) {
     });
 }
 
+/// Exit 0, or both outputs in the message.
+fn assert_ok(out: &std::process::Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
 fn gate_stack(name: &str, template: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     stack_dir(
         name,
@@ -514,13 +525,7 @@ fn plan_judges_ssm_parameters_and_exports_it_looks_up() {
     put_ssm(&rdp, "10.30.0.0/16", ParameterType::String);
     for dir in [&ssh_dir, &rdp_dir] {
         let out = plan(dir);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}\n{}",
-            stdout(&out),
-            stderr(&out)
-        );
+        assert_ok(&out);
         assert!(
             stdout(&out).contains("plan: 1 change(s)"),
             "{}",
@@ -574,6 +579,80 @@ fn plan_judges_ssm_parameters_and_exports_it_looks_up() {
     );
     assert_eq!(
         stackgate(&["remove", exporter_dir.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+}
+
+/// A nested stack whose template is a file in the stack folder: judged with its own file
+/// and line, uploaded as an artifact, and deployed, as `aws cloudformation package` does.
+#[test]
+fn a_local_nested_stack_is_judged_in_its_own_file_and_deployed() {
+    let name = unique("nested");
+    // moto names a nested stack by its logical id: keep it unique across runs.
+    let child_id: String = format!(
+        "Net{}",
+        name.chars()
+            .filter(char::is_ascii_digit)
+            .collect::<String>()
+    );
+    let parent = format!(
+        "Parameters:\n  AdminCidr:\n    Type: String\nResources:\n  {child_id}:\n    Type: AWS::CloudFormation::Stack\n    Properties:\n      TemplateURL: nested/net.yaml\n      Parameters:\n        Cidr: !Ref AdminCidr\n"
+    );
+    let child = "Parameters:\n  Cidr:\n    Type: String\nResources:\n  AdminSg:\n    Type: AWS::EC2::SecurityGroup\n    Properties:\n      GroupDescription: ssh from the admin network\n      SecurityGroupIngress:\n        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: !Ref Cidr\n";
+    let deployment = |cidr: &str| {
+        format!("template-file-path: template.yaml\nparameters:\n  AdminCidr: {cidr}\n")
+    };
+    let (_tmp, dir) = stack_dir(
+        &name,
+        &[
+            ("deployment.yaml", &deployment("10.50.0.0/16")),
+            ("template.yaml", &parent),
+            ("nested/net.yaml", child),
+        ],
+    );
+    let d = dir.to_str().unwrap();
+
+    // The world, passed down from the parent: refused at the child's own line.
+    std::fs::write(dir.join("deployment.yaml"), deployment("0.0.0.0/0")).unwrap();
+    let line = child.lines().position(|l| l.contains("CidrIp")).unwrap() + 1;
+    for args in [vec!["check", d], vec!["plan", d, "--poll-seconds", "0.1"]] {
+        let out = stackgate(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stdout(&out));
+        let at = format!("nested/net.yaml:{line}: error [open-ingress/world-open] AdminSg");
+        assert!(
+            stdout(&out).contains(&at),
+            "{args:?}: no `{at}` in\n{}",
+            stdout(&out)
+        );
+    }
+
+    // A private range: it passes, the child goes up as an artifact, and the stack deploys.
+    std::fs::write(dir.join("deployment.yaml"), deployment("10.50.0.0/16")).unwrap();
+    let out = stackgate(&["check", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let out = stackgate(&["deploy", d, "--poll-seconds", "0.1"]);
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(text.contains("1 nested template(s) uploaded"), "{text}");
+    assert!(text.contains("CREATE_COMPLETE"), "{text}");
+    let nested = tokio_rt().block_on(
+        cfn()
+            .describe_stack_resource()
+            .stack_name(&name)
+            .logical_resource_id(&child_id)
+            .send(),
+    );
+    let nested = nested.expect("the nested stack is a resource of the parent");
+    assert_eq!(
+        nested
+            .stack_resource_detail()
+            .and_then(|r| r.resource_type()),
+        Some("AWS::CloudFormation::Stack")
+    );
+    assert_eq!(
+        stackgate(&["remove", d, "--poll-seconds", "0.1"])
             .status
             .code(),
         Some(0)

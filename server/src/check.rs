@@ -26,13 +26,14 @@ pub struct PathResult {
 pub async fn check_path(host: &PolicyHost, path: &Path, region: &str) -> PathResult {
     let label = path.display().to_string();
     if path.is_dir() {
-        return match DirFiles::open(path).and_then(|f| Stack::load(&f)) {
-            Ok(stack) => {
+        return match DirFiles::open(path).and_then(|f| Stack::load(&f).map(|s| (f, s))) {
+            Ok((files, stack)) => {
                 let event = EventInfo {
                     kind: "check".into(),
                     sha: None,
                 };
-                let report = crate::policy::gate::judge(host, &stack, region, event, None).await;
+                let report =
+                    crate::policy::gate::judge(host, &stack, &files, region, event, None).await;
                 from_report(label, stack.template.file, report)
             }
             Err(e) => bad_input(label, e),
@@ -119,7 +120,10 @@ pub fn text(results: &[PathResult]) -> String {
             let line = f.line.map(|l| format!(":{l}")).unwrap_or_default();
             out.push_str(&format!(
                 "{}{line}: {sev} [{}] {}: {}\n",
-                r.template, f.rule, f.resource, f.message
+                f.file.as_deref().unwrap_or(&r.template),
+                f.rule,
+                f.resource,
+                f.message
             ));
             if !f.remediation.is_empty() {
                 out.push_str(&format!("    fix: {}\n", f.remediation));
@@ -174,7 +178,7 @@ pub fn sarif(results: &[PathResult]) -> Value {
                 "message": {"text": format!("{}: {}", f.resource, f.message)},
                 "locations": [{
                     "physicalLocation": {
-                        "artifactLocation": {"uri": r.template},
+                        "artifactLocation": {"uri": f.file.as_deref().unwrap_or(&r.template)},
                         "region": {"startLine": f.line.unwrap_or(1)},
                     },
                     "logicalLocations": [{"name": f.resource, "kind": "resource"}],

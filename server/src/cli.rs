@@ -281,7 +281,7 @@ enum Action<'a> {
 async fn gate(
     args: &GateArgs,
     dir: &Path,
-    stack: &Stack,
+    (files, stack): (&DirFiles, &Stack),
     deployer: &Deployer,
 ) -> Result<(), ExitCode> {
     let settings = match args.settings.as_deref().map(read_settings).transpose() {
@@ -301,7 +301,7 @@ async fn gate(
     };
     let region = deployer.aws.region.clone();
     let report =
-        crate::policy::gate::judge(&host, stack, &region, event, Some(&deployer.aws)).await;
+        crate::policy::gate::judge(&host, stack, files, &region, event, Some(&deployer.aws)).await;
     let verdict = report.verdict;
     let summary = report.summary();
     let result = check::from_report(
@@ -358,7 +358,7 @@ async fn stack_command(dir: &Path, args: &AwsArgs, action: Action<'_>) -> ExitCo
         deployer.aws.region
     );
     if let Action::Plan(args) | Action::Deploy(args) = action
-        && let Err(code) = gate(args, dir, &stack, &deployer).await
+        && let Err(code) = gate(args, dir, (&files, &stack), &deployer).await
     {
         return code;
     }

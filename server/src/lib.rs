@@ -13,6 +13,7 @@ pub mod github;
 pub mod gitinfo;
 pub mod intake;
 pub mod metrics;
+pub mod nested;
 pub mod package;
 pub mod pipeline;
 pub mod policy;

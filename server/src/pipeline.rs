@@ -264,14 +264,21 @@ impl App {
 
     /// The policy gate; `aws` lets it look up what CloudFormation would fetch at deploy
     /// time (never for a fork's pull request, which gets no AWS calls).
-    async fn gate(&self, stack: &Stack, kind: &str, sha: &str, aws: bool) -> Report {
+    async fn gate(
+        &self,
+        (stack, files): (&Stack, &dyn crate::stack::StackFiles),
+        kind: &str,
+        sha: &str,
+        aws: bool,
+    ) -> Report {
         let event = EventInfo {
             kind: kind.into(),
             sha: Some(sha.into()),
         };
         let aws = aws.then_some(&self.deployer.aws);
         let region = &self.deployer.aws.region;
-        let report = crate::policy::gate::judge(&self.policies, stack, region, event, aws).await;
+        let report =
+            crate::policy::gate::judge(&self.policies, stack, files, region, event, aws).await;
         let v = match report.verdict {
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
@@ -447,7 +454,7 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
                 ));
             }
             Ok(stack) => {
-                let report = app.gate(&stack, "push", &job.sha, true).await;
+                let report = app.gate((&stack, &files), "push", &job.sha, true).await;
                 errors += report.count(Severity::Error);
                 warnings += report.count(Severity::Warning);
                 detail["stacks"][name] = json!({"policy": report});
@@ -578,7 +585,9 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
 
     // The gate, every time: a manual redeploy must pass it as a push does.
     app.store.set_phase(job.id, "policy", None, None)?;
-    let report = app.gate(&stack, &job.trigger, &job.sha, true).await;
+    let report = app
+        .gate((&stack, &files), &job.trigger, &job.sha, true)
+        .await;
     detail["policy"] = json!(report);
     if job.trigger == "manual" {
         app.store.add_statuses(
@@ -882,7 +891,9 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
                 continue;
             }
         };
-        let report = app.gate(&stack, "pull_request", &job.sha, !job.fork).await;
+        let report = app
+            .gate((&stack, &files), "pull_request", &job.sha, !job.fork)
+            .await;
         if report.verdict != Verdict::Pass && worst != Verdict::Error {
             worst = report.verdict;
         }
@@ -898,7 +909,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
                 },
                 f.rule,
                 f.resource,
-                stack.template.file,
+                f.file.as_deref().unwrap_or(&stack.template.file),
                 f.message
             ));
         }

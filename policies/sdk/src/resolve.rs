@@ -34,6 +34,25 @@ pub enum Source {
 }
 
 impl Source {
+    /// The name used in the input (`"source"` of a parameter known only at deploy time).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::SsmParameter => "ssm-parameter",
+            Source::DynamicReference => "dynamic-reference",
+            Source::Import => "import",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Source::SsmParameter,
+            Source::DynamicReference,
+            Source::Import,
+        ]
+        .into_iter()
+        .find(|src| src.as_str() == s)
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             Source::SsmParameter => "SSM Parameter Store",
@@ -518,6 +537,21 @@ impl<'a> Resolver<'a> {
             .parameters
             .and_then(|p| p.get(name))
             .filter(|v| !v.is_null());
+        // A value the host knows only as an expression of a parent stack's: unknown, or
+        // doubt when the parent fetches it from elsewhere.
+        if let Some(Value::Object(o)) = given
+            && let Some(what) = o.get("deploy_time").and_then(Value::as_str)
+        {
+            let what = format!("parameter `{name}` ({what})");
+            return match o
+                .get("source")
+                .and_then(Value::as_str)
+                .and_then(Source::parse)
+            {
+                Some(source) => Resolved::Doubt(Doubt { source, what }),
+                None => Resolved::Unknown(what),
+            };
+        }
         let value = given.or_else(|| decl.and_then(|d| d.get("Default")));
         if let Some(inner) = kind
             .strip_prefix("AWS::SSM::Parameter::Value<")
@@ -1382,6 +1416,29 @@ mod tests {
             json!({}),
         );
         assert_eq!(doubt(&v[0]), Some(Source::Import));
+    }
+
+    #[test]
+    fn parameters_from_a_parent_stack_keep_their_doubt() {
+        let v = resolve_in(
+            json!({"Ref": "Cidr"}),
+            json!({"Cidr": {"deploy_time": "`Fn::ImportValue` of `x` in the parent", "source": "import"}}),
+        );
+        assert!(
+            matches!(
+                &v[0],
+                Resolved::Doubt(Doubt {
+                    source: Source::Import,
+                    ..
+                })
+            ),
+            "{v:?}"
+        );
+        let v = resolve_in(
+            json!({"Ref": "Cidr"}),
+            json!({"Cidr": {"deploy_time": "`Vpc.CidrBlock`"}}),
+        );
+        assert!(matches!(v[0], Resolved::Unknown(_)), "{v:?}");
     }
 
     #[test]

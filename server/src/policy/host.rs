@@ -415,6 +415,7 @@ fn run_one(engine: &Engine, policy: &Loaded, input: &str, limits: Limits) -> Out
                     message: f.message,
                     remediation: f.remediation,
                     line: None,
+                    file: None,
                 })
                 .collect();
             if let Some(bad) = findings.iter().find(|f| f.rule.is_empty()) {

@@ -27,6 +27,7 @@ pub fn outcome(input: &PolicyInput, lines: Option<&Document>) -> Option<Outcome>
             severity: Severity::Error,
             resource: e.resource.clone(),
             line: line(&e.pointer),
+            file: None,
             message: e.message(input.offline()),
             remediation: e.remediation().into(),
             path: e.pointer,
@@ -41,6 +42,7 @@ pub fn outcome(input: &PolicyInput, lines: Option<&Document>) -> Option<Outcome>
                 severity: Severity::Error,
                 resource: String::new(),
                 line: line(&ptr),
+                file: None,
                 message: format!(
                     "parameter `{name}` has no value: the deployment file gives none and it has \
                      no Default, so the policies cannot judge what it feeds, and CloudFormation \
@@ -72,6 +74,19 @@ pub fn outcome(input: &PolicyInput, lines: Option<&Document>) -> Option<Outcome>
         error: Some(error),
         micros: 0,
     })
+}
+
+/// Input the gate could not read as a whole (a nested template that is missing or
+/// malformed): verdict `error`, nothing deploys.
+pub fn bad_input(message: String) -> Outcome {
+    Outcome {
+        policy: NAME.into(),
+        digest: String::new(),
+        verdict: Verdict::Error,
+        findings: Vec::new(),
+        error: Some(message),
+        micros: 0,
+    }
 }
 
 /// Declared parameters with neither a value in the input nor a Default, and not filled in
