@@ -890,3 +890,234 @@ fn artifacts_carry_their_sha256_and_a_changed_object_fails_the_deploy() {
     );
     assert_eq!(run("remove").status.code(), Some(0));
 }
+
+fn put_ssm(name: &str, value: &str, ty: aws_sdk_ssm::types::ParameterType) {
+    tokio_rt().block_on(async {
+        ssm()
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(ty)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
+/// Exit 0, or both outputs in the message.
+fn assert_ok(out: &std::process::Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
+fn gate_stack(name: &str, template: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    stack_dir(
+        name,
+        &[
+            ("deployment.yaml", "template-file-path: template.yaml\n"),
+            ("template.yaml", template),
+        ],
+    )
+}
+
+/// `plan` runs the gate before any change set: what CloudFormation would expand out of
+/// sight, and values it would fetch from elsewhere that stackgate cannot look up, stop
+/// it, and nothing reaches CloudFormation.
+#[test]
+fn plan_and_deploy_refuse_expansions_and_unresolved_doubt() {
+    for (what, template, rule, verdict) in GATE_CASES {
+        let name = unique("gate");
+        // Names nobody has put into SSM: they stay unresolved.
+        let template = template.replace("/stackgate-test/", &format!("/{name}/"));
+        let (_tmp, dir) = gate_stack(&name, &template);
+        for command in ["plan", "deploy"] {
+            let out = stackgate(&[command, dir.to_str().unwrap(), "--poll-seconds", "0.1"]);
+            let want = if *verdict == "error" { 2 } else { 1 };
+            assert_eq!(out.status.code(), Some(want), "{what}: {command}");
+            assert!(stdout(&out).contains(rule), "{what}: {}", stdout(&out));
+            assert!(
+                stderr(&out).contains("blocked by policy, nothing was sent to CloudFormation"),
+                "{what}: {}",
+                stderr(&out)
+            );
+            let exists = tokio_rt().block_on(cfn().describe_stacks().stack_name(&name).send());
+            assert!(exists.is_err(), "{what}: {command} created the stack");
+        }
+    }
+}
+
+/// With AWS access the gate looks up plain SSM parameters and exports first, and judges
+/// the real value; a SecureString is never read and stays doubt.
+#[test]
+fn plan_judges_ssm_parameters_and_exports_it_looks_up() {
+    use aws_sdk_ssm::types::ParameterType;
+    let name = unique("lookup");
+    let admin = format!("/{name}/admin-cidr");
+    let rdp = format!("/{name}/rdp-cidr");
+    let secret = format!("/{name}/secret-cidr");
+    let ssh_template = GATE_CASES[3]
+        .1
+        .replace("/stackgate-test/admin-cidr", &admin);
+    let rdp_template = GATE_CASES[4].1.replace("/stackgate-test/rdp-cidr", &rdp);
+    let (_t1, ssh_dir) = gate_stack(&format!("{name}-ssh"), &ssh_template);
+    let (_t2, rdp_dir) = gate_stack(&format!("{name}-rdp"), &rdp_template);
+    let plan = |dir: &std::path::Path| {
+        stackgate(&["plan", dir.to_str().unwrap(), "--poll-seconds", "0.1"])
+    };
+
+    // The world in SSM: judged as the world.
+    put_ssm(&admin, "0.0.0.0/0", ParameterType::String);
+    put_ssm(&rdp, "0.0.0.0/0", ParameterType::String);
+    for dir in [&ssh_dir, &rdp_dir] {
+        let out = plan(dir);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        assert!(
+            stdout(&out).contains("error [open-ingress/world-open]"),
+            "{}",
+            stdout(&out)
+        );
+    }
+    // A private range in SSM: the gate passes and the plan runs.
+    put_ssm(&admin, "10.20.0.0/16", ParameterType::String);
+    put_ssm(&rdp, "10.30.0.0/16", ParameterType::String);
+    for dir in [&ssh_dir, &rdp_dir] {
+        let out = plan(dir);
+        assert_ok(&out);
+        assert!(
+            stdout(&out).contains("plan: 1 change(s)"),
+            "{}",
+            stdout(&out)
+        );
+    }
+    // A SecureString is never read: it stays doubt, and its value never shows.
+    put_ssm(&secret, "0.0.0.0/0", ParameterType::SecureString);
+    let secret_template = GATE_CASES[4].1.replace("/stackgate-test/rdp-cidr", &secret);
+    let (_t3, secret_dir) = gate_stack(&format!("{name}-sec"), &secret_template);
+    let out = plan(&secret_dir);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("error [open-ingress/unresolved-cidr]"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !stdout(&out).contains("[open-ingress/world-open]"),
+        "{}",
+        stdout(&out)
+    );
+
+    // An export of another stack, found through ListExports.
+    let export = format!("{name}-office-cidr");
+    let exporter = format!(
+        "Resources:\n  P:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Name: /{name}/exported\n      Type: String\n      Value: x\nOutputs:\n  Cidr:\n    Value: 0.0.0.0/0\n    Export:\n      Name: {export}\n"
+    );
+    let (_t4, exporter_dir) = gate_stack(&format!("{name}-exp"), &exporter);
+    let out = stackgate(&[
+        "deploy",
+        exporter_dir.to_str().unwrap(),
+        "--poll-seconds",
+        "0.1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let importer = GATE_CASES[3]
+        .1
+        .replace("!Ref AdminCidr", &format!("!ImportValue {export}"))
+        .replace(
+            "Default: /stackgate-test/admin-cidr",
+            &format!("Default: {admin}"),
+        );
+    let (_t5, importer_dir) = gate_stack(&format!("{name}-imp"), &importer);
+    let out = plan(&importer_dir);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("error [open-ingress/world-open]"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        stackgate(&["remove", exporter_dir.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+}
+
+/// A nested stack whose template is a file in the stack folder: judged with its own file
+/// and line, uploaded as an artifact, and deployed, as `aws cloudformation package` does.
+#[test]
+fn a_local_nested_stack_is_judged_in_its_own_file_and_deployed() {
+    let name = unique("nested");
+    // moto names a nested stack by its logical id: keep it unique across runs.
+    let child_id: String = format!(
+        "Net{}",
+        name.chars()
+            .filter(char::is_ascii_digit)
+            .collect::<String>()
+    );
+    let parent = format!(
+        "Parameters:\n  AdminCidr:\n    Type: String\nResources:\n  {child_id}:\n    Type: AWS::CloudFormation::Stack\n    Properties:\n      TemplateURL: nested/net.yaml\n      Parameters:\n        Cidr: !Ref AdminCidr\n"
+    );
+    let child = "Parameters:\n  Cidr:\n    Type: String\nResources:\n  AdminSg:\n    Type: AWS::EC2::SecurityGroup\n    Properties:\n      GroupDescription: ssh from the admin network\n      SecurityGroupIngress:\n        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: !Ref Cidr\n";
+    let deployment = |cidr: &str| {
+        format!("template-file-path: template.yaml\nparameters:\n  AdminCidr: {cidr}\n")
+    };
+    let (_tmp, dir) = stack_dir(
+        &name,
+        &[
+            ("deployment.yaml", &deployment("10.50.0.0/16")),
+            ("template.yaml", &parent),
+            ("nested/net.yaml", child),
+        ],
+    );
+    let d = dir.to_str().unwrap();
+
+    // The world, passed down from the parent: refused at the child's own line.
+    std::fs::write(dir.join("deployment.yaml"), deployment("0.0.0.0/0")).unwrap();
+    let line = child.lines().position(|l| l.contains("CidrIp")).unwrap() + 1;
+    for args in [vec!["check", d], vec!["plan", d, "--poll-seconds", "0.1"]] {
+        let out = stackgate(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stdout(&out));
+        let at = format!("nested/net.yaml:{line}: error [open-ingress/world-open] AdminSg");
+        assert!(
+            stdout(&out).contains(&at),
+            "{args:?}: no `{at}` in\n{}",
+            stdout(&out)
+        );
+    }
+
+    // A private range: it passes, the child goes up as an artifact, and the stack deploys.
+    std::fs::write(dir.join("deployment.yaml"), deployment("10.50.0.0/16")).unwrap();
+    let out = stackgate(&["check", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let out = stackgate(&["deploy", d, "--poll-seconds", "0.1"]);
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(text.contains("1 nested template(s) uploaded"), "{text}");
+    assert!(text.contains("CREATE_COMPLETE"), "{text}");
+    let nested = tokio_rt().block_on(
+        cfn()
+            .describe_stack_resource()
+            .stack_name(&name)
+            .logical_resource_id(&child_id)
+            .send(),
+    );
+    let nested = nested.expect("the nested stack is a resource of the parent");
+    assert_eq!(
+        nested
+            .stack_resource_detail()
+            .and_then(|r| r.resource_type()),
+        Some("AWS::CloudFormation::Stack")
+    );
+    assert_eq!(
+        stackgate(&["remove", d, "--poll-seconds", "0.1"])
+            .status
+            .code(),
+        Some(0)
+    );
+}

@@ -397,3 +397,123 @@ fn check_runs_under_an_address_space_limit() {
     let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     assert_eq!(json["results"][0]["verdict"], "pass", "{json}\n{stderr}");
 }
+
+/// The line of the first template line containing `needle`.
+fn line_of(template: &str, needle: &str) -> u64 {
+    template
+        .lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i as u64 + 1)
+        .unwrap_or_else(|| panic!("`{needle}` not in the template"))
+}
+
+#[test]
+fn deploy_time_expansions_and_doubt_fail_closed_in_check() {
+    let needles = [
+        "Transform:",
+        "Child:",
+        "Fn::Transform:",
+        "CidrIp:",
+        "CidrIp:",
+    ];
+    for ((what, template, rule, verdict), needle) in GATE_CASES.iter().zip(needles) {
+        let (_tmp, dir) = stack_dir(
+            "gate",
+            &[
+                ("deployment.yaml", "template-file-path: template.yaml\n"),
+                ("template.yaml", template),
+            ],
+        );
+        let (code, json) = check_json(&dir);
+        let result = &json["results"][0];
+        assert_eq!(result["verdict"], *verdict, "{what}: {json:#}");
+        assert_eq!(
+            code,
+            Some(if *verdict == "error" { 2 } else { 1 }),
+            "{what}"
+        );
+        let hit = result["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["rule"] == *rule && f["severity"] == "error")
+            .unwrap_or_else(|| panic!("{what}: no error {rule}: {json:#}"));
+        assert_eq!(
+            hit["line"].as_u64(),
+            Some(line_of(template, needle)),
+            "{what}: {hit}"
+        );
+
+        // The text output names the file and line, and what to do about a transform.
+        let out = stackgate(&["check", dir.to_str().unwrap()]);
+        let text = stdout(&out);
+        let at = format!(
+            "template.yaml:{}: error [{rule}]",
+            line_of(template, needle)
+        );
+        assert!(text.contains(&at), "{what}: no `{at}` in:\n{text}");
+        if rule.ends_with("transform") {
+            assert!(text.contains("needs `plan`"), "{what}:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn operators_relax_doubt_per_policy_in_settings_only() {
+    let (_tmp, dir) = stack_dir(
+        "gate",
+        &[
+            ("deployment.yaml", "template-file-path: template.yaml\n"),
+            ("template.yaml", GATE_CASES[4].1),
+        ],
+    );
+    // Without the setting, the dynamic reference is an error...
+    let (code, json) = check_json(&dir);
+    assert_eq!(code, Some(1), "{json:#}");
+    assert_eq!(json["results"][0]["findings"][0]["severity"], "error");
+    // ...and the operator's settings (never the repository) make it a warning.
+    std::fs::write(
+        dir.join("../s.toml"),
+        "[open-ingress]\nallow_deploy_time_values = true\n",
+    )
+    .unwrap();
+    let s = dir.join("../s.toml");
+    let out = stackgate(&[
+        "check",
+        "--settings",
+        s.to_str().unwrap(),
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("warning [open-ingress/unresolved-cidr]"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_parameter_without_a_value_is_an_error_for_a_stack_but_a_warning_for_a_bare_template() {
+    let template = "Parameters:\n  AdminCidr:\n    Type: String\nResources:\n  AdminSg:\n    Type: AWS::EC2::SecurityGroup\n    Properties:\n      GroupDescription: ssh\n      SecurityGroupIngress:\n        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: !Ref AdminCidr\n";
+    let (_tmp, dir) = stack_dir(
+        "gate",
+        &[
+            ("deployment.yaml", "template-file-path: template.yaml\n"),
+            ("template.yaml", template),
+        ],
+    );
+    let (code, json) = check_json(&dir);
+    assert_eq!(code, Some(2), "{json:#}");
+    let hit = json["results"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "stackgate/parameter-without-value")
+        .cloned()
+        .unwrap_or_else(|| panic!("{json:#}"));
+    assert_eq!(hit["line"].as_u64(), Some(2));
+
+    let (code, json) = check_json(&dir.join("template.yaml"));
+    assert_eq!(code, Some(0), "{json:#}");
+    assert_eq!(json["results"][0]["findings"][0]["severity"], "warning");
+}

@@ -2029,3 +2029,149 @@ fn a_fork_pull_request_comment_escapes_what_the_fork_names() {
     eprintln!("{comment}");
     gh.assert_all_valid();
 }
+
+/// The issue's expansion and doubt cases, pushed: each stack is blocked with its reason,
+/// `stackgate/policy` is `error`, nothing reaches CloudFormation, and with the SSM value
+/// put where the gate can look it up, the next push deploys.
+#[test]
+fn a_push_of_expansions_and_doubt_is_refused_and_a_resolvable_value_deploys() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gate");
+    let folders: Vec<String> = (0..GATE_CASES.len()).map(|i| format!("case{i}")).collect();
+    for (folder, (_, template, _, _)) in folders.iter().zip(GATE_CASES) {
+        let stack = format!("{name}-{folder}");
+        repo.write(
+            &format!("stacks/{folder}/deployment.yaml"),
+            &format!("template-file-path: template.yaml\nstack-name: {stack}\n"),
+        );
+        let template = template.replace("/stackgate-test/", &format!("/{name}/"));
+        repo.write(&format!("stacks/{folder}/template.yaml"), &template);
+    }
+    let sha1 = repo.commit("expansions and doubt");
+    let server = Server::start(&repo, &gh, "");
+    let (code, body) = server.push(ZERO, &sha1, &["stacks/case0/template.yaml"]);
+    assert_eq!(code, 202, "{body}");
+    let policy = wait_for(60, "the policy verdict", || {
+        final_state(&gh.statuses(&sha1), "stackgate/policy")
+    });
+    assert_eq!(policy.0, "error", "{policy:?}\n{}", server.logs());
+    assert!(policy.1.contains("template.yaml:"), "{policy:?}");
+    for (folder, (what, _, rule, _)) in folders.iter().zip(GATE_CASES) {
+        let (state, description) = wait_for(30, "the stack's status", || {
+            final_state(&gh.statuses(&sha1), &format!("stackgate/{folder}"))
+        });
+        assert_eq!(state, "failure", "{what}: {description}");
+        assert!(
+            description.starts_with("blocked by policy"),
+            "{what}: {description}"
+        );
+        let rule_or_policy = rule.split('/').next().unwrap();
+        assert!(
+            description.contains(rule_or_policy),
+            "{what}: `{rule_or_policy}` not in `{description}`"
+        );
+        assert!(
+            stack_exists(&format!("{name}-{folder}")).is_none(),
+            "{what} reached AWS"
+        );
+    }
+
+    // The SSM parameter the ssh case reads, now with a private range: it deploys.
+    let admin = format!("/{name}/admin-cidr");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(
+            ssm()
+                .put_parameter()
+                .name(&admin)
+                .value("10.40.0.0/16")
+                .r#type(aws_sdk_ssm::types::ParameterType::String)
+                .send(),
+        )
+        .unwrap();
+    for f in &folders[..3] {
+        std::fs::remove_dir_all(repo.dir.join("stacks").join(f)).unwrap();
+    }
+    std::fs::remove_dir_all(repo.dir.join("stacks/case4")).unwrap();
+    let sha2 = repo.commit("only the ssh stack");
+    let (code, _) = server.push(&sha1, &sha2, &["stacks/case3/template.yaml"]);
+    assert_eq!(code, 202);
+    let done = wait_for(60, "the ssh stack's deploy", || {
+        final_state(&gh.statuses(&sha2), "stackgate/case3")
+    });
+    assert_eq!(done.0, "success", "{done:?}\n{}", server.logs());
+    assert!(stack_exists(&format!("{name}-case3")).is_some());
+    gh.assert_all_valid();
+}
+
+/// Git sync's local nested templates: a child template in the stack folder is judged in
+/// its own file (the PR comment names it) and deploys with its parent on a push.
+#[test]
+fn a_stack_with_a_local_nested_template_is_judged_and_deploys_on_push() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-nested");
+    let child_id: String = format!(
+        "Params{}",
+        name.chars()
+            .filter(char::is_ascii_digit)
+            .collect::<String>()
+    );
+    repo.write(
+        "stacks/app/deployment.yaml",
+        &format!(
+            "template-file-path: template.yaml\nstack-name: {name}\nparameters:\n  Value: one\n"
+        ),
+    );
+    repo.write(
+        "stacks/app/template.yaml",
+        &format!("Parameters:\n  Value:\n    Type: String\nResources:\n  {child_id}:\n    Type: AWS::CloudFormation::Stack\n    Properties:\n      TemplateURL: child.yaml\n      Parameters:\n        Value: !Ref Value\n"),
+    );
+    repo.write(
+        "stacks/app/child.yaml",
+        &format!("Parameters:\n  Value:\n    Type: String\nResources:\n  Param:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Name: /{name}/child\n      Type: String\n      Value: !Ref Value\n"),
+    );
+    let sha1 = repo.commit("nested");
+    let server = Server::start(&repo, &gh, "");
+    let (code, _) = server.push(ZERO, &sha1, &["stacks/app/child.yaml"]);
+    assert_eq!(code, 202);
+    let done = wait_for(60, "the nested stack's deploy", || {
+        final_state(&gh.statuses(&sha1), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{done:?}\n{}", server.logs());
+    assert!(stack_exists(&name).is_some());
+
+    // A pull request that opens the world in the child: the comment points into child.yaml.
+    repo.git(&["checkout", "-q", "-b", "open"]);
+    repo.write(
+        "stacks/app/child.yaml",
+        &format!("Parameters:\n  Value:\n    Type: String\nResources:\n  Param:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Name: /{name}/child\n      Type: String\n      Value: !Ref Value\n  Sg:\n    Type: AWS::EC2::SecurityGroup\n    Properties:\n      GroupDescription: open\n      SecurityGroupIngress:\n        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: 0.0.0.0/0\n"),
+    );
+    let head = repo.commit("open ssh in the child");
+    repo.set_pull_head(9, &head);
+    let (code, _) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("opened", 9, &head, "open", false),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202);
+    let verdict = wait_for(60, "the PR's policy verdict", || {
+        final_state(&gh.statuses(&head), "stackgate/policy")
+    });
+    assert_eq!(verdict.0, "failure", "{verdict:?}");
+    let comment = wait_for(30, "the PR comment", || {
+        gh.requests().into_iter().find_map(|r| {
+            (r["operation"] == "issues/create-comment" && r["status"].as_u64() == Some(201))
+                .then(|| r["body"]["body"].as_str().unwrap_or("").to_string())
+        })
+    });
+    assert!(
+        comment.contains("stacks/app/child.yaml:"),
+        "the comment does not point into the child:\n{comment}"
+    );
+    gh.assert_all_valid();
+}

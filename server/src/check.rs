@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::policy::input::PolicyInput;
+use crate::policy::input::{EventInfo, PolicyInput};
 use crate::policy::{Finding, PolicyHost, Report, Severity, Verdict};
 use crate::stack::{DirFiles, Stack, Template};
 
@@ -25,42 +25,36 @@ pub struct PathResult {
 /// Checks one stack folder or bare template file.
 pub async fn check_path(host: &PolicyHost, path: &Path, region: &str) -> PathResult {
     let label = path.display().to_string();
-    let loaded = if path.is_dir() {
-        DirFiles::open(path).and_then(|f| Stack::load(&f)).map(|s| {
-            let input = PolicyInput::for_stack(
-                &s,
-                region,
-                crate::policy::input::EventInfo {
+    if path.is_dir() {
+        return match DirFiles::open(path).and_then(|f| Stack::load(&f).map(|s| (f, s))) {
+            Ok((files, stack)) => {
+                let event = EventInfo {
                     kind: "check".into(),
                     sha: None,
-                },
-            );
-            (s.template, input)
+                };
+                let report =
+                    crate::policy::gate::judge(host, &stack, &files, region, event, None).await;
+                from_report(label, stack.template.file, report)
+            }
+            Err(e) => bad_input(label, e),
+        };
+    }
+    let loaded = std::fs::read(path)
+        .map_err(|e| crate::stack::StackError::Io {
+            file: label.clone(),
+            message: e.to_string(),
         })
-    } else {
-        std::fs::read(path)
-            .map_err(|e| crate::stack::StackError::Io {
-                file: label.clone(),
-                message: e.to_string(),
-            })
-            .and_then(|b| Template::parse(&label, b))
-            .map(|t| {
-                let name = path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let input = PolicyInput::for_template(&t, &name, region);
-                (t, input)
-            })
-    };
+        .and_then(|b| Template::parse(&label, b))
+        .map(|t| {
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let input = PolicyInput::for_template(&t, &name, region);
+            (t, input)
+        });
     match loaded {
-        Err(e) => PathResult {
-            path: label.clone(),
-            template: label,
-            verdict: Verdict::Error,
-            findings: Vec::new(),
-            errors: vec![e.to_string()],
-        },
+        Err(e) => bad_input(label, e),
         Ok((template, input)) => {
             let report = host.evaluate(&input, Some(&template.doc)).await;
             from_report(label, template.file, report)
@@ -68,14 +62,27 @@ pub async fn check_path(host: &PolicyHost, path: &Path, region: &str) -> PathRes
     }
 }
 
-fn from_report(path: String, template: String, report: Report) -> PathResult {
+fn bad_input(label: String, e: crate::stack::StackError) -> PathResult {
+    PathResult {
+        path: label.clone(),
+        template: label,
+        verdict: Verdict::Error,
+        findings: Vec::new(),
+        errors: vec![e.to_string()],
+    }
+}
+
+/// One path's result from a report on its template.
+pub fn from_report(path: String, template: String, report: Report) -> PathResult {
     let errors = report
         .outcomes
         .iter()
         .filter_map(|o| {
-            o.error
-                .as_ref()
-                .map(|e| format!("policy {}: {e}", o.policy))
+            o.error.as_ref().map(|e| match o.policy.as_str() {
+                // The host's refusals name their file and line themselves.
+                crate::policy::refusal::NAME => e.clone(),
+                _ => format!("policy {}: {e}", o.policy),
+            })
         })
         .collect();
     PathResult {
@@ -113,7 +120,10 @@ pub fn text(results: &[PathResult]) -> String {
             let line = f.line.map(|l| format!(":{l}")).unwrap_or_default();
             out.push_str(&format!(
                 "{}{line}: {sev} [{}] {}: {}\n",
-                r.template, f.rule, f.resource, f.message
+                f.file.as_deref().unwrap_or(&r.template),
+                f.rule,
+                f.resource,
+                f.message
             ));
             if !f.remediation.is_empty() {
                 out.push_str(&format!("    fix: {}\n", f.remediation));
@@ -168,7 +178,7 @@ pub fn sarif(results: &[PathResult]) -> Value {
                 "message": {"text": format!("{}: {}", f.resource, f.message)},
                 "locations": [{
                     "physicalLocation": {
-                        "artifactLocation": {"uri": r.template},
+                        "artifactLocation": {"uri": f.file.as_deref().unwrap_or(&r.template)},
                         "region": {"startLine": f.line.unwrap_or(1)},
                     },
                     "logicalLocations": [{"name": f.resource, "kind": "resource"}],

@@ -45,17 +45,23 @@ pub struct AwsArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Show what a deploy would change (a change set that is created, shown, and deleted).
+    /// Run the policies, then show what a deploy would change (a change set that is
+    /// created, shown, and deleted).
     Plan {
         stack_dir: PathBuf,
         #[command(flatten)]
         aws: AwsArgs,
+        #[command(flatten)]
+        gate: GateArgs,
     },
-    /// Create and execute a change set, and follow the stack until it settles.
+    /// Run the policies, then create and execute a change set, and follow the stack until
+    /// it settles.
     Deploy {
         stack_dir: PathBuf,
         #[command(flatten)]
         aws: AwsArgs,
+        #[command(flatten)]
+        gate: GateArgs,
     },
     /// Empty the stack's buckets and delete it.
     Remove {
@@ -87,6 +93,16 @@ pub enum Command {
         #[arg(long, default_value = "us-east-1")]
         region: String,
     },
+}
+
+/// The policy gate that `plan` and `deploy` run before any change set.
+#[derive(Args, Debug, Clone)]
+pub struct GateArgs {
+    /// Per-policy settings, JSON or TOML: `{"open-ingress": {"alb_world_ports": [80]}}`.
+    #[arg(long)]
+    pub settings: Option<PathBuf>,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -140,8 +156,16 @@ pub fn init_tracing(default: &str) {
 
 async fn run(command: Command) -> ExitCode {
     match command {
-        Command::Plan { stack_dir, aws } => stack_command(&stack_dir, &aws, Action::Plan).await,
-        Command::Deploy { stack_dir, aws } => stack_command(&stack_dir, &aws, Action::Deploy).await,
+        Command::Plan {
+            stack_dir,
+            aws,
+            gate,
+        } => stack_command(&stack_dir, &aws, Action::Plan(&gate)).await,
+        Command::Deploy {
+            stack_dir,
+            aws,
+            gate,
+        } => stack_command(&stack_dir, &aws, Action::Deploy(&gate)).await,
         Command::Remove { stack_dir, aws } => stack_command(&stack_dir, &aws, Action::Remove).await,
         Command::Serve { config, seed } => match serve(config.as_deref(), &seed).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -249,11 +273,54 @@ async fn check_command(
     ExitCode::from(check::exit_code(&results))
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Action {
-    Plan,
-    Deploy,
+#[derive(Clone, Copy)]
+enum Action<'a> {
+    Plan(&'a GateArgs),
+    Deploy(&'a GateArgs),
     Remove,
+}
+
+/// Runs the policy gate with AWS access; prints what it found. `Err` is the exit code
+/// when the stack must not go further.
+async fn gate(
+    args: &GateArgs,
+    dir: &Path,
+    (files, stack): (&DirFiles, &Stack),
+    deployer: &Deployer,
+) -> Result<(), ExitCode> {
+    let settings = match args.settings.as_deref().map(read_settings).transpose() {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    let host = load_policies(&args.policies, &settings).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })?;
+    let event = crate::policy::input::EventInfo {
+        kind: "manual".into(),
+        sha: None,
+    };
+    let region = deployer.aws.region.clone();
+    let report =
+        crate::policy::gate::judge(&host, stack, files, &region, event, Some(&deployer.aws)).await;
+    let verdict = report.verdict;
+    let summary = report.summary();
+    let result = check::from_report(
+        dir.display().to_string(),
+        stack.template.file.clone(),
+        report,
+    );
+    print!("{}", check::text(std::slice::from_ref(&result)));
+    match verdict {
+        crate::policy::Verdict::Pass => Ok(()),
+        _ => {
+            eprintln!("error: blocked by policy, nothing was sent to CloudFormation: {summary}");
+            Err(ExitCode::from(check::exit_code(&[result])))
+        }
+    }
 }
 
 fn fail(err: &DeployError) -> ExitCode {
@@ -261,7 +328,7 @@ fn fail(err: &DeployError) -> ExitCode {
     ExitCode::from(err.exit_code())
 }
 
-async fn stack_command(dir: &Path, args: &AwsArgs, action: Action) -> ExitCode {
+async fn stack_command(dir: &Path, args: &AwsArgs, action: Action<'_>) -> ExitCode {
     let loaded = DirFiles::open(dir).and_then(|files| Stack::load(&files).map(|s| (files, s)));
     let (files, stack) = match loaded {
         Ok(x) => x,
@@ -295,8 +362,13 @@ async fn stack_command(dir: &Path, args: &AwsArgs, action: Action) -> ExitCode {
         dir.display(),
         deployer.aws.region
     );
+    if let Action::Plan(args) | Action::Deploy(args) = action
+        && let Err(code) = gate(args, dir, (&files, &stack), &deployer).await
+    {
+        return code;
+    }
     match action {
-        Action::Plan => match deployer.plan(&files, &stack, &origin, &mut sink).await {
+        Action::Plan(_) => match deployer.plan(&files, &stack, &origin, &mut sink).await {
             Ok(p) => {
                 match &p.changes {
                     None => println!("plan: no changes"),
@@ -306,7 +378,7 @@ async fn stack_command(dir: &Path, args: &AwsArgs, action: Action) -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Action::Deploy => match deployer.deploy(&files, &stack, &origin, &mut sink).await {
+        Action::Deploy(_) => match deployer.deploy(&files, &stack, &origin, &mut sink).await {
             Ok(d) => {
                 if d.changed {
                     println!("{} {}", d.stack_name, d.status);

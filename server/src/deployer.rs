@@ -165,6 +165,8 @@ impl Deployer {
             .iter()
             .map(|a| package::package(files, a))
             .collect::<Result<Vec<_>, _>>()?;
+        let children =
+            crate::nested::load(files, &stack.deployment.template_file_path, &stack.template)?;
         let existing = cfn::describe_stack(&self.aws.cfn, &stack.name).await?;
         let owner = origin.owner(&stack.folder);
         if let Some(info) = &existing {
@@ -200,6 +202,7 @@ impl Deployer {
             .map(|(k, v)| (k.clone(), v.text()))
             .collect();
         let needs_bucket = !stack.deployment.artifacts.is_empty()
+            || !children.is_empty()
             || stack.template.body.len() > TEMPLATE_BODY_LIMIT;
         let account = if needs_bucket {
             let account = self.aws.account().await?;
@@ -213,6 +216,26 @@ impl Deployer {
             account
         } else {
             ""
+        };
+        // Local nested templates go up as artifacts; the parent then names them by URL.
+        let body = if children.is_empty() {
+            stack.template.body.clone()
+        } else {
+            let body = crate::nested::package(
+                &self.aws,
+                &self.artifact_bucket,
+                account,
+                &stack.name,
+                &stack.template,
+                &children,
+            )
+            .await?;
+            sink(Progress::Note(&format!(
+                "{} nested template(s) uploaded to s3://{}",
+                children.len(),
+                self.artifact_bucket
+            )));
+            body
         };
         for pkg in packages {
             let artifact = pkg.artifact.clone();
@@ -241,20 +264,20 @@ impl Deployer {
             parameters.push((artifact.key_parameter.clone(), key));
         }
 
-        let template_url = if stack.template.body.len() > TEMPLATE_BODY_LIMIT {
-            let digest = hex::encode(Sha256::digest(stack.template.body.as_bytes()));
+        let template_url = if body.len() > TEMPLATE_BODY_LIMIT {
+            let digest = hex::encode(Sha256::digest(body.as_bytes()));
             let key = format!("stackgate/{}/templates/{digest}.template", stack.name);
             s3::put_verified(
                 &self.aws.s3,
                 &self.artifact_bucket,
                 account,
                 &key,
-                stack.template.body.clone().into_bytes(),
+                body.clone().into_bytes(),
             )
             .await?;
             sink(Progress::Note(&format!(
                 "template is {} bytes, over CloudFormation's {TEMPLATE_BODY_LIMIT}: passed by S3 URL",
-                stack.template.body.len()
+                body.len()
             )));
             // Path-style: valid for every bucket name, and the form CloudFormation documents.
             Some(format!(
@@ -285,9 +308,7 @@ impl Deployer {
             stack_name: &stack.name,
             change_set_name: &change_set_name,
             create,
-            template_body: template_url
-                .is_none()
-                .then_some(stack.template.body.as_str()),
+            template_body: template_url.is_none().then_some(body.as_str()),
             template_url: template_url.as_deref(),
             parameters,
             capabilities: stack

@@ -15,6 +15,7 @@ pub mod gitinfo;
 pub mod intake;
 pub mod listener;
 pub mod metrics;
+pub mod nested;
 pub mod ownership;
 pub mod package;
 pub mod pipeline;

@@ -19,7 +19,7 @@ use crate::deployer::{DeployError, Deployer, Origin, Progress};
 use crate::github::{GitCredential, Reporter};
 use crate::metrics::Metrics;
 use crate::ownership::{self, Owner, StackIdentity};
-use crate::policy::input::{EventInfo, PolicyInput};
+use crate::policy::input::EventInfo;
 use crate::policy::{PolicyHost, Report, Severity, Verdict, truncate};
 use crate::queue::{Job, Kind, LedgerEntry, NewJob, StatusUpdate, Store};
 use crate::redact::Redactor;
@@ -358,19 +358,33 @@ impl App {
         Some(claims::identity(account, &self.deployer.aws.region, &stack))
     }
 
-    async fn gate(&self, stack: &Stack, kind: &str, sha: &str) -> Report {
-        let input = PolicyInput::for_stack(
-            stack,
-            &self.deployer.aws.region,
-            EventInfo {
-                kind: kind.into(),
-                sha: Some(sha.into()),
-            },
-        );
-        let report = self
-            .policies
-            .evaluate(&input, Some(&stack.template.doc))
-            .await;
+    /// The policy gate; `aws` lets it look up what CloudFormation would fetch at deploy
+    /// time (never for a fork's pull request, which gets no AWS calls).
+    async fn gate(
+        &self,
+        (stack, files): (&Stack, &dyn crate::stack::StackFiles),
+        kind: &str,
+        sha: &str,
+        aws: bool,
+    ) -> Report {
+        let event = EventInfo {
+            kind: kind.into(),
+            sha: Some(sha.into()),
+        };
+        // The stack's own region: its exports and parameters are the ones CloudFormation
+        // reads. A region with no client looks nothing up, so its doubt stays an error.
+        let regional = self.regions.get(stack.deployment.region.as_deref()).await;
+        let region = stack
+            .deployment
+            .region
+            .as_deref()
+            .unwrap_or(&self.deployer.aws.region);
+        let aws = match &regional {
+            Ok(d) if aws => Some(&d.aws),
+            _ => None,
+        };
+        let report =
+            crate::policy::gate::judge(&self.policies, stack, files, region, event, aws).await;
         let v = match report.verdict {
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
@@ -623,7 +637,7 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
                 statuses.push(stack_status(app, job, name, "failure", why));
             }
             Ok(stack) => {
-                let report = app.gate(&stack, "push", &job.sha).await;
+                let report = app.gate((&stack, &files), "push", &job.sha, true).await;
                 errors += report.count(Severity::Error);
                 warnings += report.count(Severity::Warning);
                 detail["stacks"][name] = json!({"policy": report});
@@ -796,7 +810,9 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     let redact = Redactor::for_stack(&stack);
     // The gate, every time: a manual redeploy must pass it as a push does.
     app.store.set_phase(job.id, "policy", None, None)?;
-    let report = app.gate(&stack, &job.trigger, &job.sha).await;
+    let report = app
+        .gate((&stack, &files), &job.trigger, &job.sha, true)
+        .await;
     detail["policy"] = json!(report);
     if job.trigger == "manual" {
         app.store.add_statuses(
@@ -1254,7 +1270,9 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
                 continue;
             }
         };
-        let report = app.gate(&stack, "pull_request", &job.sha).await;
+        let report = app
+            .gate((&stack, &files), "pull_request", &job.sha, !job.fork)
+            .await;
         if report.verdict != Verdict::Pass && worst != Verdict::Error {
             worst = report.verdict;
         }
@@ -1275,7 +1293,10 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
                 },
                 render::md_code(&f.rule),
                 render::md_text(&f.resource),
-                render::md_code(&format!("{}{line}", stack.template.file)),
+                render::md_code(&format!(
+                    "{}{line}",
+                    f.file.as_deref().unwrap_or(&stack.template.file)
+                )),
                 render::md_text(&f.message)
             ));
         }

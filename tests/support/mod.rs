@@ -161,19 +161,18 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// The emulator's fake credentials, for the SDK clients below (one type for all).
+fn credentials() -> aws_sdk_s3::config::Credentials {
+    aws_sdk_s3::config::Credentials::new("stackgate-test", "stackgate-test", None, None, "tests")
+}
+
 /// An S3 client on the emulator, for arranging and checking state from outside stackgate.
 pub fn s3() -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::Config::builder()
         .behavior_version_latest()
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
         .endpoint_url(aws_endpoint())
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "stackgate-test",
-            "stackgate-test",
-            None,
-            None,
-            "tests",
-        ))
+        .credentials_provider(credentials())
         .force_path_style(true)
         .build();
     aws_sdk_s3::Client::from_conf(conf)
@@ -192,14 +191,54 @@ pub fn cfn_in(region: &str) -> aws_sdk_cloudformation::Client {
             region.to_string(),
         ))
         .endpoint_url(aws_endpoint())
-        .credentials_provider(aws_sdk_cloudformation::config::Credentials::new(
-            "stackgate-test",
-            "stackgate-test",
-            None,
-            None,
-            "tests",
-        ))
+        .credentials_provider(credentials())
         .build();
     aws_sdk_cloudformation::Client::from_conf(conf)
 }
+/// An SSM client on the emulator, for arranging parameters the gate must look up.
+pub fn ssm() -> aws_sdk_ssm::Client {
+    let conf = aws_sdk_ssm::Config::builder()
+        .behavior_version_latest()
+        .region(aws_sdk_ssm::config::Region::new("us-east-1"))
+        .endpoint_url(aws_endpoint())
+        .credentials_provider(credentials())
+        .build();
+    aws_sdk_ssm::Client::from_conf(conf)
+}
+
+/// The three expansion cases and two doubt cases, each as a small stack folder:
+/// (what, template, the rule that must refuse it, its severity, the verdict).
+pub const GATE_CASES: &[(&str, &str, &str, &str)] = &[
+    (
+        "SAM transform with AdministratorAccess",
+        "Transform: AWS::Serverless-2016-10-31\nResources:\n  Fn:\n    Type: AWS::Serverless::Function\n    Properties:\n      Runtime: python3.12\n      Handler: index.handler\n      InlineCode: 'def handler(e, c): pass'\n      Policies: AdministratorAccess\n",
+        "stackgate/transform",
+        "error",
+    ),
+    (
+        "nested stack with a remote TemplateURL",
+        "Resources:\n  Child:\n    Type: AWS::CloudFormation::Stack\n    Properties:\n      TemplateURL: https://s3.amazonaws.com/someone-elses-bucket/child.yaml\n",
+        "stackgate/nested-stack",
+        "error",
+    ),
+    (
+        "Fn::Transform AWS::Include inside a security group",
+        "Resources:\n  Sg:\n    Type: AWS::EC2::SecurityGroup\n    Properties:\n      GroupDescription: included rules\n      Fn::Transform:\n        Name: AWS::Include\n        Parameters:\n          Location: s3://someone-elses-bucket/rules.yaml\n",
+        "stackgate/fn-transform",
+        "error",
+    ),
+    (
+        "port 22 open to a CIDR from an SSM parameter",
+        "Parameters:\n  AdminCidr:\n    Type: AWS::SSM::Parameter::Value<String>\n    Default: /stackgate-test/admin-cidr\nResources:\n  AdminSg:\n    Type: AWS::EC2::SecurityGroup\n    Properties:\n      GroupDescription: ssh\n      SecurityGroupIngress:\n        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: !Ref AdminCidr\n",
+        "open-ingress/unresolved-cidr",
+        "fail",
+    ),
+    (
+        "port 3389 open to a dynamic reference",
+        "Resources:\n  RdpSg:\n    Type: AWS::EC2::SecurityGroup\n    Properties:\n      GroupDescription: rdp\n      SecurityGroupIngress:\n        - IpProtocol: tcp\n          FromPort: 3389\n          ToPort: 3389\n          CidrIp: '{{resolve:ssm:/stackgate-test/rdp-cidr}}'\n",
+        "open-ingress/unresolved-cidr",
+        "fail",
+    ),
+];
+
 pub mod service;

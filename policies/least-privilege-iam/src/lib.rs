@@ -7,13 +7,15 @@
 //!
 //! Only statements that may `Allow` can violate; a `Condition` does not exempt. Access
 //! levels come from the AWS Service Authorization Reference (see `README.md`); an action
-//! the catalog does not know counts as Write, so a typo or a new action fails closed.
+//! the catalog does not know counts as Write, so a typo or a new action fails closed. A
+//! value CloudFormation fetches from elsewhere at deploy time (SSM, dynamic references,
+//! imports) where a rule needs to see it is an error: doubt fails closed.
 
 pub mod catalog;
 
 use serde_json::Value;
 use stackgate_policy_sdk::iam::{self, Field, Statement};
-use stackgate_policy_sdk::{Finding, Findings, Input, Part, Resolved, Resolver, Resource};
+use stackgate_policy_sdk::{Doubt, Finding, Findings, Input, Part, Resolved, Resolver, Resource};
 
 use crate::catalog::Action;
 
@@ -81,7 +83,7 @@ pub fn evaluate(input: &Value) -> Result<Vec<Finding>, String> {
         r: &resolver,
         allow_unscopable,
     };
-    let mut out = Findings::new();
+    let mut out = Findings::for_input(&input)?;
     for res in input.template.resources() {
         match res.kind {
             "AWS::IAM::Role" => {
@@ -130,7 +132,7 @@ impl Check<'_, '_> {
                     }
                 }
                 other if other.is_unresolved() => {
-                    unreadable(out, res.id, &p.pointer, &other.describe())
+                    unreadable(out, res.id, &p.pointer, &other.describe(), other.doubt())
                 }
                 other => {
                     return Err(format!(
@@ -153,12 +155,12 @@ impl Check<'_, '_> {
     ) -> Result<(), String> {
         let (docs, unread) = iam::documents(self.r, doc, ptr)?;
         for u in unread {
-            unreadable(out, res.id, &u.pointer, &u.reason);
+            unreadable(out, res.id, &u.pointer, &u.reason, u.doubt.as_ref());
         }
         for d in &docs {
             let s = d.statements(self.r)?;
             for u in s.unreadable {
-                unreadable(out, res.id, &u.pointer, &u.reason);
+                unreadable(out, res.id, &u.pointer, &u.reason, u.doubt.as_ref());
             }
             for st in s.statements.iter().filter(|st| st.may_allow()) {
                 self.identity_statement(res.id, st, out);
@@ -209,7 +211,8 @@ impl Check<'_, '_> {
                     // Unknown parts become `*`: if even that matches nothing writable, it is fine.
                     let pattern = other.glob_pattern().unwrap_or_else(|| "*".to_string());
                     if (any_resource || unresolved_resource.is_some()) && grants_write(&pattern) {
-                        out.warning(
+                        out.unresolved(
+                            other.doubt().or(unresolved_resource.as_ref().and_then(|u| u.1.as_ref())),
                             RULE_UNRESOLVED_ACTION,
                             id,
                             &a.pointer,
@@ -299,10 +302,11 @@ impl Check<'_, '_> {
                          or keep only Read, List and Tagging actions on `*`.",
                     );
                 }
-            } else if let Some(why) = &unresolved_resource
+            } else if let Some((why, doubt)) = &unresolved_resource
                 && (pass_role || unknown || !writes.is_empty())
             {
-                out.warning(
+                out.unresolved(
+                    doubt.as_ref(),
                     RULE_UNRESOLVED_RESOURCE,
                     id,
                     &a.pointer,
@@ -325,13 +329,13 @@ impl Check<'_, '_> {
         };
         let (docs, unread) = iam::documents(self.r, doc, &ptr)?;
         for u in unread {
-            unreadable(out, res.id, &u.pointer, &u.reason);
+            unreadable(out, res.id, &u.pointer, &u.reason, u.doubt.as_ref());
         }
         let id = res.id;
         for d in &docs {
             let s = d.statements(self.r)?;
             for u in s.unreadable {
-                unreadable(out, id, &u.pointer, &u.reason);
+                unreadable(out, id, &u.pointer, &u.reason, u.doubt.as_ref());
             }
             for st in s.statements.iter().filter(|st| st.may_allow()) {
                 for e in st.principal.iter().flatten() {
@@ -356,8 +360,9 @@ impl Check<'_, '_> {
                             "Name the accounts, roles or services that may assume the role in \
                              Principal.",
                         );
-                    } else if matches!(e.value.value, Resolved::Unknown(_)) {
-                        out.warning(
+                    } else if e.value.value.is_unknown() || e.value.value.doubt().is_some() {
+                        out.unresolved(
+                            e.value.value.doubt(),
                             RULE_UNRESOLVED,
                             id,
                             &e.value.pointer,
@@ -400,8 +405,9 @@ impl Check<'_, '_> {
             let parts: Vec<Part> = match &p.value {
                 Resolved::Str(s) => vec![Part::Text(s.clone())],
                 Resolved::Partial(parts) => parts.clone(),
-                Resolved::Unknown(_) => {
-                    out.warning(
+                Resolved::Unknown(_) | Resolved::Doubt(_) => {
+                    out.unresolved(
+                        p.value.doubt(),
                         RULE_UNRESOLVED,
                         id,
                         &p.pointer,
@@ -420,7 +426,8 @@ impl Check<'_, '_> {
             };
             match aws_managed_name(&parts) {
                 AwsManaged::No => {}
-                AwsManaged::UnknownName => out.warning(
+                AwsManaged::UnknownName => out.unresolved(
+                    p.value.doubt(),
                     RULE_UNRESOLVED,
                     id,
                     &p.pointer,
@@ -500,7 +507,8 @@ impl Check<'_, '_> {
                     "Add SourceArn (the bucket, topic, rule or API that invokes the function) or \
                      SourceAccount.",
                 ),
-                Resolved::Unknown(_) => out.warning(
+                value if value.is_unknown() || value.doubt().is_some() => out.unresolved(
+                    value.doubt(),
                     RULE_UNRESOLVED,
                     id,
                     &p.pointer,
@@ -522,12 +530,14 @@ fn is_stars(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c == '*')
 }
 
-/// Some reason when a Resource field holds a value that is fully unknown.
-fn unresolved_field(f: &Field<'_>) -> Option<String> {
+/// Why a Resource field may be anything: a value that is fully unknown, or one that
+/// CloudFormation fetches from elsewhere at deploy time (then with its doubt).
+fn unresolved_field(f: &Field<'_>) -> Option<(String, Option<Doubt>)> {
     f.values
         .iter()
-        .find(|p| matches!(p.value, Resolved::Unknown(_)))
-        .map(|p| p.value.describe())
+        .find(|p| p.value.doubt().is_some())
+        .or_else(|| f.values.iter().find(|p| p.value.is_unknown()))
+        .map(|p| (p.value.describe(), p.value.doubt().cloned()))
 }
 
 /// True when a pattern may match a write action (or matches nothing known: fail closed).
@@ -588,8 +598,9 @@ fn condition_note(st: &Statement<'_>) -> &'static str {
     }
 }
 
-fn unreadable(out: &mut Findings, id: &str, ptr: &str, why: &str) {
-    out.warning(
+fn unreadable(out: &mut Findings, id: &str, ptr: &str, why: &str, doubt: Option<&Doubt>) {
+    out.unresolved(
+        doubt,
         RULE_UNRESOLVED,
         id,
         ptr,
@@ -614,7 +625,7 @@ fn aws_managed_name(parts: &[Part]) -> AwsManaged {
         .iter()
         .map(|p| match p {
             Part::Text(t) => t.as_str(),
-            Part::Unknown(_) => "\0",
+            Part::Unknown(_) | Part::Doubt(_) => "\0",
         })
         .collect();
     let Some(at) = text.find(MARKER) else {

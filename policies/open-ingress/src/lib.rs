@@ -11,12 +11,14 @@
 //!   in `SecurityGroups` of an `AWS::ElasticLoadBalancingV2::LoadBalancer` whose `Type` is
 //!   `application` or absent, and no other resource uses that group.
 //! - A CIDR that cannot be resolved is a warning: it cannot be proven not to be world-open.
+//!   One CloudFormation fetches from elsewhere at deploy time (an SSM parameter, a dynamic
+//!   reference, an import) is an error: doubt fails closed.
 
 use serde_json::{Map, Value};
 use stackgate_policy_sdk::cidr;
 use stackgate_policy_sdk::pointer;
 use stackgate_policy_sdk::refs::{GroupUses, group_reference};
-use stackgate_policy_sdk::{Finding, Findings, Input, Resolved, Resolver};
+use stackgate_policy_sdk::{Doubt, Finding, Findings, Input, Resolved, Resolver};
 
 pub const NAME: &str = "open-ingress";
 
@@ -56,7 +58,7 @@ pub fn evaluate(input: &Value) -> Result<Vec<Finding>, String> {
         uses: &uses,
         alb_ports: &alb_ports,
     };
-    let mut out = Findings::new();
+    let mut out = Findings::for_input(&input)?;
     for res in input.template.resources() {
         match res.kind {
             SECURITY_GROUP => {
@@ -74,7 +76,8 @@ pub fn evaluate(input: &Value) -> Result<Vec<Finding>, String> {
                             },
                             &mut out,
                         )?,
-                        other if other.is_unresolved() => out.warning(
+                        other if other.is_unresolved() => out.unresolved(
+                            other.doubt(),
                             RULE_UNRESOLVED_RULE,
                             res.id,
                             &entry.pointer,
@@ -144,6 +147,8 @@ struct Check<'c, 'a> {
 struct Source {
     pointer: String,
     text: String,
+    /// Set when CloudFormation fetches the value from elsewhere at deploy time.
+    doubt: Option<Doubt>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -225,16 +230,19 @@ impl Check<'_, '_> {
                         Ok(c) if c.is_world() => world.push(Source {
                             pointer: p.pointer,
                             text: format!("`{s}`"),
+                            doubt: None,
                         }),
                         Ok(_) => {}
                         Err(e) => unresolved.push(Source {
                             pointer: p.pointer,
                             text: e,
+                            doubt: None,
                         }),
                     },
                     other => unresolved.push(Source {
                         pointer: p.pointer.clone(),
                         text: format!("{field} is {}", other.describe()),
+                        doubt: other.doubt().cloned(),
                     }),
                 }
             }
@@ -262,7 +270,8 @@ impl Check<'_, '_> {
             );
         }
         for s in &unresolved {
-            out.warning(
+            out.unresolved(
+                s.doubt.as_ref(),
                 RULE_UNRESOLVED_CIDR,
                 rule.resource,
                 &s.pointer,
@@ -314,17 +323,20 @@ impl Check<'_, '_> {
                             Ok(c) if c.is_world() => world.push(Source {
                                 pointer: p.pointer.clone(),
                                 text: format!("prefix list `{id}` entry `{s}`"),
+                                doubt: None,
                             }),
                             Ok(_) => {}
                             Err(e) => unresolved.push(Source {
                                 pointer: p.pointer.clone(),
                                 text: format!("prefix list `{id}`: {e}"),
+                                doubt: None,
                             }),
                         },
                         Resolved::Absent => {}
                         other => unresolved.push(Source {
                             pointer: p.pointer.clone(),
                             text: format!("prefix list `{id}` entry {}", other.describe()),
+                            doubt: other.doubt().cloned(),
                         }),
                     }
                 }

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::input::{ALLOW_DEPLOY_TIME_VALUES, Input};
+use crate::resolve::Doubt;
+
 /// How bad a finding is. The host blocks a deploy on any `Error`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -40,11 +43,66 @@ pub struct Finding {
 #[derive(Debug, Default)]
 pub struct Findings {
     items: Vec<Finding>,
+    /// Doubt is reported as a warning rather than an error (setting
+    /// `allow_deploy_time_values`).
+    doubt_allowed: bool,
 }
 
 impl Findings {
+    /// A collector where doubt is an error.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A collector that honours the input's `allow_deploy_time_values` setting.
+    pub fn for_input(input: &Input<'_>) -> Result<Self, String> {
+        Ok(Self {
+            items: Vec::new(),
+            doubt_allowed: input.doubt_allowed()?,
+        })
+    }
+
+    /// A value the policy cannot see through. When CloudFormation fetches it from
+    /// elsewhere at deploy time (`doubt`), it is an error: doubt fails closed, unless the
+    /// operator allowed it for this policy. Anything else unresolved is a warning.
+    pub fn unresolved(
+        &mut self,
+        doubt: Option<&Doubt>,
+        rule: &str,
+        resource: &str,
+        path: &str,
+        message: impl Into<String>,
+        remediation: impl Into<String>,
+    ) {
+        let (mut message, mut remediation) = (message.into(), remediation.into());
+        let severity = match doubt {
+            Some(d) => {
+                message.push_str(&format!(
+                    " {} comes from {} at deploy time, out of the policy's sight, so doubt fails \
+                     closed{}.",
+                    d.what,
+                    d.source.describe(),
+                    if self.doubt_allowed {
+                        " (relaxed to a warning by the server's configuration)"
+                    } else {
+                        ""
+                    }
+                ));
+                remediation.push_str(&format!(
+                    " Where stackgate has AWS access it looks up plain SSM String parameters and \
+                     exports itself; anything else needs the value in the repository, or an \
+                     operator setting `{ALLOW_DEPLOY_TIME_VALUES}` for this policy in the \
+                     server configuration."
+                ));
+                if self.doubt_allowed {
+                    Severity::Warning
+                } else {
+                    Severity::Error
+                }
+            }
+            None => Severity::Warning,
+        };
+        self.add(severity, rule, resource, path, message, remediation);
     }
 
     pub fn push(&mut self, finding: Finding) {
@@ -132,6 +190,32 @@ mod tests {
     fn severity_serialises_lowercase() {
         let json = serde_json::to_string(&Severity::Warning).unwrap();
         assert_eq!(json, "\"warning\"");
+    }
+
+    #[test]
+    fn doubt_is_an_error_unless_allowed() {
+        let doubt = Doubt {
+            source: crate::resolve::Source::Import,
+            what: "`Fn::ImportValue` of `x`".into(),
+        };
+        let mut f = Findings::new();
+        f.unresolved(Some(&doubt), "r/u", "X", "/a", "m", "fix");
+        f.unresolved(None, "r/u", "X", "/b", "m", "fix");
+        let v = f.into_vec();
+        assert_eq!(v[0].severity, Severity::Error);
+        assert!(
+            v[0].message.contains("doubt fails closed"),
+            "{}",
+            v[0].message
+        );
+        assert_eq!(v[1].severity, Severity::Warning);
+
+        let input = serde_json::json!({"template": {"Resources": {}},
+            "settings": {"allow_deploy_time_values": true}});
+        let input = Input::parse(&input).unwrap();
+        let mut f = Findings::for_input(&input).unwrap();
+        f.unresolved(Some(&doubt), "r/u", "X", "/a", "m", "fix");
+        assert_eq!(f.into_vec()[0].severity, Severity::Warning);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use serde_json::{Map, Value};
 
 use crate::pointer;
-use crate::resolve::{Possible, Resolved, Resolver};
+use crate::resolve::{Doubt, Possible, Resolved, Resolver};
 
 /// One policy document, borrowed from the template or parsed from a JSON string.
 #[derive(Debug)]
@@ -32,6 +32,8 @@ enum Root<'v> {
 pub struct Unreadable {
     pub pointer: String,
     pub reason: String,
+    /// Set when CloudFormation fetches it from elsewhere at deploy time.
+    pub doubt: Option<Doubt>,
 }
 
 /// Loads the document(s) a property may hold (an `Fn::If` may choose between two).
@@ -69,6 +71,7 @@ pub fn documents<'v>(
             other if other.is_unresolved() => unreadable.push(Unreadable {
                 pointer: p.pointer,
                 reason: other.describe(),
+                doubt: other.doubt().cloned(),
             }),
             other => {
                 return Err(format!(
@@ -190,6 +193,7 @@ impl<'v> Document<'v> {
                 other if other.is_unresolved() => out.unreadable.push(Unreadable {
                     pointer: p_ptr,
                     reason: other.describe(),
+                    doubt: other.doubt().cloned(),
                 }),
                 other => {
                     return Err(format!(

@@ -1,15 +1,20 @@
 //! The input document and a typed view of the template.
 //!
 //! ```json
-//! {"template": {...}, "parameters": {"Name": "value"}, "stack": {"name": "...", "region": "..."},
-//!  "event": {"kind": "push", "sha": "..."}, "settings": {...}}
+//! {"template": {...}, "parameters": {"Name": "value"}, "capabilities": ["CAPABILITY_IAM"],
+//!  "stack": {"name": "...", "region": "..."}, "event": {"kind": "push", "sha": "..."},
+//!  "resolved": {"ssm": {"/name": "value"}, "imports": {"export": "value"}}, "settings": {...}}
 //! ```
 //! Only `template` is required. Anything malformed is an `Err`: the host fails closed.
 
 use serde_json::{Map, Value};
 
 use crate::pointer;
-use crate::resolve::Resolver;
+use crate::resolve::{Lookups, Resolver};
+
+/// The setting that turns doubt (values fetched from elsewhere at deploy time) back into
+/// warnings for one policy. Only the server's configuration sets it.
+pub const ALLOW_DEPLOY_TIME_VALUES: &str = "allow_deploy_time_values";
 
 /// The parsed input, borrowing from the JSON value the host passed.
 #[derive(Clone, Copy, Debug)]
@@ -19,6 +24,11 @@ pub struct Input<'a> {
     pub parameters: Option<&'a Map<String, Value>>,
     pub stack: Stack<'a>,
     pub event: Event<'a>,
+    /// The capabilities the deployment grants CloudFormation (`CAPABILITY_IAM`, ...), all
+    /// strings; see [`Input::capabilities`].
+    capabilities: &'a [Value],
+    /// What the host looked up before the policies ran.
+    pub lookups: Lookups<'a>,
     pub settings: Settings<'a>,
 }
 
@@ -56,19 +66,43 @@ impl<'a> Input<'a> {
                 sha: optional_str(e, "event", "sha")?,
             })
         })?;
+        let capabilities: &[Value] = match root.get("capabilities") {
+            None | Some(Value::Null) => &[],
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => items,
+            Some(_) => return Err("policy input `capabilities` must be a list of strings".into()),
+        };
+        let lookups = optional_object(root, "resolved")?.map_or(Ok(Lookups::default()), |r| {
+            Ok::<_, String>(Lookups {
+                ssm: optional_object(r, "ssm")?,
+                imports: optional_object(r, "imports")?,
+            })
+        })?;
         let settings = Settings(optional_object(root, "settings")?);
         Ok(Input {
             template,
             parameters,
             stack,
             event,
+            capabilities,
+            lookups,
             settings,
         })
     }
 
     /// A resolver for intrinsics in this input's template.
     pub fn resolver(&self) -> Resolver<'a> {
-        Resolver::new(self.template, self.parameters, self.stack)
+        Resolver::new(self.template, self.parameters, self.stack).with_lookups(self.lookups)
+    }
+
+    /// The capabilities the deployment grants CloudFormation, e.g. `CAPABILITY_IAM`.
+    pub fn capabilities(&self) -> impl Iterator<Item = &'a str> + 'a {
+        self.capabilities.iter().filter_map(Value::as_str)
+    }
+
+    /// Whether the operator let this policy treat doubt as a warning (setting
+    /// [`ALLOW_DEPLOY_TIME_VALUES`], default `false`: doubt is an error).
+    pub fn doubt_allowed(&self) -> Result<bool, String> {
+        self.settings.bool(ALLOW_DEPLOY_TIME_VALUES, false)
     }
 }
 
@@ -278,9 +312,12 @@ mod tests {
             "parameters": {"P": "x"},
             "stack": {"name": "s", "region": "eu-west-1"},
             "event": {"kind": "push", "sha": "abc"},
+            "capabilities": ["CAPABILITY_IAM"],
             "settings": {"ports": [80, 443]}
         });
         let input = Input::parse(&v).unwrap();
+        assert_eq!(input.capabilities().collect::<Vec<_>>(), ["CAPABILITY_IAM"]);
+        assert!(!input.doubt_allowed().unwrap());
         assert_eq!(input.stack.region, Some("eu-west-1"));
         assert_eq!(input.event.kind, Some("push"));
         assert_eq!(
@@ -318,6 +355,10 @@ mod tests {
         assert!(
             Input::parse(&json!({"template": {"Resources": {}}, "stack": {"region": 1}})).is_err()
         );
+        assert!(
+            Input::parse(&json!({"template": {"Resources": {}}, "capabilities": [1]})).is_err()
+        );
+        assert!(Input::parse(&json!({"template": {"Resources": {}}, "resolved": []})).is_err());
     }
 
     #[test]

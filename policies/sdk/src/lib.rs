@@ -27,7 +27,7 @@ pub mod testing;
 
 pub use finding::{Finding, Findings, Severity};
 pub use input::{Input, Resource, Template};
-pub use resolve::{Part, Possible, Resolved, Resolver};
+pub use resolve::{Doubt, Part, Possible, Resolved, Resolver, Source};
 
 /// The signature every policy exposes natively.
 pub type EvaluateFn = fn(&serde_json::Value) -> Result<Vec<Finding>, String>;

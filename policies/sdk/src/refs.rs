@@ -24,6 +24,10 @@ pub const GROUP_LIST_KEYS: &[&str] = &[
     "Groups",
 ];
 
+/// How deep [`GroupUses::build`] walks into properties. The host refuses deeper templates
+/// and serde_json stops at 128; past this the walk fails rather than recursing on.
+pub const MAX_DEPTH: usize = 128;
+
 /// Resource types whose security-group-ish properties are rules, not attachments.
 const NOT_USERS: &[&str] = &[
     "AWS::EC2::SecurityGroup",
@@ -61,7 +65,14 @@ impl GroupUses {
             };
             let mut found = Vec::new();
             for (key, value) in props {
-                collect(resolver, key, value, &res.property_pointer(key), &mut found)?;
+                collect(
+                    resolver,
+                    key,
+                    value,
+                    &res.property_pointer(key),
+                    0,
+                    &mut found,
+                )?;
             }
             for (group, ptr) in found {
                 if template.resource(&group).is_none() {
@@ -92,8 +103,14 @@ fn collect(
     key: &str,
     value: &Value,
     ptr: &str,
+    depth: usize,
     found: &mut Vec<(String, String)>,
 ) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "properties nest deeper than {MAX_DEPTH} levels at {ptr}"
+        ));
+    }
     if GROUP_LIST_KEYS.contains(&key) {
         for el in resolver.elements(value, ptr)? {
             if let Some(group) = group_reference(&el.value) {
@@ -105,13 +122,13 @@ fn collect(
     match value {
         Value::Object(m) => {
             for (k, v) in m {
-                collect(resolver, k, v, &pointer::child(ptr, k), found)?;
+                collect(resolver, k, v, &pointer::child(ptr, k), depth + 1, found)?;
             }
         }
         Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
                 // Array elements have no key of their own; keep the parent's context out.
-                collect(resolver, "", v, &pointer::index(ptr, i), found)?;
+                collect(resolver, "", v, &pointer::index(ptr, i), depth + 1, found)?;
             }
         }
         _ => {}
@@ -177,5 +194,17 @@ mod tests {
             .collect();
         assert_eq!(app, vec!["Lt", "Fn"]);
         assert!(uses.users("Nope").is_empty());
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_an_error() {
+        let mut v = json!("x");
+        for _ in 0..(MAX_DEPTH + 2) {
+            v = json!({"a": v});
+        }
+        let doc = json!({"template": {"Resources": {"B": {"Type": "T", "Properties": {"P": v}}}}});
+        let input = Input::parse(&doc).unwrap();
+        let err = GroupUses::build(&input.resolver()).unwrap_err();
+        assert!(err.contains("deeper than"), "{err}");
     }
 }

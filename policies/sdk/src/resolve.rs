@@ -3,9 +3,11 @@
 //! A policy cannot run the deploy, so a property is not one value but a set of
 //! possibilities: `Fn::If` yields both branches (a rule must hold on each), a parameter
 //! yields its deployment value or Default, and what only AWS knows at deploy time
-//! (`AWS::AccountId`, `Fn::ImportValue`, SSM parameters) is [`Resolved::Unknown`].
-//! Strings built by `Fn::Sub` / `Fn::Join` around unknown parts stay [`Resolved::Partial`],
-//! so a rule can still see their literal text.
+//! (`AWS::AccountId`, resource attributes) is [`Resolved::Unknown`]. What CloudFormation
+//! fetches from elsewhere at deploy time (SSM parameters, dynamic references, imports) is
+//! [`Resolved::Doubt`], unless the host looked it up first (input `resolved`): doubt fails
+//! closed. Strings built by `Fn::Sub` / `Fn::Join` around unknown parts stay
+//! [`Resolved::Partial`], so a rule can still see their literal text.
 
 use serde_json::{Map, Value};
 
@@ -20,12 +22,63 @@ pub const MAX_POSSIBILITIES: usize = 64;
 /// serde_json stops at 128 levels; intrinsics nest far less in practice.
 const MAX_DEPTH: usize = 64;
 
+/// Where CloudFormation fetches a value from at deploy time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A parameter of type `AWS::SSM::Parameter::Value<...>`.
+    SsmParameter,
+    /// `{{resolve:ssm|ssm-secure|secretsmanager:...}}`.
+    DynamicReference,
+    /// `Fn::ImportValue`: another stack's export.
+    Import,
+}
+
+impl Source {
+    /// The name used in the input (`"source"` of a parameter known only at deploy time).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::SsmParameter => "ssm-parameter",
+            Source::DynamicReference => "dynamic-reference",
+            Source::Import => "import",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Source::SsmParameter,
+            Source::DynamicReference,
+            Source::Import,
+        ]
+        .into_iter()
+        .find(|src| src.as_str() == s)
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Source::SsmParameter => "SSM Parameter Store",
+            Source::DynamicReference => "a dynamic reference",
+            Source::Import => "another stack's export",
+        }
+    }
+}
+
+/// A value CloudFormation resolves from elsewhere at deploy time: the policies cannot see
+/// it, so a rule that depends on it fails closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Doubt {
+    pub source: Source,
+    /// What it is, as written: `{{resolve:ssm:/net/cidr}}`, `parameter `AdminCidr``.
+    pub what: String,
+}
+
 /// One piece of a partially known string.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Part {
     Text(String),
     /// Not known before deploy; the string says what it is, e.g. `AWS::AccountId`.
     Unknown(String),
+    /// Fetched from elsewhere at deploy time.
+    Doubt(Doubt),
 }
 
 /// One possible value of a template expression.
@@ -39,6 +92,8 @@ pub enum Resolved<'v> {
     Partial(Vec<Part>),
     /// Only known at deploy time; the string says why.
     Unknown(String),
+    /// Fetched from elsewhere at deploy time (see [`Doubt`]).
+    Doubt(Doubt),
     /// `Ref` to a resource (`attribute: None`) or `Fn::GetAtt`: a reference, not a literal.
     Resource {
         id: String,
@@ -65,9 +120,30 @@ impl Resolved<'_> {
         matches!(self, Resolved::Absent)
     }
 
-    /// True for values that a rule cannot see through: `Unknown` and `Partial`.
+    /// True for values that a rule cannot see through: `Unknown`, `Doubt` and `Partial`.
     pub fn is_unresolved(&self) -> bool {
-        matches!(self, Resolved::Unknown(_) | Resolved::Partial(_))
+        matches!(
+            self,
+            Resolved::Unknown(_) | Resolved::Doubt(_) | Resolved::Partial(_)
+        )
+    }
+
+    /// True for values known only at deploy time, with no literal text: `Unknown`, `Doubt`.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Resolved::Unknown(_) | Resolved::Doubt(_))
+    }
+
+    /// The first part fetched from elsewhere at deploy time, if any.
+    pub fn doubt(&self) -> Option<&Doubt> {
+        match self {
+            Resolved::Doubt(d) => Some(d),
+            Resolved::Partial(parts) => parts.iter().find_map(|p| match p {
+                Part::Doubt(d) => Some(d),
+                _ => None,
+            }),
+            Resolved::List(items) => items.iter().find_map(Resolved::doubt),
+            _ => None,
+        }
     }
 
     /// A glob pattern covering every value this may take: unknown parts become `*`.
@@ -80,11 +156,11 @@ impl Resolved<'_> {
                     .iter()
                     .map(|p| match p {
                         Part::Text(t) => t.as_str(),
-                        Part::Unknown(_) => "*",
+                        Part::Unknown(_) | Part::Doubt(_) => "*",
                     })
                     .collect(),
             ),
-            Resolved::Unknown(_) => Some("*".to_string()),
+            Resolved::Unknown(_) | Resolved::Doubt(_) => Some("*".to_string()),
             _ => None,
         }
     }
@@ -100,11 +176,17 @@ impl Resolved<'_> {
                     .map(|p| match p {
                         Part::Text(t) => t.clone(),
                         Part::Unknown(why) => format!("${{{why}}}"),
+                        Part::Doubt(d) => d.what.clone(),
                     })
                     .collect();
                 format!("`{text}` (partly known only at deploy time)")
             }
             Resolved::Unknown(why) => format!("a value known only at deploy time ({why})"),
+            Resolved::Doubt(d) => format!(
+                "{}, which CloudFormation fetches from {} at deploy time",
+                d.what,
+                d.source.describe()
+            ),
             Resolved::Resource {
                 id,
                 attribute: None,
@@ -124,6 +206,7 @@ impl Resolved<'_> {
             Resolved::Str(s) => vec![Part::Text(s.clone())],
             Resolved::Partial(parts) => parts.clone(),
             Resolved::Unknown(why) => vec![Part::Unknown(why.clone())],
+            Resolved::Doubt(d) => vec![Part::Doubt(d.clone())],
             Resolved::Resource { id, attribute } => vec![Part::Unknown(match attribute {
                 Some(a) => format!("{id}.{a}"),
                 None => id.clone(),
@@ -152,6 +235,7 @@ pub fn from_parts(parts: Vec<Part>) -> Resolved<'static> {
         .iter()
         .filter_map(|p| match p {
             Part::Unknown(why) => Some(why.as_str()),
+            Part::Doubt(d) => Some(d.what.as_str()),
             Part::Text(_) => None,
         })
         .collect();
@@ -162,31 +246,34 @@ pub fn from_parts(parts: Vec<Part>) -> Resolved<'static> {
         });
     }
     if unknown.len() == merged.len() {
-        return Resolved::Unknown(unknown.join(", "));
+        let doubt = merged.iter().find_map(|p| match p {
+            Part::Doubt(d) => Some(d.clone()),
+            _ => None,
+        });
+        return match doubt {
+            Some(d) => Resolved::Doubt(d),
+            None => Resolved::Unknown(unknown.join(", ")),
+        };
     }
     Resolved::Partial(merged)
 }
 
-/// A literal template string; dynamic references (`{{resolve:ssm:...}}`) are unknown.
-fn literal(s: &str) -> Resolved<'static> {
-    if !s.contains("{{resolve:") {
-        return Resolved::Str(s.to_string());
-    }
-    from_parts(literal_parts(s))
+/// Values the host looked up before the policies ran (input `resolved`): plain SSM
+/// parameters by name (`name` or `name:version`) and exports by name.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Lookups<'a> {
+    pub ssm: Option<&'a Map<String, Value>>,
+    pub imports: Option<&'a Map<String, Value>>,
 }
 
-fn literal_parts(s: &str) -> Vec<Part> {
-    let mut parts = Vec::new();
-    let mut rest = s;
-    while let Some(start) = rest.find("{{resolve:") {
-        parts.push(Part::Text(rest[..start].to_string()));
-        let tail = &rest[start..];
-        let end = tail.find("}}").map_or(tail.len(), |e| e + 2);
-        parts.push(Part::Unknown(format!("dynamic reference {}", &tail[..end])));
-        rest = &tail[end..];
+impl Lookups<'_> {
+    fn ssm(&self, name: &str) -> Option<&str> {
+        self.ssm?.get(name)?.as_str()
     }
-    parts.push(Part::Text(rest.to_string()));
-    parts
+
+    fn import(&self, name: &str) -> Option<&str> {
+        self.imports?.get(name)?.as_str()
+    }
 }
 
 /// A possible value and the template location it came from (an `Fn::If` branch points
@@ -203,6 +290,7 @@ pub struct Resolver<'a> {
     template: Template<'a>,
     parameters: Option<&'a Map<String, Value>>,
     stack: Stack<'a>,
+    lookups: Lookups<'a>,
 }
 
 impl<'a> Resolver<'a> {
@@ -215,6 +303,56 @@ impl<'a> Resolver<'a> {
             template,
             parameters,
             stack,
+            lookups: Lookups::default(),
+        }
+    }
+
+    /// The same resolver, using what the host looked up for SSM parameters and imports.
+    pub fn with_lookups(self, lookups: Lookups<'a>) -> Self {
+        Resolver { lookups, ..self }
+    }
+
+    /// A literal template string; a dynamic reference (`{{resolve:ssm:...}}`) is doubt,
+    /// unless it is a plain SSM parameter the host looked up.
+    fn literal(&self, s: &str) -> Resolved<'static> {
+        if !s.contains("{{resolve:") {
+            return Resolved::Str(s.to_string());
+        }
+        from_parts(self.literal_parts(s))
+    }
+
+    fn literal_parts(&self, s: &str) -> Vec<Part> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while let Some(start) = rest.find("{{resolve:") {
+            parts.push(Part::Text(rest[..start].to_string()));
+            let tail = &rest[start..];
+            let end = tail.find("}}").map_or(tail.len(), |e| e + 2);
+            let reference = &tail[..end];
+            let looked_up = reference
+                .strip_prefix("{{resolve:ssm:")
+                .and_then(|r| r.strip_suffix("}}"))
+                .and_then(|name| self.lookups.ssm(name));
+            parts.push(match looked_up {
+                Some(v) => Part::Text(v.to_string()),
+                None => Part::Doubt(Doubt {
+                    source: Source::DynamicReference,
+                    what: format!("`{reference}`"),
+                }),
+            });
+            rest = &tail[end..];
+        }
+        parts.push(Part::Text(rest.to_string()));
+        parts
+    }
+
+    /// A value from the `Mappings` section: literals only, but possibly a list.
+    fn mapping_value(&self, v: &Value) -> Resolved<'static> {
+        match v {
+            Value::String(s) => self.literal(s),
+            Value::Array(items) => Resolved::List(items.iter().map(scalar).collect()),
+            Value::Object(_) => Resolved::Unknown("a mapping entry that is an object".to_string()),
+            other => scalar(other),
         }
     }
 
@@ -275,7 +413,7 @@ impl<'a> Resolver<'a> {
             Value::Null => Resolved::Absent,
             Value::Bool(b) => Resolved::Str(b.to_string()),
             Value::Number(n) => Resolved::Str(n.to_string()),
-            Value::String(s) => literal(s),
+            Value::String(s) => self.literal(s),
             Value::Array(a) => Resolved::Array(a.as_slice()),
             Value::Object(m) => match intrinsic(m) {
                 Some((name, arg)) => return self.intrinsic(name, arg, ptr, depth),
@@ -335,7 +473,13 @@ impl<'a> Resolver<'a> {
                 let names = self.values(arg, &fn_ptr, depth)?;
                 names
                     .iter()
-                    .map(|n| Resolved::Unknown(format!("Fn::ImportValue {}", n.describe())))
+                    .map(|n| match n.as_str().and_then(|n| self.lookups.import(n)) {
+                        Some(v) => Resolved::Str(v.to_string()),
+                        None => Resolved::Doubt(Doubt {
+                            source: Source::Import,
+                            what: format!("`Fn::ImportValue` of {}", n.describe()),
+                        }),
+                    })
                     .collect()
             }
             other => vec![Resolved::Unknown(format!(
@@ -389,16 +533,54 @@ impl<'a> Resolver<'a> {
             .and_then(|d| d.get("Type"))
             .and_then(Value::as_str)
             .unwrap_or("String");
-        if kind.starts_with("AWS::SSM::Parameter::Value<") {
-            return Resolved::Unknown(format!(
-                "parameter `{name}` is read from SSM at deploy time"
-            ));
-        }
         let given = self
             .parameters
             .and_then(|p| p.get(name))
             .filter(|v| !v.is_null());
-        let Some(value) = given.or_else(|| decl.and_then(|d| d.get("Default"))) else {
+        // A value the host knows only as an expression of a parent stack's: unknown, or
+        // doubt when the parent fetches it from elsewhere.
+        if let Some(Value::Object(o)) = given
+            && let Some(what) = o.get("deploy_time").and_then(Value::as_str)
+        {
+            let what = format!("parameter `{name}` ({what})");
+            return match o
+                .get("source")
+                .and_then(Value::as_str)
+                .and_then(Source::parse)
+            {
+                Some(source) => Resolved::Doubt(Doubt { source, what }),
+                None => Resolved::Unknown(what),
+            };
+        }
+        let value = given.or_else(|| decl.and_then(|d| d.get("Default")));
+        if let Some(inner) = kind
+            .strip_prefix("AWS::SSM::Parameter::Value<")
+            .and_then(|k| k.strip_suffix('>'))
+        {
+            // The value is the SSM parameter's name; CloudFormation reads the parameter.
+            let ssm_name = value.and_then(Value::as_str);
+            let Some(found) = ssm_name.and_then(|n| self.lookups.ssm(n)) else {
+                return Resolved::Doubt(Doubt {
+                    source: Source::SsmParameter,
+                    what: format!(
+                        "parameter `{name}` (SSM parameter {})",
+                        ssm_name.map_or_else(|| "with no name".to_string(), |n| format!("`{n}`"))
+                    ),
+                });
+            };
+            return if inner == "CommaDelimitedList" || inner.starts_with("List<") {
+                Resolved::List(
+                    found
+                        .split(',')
+                        .filter(|_| !found.is_empty())
+                        .map(|item| Resolved::Str(item.trim().to_string()))
+                        .collect(),
+                )
+            } else {
+                Resolved::Str(found.to_string())
+            };
+        }
+        let Some(value) = value else {
             return Resolved::Unknown(format!("parameter `{name}` has no value and no Default"));
         };
         let is_list = kind == "CommaDelimitedList" || kind.starts_with("List<");
@@ -479,7 +661,7 @@ impl<'a> Resolver<'a> {
         let mut alternatives: Vec<Vec<Vec<Part>>> = Vec::with_capacity(pieces.len());
         for piece in &pieces {
             match piece {
-                SubPiece::Text(t) => alternatives.push(vec![literal_parts(t)]),
+                SubPiece::Text(t) => alternatives.push(vec![self.literal_parts(t)]),
                 SubPiece::Var(name) => {
                     let values = match vars.and_then(|m| m.get(name.as_str())) {
                         Some(v) => self.values(v, &pointer::child(&vars_ptr, name), depth)?,
@@ -684,7 +866,7 @@ impl<'a> Resolver<'a> {
             level
                 .into_iter()
                 .flatten()
-                .map(|v| -> Resolved<'v> { mapping_value(v) }),
+                .map(|v| -> Resolved<'v> { self.mapping_value(v) }),
         );
         Ok(dedup(out))
     }
@@ -751,16 +933,6 @@ fn scalar(v: &Value) -> Resolved<'static> {
         Value::Bool(b) => Resolved::Str(b.to_string()),
         Value::Null => Resolved::Absent,
         _ => Resolved::Unknown("a parameter value that is not a string".to_string()),
-    }
-}
-
-/// A value from the `Mappings` section: literals only, but possibly a list.
-fn mapping_value(v: &Value) -> Resolved<'static> {
-    match v {
-        Value::String(s) => literal(s),
-        Value::Array(items) => Resolved::List(items.iter().map(scalar).collect()),
-        Value::Object(_) => Resolved::Unknown("a mapping entry that is an object".to_string()),
-        other => scalar(other),
     }
 }
 
@@ -925,7 +1097,12 @@ mod tests {
 
     /// Resolves `expr` inside a template with a few parameters, resources and mappings.
     fn resolve_in(expr: Value, parameters: Value) -> Vec<Resolved<'static>> {
-        let doc = input(
+        resolve_with(expr, parameters, json!({}))
+    }
+
+    /// [`resolve_in`] with the host's look-ups (input `resolved`).
+    fn resolve_with(expr: Value, parameters: Value, resolved: Value) -> Vec<Resolved<'static>> {
+        let mut doc = input(
             json!({
                 "Parameters": {
                     "Cidr": {"Type": "String", "Default": "10.0.0.0/8"},
@@ -949,6 +1126,7 @@ mod tests {
             }),
             parameters,
         );
+        doc["resolved"] = resolved;
         let parsed = Input::parse(&doc).unwrap();
         let r = parsed.resolver();
         let probe = parsed.template.resource("Probe").unwrap();
@@ -967,6 +1145,7 @@ mod tests {
             Resolved::Str(s) => Resolved::Str(s),
             Resolved::Partial(p) => Resolved::Partial(p),
             Resolved::Unknown(u) => Resolved::Unknown(u),
+            Resolved::Doubt(d) => Resolved::Doubt(d),
             Resolved::Resource { id, attribute } => Resolved::Resource { id, attribute },
             Resolved::List(l) => Resolved::List(l.into_iter().map(owned).collect()),
             Resolved::Array(a) => Resolved::Str(serde_json::to_string(a).unwrap()),
@@ -1000,8 +1179,8 @@ mod tests {
             Resolved::Unknown(_)
         ));
         assert!(matches!(
-            resolve_in(json!({"Ref": "Ssm"}), json!({}))[0],
-            Resolved::Unknown(_)
+            &resolve_in(json!({"Ref": "Ssm"}), json!({}))[0],
+            Resolved::Doubt(Doubt { source: Source::SsmParameter, what }) if what.contains("/x/y")
         ));
     }
 
@@ -1201,16 +1380,95 @@ mod tests {
     #[test]
     fn unknowns() {
         assert!(matches!(
-            resolve_in(json!({"Fn::ImportValue": "shared-cidr"}), json!({}))[0],
-            Resolved::Unknown(_)
-        ));
-        assert!(matches!(
-            resolve_in(json!("{{resolve:ssm:/net/cidr}}"), json!({}))[0],
-            Resolved::Unknown(_)
-        ));
-        assert!(matches!(
             resolve_in(json!({"Fn::GetAZs": ""}), json!({}))[0],
             Resolved::Unknown(_)
+        ));
+        assert!(
+            resolve_in(json!({"Fn::Sub": "arn:${AWS::AccountId}"}), json!({}))[0]
+                .doubt()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn values_from_elsewhere_are_doubt() {
+        let doubt = |v: &Resolved<'_>| v.doubt().map(|d| d.source);
+        let v = resolve_in(json!({"Fn::ImportValue": "shared-cidr"}), json!({}));
+        assert!(matches!(v[0], Resolved::Doubt(_)));
+        assert_eq!(doubt(&v[0]), Some(Source::Import));
+        for r in [
+            "{{resolve:ssm:/net/cidr}}",
+            "{{resolve:ssm-secure:/db/pw:1}}",
+            "{{resolve:secretsmanager:db:SecretString:password}}",
+        ] {
+            let v = resolve_in(json!(r), json!({}));
+            assert!(matches!(v[0], Resolved::Doubt(_)), "{r}: {v:?}");
+            assert_eq!(doubt(&v[0]), Some(Source::DynamicReference));
+        }
+        // Inside a longer string, through Sub, and through a parameter: still doubt.
+        let v = resolve_in(json!("10.{{resolve:ssm:/net/octet}}.0.0/16"), json!({}));
+        assert!(matches!(v[0], Resolved::Partial(_)));
+        assert_eq!(doubt(&v[0]), Some(Source::DynamicReference));
+        let v = resolve_in(json!({"Fn::Sub": "${Ssm}/32"}), json!({}));
+        assert_eq!(doubt(&v[0]), Some(Source::SsmParameter));
+        let v = resolve_in(
+            json!({"Fn::Join": ["", [{"Fn::ImportValue": "a"}, {"Ref": "AWS::AccountId"}]]}),
+            json!({}),
+        );
+        assert_eq!(doubt(&v[0]), Some(Source::Import));
+    }
+
+    #[test]
+    fn parameters_from_a_parent_stack_keep_their_doubt() {
+        let v = resolve_in(
+            json!({"Ref": "Cidr"}),
+            json!({"Cidr": {"deploy_time": "`Fn::ImportValue` of `x` in the parent", "source": "import"}}),
+        );
+        assert!(
+            matches!(
+                &v[0],
+                Resolved::Doubt(Doubt {
+                    source: Source::Import,
+                    ..
+                })
+            ),
+            "{v:?}"
+        );
+        let v = resolve_in(
+            json!({"Ref": "Cidr"}),
+            json!({"Cidr": {"deploy_time": "`Vpc.CidrBlock`"}}),
+        );
+        assert!(matches!(v[0], Resolved::Unknown(_)), "{v:?}");
+    }
+
+    #[test]
+    fn looked_up_values_are_judged() {
+        let lookups = json!({
+            "ssm": {"/x/y": "0.0.0.0/0", "/net/cidr": "10.0.0.0/8", "/net/cidr:3": "1.2.3.4/32"},
+            "imports": {"shared-cidr": "192.168.0.0/16"}
+        });
+        let with = |expr: Value| resolve_with(expr, json!({}), lookups.clone());
+        assert_eq!(with(json!({"Ref": "Ssm"})), vec![s("0.0.0.0/0")]);
+        assert_eq!(
+            with(json!({"Fn::ImportValue": "shared-cidr"})),
+            vec![s("192.168.0.0/16")]
+        );
+        assert_eq!(
+            with(json!("{{resolve:ssm:/net/cidr}}")),
+            vec![s("10.0.0.0/8")]
+        );
+        assert_eq!(
+            with(json!("{{resolve:ssm:/net/cidr:3}}")),
+            vec![s("1.2.3.4/32")]
+        );
+        // Never looked up: secure strings, secrets, names the host did not find.
+        assert!(matches!(
+            with(json!("{{resolve:ssm-secure:/net/cidr}}"))[0],
+            Resolved::Doubt(_)
+        ));
+        assert!(matches!(
+            with(json!({"Fn::ImportValue": "other"}))[0],
+            Resolved::Doubt(_)
         ));
     }
 

@@ -25,6 +25,8 @@ pub struct Aws {
     pub cfn: aws_sdk_cloudformation::Client,
     pub s3: aws_sdk_s3::Client,
     pub sts: aws_sdk_sts::Client,
+    /// Only to read plain SSM parameters the policies must judge (`policy::lookup`).
+    pub ssm: aws_sdk_ssm::Client,
     pub region: String,
     /// The caller's account, asked once (GetCallerIdentity) when first needed.
     account: Arc<OnceCell<String>>,
@@ -69,10 +71,14 @@ impl Aws {
         let sts_conf = aws_sdk_sts::config::Builder::from(&conf)
             .region(Region::new(region.clone()))
             .build();
+        let ssm_conf = aws_sdk_ssm::config::Builder::from(&conf)
+            .region(Region::new(region.clone()))
+            .build();
         Self {
             cfn: aws_sdk_cloudformation::Client::from_conf(cfn_conf),
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
             sts: aws_sdk_sts::Client::from_conf(sts_conf),
+            ssm: aws_sdk_ssm::Client::from_conf(ssm_conf),
             region,
             account: Arc::new(OnceCell::new()),
         }

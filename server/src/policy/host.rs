@@ -222,7 +222,9 @@ impl PolicyHost {
         input: &PolicyInput,
         lines: Option<&crate::stack::yaml::Document>,
     ) -> Report {
-        let mut outcomes = Vec::with_capacity(self.policies.len());
+        let mut outcomes = Vec::with_capacity(self.policies.len() + 1);
+        // The host's own refusals come first, and stand whatever the policies say.
+        outcomes.extend(super::refusal::outcome(input, lines));
         for policy in &self.policies {
             let json = match input.to_json(&policy.settings) {
                 Ok(j) => j,
@@ -265,14 +267,15 @@ impl PolicyHost {
 
     /// Synchronous evaluation for benchmarks and tools: same sandbox, calling thread.
     pub fn evaluate_blocking(&self, input: &PolicyInput) -> Report {
-        let outcomes = self
-            .policies
-            .iter()
-            .map(|p| match input.to_json(&p.settings) {
-                Ok(json) => run_one(&self.engine, p, &json, self.limits),
-                Err(e) => error_outcome(p, format!("cannot encode the input: {e}"), 0),
-            })
-            .collect();
+        let mut outcomes: Vec<Outcome> = super::refusal::outcome(input, None).into_iter().collect();
+        outcomes.extend(
+            self.policies
+                .iter()
+                .map(|p| match input.to_json(&p.settings) {
+                    Ok(json) => run_one(&self.engine, p, &json, self.limits),
+                    Err(e) => error_outcome(p, format!("cannot encode the input: {e}"), 0),
+                }),
+        );
         Report::from_outcomes(outcomes)
     }
 }
@@ -442,6 +445,7 @@ fn run_one(engine: &Engine, policy: &Loaded, input: &str, limits: Limits) -> Out
                     message: f.message,
                     remediation: f.remediation,
                     line: None,
+                    file: None,
                 })
                 .collect();
             if let Some(bad) = findings.iter().find(|f| f.rule.is_empty()) {

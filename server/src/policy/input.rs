@@ -1,7 +1,7 @@
 //! The one JSON document a policy receives.
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::stack::Stack;
 
@@ -18,15 +18,54 @@ pub struct EventInfo {
 pub struct PolicyInput {
     pub template: Value,
     /// Deployment values over template defaults.
-    pub parameters: serde_json::Map<String, Value>,
+    pub parameters: Map<String, Value>,
+    /// What the deployment file grants CloudFormation (`CAPABILITY_IAM`, ...).
+    pub capabilities: Vec<String>,
     pub stack: StackInfo,
     pub event: EventInfo,
+    /// What stackgate looked up in AWS before the policies ran.
+    #[serde(skip_serializing_if = "Lookups::is_empty")]
+    pub resolved: Lookups,
+    /// Where the input came from; the host's own checks read it, the policies never see it.
+    #[serde(skip)]
+    pub origin: InputOrigin,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StackInfo {
     pub name: String,
     pub region: String,
+}
+
+/// Values CloudFormation would fetch at deploy time, looked up by stackgate first: plain
+/// SSM `String`/`StringList` parameters by name (or `name:version`) and exports by name.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Lookups {
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub ssm: Map<String, Value>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub imports: Map<String, Value>,
+}
+
+impl Lookups {
+    pub fn is_empty(&self) -> bool {
+        self.ssm.is_empty() && self.imports.is_empty()
+    }
+}
+
+/// Facts about the input that are the host's, not the policies'.
+#[derive(Debug, Clone, Default)]
+pub struct InputOrigin {
+    /// The template file findings point into, e.g. `stacks/web/template.yaml`.
+    pub file: String,
+    /// True for a stack folder (a deployment file gives the parameters): a parameter
+    /// with no value is an error, as CloudFormation would refuse it. False for a bare
+    /// template, where it stays the policies' warning.
+    pub deployment: bool,
+    /// Parameters stackgate fills in at deploy time (artifact bucket and key).
+    pub filled_later: Vec<String>,
+    /// Nested stacks whose child template stackgate judges itself (a file in the folder).
+    pub local_children: Vec<String>,
 }
 
 impl PolicyInput {
@@ -38,6 +77,12 @@ impl PolicyInput {
                 .into_iter()
                 .map(|(k, v)| (k, Value::String(v)))
                 .collect(),
+            capabilities: stack
+                .deployment
+                .capabilities
+                .iter()
+                .map(|c| c.as_str().to_string())
+                .collect(),
             stack: StackInfo {
                 name: stack.name.clone(),
                 region: stack
@@ -47,6 +92,18 @@ impl PolicyInput {
                     .unwrap_or_else(|| region.to_string()),
             },
             event,
+            resolved: Lookups::default(),
+            origin: InputOrigin {
+                file: stack.template.file.clone(),
+                deployment: true,
+                filled_later: stack
+                    .deployment
+                    .artifacts
+                    .iter()
+                    .flat_map(|a| [a.bucket_parameter.clone(), a.key_parameter.clone()])
+                    .collect(),
+                local_children: Vec::new(),
+            },
         }
     }
 
@@ -59,6 +116,7 @@ impl PolicyInput {
                 .into_iter()
                 .filter_map(|(k, v)| v.map(|v| (k, Value::String(v))))
                 .collect(),
+            capabilities: Vec::new(),
             stack: StackInfo {
                 name: name.to_string(),
                 region: region.to_string(),
@@ -67,7 +125,17 @@ impl PolicyInput {
                 kind: "check".into(),
                 sha: None,
             },
+            resolved: Lookups::default(),
+            origin: InputOrigin {
+                file: template.file.clone(),
+                ..InputOrigin::default()
+            },
         }
+    }
+
+    /// True for `stackgate check`: no AWS access, so nothing is looked up.
+    pub fn offline(&self) -> bool {
+        self.event.kind == "check"
     }
 
     /// The JSON text for one policy, with its settings spliced in.
@@ -82,5 +150,47 @@ impl PolicyInput {
             input: self,
             settings,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::{DirFiles, Stack};
+
+    #[test]
+    fn capabilities_and_lookups_reach_the_policies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("web");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("deployment.yaml"),
+            "template-file-path: t.yaml\ncapabilities: [CAPABILITY_NAMED_IAM]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("t.yaml"),
+            "Resources:\n  B:\n    Type: AWS::S3::Bucket\n",
+        )
+        .unwrap();
+        let stack = Stack::load(&DirFiles::open(&dir).unwrap()).unwrap();
+        let event = EventInfo {
+            kind: "push".into(),
+            sha: None,
+        };
+        let mut input = PolicyInput::for_stack(&stack, "us-east-1", event);
+        let json: Value = serde_json::from_str(&input.to_json(&Value::Null).unwrap()).unwrap();
+        assert_eq!(
+            json["capabilities"],
+            serde_json::json!(["CAPABILITY_NAMED_IAM"])
+        );
+        assert!(json.get("resolved").is_none(), "{json}");
+        assert!(json.get("origin").is_none(), "{json}");
+        input
+            .resolved
+            .imports
+            .insert("net-cidr".into(), "10.0.0.0/8".into());
+        let json: Value = serde_json::from_str(&input.to_json(&Value::Null).unwrap()).unwrap();
+        assert_eq!(json["resolved"]["imports"]["net-cidr"], "10.0.0.0/8");
     }
 }

@@ -1,8 +1,12 @@
 //! The policy gate: WebAssembly policies run in a tight sandbox, and any doubt fails
 //! closed.
 
+pub mod expansion;
+pub mod gate;
 pub mod host;
 pub mod input;
+pub mod lookup;
+pub mod refusal;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +32,10 @@ pub struct Finding {
     /// The template line `path` points at, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
+    /// The template file `line` is in, when it is not the stack's own template (a local
+    /// nested stack's child).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -229,10 +229,11 @@ fn valid_stack_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn write(dir: &std::path::Path, files: &[(&str, &str)]) {
+    /// Writes (path, contents) pairs under `dir`; also used by `crate::nested`'s tests.
+    pub(crate) fn write(dir: &std::path::Path, files: &[(&str, &str)]) {
         for (p, c) in files {
             let path = dir.join(p);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
