@@ -52,8 +52,8 @@ pub const AWS_ENV: &[(&str, &str)] = &[
     ("AWS_EC2_METADATA_DISABLED", "true"),
 ];
 
-/// Runs the `stackgate` binary against the emulator.
-pub fn stackgate(args: &[&str]) -> Output {
+/// The `stackgate` binary against the emulator.
+fn command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackgate"));
     cmd.args(args)
         .env("AWS_ENDPOINT_URL", aws_endpoint())
@@ -65,7 +65,10 @@ pub fn stackgate(args: &[&str]) -> Output {
     for (k, v) in AWS_ENV {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run stackgate");
+    cmd
+}
+
+fn echo(args: &[&str], out: &Output) {
     eprintln!(
         "$ stackgate {}\n--- exit {:?}\n{}{}",
         args.join(" "),
@@ -73,6 +76,34 @@ pub fn stackgate(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs the `stackgate` binary against the emulator.
+pub fn stackgate(args: &[&str]) -> Output {
+    let out = command(args).output().expect("run stackgate");
+    echo(args, &out);
+    out
+}
+
+/// [`stackgate`], killed after `secs`: for input that used to run away. Its output is
+/// small, so the pipes never fill while it runs.
+pub fn stackgate_within(secs: u64, args: &[&str]) -> Output {
+    let mut child = command(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run stackgate");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("stackgate {} ran past {secs} s", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    echo(args, &out);
     out
 }
 
