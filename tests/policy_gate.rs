@@ -245,6 +245,33 @@ fn hostile_templates_are_an_error_naming_file_and_line() {
 }
 
 #[test]
+fn an_oversized_folder_is_an_error_naming_the_path() {
+    let dep = ("deployment.yaml", "template-file-path: t.yaml\n");
+    // Three paths naming one sparse 40 MiB file: 120 MiB of stack folder.
+    let (_tmp, dir) = stack_dir(
+        "x",
+        &[
+            dep,
+            ("t.yaml", "Resources:\n  B:\n    Type: AWS::S3::Bucket\n"),
+        ],
+    );
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::File::create(dir.join("data/a"))
+        .unwrap()
+        .set_len(40 << 20)
+        .unwrap();
+    std::os::unix::fs::symlink("a", dir.join("data/b")).unwrap();
+    std::os::unix::fs::symlink("a", dir.join("data/c")).unwrap();
+    let out = stackgate_within(60, &["check", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("the stack folder passes 104857600 bytes"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
 fn settings_change_what_the_alb_may_open() {
     let (_tmp, dir) = variant(|t| t.replacen(ALB_RULE, &ALB_RULE.replace("80", "443"), 1));
     std::fs::write(

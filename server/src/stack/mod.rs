@@ -30,8 +30,32 @@ pub enum StackError {
     Escapes { file: String, path: String },
     #[error("{file}: larger than {limit} bytes; stacks hold templates and code, not data")]
     TooLarge { file: String, limit: u64 },
+    #[error("{file}: {scope} passes {limit} here; stacks hold templates and code, not data")]
+    FolderTooLarge {
+        file: String,
+        scope: Scope,
+        limit: files::FolderLimit,
+    },
     #[error("{folder}: no deployment file; add one of {}", deployment::DEPLOYMENT_FILES.join(", "))]
     NoDeploymentFile { folder: String },
+}
+
+/// What a size limit applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// One stack folder.
+    Folder,
+    /// All the stack folders of one commit, as the service reads them.
+    Commit,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scope::Folder => "the stack folder",
+            Scope::Commit => "the stack folders of this commit",
+        })
+    }
 }
 
 /// A template: its text as written (sent to CloudFormation unchanged) and its long form.
