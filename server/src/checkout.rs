@@ -531,6 +531,8 @@ mod tests {
             snap.stacks["big"].files.is_empty(),
             "a refused folder keeps nothing"
         );
+        let err = crate::stack::Stack::load(&snap.files("big").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("the stack folder passes"), "{err}");
         assert!(snap.files("small").unwrap().read("t.yaml").is_ok());
     }
 

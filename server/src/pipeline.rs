@@ -873,6 +873,8 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
     let mut worst = Verdict::Pass;
     let mut sections = Vec::new();
     let mut detail = json!({"changed": changed, "stacks": {}});
+    // The policy status names the first bad input, as a push's does.
+    let mut bad_input = None::<String>;
     for name in &changed {
         let Some(files) = snap.files(name) else {
             continue;
@@ -881,6 +883,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
             Ok(s) => s,
             Err(e) => {
                 worst = Verdict::Error;
+                bad_input.get_or_insert(format!("{name}: {e}"));
                 sections.push(format!("### `{name}`\n\n:x: bad input: {e}\n"));
                 continue;
             }
@@ -979,7 +982,8 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
     } else {
         format!("{} stack(s) checked", changed.len())
     };
-    statuses.insert(0, policy_status(app, job, worst, summary.clone()));
+    let description = bad_input.unwrap_or_else(|| summary.clone());
+    statuses.insert(0, policy_status(app, job, worst, description));
     let body = format!(
         "<!-- stackgate:preview -->\n## stackgate dry run for {}\n\n{}\n\n{}\n\n[Run {}]({})\n",
         short(&job.sha),

@@ -154,12 +154,21 @@ pub struct Stack {
 impl Stack {
     /// Reads and checks the deployment file and the template it names.
     pub fn load(files: &dyn StackFiles) -> Result<Self, StackError> {
-        let (dep_name, bytes) = deployment::DEPLOYMENT_FILES
-            .iter()
-            .find_map(|name: &&str| files.read(name).ok().map(|b| (*name, b)))
-            .ok_or_else(|| StackError::NoDeploymentFile {
-                folder: files.display("").trim_end_matches('/').to_string(),
-            })?;
+        let mut found = None;
+        for name in deployment::DEPLOYMENT_FILES {
+            match files.read(name) {
+                Ok(bytes) => {
+                    found = Some((*name, bytes));
+                    break;
+                }
+                // Missing: try the next name. Refused (too large, escaping): say so.
+                Err(StackError::Io { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let (dep_name, bytes) = found.ok_or_else(|| StackError::NoDeploymentFile {
+            folder: files.display("").trim_end_matches('/').to_string(),
+        })?;
         let dep_file = files.display(dep_name);
         let text = String::from_utf8(bytes).map_err(|_| StackError::Io {
             file: dep_file.clone(),
