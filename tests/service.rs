@@ -881,3 +881,57 @@ fn hostile_fork_pull_requests_end_in_error_and_the_next_push_deploys() {
     gh.assert_all_valid();
     server.assert_no_secret_in_logs();
 }
+
+/// Waits for job `id` to be running, then kills the server: a crash mid-job.
+fn kill_while_running(server: &mut Server, id: i64) {
+    let j = wait_for(60, "the job to run", || {
+        let j = server.job(id);
+        (j["state"] != "queued" && !j["state"].is_null()).then_some(j)
+    });
+    assert_eq!(j["state"], "running", "it ended before the kill: {j:#}");
+    server.kill();
+}
+
+#[test]
+fn a_job_that_takes_the_service_down_twice_is_failed_not_retried() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-poison");
+    // The hybrid stack's plan (artifacts, a change set) outlasts the kill's poll.
+    repo.add_stack_copy("hybrid-alb", &root().join("stacks/hybrid-alb"), &name);
+    repo.commit("base");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    let dep = repo.dir.join("stacks/hybrid-alb/deployment.yaml");
+    let text = std::fs::read_to_string(&dep).unwrap();
+    std::fs::write(&dep, format!("{text}tags:\n  round: one\n")).unwrap();
+    let head = repo.commit("feature");
+    repo.git(&["update-ref", "refs/pull/9/head", &head]);
+    let mut server = Server::start(&repo, &gh, "");
+    let (code, body) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("opened", 9, &head, "feature", false),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202, "{body}");
+    let id = body["jobs"][0].as_i64().unwrap_or(1);
+
+    // Down once: run again. Down twice: failed, with an error status saying why.
+    kill_while_running(&mut server, id);
+    server.spawn();
+    kill_while_running(&mut server, id);
+    server.spawn();
+    let job = wait_for(30, "the job's end", || {
+        let j = server.job(id);
+        (j["state"] != "running" && j["state"] != "queued").then_some(j)
+    });
+    assert_eq!(job["state"], "error", "{job:#}\n{}", server.logs());
+    assert_eq!(job["attempts"], 2, "{job:#}");
+    let policy = wait_for(30, "the error status", || {
+        final_state(&gh.statuses(&head), "stackgate/policy")
+    });
+    assert_eq!(policy.0, "error");
+    assert!(policy.1.contains("stopped its worker"), "{policy:?}");
+    assert!(server.alive());
+    assert!(stack_exists(&name).is_none());
+}
