@@ -212,6 +212,65 @@ fn bad_input_and_settings_exit_2() {
     assert!(stderr(&out).contains("no-such-policy"));
 }
 
+/// The hostile templates: each ends in `error` naming the file and the line, quickly.
+#[test]
+fn hostile_templates_are_an_error_naming_file_and_line() {
+    let dep = ("deployment.yaml", "template-file-path: t.yaml\n");
+    // 596 bytes: nine levels of ten aliases, 10^9 scalars once expanded.
+    let mut bomb = String::from("Resources:\n  B:\n    Type: AWS::S3::Bucket\nMetadata:\n");
+    bomb.push_str(&format!("  a0: &a0 [{}]\n", ["x"; 10].join(",")));
+    for i in 1..9 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(",");
+        bomb.push_str(&format!("  a{i}: &a{i} [{refs}]\n"));
+    }
+    // 40 KB: 20,000 compact nested block sequences.
+    let deep = format!(
+        "Resources:\n  B:\n    Type: AWS::S3::Bucket\nMetadata:\n  x:\n    {}x\n",
+        "- ".repeat(20_000)
+    );
+    for (tpl, want) in [
+        (
+            &bomb,
+            "t.yaml:10: column 36: alias `*a4` expands the document past 1000000 nodes",
+        ),
+        (&deep, "t.yaml:6: column 129: nested deeper than 64 levels"),
+    ] {
+        let (_tmp, dir) = stack_dir("x", &[dep, ("t.yaml", tpl)]);
+        let started = Instant::now();
+        let out = stackgate_within(&["check", dir.to_str().unwrap()], Duration::from_secs(60));
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+        assert!(stdout(&out).contains(want), "{}", stdout(&out));
+    }
+}
+
+#[test]
+fn an_oversized_folder_is_an_error_naming_the_path() {
+    let dep = ("deployment.yaml", "template-file-path: t.yaml\n");
+    // Three paths naming one sparse 40 MiB file: 120 MiB of stack folder.
+    let (_tmp, dir) = stack_dir(
+        "x",
+        &[
+            dep,
+            ("t.yaml", "Resources:\n  B:\n    Type: AWS::S3::Bucket\n"),
+        ],
+    );
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::File::create(dir.join("data/a"))
+        .unwrap()
+        .set_len(40 << 20)
+        .unwrap();
+    std::os::unix::fs::symlink("a", dir.join("data/b")).unwrap();
+    std::os::unix::fs::symlink("a", dir.join("data/c")).unwrap();
+    let out = stackgate_within(&["check", dir.to_str().unwrap()], Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("the stack folder passes 104857600 bytes"),
+        "{}",
+        stdout(&out)
+    );
+}
+
 #[test]
 fn settings_change_what_the_alb_may_open() {
     let (_tmp, dir) = variant(|t| t.replacen(ALB_RULE, &ALB_RULE.replace("80", "443"), 1));

@@ -2175,3 +2175,165 @@ fn a_stack_with_a_local_nested_template_is_judged_and_deploys_on_push() {
     );
     gh.assert_all_valid();
 }
+
+/// A stack folder `folder` whose template is `template`.
+fn hostile_stack(repo: &GitRepo, folder: &str, template: &str) {
+    repo.write(
+        &format!("stacks/{folder}/deployment.yaml"),
+        &format!(
+            "template-file-path: template.yaml\nstack-name: {}\n",
+            unique("gitops-hostile")
+        ),
+    );
+    repo.write(&format!("stacks/{folder}/template.yaml"), template);
+}
+
+#[test]
+fn hostile_fork_pull_requests_end_in_error_and_the_next_push_deploys() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-after");
+    param_stack(&repo, "app", &name, "one");
+    let base = repo.commit("base");
+    let mut server = Server::start(&repo, &gh, "");
+
+    // 596 bytes of nested aliases: 10^9 scalars once expanded.
+    let mut bomb = String::from("Resources:\n  B:\n    Type: AWS::S3::Bucket\nMetadata:\n");
+    bomb.push_str(&format!("  a0: &a0 [{}]\n", ["x"; 10].join(",")));
+    for i in 1..9 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(",");
+        bomb.push_str(&format!("  a{i}: &a{i} [{refs}]\n"));
+    }
+    // 40 KB of compact nested block sequences, 20,000 levels.
+    let deep = format!(
+        "Resources:\n  B:\n    Type: AWS::S3::Bucket\nMetadata:\n  x:\n    {}x\n",
+        "- ".repeat(20_000)
+    );
+    let plain = "Resources:\n  B:\n    Type: AWS::S3::Bucket\n";
+    let cases: [(&str, &str, &str); 3] = [
+        (
+            "bomb",
+            &bomb,
+            "bomb: stacks/bomb/template.yaml:10: column 36: alias `*a4` expands the document past 1000000 nodes",
+        ),
+        (
+            "deep",
+            &deep,
+            "deep: stacks/deep/template.yaml:6: column 129: nested deeper than 64 levels",
+        ),
+        (
+            "big",
+            plain,
+            "big: stacks/big/data/f10: the stack folder passes 104857600 bytes",
+        ),
+    ];
+    // One 10 MiB blob of zeros, named by eleven paths: a tiny pack, 110 MiB checked out.
+    let zeros = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(zeros.path(), vec![0u8; 10 << 20]).unwrap();
+    let blob = repo.git(&["hash-object", "-w", zeros.path().to_str().unwrap()]);
+
+    for (i, (folder, template, want)) in cases.into_iter().enumerate() {
+        let pr = 30 + i as u64;
+        repo.git(&["checkout", "-q", "-f", "-b", folder, &base]);
+        hostile_stack(&repo, folder, template);
+        repo.git(&["add", "-A"]);
+        if folder == "big" {
+            for f in 0..11 {
+                let info = format!("100644,{blob},stacks/big/data/f{f:02}");
+                repo.git(&["update-index", "--add", "--cacheinfo", &info]);
+            }
+        }
+        repo.git(&["commit", "-q", "-m", folder]);
+        let head = repo.git(&["rev-parse", "HEAD"]);
+        repo.git(&["update-ref", &format!("refs/pull/{pr}/head"), &head]);
+        let (code, body) = server.webhook(
+            "pull_request",
+            &delivery_id(),
+            &pr_payload("opened", pr, &head, folder, true),
+            Some(HOOK_SECRET),
+        );
+        assert_eq!(code, 202, "{body}");
+        let policy = wait_for(60, "the fork's policy status", || {
+            final_state(&gh.statuses(&head), "stackgate/policy")
+        });
+        assert_eq!(policy.0, "error", "{policy:?}\n{}", server.logs());
+        assert!(policy.1.starts_with(want), "{policy:?}");
+        assert!(server.alive(), "the service died on {folder}");
+        assert_eq!(
+            http("GET", &format!("{}/healthz", server.url), &[], None).0,
+            200
+        );
+    }
+    let peak = server.peak_rss_kib().unwrap_or(0);
+    eprintln!("peak RSS after the hostile pull requests: {peak} KiB");
+    assert!(peak < 1 << 20, "the service peaked at {peak} KiB");
+
+    // The next push to the branch deploys as ever.
+    repo.git(&["checkout", "-q", "-f", "main"]);
+    param_stack(&repo, "app", &name, "two");
+    let sha = repo.commit("two");
+    let (code, _) = server.push(&base, &sha, &["stacks/app/deployment.yaml"]);
+    assert_eq!(code, 202);
+    let done = wait_for(60, "the deploy after the hostile pull requests", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{done:?}\n{}", server.logs());
+    assert!(stack_exists(&name).is_some());
+    assert!(server.alive());
+    gh.assert_all_valid();
+    server.assert_no_secret_in_logs();
+}
+
+/// Waits for job `id` to be running, then kills the server: a crash mid-job.
+fn kill_while_running(server: &mut Server, id: i64) {
+    let j = wait_for(60, "the job to run", || {
+        let j = server.job(id);
+        (j["state"] != "queued" && !j["state"].is_null()).then_some(j)
+    });
+    assert_eq!(j["state"], "running", "it ended before the kill: {j:#}");
+    server.kill();
+}
+
+#[test]
+fn a_job_that_takes_the_service_down_twice_is_failed_not_retried() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-poison");
+    // The hybrid stack's plan (artifacts, a change set) outlasts the kill's poll.
+    repo.add_stack_copy("hybrid-alb", &root().join("stacks/hybrid-alb"), &name);
+    repo.commit("base");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    let dep = repo.dir.join("stacks/hybrid-alb/deployment.yaml");
+    let text = std::fs::read_to_string(&dep).unwrap();
+    std::fs::write(&dep, format!("{text}tags:\n  round: one\n")).unwrap();
+    let head = repo.commit("feature");
+    repo.git(&["update-ref", "refs/pull/9/head", &head]);
+    let mut server = Server::start(&repo, &gh, "");
+    let (code, body) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("opened", 9, &head, "feature", false),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202, "{body}");
+    let id = body["jobs"][0].as_i64().unwrap_or(1);
+
+    // Down once: run again. Down twice: failed, with an error status saying why.
+    kill_while_running(&mut server, id);
+    server.spawn();
+    kill_while_running(&mut server, id);
+    server.spawn();
+    let job = wait_for(30, "the job's end", || {
+        let j = server.job(id);
+        (j["state"] != "running" && j["state"] != "queued").then_some(j)
+    });
+    assert_eq!(job["state"], "error", "{job:#}\n{}", server.logs());
+    assert_eq!(job["attempts"], 2, "{job:#}");
+    let policy = wait_for(30, "the error status", || {
+        final_state(&gh.statuses(&head), "stackgate/policy")
+    });
+    assert_eq!(policy.0, "error");
+    assert!(policy.1.contains("stopped its worker"), "{policy:?}");
+    assert!(server.alive());
+    assert!(stack_exists(&name).is_none());
+}

@@ -9,8 +9,16 @@ use std::time::{Duration, Instant};
 use git2::{FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository, Tree};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::stack::files::{MAX_FILE_BYTES, clean_relative};
-use crate::stack::{FileEntry, StackError, StackFiles};
+use crate::stack::files::{Budget, FolderLimit, MAX_FILE_BYTES, MAX_FOLDER_DEPTH, clean_relative};
+use crate::stack::{FileEntry, Scope, StackError, StackFiles};
+
+/// All the stack folders of one commit, every path counted: a commit of many folders just
+/// under the folder limit must not fill memory either.
+pub const MAX_COMMIT_BYTES: u64 = 256 * 1024 * 1024;
+/// Files and folders under the stacks folder of one commit.
+pub const MAX_COMMIT_FILES: usize = 50_000;
+/// The longest symlink target followed; real ones are a path.
+const MAX_LINK_BYTES: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
@@ -191,23 +199,37 @@ impl Mirror {
             });
         };
         let root = repo.find_tree(entry.id())?;
+        let odb = repo.odb()?;
+        let mut commit = Budget::new(MAX_COMMIT_BYTES, MAX_COMMIT_FILES);
         for e in root.iter() {
             if e.kind() != Some(ObjectType::Tree) {
                 continue;
             }
             let Some(name) = e.name() else { continue };
-            let sub = repo.find_tree(e.id())?;
-            let mut files = BTreeMap::new();
-            let mut errors = Vec::new();
-            collect(&repo, &sub, "", &mut files, &mut errors)?;
-            stacks.insert(
-                name.to_string(),
-                StackTree {
-                    tree_id: e.id().to_string(),
-                    files,
-                    errors,
-                },
-            );
+            let mut stack = StackTree {
+                tree_id: e.id().to_string(),
+                files: BTreeMap::new(),
+                errors: Vec::new(),
+                over: None,
+            };
+            if let Some(limit) = commit.take(0) {
+                stack.over = Some((String::new(), Scope::Commit, limit));
+            } else {
+                let sub = repo.find_tree(e.id())?;
+                let mut reader = Reader {
+                    repo: &repo,
+                    odb: &odb,
+                    folder: Budget::folder(),
+                    commit: &mut commit,
+                    stack: &mut stack,
+                };
+                reader.collect(&sub, "", 0)?;
+            }
+            if stack.over.is_some() {
+                // Refused as a whole: keep nothing of it.
+                stack.files.clear();
+            }
+            stacks.insert(name.to_string(), stack);
         }
         Ok(Snapshot {
             sha: sha.into(),
@@ -258,61 +280,122 @@ fn redact(message: &str, url: &str) -> String {
     m
 }
 
-fn collect(
-    repo: &Repository,
-    tree: &Tree<'_>,
-    prefix: &str,
-    files: &mut BTreeMap<String, (Vec<u8>, bool)>,
-    errors: &mut Vec<(String, String)>,
-) -> Result<(), CheckoutError> {
-    for e in tree.iter() {
-        let Some(name) = e.name() else { continue };
-        let path = format!("{prefix}{name}");
-        match e.kind() {
-            Some(ObjectType::Tree) => {
-                let sub = repo.find_tree(e.id())?;
-                collect(repo, &sub, &format!("{path}/"), files, errors)?;
-            }
-            Some(ObjectType::Blob) => {
-                let blob = repo.find_blob(e.id())?;
-                if blob.size() as u64 > MAX_FILE_BYTES {
-                    errors.push((path, format!("larger than {MAX_FILE_BYTES} bytes")));
-                    continue;
-                }
-                if e.filemode() == 0o120000 {
-                    // A symlink: follow it only if it stays inside the stack folder.
-                    let target = String::from_utf8_lossy(blob.content()).into_owned();
-                    let base = Path::new(&path)
-                        .parent()
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    match clean_relative(&path, &format!("{base}/{target}")) {
-                        Ok(resolved) => {
-                            let resolved = resolved.to_string_lossy().into_owned();
-                            match tree_blob(repo, tree, prefix, &resolved) {
-                                Some(bytes) => {
-                                    files.insert(path, (bytes, false));
-                                }
-                                None => errors.push((path, format!("symlink to `{target}` that leaves the stack folder or does not exist"))),
-                            }
-                        }
-                        Err(_) => errors.push((
-                            path,
-                            format!("symlink to `{target}` leaves the stack folder"),
-                        )),
-                    }
-                    continue;
-                }
-                files.insert(path, (blob.content().to_vec(), e.filemode() == 0o100755));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+/// Copies one stack folder out of git, sizes read from object headers before any
+/// content, within the folder's and the commit's budgets.
+struct Reader<'a> {
+    repo: &'a Repository,
+    odb: &'a git2::Odb<'a>,
+    folder: Budget,
+    commit: &'a mut Budget,
+    stack: &'a mut StackTree,
 }
 
-/// A blob at a path relative to the stack folder, looked up from the stack's own tree.
-fn tree_blob(repo: &Repository, tree: &Tree<'_>, prefix: &str, resolved: &str) -> Option<Vec<u8>> {
+impl Reader<'_> {
+    /// Counts an entry of `bytes` at `path`; false once the folder is refused.
+    fn take(&mut self, path: &str, bytes: u64) -> bool {
+        let over = match self.folder.take(bytes) {
+            Some(limit) => Some((Scope::Folder, limit)),
+            None => self.commit.take(bytes).map(|l| (Scope::Commit, l)),
+        };
+        match over {
+            Some((scope, limit)) => {
+                self.stack.over = Some((path.to_string(), scope, limit));
+                false
+            }
+            None => true,
+        }
+    }
+
+    fn collect(
+        &mut self,
+        tree: &Tree<'_>,
+        prefix: &str,
+        depth: usize,
+    ) -> Result<(), CheckoutError> {
+        for e in tree.iter() {
+            if self.stack.over.is_some() {
+                return Ok(());
+            }
+            let Some(name) = e.name() else { continue };
+            let path = format!("{prefix}{name}");
+            match e.kind() {
+                Some(ObjectType::Tree) => {
+                    if depth + 1 > MAX_FOLDER_DEPTH {
+                        let limit = FolderLimit::Depth(MAX_FOLDER_DEPTH);
+                        self.stack.over = Some((path, Scope::Folder, limit));
+                        return Ok(());
+                    }
+                    if !self.take(&path, 0) {
+                        return Ok(());
+                    }
+                    let sub = self.repo.find_tree(e.id())?;
+                    self.collect(&sub, &format!("{path}/"), depth + 1)?;
+                }
+                Some(ObjectType::Blob) => {
+                    let mut oid = e.id();
+                    if e.filemode() == 0o120000 {
+                        // A symlink: follow it only if it stays inside the stack folder.
+                        match self.link_target(tree, prefix, &path, oid)? {
+                            Ok(target) => oid = target,
+                            Err(why) => {
+                                self.stack.errors.push((path, why));
+                                continue;
+                            }
+                        }
+                    }
+                    let (size, _) = self.odb.read_header(oid)?;
+                    if size as u64 > MAX_FILE_BYTES {
+                        self.stack
+                            .errors
+                            .push((path, format!("larger than {MAX_FILE_BYTES} bytes")));
+                        continue;
+                    }
+                    if !self.take(&path, size as u64) {
+                        return Ok(());
+                    }
+                    let blob = self.repo.find_blob(oid)?;
+                    let exec = e.filemode() == 0o100755;
+                    self.stack
+                        .files
+                        .insert(path, (blob.content().to_vec(), exec));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The blob a symlink at `path` names, or why it is refused.
+    fn link_target(
+        &self,
+        tree: &Tree<'_>,
+        prefix: &str,
+        path: &str,
+        link: Oid,
+    ) -> Result<Result<Oid, String>, CheckoutError> {
+        let (size, _) = self.odb.read_header(link)?;
+        if size > MAX_LINK_BYTES {
+            return Ok(Err(format!("symlink longer than {MAX_LINK_BYTES} bytes")));
+        }
+        let target = String::from_utf8_lossy(self.repo.find_blob(link)?.content()).into_owned();
+        let base = Path::new(path)
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Ok(resolved) = clean_relative(path, &format!("{base}/{target}")) else {
+            return Ok(Err(format!(
+                "symlink to `{target}` leaves the stack folder"
+            )));
+        };
+        let resolved = resolved.to_string_lossy().into_owned();
+        Ok(tree_blob(tree, prefix, &resolved).ok_or_else(|| {
+            format!("symlink to `{target}` that leaves the stack folder or does not exist")
+        }))
+    }
+}
+
+/// The blob at a path relative to the stack folder, looked up from the stack's own tree.
+fn tree_blob(tree: &Tree<'_>, prefix: &str, resolved: &str) -> Option<Oid> {
     // `tree` is the tree of `prefix`; climb is impossible without the root, so resolve
     // only paths within this subtree or below.
     let rel = resolved
@@ -320,9 +403,7 @@ fn tree_blob(repo: &Repository, tree: &Tree<'_>, prefix: &str, resolved: &str) -
         .unwrap_or(resolved);
     let rel = rel.trim_start_matches('/');
     let entry = tree.get_path(Path::new(rel)).ok()?;
-    repo.find_blob(entry.id())
-        .ok()
-        .map(|b| b.content().to_vec())
+    (entry.kind() == Some(ObjectType::Blob)).then(|| entry.id())
 }
 
 /// One stack folder of one commit.
@@ -333,6 +414,8 @@ pub struct StackTree {
     pub files: BTreeMap<String, (Vec<u8>, bool)>,
     /// Files refused while reading: (path, why).
     pub errors: Vec<(String, String)>,
+    /// Set when the folder is refused as a whole: the path where it passed a limit.
+    pub over: Option<(String, Scope, FolderLimit)>,
 }
 
 /// The stack folders of one commit.
@@ -362,6 +445,13 @@ pub struct SnapshotFiles<'a> {
 
 impl SnapshotFiles<'_> {
     fn refused(&self, rel: &str) -> Option<StackError> {
+        if let Some((path, scope, limit)) = &self.tree.over {
+            return Some(StackError::FolderTooLarge {
+                file: self.display(path),
+                scope: *scope,
+                limit: *limit,
+            });
+        }
         self.tree
             .errors
             .iter()
@@ -429,6 +519,168 @@ impl StackFiles for SnapshotFiles<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A commit holding `paths` (path → blob); its sha.
+    fn commit(paths: &[(String, Oid)], repo: &Repository) -> String {
+        let mut up = git2::build::TreeUpdateBuilder::new();
+        for (p, oid) in paths {
+            up.upsert(p.as_str(), *oid, git2::FileMode::Blob);
+        }
+        let empty = repo
+            .find_tree(repo.treebuilder(None).unwrap().write().unwrap())
+            .unwrap();
+        let tree = repo
+            .find_tree(up.create_updated(repo, &empty).unwrap())
+            .unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        repo.commit(None, &sig, &sig, "c", &tree, &[])
+            .unwrap()
+            .to_string()
+    }
+
+    /// `data` as a zlib stream of one stored (uncompressed) block.
+    fn zlib_stored(data: &[u8]) -> Vec<u8> {
+        let len = data.len() as u16;
+        let mut out = vec![0x78, 0x01, 0x01];
+        out.extend(len.to_le_bytes());
+        out.extend((!len).to_le_bytes());
+        out.extend(data);
+        let (mut a, mut b) = (1u32, 0u32);
+        for &byte in data {
+            a = (a + u32::from(byte)) % 65521;
+            b = (b + a) % 65521;
+        }
+        out.extend(((b << 16) | a).to_be_bytes());
+        out
+    }
+
+    fn mirror(dir: &Path) -> (Mirror, Repository) {
+        let m = Mirror::new(dir, "acme/infra", "unused", Duration::from_secs(5));
+        let repo = m.open().unwrap();
+        (m, repo)
+    }
+
+    fn stack(repo: &Repository, folder: &str) -> Vec<(String, Oid)> {
+        let dep = repo.blob(b"template-file-path: t.yaml\n").unwrap();
+        let tpl = repo
+            .blob(b"Resources:\n  B:\n    Type: AWS::S3::Bucket\n")
+            .unwrap();
+        vec![
+            (format!("stacks/{folder}/deployment.yaml"), dep),
+            (format!("stacks/{folder}/t.yaml"), tpl),
+        ]
+    }
+
+    #[test]
+    fn many_paths_naming_one_blob_are_refused_before_they_are_copied() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (m, repo) = mirror(tmp.path());
+        // A tiny pack: one 1 MiB blob of zeros, 120 paths naming it.
+        let zeros = repo.blob(&vec![0; 1 << 20]).unwrap();
+        let mut paths = stack(&repo, "big");
+        paths.extend((0..120).map(|i| (format!("stacks/big/data/f{i:03}"), zeros)));
+        paths.extend(stack(&repo, "small"));
+        let sha = commit(&paths, &repo);
+        let snap = m.snapshot(&sha, "stacks").unwrap();
+        let err = snap
+            .files("big")
+            .unwrap()
+            .read("t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("stacks/big/data/f100: the stack folder passes 104857600 bytes"),
+            "{err}"
+        );
+        assert!(
+            snap.stacks["big"].files.is_empty(),
+            "a refused folder keeps nothing"
+        );
+        let err = crate::stack::Stack::load(&snap.files("big").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("the stack folder passes"), "{err}");
+        assert!(snap.files("small").unwrap().read("t.yaml").is_ok());
+    }
+
+    #[test]
+    fn a_blob_is_sized_from_its_header_before_it_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (m, repo) = mirror(tmp.path());
+        // A loose object whose header claims 3 GB: reading it whole would take 3 GB.
+        let oid = Oid::from_str("5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed").unwrap();
+        let dir = repo.path().join("objects/5e");
+        std::fs::create_dir_all(&dir).unwrap();
+        let loose = zlib_stored(b"blob 3000000000\0just the start");
+        std::fs::write(dir.join(&oid.to_string()[2..]), loose).unwrap();
+        let mut paths = stack(&repo, "web");
+        paths.push(("stacks/web/lambda/blob.bin".into(), oid));
+        let sha = commit(&paths, &repo);
+        let snap = m.snapshot(&sha, "stacks").unwrap();
+        let files = snap.files("web").unwrap();
+        let err = files.walk("lambda").unwrap_err().to_string();
+        assert!(
+            err.contains("stacks/web/lambda/blob.bin") && err.contains("larger than 52428800"),
+            "{err}"
+        );
+        assert!(files.read("t.yaml").is_ok());
+    }
+
+    #[test]
+    fn the_stack_folders_of_a_commit_have_a_total() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (m, repo) = mirror(tmp.path());
+        // Four folders of 80 MiB each: under the folder limit, over the commit's.
+        let blob = repo.blob(&vec![0; 40 << 20]).unwrap();
+        let mut paths = Vec::new();
+        for f in ["a", "b", "c", "d"] {
+            paths.extend(stack(&repo, f));
+            paths.push((format!("stacks/{f}/x/1"), blob));
+            paths.push((format!("stacks/{f}/x/2"), blob));
+        }
+        let sha = commit(&paths, &repo);
+        let snap = m.snapshot(&sha, "stacks").unwrap();
+        for f in ["a", "b", "c"] {
+            assert!(snap.files(f).unwrap().read("t.yaml").is_ok(), "{f}");
+        }
+        let err = snap
+            .files("d")
+            .unwrap()
+            .read("t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "stacks/d/x/1: the stack folders of this commit passes 268435456 bytes"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn deep_and_crowded_folders_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (m, repo) = mirror(tmp.path());
+        let empty = repo.blob(b"").unwrap();
+        let mut paths = stack(&repo, "deep");
+        paths.push((format!("stacks/deep/{}f", "d/".repeat(40)), empty));
+        paths.extend(stack(&repo, "crowded"));
+        paths.extend((0..20_001).map(|i| (format!("stacks/crowded/many/{i:05}"), empty)));
+        let sha = commit(&paths, &repo);
+        let snap = m.snapshot(&sha, "stacks").unwrap();
+        let err = snap
+            .files("deep")
+            .unwrap()
+            .read("t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("passes 32 nested folders"), "{err}");
+        let err = snap
+            .files("crowded")
+            .unwrap()
+            .read("t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("passes 20000 files and folders"), "{err}");
+    }
 
     #[test]
     fn credentials_never_appear_in_messages() {

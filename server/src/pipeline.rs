@@ -43,6 +43,10 @@ pub enum JobError {
     Task(#[from] tokio::task::JoinError),
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "this job stopped its worker (a crash or its deadline) at attempt {0}; it is not run again"
+    )]
+    Poisoned(i64),
 }
 
 impl JobError {
@@ -64,6 +68,7 @@ impl JobError {
             JobError::Aws(_) => "an AWS call failed",
             JobError::Github(_) => "a GitHub call failed",
             JobError::Region(e) => return format!("stackgate error: {e}"),
+            JobError::Poisoned(_) => return format!("stackgate error: {self}"),
             JobError::Task(_) => "an internal task failed",
             JobError::Invalid(m) => m.as_str(),
         };
@@ -435,26 +440,62 @@ fn policy_status(app: &App, job: &Job, verdict: Verdict, description: String) ->
     )
 }
 
+/// How long a sync or a preview may run. Deploys follow CloudFormation, which has its own.
+pub const JOB_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// Runs one claimed job to its end.
 pub async fn run(app: Arc<App>, job: Job) {
     let span = tracing::info_span!("job", job = job.id, kind = ?job.kind, repo = %job.repo, sha = %short(&job.sha), stack = job.stack.as_deref().unwrap_or(""));
     let started = Instant::now();
     let kind = job.kind;
-    let outcome = async {
-        match job.kind {
-            Kind::Sync => sync(&app, &job).await,
-            Kind::Deploy => deploy(&app, &job, None).await,
-            Kind::Preview => preview(&app, &job).await,
-        }
-    }
-    .instrument(span.clone())
-    .await;
+    // Its own task, so that a panic ends the task and not the job's bookkeeping.
+    let task = {
+        let (app, job) = (app.clone(), job.clone());
+        tokio::spawn(
+            async move {
+                match job.kind {
+                    Kind::Sync => sync(&app, &job).await,
+                    Kind::Deploy => deploy(&app, &job, None).await,
+                    Kind::Preview => preview(&app, &job).await,
+                }
+            }
+            .instrument(span.clone()),
+        )
+    };
+    let abort = task.abort_handle();
+    let outcome = match job.kind {
+        Kind::Deploy => task.await,
+        Kind::Sync | Kind::Preview => match tokio::time::timeout(JOB_DEADLINE, task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                abort.abort();
+                span.in_scope(|| tracing::error!("job ran past its deadline"));
+                return stopped(&app, &job);
+            }
+        },
+    };
     let state = match outcome {
-        Ok(s) => s,
-        Err(e) => span.in_scope(|| end_in_error(&app, &job, &e)),
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => span.in_scope(|| end_in_error(&app, &job, &e)),
+        Err(e) => {
+            span.in_scope(|| tracing::error!(error = %e, "job crashed"));
+            return stopped(&app, &job);
+        }
     };
     app.metrics
         .job(kind.as_str(), &state, started.elapsed().as_secs_f64());
+    app.wake.notify_one();
+    app.report_wake.notify_one();
+}
+
+/// A job whose worker crashed or ran out of time: run again, or failed at the limit. A
+/// deploy is never run again: its change set may have run.
+fn stopped(app: &App, job: &Job) {
+    if job.kind == Kind::Deploy || job.attempts >= crate::queue::MAX_ATTEMPTS {
+        end_in_error(app, job, &JobError::Poisoned(job.attempts));
+    } else if let Err(e) = app.store.requeue(job.id) {
+        tracing::error!(error = %e, "cannot requeue");
+    }
     app.wake.notify_one();
     app.report_wake.notify_one();
 }
@@ -1193,17 +1234,28 @@ async fn resumed_redactor(app: &App, job: &Job, stack_name: &str) -> Redactor {
 
 /// What to do with deploys that were running when the process died.
 pub async fn recover(app: &Arc<App>) {
-    let jobs = match app.store.recover() {
-        Ok(j) => j,
+    let recovered = match app.store.recover() {
+        Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot read jobs to resume");
             return;
         }
     };
-    for job in jobs {
+    for job in recovered.poisoned {
+        tracing::error!(
+            job = job.id,
+            attempts = job.attempts,
+            "a job stopped the worker at each attempt; failing it"
+        );
+        end_in_error(app, &job, &JobError::Poisoned(job.attempts));
+    }
+    for job in recovered.resume {
         let phase = job.phase.clone().unwrap_or_default();
         if phase == "executing" || phase == "removing" {
             tracing::info!(job = job.id, %phase, "resuming a deploy that was in flight");
+            if let Err(e) = app.store.attempt(job.id) {
+                tracing::error!(error = %e, "cannot count the attempt");
+            }
             let app = app.clone();
             tokio::spawn(async move {
                 let started = Instant::now();
@@ -1254,6 +1306,8 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
     let mut sections = Vec::new();
     let mut detail = json!({"changed": changed, "stacks": {}});
     let mut plan_errors: HashMap<String, String> = HashMap::new();
+    // The policy status names the first bad input, as a push's does.
+    let mut bad_input = None::<String>;
     for name in &changed {
         let Some(files) = snap.files(name) else {
             continue;
@@ -1262,6 +1316,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
             Ok(s) => s,
             Err(e) => {
                 worst = Verdict::Error;
+                bad_input.get_or_insert(format!("{name}: {e}"));
                 sections.push(format!(
                     "### {}\n\n:x: bad input: {}\n",
                     render::md_code(name),
@@ -1385,7 +1440,8 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
     } else {
         format!("{} stack(s) checked", changed.len())
     };
-    statuses.insert(0, policy_status(app, job, worst, summary.clone()));
+    let description = bad_input.unwrap_or_else(|| summary.clone());
+    statuses.insert(0, policy_status(app, job, worst, description));
     let body = format!(
         "<!-- stackgate:preview -->\n## stackgate dry run for {}\n\n{}\n\n{}\n\n[Run {}]({})\n",
         short(&job.sha),

@@ -52,14 +52,8 @@ pub const AWS_ENV: &[(&str, &str)] = &[
     ("AWS_EC2_METADATA_DISABLED", "true"),
 ];
 
-/// Runs the `stackgate` binary against the emulator.
-pub fn stackgate(args: &[&str]) -> Output {
-    stackgate_within(args, std::time::Duration::from_secs(600))
-}
-
-/// Runs the `stackgate` binary against the emulator, killed after `limit` (its exit code
-/// is then `None`).
-pub fn stackgate_within(args: &[&str], limit: std::time::Duration) -> Output {
+/// The `stackgate` binary against the emulator.
+fn command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackgate"));
     cmd.args(args)
         .env("AWS_ENDPOINT_URL", aws_endpoint())
@@ -71,7 +65,28 @@ pub fn stackgate_within(args: &[&str], limit: std::time::Duration) -> Output {
     for (k, v) in AWS_ENV {
         cmd.env(k, v);
     }
-    let mut child = cmd
+    cmd
+}
+
+fn echo(args: &[&str], out: &Output) {
+    eprintln!(
+        "$ stackgate {}\n--- exit {:?}\n{}{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs the `stackgate` binary against the emulator.
+pub fn stackgate(args: &[&str]) -> Output {
+    stackgate_within(args, std::time::Duration::from_secs(600))
+}
+
+/// Runs the `stackgate` binary against the emulator, killed after `limit` (its exit code
+/// is then `None`): for input that used to run away.
+pub fn stackgate_within(args: &[&str], limit: std::time::Duration) -> Output {
+    let mut child = command(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -102,13 +117,7 @@ pub fn stackgate_within(args: &[&str], limit: std::time::Duration) -> Output {
         stdout: out_reader.join().expect("stdout reader"),
         stderr: err_reader.join().expect("stderr reader"),
     };
-    eprintln!(
-        "$ stackgate {}\n--- exit {:?}\n{}{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    echo(args, &out);
     out
 }
 

@@ -90,6 +90,8 @@ pub struct Job {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub superseded_by: Option<i64>,
+    /// How many times a worker took it up: claimed, or resumed after a restart.
+    pub attempts: i64,
 }
 
 impl Job {
@@ -113,6 +115,7 @@ impl Job {
             started_at: None,
             finished_at: Some(at),
             superseded_by: Some(by),
+            attempts: 0,
         }
     }
 }
@@ -171,6 +174,15 @@ pub struct LedgerRow {
     pub identity: Option<StackIdentity>,
 }
 
+/// What [`Store::recover`] found running after a restart.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Deploys to resume or run again.
+    pub resume: Vec<Job>,
+    /// Jobs that took the worker down [`MAX_ATTEMPTS`] times.
+    pub poisoned: Vec<Job>,
+}
+
 /// What [`Store::prune`] removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -221,7 +233,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at INTEGER NOT NULL,
     started_at INTEGER,
     finished_at INTEGER,
-    superseded_by INTEGER
+    superseded_by INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0
 );
 -- Partial indexes: only the live jobs, so that finished ones cost no index writes.
 DROP INDEX IF EXISTS jobs_lane_state;
@@ -260,7 +273,22 @@ CREATE TABLE IF NOT EXISTS pr_comments (
 );
 ";
 
-const JOB_COLUMNS: &str = "id, kind, repo, stack, sha, pr, fork, trigger, state, phase, change_set_id, stack_id, detail, created_at, started_at, finished_at, superseded_by";
+const JOB_COLUMNS: &str = "id, kind, repo, stack, sha, pr, fork, trigger, state, phase, change_set_id, stack_id, detail, created_at, started_at, finished_at, superseded_by, attempts";
+
+/// A job that took its worker down (a crash, or a deadline) this many times is failed, not
+/// retried: one that kills the process would otherwise kill it at every restart.
+pub const MAX_ATTEMPTS: i64 = 2;
+
+/// Brings a state file written by an older stackgate up to this schema.
+fn migrate_jobs(conn: &Connection) -> rusqlite::Result<()> {
+    let has_attempts = conn
+        .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'attempts'")?
+        .exists([])?;
+    if !has_attempts {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
+}
 
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     let detail: String = r.get(12)?;
@@ -282,6 +310,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         started_at: r.get(14)?,
         finished_at: r.get(15)?,
         superseded_by: r.get(16)?,
+        attempts: r.get(17)?,
     })
 }
 
@@ -294,6 +323,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         migrate_deployed(&conn)?;
+        migrate_jobs(&conn)?;
         // SQLite's own checkpoints, on the writing connection after a commit that takes the
         // log past 1,000 pages: only a checkpoint that runs between two writes lets the next
         // write start the log over, so under a steady load one on another thread leaves the
@@ -396,7 +426,7 @@ impl Store {
                 };
                 for id in ids {
                     tx.execute(
-                        "UPDATE jobs SET state = 'running', started_at = ?2 WHERE id = ?1",
+                        "UPDATE jobs SET state = 'running', started_at = ?2, attempts = attempts + 1 WHERE id = ?1",
                         params![id, now()],
                     )?;
                     claimed.push(tx.query_row(
@@ -441,20 +471,32 @@ impl Store {
     }
 
     /// Puts jobs that were running when the process died back in the queue (sync and
-    /// preview jobs are idempotent) and returns the deploys to resume.
-    pub fn recover(&self) -> Result<Vec<Job>, StoreError> {
+    /// preview jobs are idempotent) and returns the deploys to resume. Jobs that were
+    /// running at [`MAX_ATTEMPTS`] crashes are not: they come back in `poisoned`, to end.
+    pub fn recover(&self) -> Result<Recovered, StoreError> {
         let running = self.jobs_in_state("running")?;
-        let mut resume = Vec::new();
+        let mut out = Recovered::default();
         for job in running {
-            if job.kind == Kind::Deploy {
-                resume.push(job);
+            if job.attempts >= MAX_ATTEMPTS {
+                out.poisoned.push(job);
+            } else if job.kind == Kind::Deploy {
+                out.resume.push(job);
             } else {
-                self.with(|c| {
-                    c.execute("UPDATE jobs SET state = 'queued' WHERE id = ?1", [job.id])
-                })?;
+                self.requeue(job.id)?;
             }
         }
-        Ok(resume)
+        Ok(out)
+    }
+
+    /// Counts one more attempt of a running job (a deploy resumed after a restart).
+    pub fn attempt(&self, id: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET attempts = attempts + 1 WHERE id = ?1",
+                [id],
+            )
+        })?;
+        Ok(())
     }
 
     pub fn requeue(&self, id: i64) -> Result<(), StoreError> {
@@ -1409,6 +1451,82 @@ mod tests {
         );
     }
 
+    fn preview(sha: &str) -> NewJob {
+        NewJob {
+            kind: Some(Kind::Preview),
+            repo: "acme/infra".into(),
+            sha: sha.into(),
+            pr: Some(7),
+            fork: true,
+            trigger: "pull_request".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_job_that_takes_the_process_down_twice_is_not_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let open = || Store::open(&path, Synchronous::Normal).unwrap();
+        let id = open().enqueue(&[preview("a")], &none, &superseded).unwrap()[0];
+        // Claimed, then the process dies mid-job: requeued once.
+        for attempt in 1..=MAX_ATTEMPTS {
+            let s = open();
+            let r = s.recover().unwrap();
+            assert!(r.poisoned.is_empty() && r.resume.is_empty());
+            let j = s.claim(1).unwrap().remove(0);
+            assert_eq!((j.id, j.attempts), (id, attempt));
+        }
+        // The second crash: it comes back poisoned, not queued.
+        let s = open();
+        let r = s.recover().unwrap();
+        assert_eq!(r.poisoned.len(), 1);
+        assert_eq!(r.poisoned[0].id, id);
+        assert!(s.claim(1).unwrap().is_empty());
+        s.finish(id, "error", &serde_json::json!({}), &[], None)
+            .unwrap();
+        // A resumed deploy counts too.
+        let d = s.enqueue(&[deploy("b")], &none, &superseded).unwrap()[0];
+        let j = s.claim(1).unwrap().remove(0);
+        assert_eq!(j.id, d);
+        s.set_phase(d, "executing", Some("cs"), Some("st")).unwrap();
+        drop(s);
+        let s = open();
+        let r = s.recover().unwrap();
+        assert_eq!(r.resume.len(), 1);
+        s.attempt(d).unwrap();
+        drop(s);
+        let r = open().recover().unwrap();
+        assert!(r.poisoned.iter().any(|j| j.id == d), "{r:?}");
+    }
+
+    #[test]
+    fn a_state_file_from_before_attempts_opens_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            // The jobs table as stackgate wrote it before the attempts column.
+            let c = Connection::open(&path).unwrap();
+            let old = SCHEMA.replace(",\n    attempts INTEGER NOT NULL DEFAULT 0", "");
+            assert_ne!(old, SCHEMA);
+            c.execute_batch(&old).unwrap();
+            c.execute(
+                "INSERT INTO jobs (kind, repo, sha, lane, trigger, state, created_at)
+                 VALUES ('sync', 'acme/infra', 'a', 'acme/infra#sync', 'push', 'running', 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path, Synchronous::Normal).unwrap();
+        assert!(s.recover().unwrap().poisoned.is_empty());
+        let j = s.claim(1).unwrap().remove(0);
+        assert_eq!(j.attempts, 1);
+        drop(s);
+        // Opening again does not migrate twice.
+        let s = Store::open(&path, Synchronous::Normal).unwrap();
+        assert_eq!(s.job(j.id).unwrap().unwrap().attempts, 1);
+    }
+
     #[test]
     fn an_old_ledger_gains_identities_and_keeps_its_rows() {
         let dir = tempfile::tempdir().unwrap();
@@ -1518,7 +1636,7 @@ mod tests {
                 .unwrap();
         }
         let s = Store::open(&path, level).unwrap();
-        let resume = s.recover().unwrap();
+        let resume = s.recover().unwrap().resume;
         assert_eq!(resume.len(), 1);
         assert_eq!(resume[0].change_set_id.as_deref(), Some("cs-1"));
         assert_eq!(resume[0].phase.as_deref(), Some("executing"));

@@ -3,7 +3,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::StackError;
+use super::{Scope, StackError};
 
 /// One regular file under an artifact folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,71 @@ pub struct DirFiles {
 
 /// Files larger than this are refused: a stack is text and small code, not a data store.
 pub const MAX_FILE_BYTES: u64 = 50 * 1024 * 1024;
+/// A stack folder in all, every path counted: many paths naming one file count many times.
+pub const MAX_FOLDER_BYTES: u64 = 100 * 1024 * 1024;
+/// Files and folders in one stack folder.
+pub const MAX_FOLDER_FILES: usize = 20_000;
+/// Folders nested inside a stack folder.
+pub const MAX_FOLDER_DEPTH: usize = 32;
+
+/// Which limit a folder passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FolderLimit {
+    Bytes(u64),
+    Files(usize),
+    Depth(usize),
+}
+
+impl std::fmt::Display for FolderLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FolderLimit::Bytes(n) => write!(
+                f,
+                "{n} bytes (every path counts, also paths naming one file)"
+            ),
+            FolderLimit::Files(n) => write!(f, "{n} files and folders"),
+            FolderLimit::Depth(n) => write!(f, "{n} nested folders"),
+        }
+    }
+}
+
+/// A running count of what a walk has taken, against its limits.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    bytes: u64,
+    files: usize,
+    max_bytes: u64,
+    max_files: usize,
+}
+
+impl Budget {
+    pub fn new(max_bytes: u64, max_files: usize) -> Self {
+        Self {
+            bytes: 0,
+            files: 0,
+            max_bytes,
+            max_files,
+        }
+    }
+
+    /// The limits of one stack folder.
+    pub fn folder() -> Self {
+        Self::new(MAX_FOLDER_BYTES, MAX_FOLDER_FILES)
+    }
+
+    /// Counts one more entry of `bytes`; the limit it passes, if any.
+    pub fn take(&mut self, bytes: u64) -> Option<FolderLimit> {
+        self.files += 1;
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.files > self.max_files {
+            Some(FolderLimit::Files(self.max_files))
+        } else if self.bytes > self.max_bytes {
+            Some(FolderLimit::Bytes(self.max_bytes))
+        } else {
+            None
+        }
+    }
+}
 
 impl DirFiles {
     pub fn open(dir: &Path) -> Result<Self, StackError> {
@@ -73,10 +138,57 @@ impl DirFiles {
                 message: "not a folder; pass a stack folder such as stacks/hybrid-alb".into(),
             });
         }
-        Ok(Self {
+        let files = Self {
             root,
             label: dir.display().to_string().trim_end_matches('/').to_string(),
-        })
+        };
+        files.measure()?;
+        Ok(files)
+    }
+
+    /// Refuses a folder past the limits a checkout has, before anything is read, so that
+    /// `check` and the service agree. Symlinks are followed as reads follow them.
+    fn measure(&self) -> Result<(), StackError> {
+        let mut budget = Budget::folder();
+        let mut todo = vec![(self.root.clone(), 0)];
+        while let Some((dir, depth)) = todo.pop() {
+            let io = |e: std::io::Error| StackError::Io {
+                file: dir.display().to_string(),
+                message: e.to_string(),
+            };
+            for entry in std::fs::read_dir(&dir).map_err(io)? {
+                let path = entry.map_err(io)?.path();
+                let inner = path
+                    .strip_prefix(&self.root)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                // Escaping links are refused when read; here they count as nothing.
+                let Ok(meta) = self.resolve(&inner).and_then(|real| {
+                    std::fs::metadata(real).map_err(|e| StackError::Io {
+                        file: self.display(&inner),
+                        message: e.to_string(),
+                    })
+                }) else {
+                    continue;
+                };
+                let over = if meta.is_dir() && depth + 1 > MAX_FOLDER_DEPTH {
+                    Some(FolderLimit::Depth(MAX_FOLDER_DEPTH))
+                } else {
+                    budget.take(if meta.is_file() { meta.len() } else { 0 })
+                };
+                if let Some(limit) = over {
+                    return Err(StackError::FolderTooLarge {
+                        file: self.display(&inner),
+                        scope: Scope::Folder,
+                        limit,
+                    });
+                }
+                if meta.is_dir() {
+                    todo.push((path, depth + 1));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Resolves `rel` inside the root, following symlinks, and refuses escapes.
@@ -191,6 +303,32 @@ mod tests {
             clean_relative("x", "./a/b/../c").unwrap(),
             PathBuf::from("a/c")
         );
+    }
+
+    #[test]
+    fn a_folder_past_the_limit_is_refused_when_opened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stack = tmp.path().join("stack");
+        std::fs::create_dir_all(stack.join("data")).unwrap();
+        std::fs::write(
+            stack.join("deployment.yaml"),
+            "template-file-path: t.yaml\n",
+        )
+        .unwrap();
+        // Sparse: 40 MiB long, nothing on disk. Three paths name it: 120 MiB in all.
+        std::fs::File::create(stack.join("data/a"))
+            .unwrap()
+            .set_len(40 << 20)
+            .unwrap();
+        std::os::unix::fs::symlink("a", stack.join("data/b")).unwrap();
+        std::os::unix::fs::symlink("a", stack.join("data/c")).unwrap();
+        let err = DirFiles::open(&stack).err().expect("refused").to_string();
+        assert!(
+            err.contains("stack/data/") && err.contains("the stack folder passes 104857600 bytes"),
+            "{err}"
+        );
+        std::fs::remove_file(stack.join("data/c")).unwrap();
+        assert!(DirFiles::open(&stack).is_ok());
     }
 
     #[test]

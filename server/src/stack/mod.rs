@@ -30,8 +30,32 @@ pub enum StackError {
     Escapes { file: String, path: String },
     #[error("{file}: larger than {limit} bytes; stacks hold templates and code, not data")]
     TooLarge { file: String, limit: u64 },
+    #[error("{file}: {scope} passes {limit} here; stacks hold templates and code, not data")]
+    FolderTooLarge {
+        file: String,
+        scope: Scope,
+        limit: files::FolderLimit,
+    },
     #[error("{folder}: no deployment file; add one of {}", deployment::DEPLOYMENT_FILES.join(", "))]
     NoDeploymentFile { folder: String },
+}
+
+/// What a size limit applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// One stack folder.
+    Folder,
+    /// All the stack folders of one commit, as the service reads them.
+    Commit,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scope::Folder => "the stack folder",
+            Scope::Commit => "the stack folders of this commit",
+        })
+    }
 }
 
 /// A template: its text as written (sent to CloudFormation unchanged) and its long form.
@@ -130,12 +154,21 @@ pub struct Stack {
 impl Stack {
     /// Reads and checks the deployment file and the template it names.
     pub fn load(files: &dyn StackFiles) -> Result<Self, StackError> {
-        let (dep_name, bytes) = deployment::DEPLOYMENT_FILES
-            .iter()
-            .find_map(|name: &&str| files.read(name).ok().map(|b| (*name, b)))
-            .ok_or_else(|| StackError::NoDeploymentFile {
-                folder: files.display("").trim_end_matches('/').to_string(),
-            })?;
+        let mut found = None;
+        for name in deployment::DEPLOYMENT_FILES {
+            match files.read(name) {
+                Ok(bytes) => {
+                    found = Some((*name, bytes));
+                    break;
+                }
+                // Missing: try the next name. Refused (too large, escaping): say so.
+                Err(StackError::Io { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let (dep_name, bytes) = found.ok_or_else(|| StackError::NoDeploymentFile {
+            folder: files.display("").trim_end_matches('/').to_string(),
+        })?;
         let dep_file = files.display(dep_name);
         let text = String::from_utf8(bytes).map_err(|_| StackError::Io {
             file: dep_file.clone(),
