@@ -32,6 +32,7 @@ fn build() -> Result<(), String> {
     println!("cargo:rerun-if-changed=../policies");
     println!("cargo:rerun-if-changed=../Cargo.lock");
     println!("cargo:rerun-if-env-changed=STACKGATE_POLICY_TARGET_DIR");
+    println!("cargo:rerun-if-env-changed=STACKGATE_POLICY_TARGET_TOOLCHAIN");
 
     // A target dir of its own: the outer cargo holds the lock on the main one. Shared by
     // every profile so that `cargo build`, `test` and `clippy` build the guests only once.
@@ -42,7 +43,17 @@ fn build() -> Result<(), String> {
             .unwrap_or_else(|| workspace.join("target"))
             .join("policy-wasm"),
     };
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // `cargo +nightly fuzz` builds the host with a nightly that may lack the wasm target:
+    // STACKGATE_POLICY_TARGET_TOOLCHAIN (e.g. `stable`) builds the guests with another toolchain.
+    let mut cmd = match std::env::var("STACKGATE_POLICY_TARGET_TOOLCHAIN") {
+        Ok(toolchain) => {
+            let mut c = Command::new("rustup");
+            c.args(["run", &toolchain, "cargo"]);
+            c.env_remove("RUSTC").env_remove("RUSTUP_TOOLCHAIN");
+            c
+        }
+        Err(_) => Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())),
+    };
     cmd.current_dir(&workspace)
         .args([
             "build",

@@ -10,6 +10,8 @@ pub mod cli;
 pub mod cloud;
 pub mod config;
 pub mod deployer;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod github;
 pub mod gitinfo;
 pub mod intake;
