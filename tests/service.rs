@@ -1516,6 +1516,27 @@ fn two_folders_or_two_repositories_naming_one_stack_are_refused() {
         final_state(&gh.statuses(&sha1), "stackgate/first")
     });
     assert_eq!(s.0, "success", "{s:?}");
+    let first_job = job_of(&gh, &sha1, "stackgate/first").expect("the first job");
+    let account = server.job(first_job)["detail"]["identity"]["account"]
+        .as_str()
+        .expect("the deployed identity's account")
+        .to_string();
+    // Statuses are public: they say the stack is claimed, never the account nor the other
+    // claimant (its repository may be private). The run page names them all.
+    let public = |sha: &str, other: &str| {
+        for (context, _, description) in gh.statuses(sha) {
+            assert!(
+                !description.contains(&account) && !description.contains(other),
+                "{context}: {description}"
+            );
+        }
+    };
+    let url = server.url.clone();
+    let run_page = |sha: &str, context: &str| {
+        let id = job_of(&gh, sha, context).expect("the refused job");
+        let (_, page) = http("GET", &format!("{url}/runs/{id}"), &[], None);
+        page
+    };
 
     // A second folder of the same repository names the same stack.
     param_stack(&repo, "second", &name, "2");
@@ -1527,11 +1548,16 @@ fn two_folders_or_two_repositories_naming_one_stack_are_refused() {
     });
     assert_eq!(second.0, "failure");
     assert!(
-        second.1.contains(&format!("stack {name}"))
-            && second
-                .1
-                .contains("Codertocat/Hello-World stacks/first and stacks/second"),
+        second.1.contains(&format!(
+            "stack `{name}` (us-east-1) is claimed by more than one folder"
+        )),
         "{second:?}"
+    );
+    public(&sha2, "stacks/first");
+    let page = run_page(&sha2, "stackgate/second");
+    assert!(
+        page.contains("Codertocat/Hello-World stacks/first and stacks/second"),
+        "the run page lacks the claimants"
     );
 
     // Another repository on the same server names it too: refused, naming the first.
@@ -1549,9 +1575,15 @@ fn two_folders_or_two_repositories_naming_one_stack_are_refused() {
     });
     assert_eq!(mine.0, "failure", "{mine:?}\n{}", server.logs());
     assert!(
-        mine.1.contains("Codertocat/Hello-World stacks/first")
-            && mine.1.contains("Codertocat/Other stacks/mine"),
+        mine.1.contains("claimed by more than one folder"),
         "{mine:?}"
+    );
+    public(&sha3, "Codertocat/Hello-World");
+    let page = run_page(&sha3, "stackgate/mine");
+    assert!(
+        page.contains("Codertocat/Hello-World stacks/first")
+            && page.contains("Codertocat/Other stacks/mine"),
+        "the run page lacks the claimants"
     );
     let p = stack_exists(&name).unwrap();
     let value = p

@@ -673,9 +673,9 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
             Ok(_) if claims.refusal(name).is_some() => {
                 let why = claims.refusal(name).unwrap_or_default();
                 worst = Verdict::Error;
-                first.get_or_insert(format!("{name}: {why}"));
-                detail["stacks"][name] = json!({"error": why});
-                statuses.push(stack_status(app, job, name, "failure", why));
+                first.get_or_insert(format!("{name}: {}", why.status));
+                detail["stacks"][name] = json!({"error": why.detail});
+                statuses.push(stack_status(app, job, name, "failure", why.status));
             }
             Ok(stack) => {
                 let report = app.gate((&stack, &files), "push", &job.sha, true).await;
@@ -709,12 +709,16 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
         let bound =
             claims::prune_refusal(&repo.stacks_dir, snap.stacks.len(), &gone, repo.max_prune);
         for folder in &gone {
-            match bound.clone().or_else(|| claims.refusal(folder)) {
+            match bound
+                .clone()
+                .map(claims::Refusal::public)
+                .or_else(|| claims.refusal(folder))
+            {
                 Some(why) => {
                     worst = Verdict::Error;
-                    first.get_or_insert(why.clone());
-                    detail["stacks"][folder] = json!({"error": why});
-                    statuses.push(stack_status(app, job, folder, "failure", why));
+                    first.get_or_insert(why.status.clone());
+                    detail["stacks"][folder] = json!({"error": why.detail});
+                    statuses.push(stack_status(app, job, folder, "failure", why.status));
                 }
                 None => deploys.push(folder.clone()),
             }
@@ -899,8 +903,8 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
             path: app.stacks_path(&r, &f),
         };
         let ours = owner_of(job, &repo, &stack_name);
-        let d = ownership::collision_message(&identity, &[&ours, &theirs]);
-        detail["error"] = json!(d);
+        detail["error"] = json!(ownership::collision_message(&identity, &[&ours, &theirs]));
+        let d = ownership::collision_status(&identity);
         app.store
             .finish(job.id, "failed", &detail, &[say("failure", d)], None)?;
         return Ok("failed".into());
