@@ -2011,6 +2011,92 @@ fn outputs_no_echo_values_and_aws_errors_stay_off_public_pages() {
     }
 }
 
+/// A NoEcho parameter fed to a security group, beside open SSH (so the gate blocks it):
+/// open-ingress quotes the value it cannot read as a CIDR block.
+fn no_echo_ingress(repo: &GitRepo, folder: &str, stack_name: &str, secret: &str) {
+    repo.write(
+        &format!("stacks/{folder}/deployment.yaml"),
+        &format!("template-file-path: template.yaml\nstack-name: {stack_name}\nparameters:\n  Source: {secret}\n"),
+    );
+    repo.write(
+        &format!("stacks/{folder}/template.yaml"),
+        "Parameters:\n  Source:\n    Type: String\n    NoEcho: true\nResources:\n  Sg:\n    Type: AWS::EC2::SecurityGroup\n    Properties:\n      GroupDescription: sg\n      SecurityGroupIngress:\n        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: !Ref Source\n        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: 0.0.0.0/0\n",
+    );
+}
+
+#[test]
+fn a_no_echo_value_a_policy_quotes_stays_hidden() {
+    const SECRET: &str = "pw-nOEcHo-0815";
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-noecho");
+    no_echo_ingress(&repo, "leaky", &name, SECRET);
+    let sha = repo.commit("leaky");
+    let server = Server::start(&repo, &gh, "");
+    let shown = |what: &str, text: &str| {
+        assert!(!text.contains(SECRET), "the NoEcho value in {what}: {text}");
+    };
+
+    // A push: blocked, and its sync job's detail hides the value.
+    let verdict = push_and_verdict(&server, &gh, ZERO, &sha, &["stacks/leaky/template.yaml"]);
+    assert_ne!(verdict.0, "success", "{verdict:?}\n{}", server.logs());
+    let sync = job_of(&gh, &sha, "stackgate/policy").expect("the sync job");
+    let api = server.job(sync);
+    assert!(
+        api["detail"]["stacks"]["leaky"]["policy"]["outcomes"].is_array(),
+        "{api}"
+    );
+    shown("the sync job", &api.to_string());
+
+    // A manual redeploy: blocked by the gate, and its detail hides the value.
+    let (code, body) = http(
+        "POST",
+        &format!("{}/api/v1/stacks/{REPO}/leaky/redeploy", server.url),
+        &[("Authorization", format!("Bearer {API_TOKEN}"))],
+        Some(format!("{{\"sha\":\"{sha}\"}}").as_bytes()),
+    );
+    assert_eq!(code, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["job"]
+        .as_i64()
+        .unwrap();
+    let job = wait_for(60, "the redeploy", || {
+        let j = server.job(id);
+        (j["state"] != "queued" && j["state"] != "running").then_some(j)
+    });
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert!(job["detail"]["policy"]["outcomes"].is_array(), "{job}");
+    shown("the redeploy job", &job.to_string());
+
+    // A pull request: the public comment and the preview job hide it.
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    no_echo_ingress(&repo, "leaky", &name, &format!("{SECRET}-2"));
+    let head = repo.commit("change the secret");
+    repo.set_pull_head(12, &head);
+    let (code, body) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("opened", 12, &head, "feature", false),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202, "{body}");
+    let comment = wait_for(60, "the dry run's comment", || {
+        gh.requests()
+            .into_iter()
+            .find(|r| r["operation"] == "issues/create-comment")
+    });
+    let text = comment["body"]["body"].as_str().unwrap_or_default();
+    assert!(text.contains(r"\[redacted\]"), "{text}");
+    shown("the comment", text);
+    let preview = job_of(&gh, &head, "stackgate/policy").expect("the preview job");
+    shown("the preview job", &server.job(preview).to_string());
+    for sha in [&sha, &head] {
+        for (_, _, description) in gh.statuses(sha) {
+            shown("a status", &description);
+        }
+    }
+    server.assert_no_secret_in_logs();
+}
+
 #[test]
 fn a_fork_pull_request_comment_escapes_what_the_fork_names() {
     let gh = StandIn::start();

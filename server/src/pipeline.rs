@@ -681,7 +681,9 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
                 let report = app.gate((&stack, &files), "push", &job.sha, true).await;
                 errors += report.count(Severity::Error);
                 warnings += report.count(Severity::Warning);
+                // Policy messages quote values, NoEcho ones too; the job API is public.
                 detail["stacks"][name] = json!({"policy": report});
+                Redactor::for_stack(&stack).json(&mut detail["stacks"][name]);
                 if report.verdict == Verdict::Pass {
                     deploys.push(name.clone());
                 } else {
@@ -866,6 +868,7 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         )?;
     }
     if report.verdict != Verdict::Pass {
+        redact.json(&mut detail);
         app.store.finish(
             job.id,
             "failed",
@@ -1332,6 +1335,9 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
         let report = app
             .gate((&stack, &files), "pull_request", &job.sha, !job.fork)
             .await;
+        // The comment is public, and policy messages quote values, NoEcho ones too.
+        let redact = Redactor::for_stack(&stack);
+        let public = |s: &str| render::md_text(&redact.text(s));
         if report.verdict != Verdict::Pass && worst != Verdict::Error {
             worst = report.verdict;
         }
@@ -1339,7 +1345,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
         let mut section = format!(
             "### {}\n\n**Policy:** {}\n",
             render::md_code(name),
-            render::md_text(&report.summary())
+            public(&report.summary())
         );
         for f in report.findings() {
             let line = f.line.map(|l| format!(":{l}")).unwrap_or_default();
@@ -1351,12 +1357,12 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
                     ":warning:"
                 },
                 render::md_code(&f.rule),
-                render::md_text(&f.resource),
+                public(&f.resource),
                 render::md_code(&format!(
                     "{}{line}",
                     f.file.as_deref().unwrap_or(&stack.template.file)
                 )),
-                render::md_text(&f.message)
+                public(&f.message)
             ));
         }
         let context = format!("stackgate/plan/{name}");
@@ -1435,8 +1441,9 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
         }
         detail["stacks"][name] = json!({"policy": report});
         if let Some(e) = plan_errors.remove(name) {
-            detail["stacks"][name]["plan_error"] = json!(Redactor::for_stack(&stack).text(&e));
+            detail["stacks"][name]["plan_error"] = json!(e);
         }
+        redact.json(&mut detail["stacks"][name]);
         sections.push(section);
     }
     let summary = if changed.is_empty() {
