@@ -1559,6 +1559,29 @@ fn two_folders_or_two_repositories_naming_one_stack_are_refused() {
         page.contains("Codertocat/Hello-World stacks/first and stacks/second"),
         "the run page lacks the claimants"
     );
+    // A manual redeploy of the second folder is refused at deploy, as briefly.
+    let (code, body) = http(
+        "POST",
+        &format!("{url}/api/v1/stacks/{REPO}/second/redeploy"),
+        &[("Authorization", format!("Bearer {API_TOKEN}"))],
+        Some(format!("{{\"sha\":\"{sha2}\"}}").as_bytes()),
+    );
+    assert_eq!(code, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["job"]
+        .as_i64()
+        .unwrap();
+    let job = wait_for(60, "the refused redeploy", || {
+        let j = server.job(id);
+        (j["state"] != "queued" && j["state"] != "running").then_some(j)
+    });
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert!(
+        job["detail"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("stacks/first") && e.contains(&account)),
+        "{job:#}"
+    );
+    public(&sha2, "stacks/first");
 
     // Another repository on the same server names it too: refused, naming the first.
     let other = GitRepo::new();
