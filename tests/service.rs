@@ -2034,6 +2034,23 @@ fn outputs_no_echo_values_and_aws_errors_stay_off_public_pages() {
     }
 }
 
+/// A plain SSM `String` parameter in the emulator, for the gate to look up.
+fn put_ssm_string(name: &str, value: &str) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(
+            ssm()
+                .put_parameter()
+                .name(name)
+                .value(value)
+                .r#type(aws_sdk_ssm::types::ParameterType::String)
+                .send(),
+        )
+        .unwrap();
+}
+
 /// A NoEcho parameter fed to a security group, beside open SSH (so the gate blocks it):
 /// open-ingress quotes the value it cannot read as a CIDR block.
 fn no_echo_ingress(repo: &GitRepo, folder: &str, stack_name: &str, secret: &str) {
@@ -2047,17 +2064,37 @@ fn no_echo_ingress(repo: &GitRepo, folder: &str, stack_name: &str, secret: &str)
     );
 }
 
+/// The same, the NoEcho parameter SSM-typed: the gate looks its value up in SSM.
+fn no_echo_ssm_ingress(repo: &GitRepo, folder: &str, stack_name: &str, ssm_name: &str) {
+    no_echo_ingress(repo, folder, stack_name, ssm_name);
+    let template = repo.dir.join(format!("stacks/{folder}/template.yaml"));
+    let t = std::fs::read_to_string(&template).unwrap().replacen(
+        "Type: String",
+        "Type: AWS::SSM::Parameter::Value<String>",
+        1,
+    );
+    std::fs::write(template, t).unwrap();
+}
+
 #[test]
 fn a_no_echo_value_a_policy_quotes_stays_hidden() {
     const SECRET: &str = "pw-nOEcHo-0815";
+    const LOOKED_UP: &str = "pw-sSm-nOEcHo-4242";
     let gh = StandIn::start();
     let repo = GitRepo::new();
     let name = unique("gitops-noecho");
+    let ssm_name = format!("/{name}/source");
+    put_ssm_string(&ssm_name, LOOKED_UP);
     no_echo_ingress(&repo, "leaky", &name, SECRET);
+    no_echo_ssm_ingress(&repo, "looked", &format!("{name}-ssm"), &ssm_name);
     let sha = repo.commit("leaky");
     let server = Server::start(&repo, &gh, "");
     let shown = |what: &str, text: &str| {
         assert!(!text.contains(SECRET), "the NoEcho value in {what}: {text}");
+        assert!(
+            !text.contains(LOOKED_UP),
+            "the looked-up NoEcho value in {what}: {text}"
+        );
     };
 
     // A push: blocked, and its sync job's detail hides the value.
@@ -2065,10 +2102,13 @@ fn a_no_echo_value_a_policy_quotes_stays_hidden() {
     assert_ne!(verdict.0, "success", "{verdict:?}\n{}", server.logs());
     let sync = job_of(&gh, &sha, "stackgate/policy").expect("the sync job");
     let api = server.job(sync);
-    assert!(
-        api["detail"]["stacks"]["leaky"]["policy"]["outcomes"].is_array(),
-        "{api}"
-    );
+    for folder in ["leaky", "looked"] {
+        assert!(
+            api["detail"]["stacks"][folder]["policy"]["outcomes"].is_array(),
+            "{api}"
+        );
+    }
+    assert!(api.to_string().contains("[redacted]"), "{api}");
     shown("the sync job", &api.to_string());
 
     // A manual redeploy: blocked by the gate, and its detail hides the value.
@@ -2093,6 +2133,7 @@ fn a_no_echo_value_a_policy_quotes_stays_hidden() {
     // A pull request: the public comment and the preview job hide it.
     repo.git(&["checkout", "-q", "-b", "feature"]);
     no_echo_ingress(&repo, "leaky", &name, &format!("{SECRET}-2"));
+    no_echo_ssm_ingress(&repo, "looked", &format!("{name}-ssm2"), &ssm_name);
     let head = repo.commit("change the secret");
     repo.set_pull_head(12, &head);
     let (code, body) = server.webhook(
@@ -2220,19 +2261,7 @@ fn a_push_of_expansions_and_doubt_is_refused_and_a_resolvable_value_deploys() {
 
     // The SSM parameter the ssh case reads, now with a private range: it deploys.
     let admin = format!("/{name}/admin-cidr");
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(
-            ssm()
-                .put_parameter()
-                .name(&admin)
-                .value("10.40.0.0/16")
-                .r#type(aws_sdk_ssm::types::ParameterType::String)
-                .send(),
-        )
-        .unwrap();
+    put_ssm_string(&admin, "10.40.0.0/16");
     for f in &folders[..3] {
         std::fs::remove_dir_all(repo.dir.join("stacks").join(f)).unwrap();
     }

@@ -683,7 +683,9 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
                 warnings += report.count(Severity::Warning);
                 // Policy messages quote values, NoEcho ones too; the job API is public.
                 detail["stacks"][name] = json!({"policy": report});
-                Redactor::for_stack(&stack).json(&mut detail["stacks"][name]);
+                Redactor::for_stack(&stack)
+                    .and(&report.hidden)
+                    .json(&mut detail["stacks"][name]);
                 if report.verdict == Verdict::Pass {
                     deploys.push(name.clone());
                 } else {
@@ -854,12 +856,12 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         }
     };
 
-    let redact = Redactor::for_stack(&stack);
     // The gate, every time: a manual redeploy must pass it as a push does.
     app.store.set_phase(job.id, "policy", None, None)?;
     let report = app
         .gate((&stack, &files), &job.trigger, &job.sha, true)
         .await;
+    let redact = Redactor::for_stack(&stack).and(&report.hidden);
     detail["policy"] = json!(report);
     if job.trigger == "manual" {
         app.store.add_statuses(
@@ -1336,7 +1338,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
             .gate((&stack, &files), "pull_request", &job.sha, !job.fork)
             .await;
         // The comment is public, and policy messages quote values, NoEcho ones too.
-        let redact = Redactor::for_stack(&stack);
+        let redact = Redactor::for_stack(&stack).and(&report.hidden);
         let public = |s: &str| render::md_text(&redact.text(s));
         if report.verdict != Verdict::Pass && worst != Verdict::Error {
             worst = report.verdict;
