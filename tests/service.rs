@@ -1516,6 +1516,27 @@ fn two_folders_or_two_repositories_naming_one_stack_are_refused() {
         final_state(&gh.statuses(&sha1), "stackgate/first")
     });
     assert_eq!(s.0, "success", "{s:?}");
+    let first_job = job_of(&gh, &sha1, "stackgate/first").expect("the first job");
+    let account = server.job(first_job)["detail"]["identity"]["account"]
+        .as_str()
+        .expect("the deployed identity's account")
+        .to_string();
+    // Statuses are public: they say the stack is claimed, never the account nor the other
+    // claimant (its repository may be private). The run page names them all.
+    let public = |sha: &str, other: &str| {
+        for (context, _, description) in gh.statuses(sha) {
+            assert!(
+                !description.contains(&account) && !description.contains(other),
+                "{context}: {description}"
+            );
+        }
+    };
+    let url = server.url.clone();
+    let run_page = |sha: &str, context: &str| {
+        let id = job_of(&gh, sha, context).expect("the refused job");
+        let (_, page) = http("GET", &format!("{url}/runs/{id}"), &[], None);
+        page
+    };
 
     // A second folder of the same repository names the same stack.
     param_stack(&repo, "second", &name, "2");
@@ -1527,12 +1548,40 @@ fn two_folders_or_two_repositories_naming_one_stack_are_refused() {
     });
     assert_eq!(second.0, "failure");
     assert!(
-        second.1.contains(&format!("stack {name}"))
-            && second
-                .1
-                .contains("Codertocat/Hello-World stacks/first and stacks/second"),
+        second.1.contains(&format!(
+            "stack `{name}` (us-east-1) is claimed by more than one folder"
+        )),
         "{second:?}"
     );
+    public(&sha2, "stacks/first");
+    let page = run_page(&sha2, "stackgate/second");
+    assert!(
+        page.contains("Codertocat/Hello-World stacks/first and stacks/second"),
+        "the run page lacks the claimants"
+    );
+    // A manual redeploy of the second folder is refused at deploy, as briefly.
+    let (code, body) = http(
+        "POST",
+        &format!("{url}/api/v1/stacks/{REPO}/second/redeploy"),
+        &[("Authorization", format!("Bearer {API_TOKEN}"))],
+        Some(format!("{{\"sha\":\"{sha2}\"}}").as_bytes()),
+    );
+    assert_eq!(code, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["job"]
+        .as_i64()
+        .unwrap();
+    let job = wait_for(60, "the refused redeploy", || {
+        let j = server.job(id);
+        (j["state"] != "queued" && j["state"] != "running").then_some(j)
+    });
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert!(
+        job["detail"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("stacks/first") && e.contains(&account)),
+        "{job:#}"
+    );
+    public(&sha2, "stacks/first");
 
     // Another repository on the same server names it too: refused, naming the first.
     let other = GitRepo::new();
@@ -1549,9 +1598,15 @@ fn two_folders_or_two_repositories_naming_one_stack_are_refused() {
     });
     assert_eq!(mine.0, "failure", "{mine:?}\n{}", server.logs());
     assert!(
-        mine.1.contains("Codertocat/Hello-World stacks/first")
-            && mine.1.contains("Codertocat/Other stacks/mine"),
+        mine.1.contains("claimed by more than one folder"),
         "{mine:?}"
+    );
+    public(&sha3, "Codertocat/Hello-World");
+    let page = run_page(&sha3, "stackgate/mine");
+    assert!(
+        page.contains("Codertocat/Hello-World stacks/first")
+            && page.contains("Codertocat/Other stacks/mine"),
+        "the run page lacks the claimants"
     );
     let p = stack_exists(&name).unwrap();
     let value = p
@@ -1979,6 +2034,133 @@ fn outputs_no_echo_values_and_aws_errors_stay_off_public_pages() {
     }
 }
 
+/// A plain SSM `String` parameter in the emulator, for the gate to look up.
+fn put_ssm_string(name: &str, value: &str) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(
+            ssm()
+                .put_parameter()
+                .name(name)
+                .value(value)
+                .r#type(aws_sdk_ssm::types::ParameterType::String)
+                .send(),
+        )
+        .unwrap();
+}
+
+/// A NoEcho parameter fed to a security group, beside open SSH (so the gate blocks it):
+/// open-ingress quotes the value it cannot read as a CIDR block.
+fn no_echo_ingress(repo: &GitRepo, folder: &str, stack_name: &str, secret: &str) {
+    repo.write(
+        &format!("stacks/{folder}/deployment.yaml"),
+        &format!("template-file-path: template.yaml\nstack-name: {stack_name}\nparameters:\n  Source: {secret}\n"),
+    );
+    repo.write(
+        &format!("stacks/{folder}/template.yaml"),
+        "Parameters:\n  Source:\n    Type: String\n    NoEcho: true\nResources:\n  Sg:\n    Type: AWS::EC2::SecurityGroup\n    Properties:\n      GroupDescription: sg\n      SecurityGroupIngress:\n        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: !Ref Source\n        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: 0.0.0.0/0\n",
+    );
+}
+
+/// The same, the NoEcho parameter SSM-typed: the gate looks its value up in SSM.
+fn no_echo_ssm_ingress(repo: &GitRepo, folder: &str, stack_name: &str, ssm_name: &str) {
+    no_echo_ingress(repo, folder, stack_name, ssm_name);
+    let template = repo.dir.join(format!("stacks/{folder}/template.yaml"));
+    let t = std::fs::read_to_string(&template).unwrap().replacen(
+        "Type: String",
+        "Type: AWS::SSM::Parameter::Value<String>",
+        1,
+    );
+    std::fs::write(template, t).unwrap();
+}
+
+#[test]
+fn a_no_echo_value_a_policy_quotes_stays_hidden() {
+    const SECRET: &str = "pw-nOEcHo-0815";
+    const LOOKED_UP: &str = "pw-sSm-nOEcHo-4242";
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-noecho");
+    let ssm_name = format!("/{name}/source");
+    put_ssm_string(&ssm_name, LOOKED_UP);
+    no_echo_ingress(&repo, "leaky", &name, SECRET);
+    no_echo_ssm_ingress(&repo, "looked", &format!("{name}-ssm"), &ssm_name);
+    let sha = repo.commit("leaky");
+    let server = Server::start(&repo, &gh, "");
+    let shown = |what: &str, text: &str| {
+        assert!(!text.contains(SECRET), "the NoEcho value in {what}: {text}");
+        assert!(
+            !text.contains(LOOKED_UP),
+            "the looked-up NoEcho value in {what}: {text}"
+        );
+    };
+
+    // A push: blocked, and its sync job's detail hides the value.
+    let verdict = push_and_verdict(&server, &gh, ZERO, &sha, &["stacks/leaky/template.yaml"]);
+    assert_ne!(verdict.0, "success", "{verdict:?}\n{}", server.logs());
+    let sync = job_of(&gh, &sha, "stackgate/policy").expect("the sync job");
+    let api = server.job(sync);
+    for folder in ["leaky", "looked"] {
+        assert!(
+            api["detail"]["stacks"][folder]["policy"]["outcomes"].is_array(),
+            "{api}"
+        );
+    }
+    assert!(api.to_string().contains("[redacted]"), "{api}");
+    shown("the sync job", &api.to_string());
+
+    // A manual redeploy: blocked by the gate, and its detail hides the value.
+    let (code, body) = http(
+        "POST",
+        &format!("{}/api/v1/stacks/{REPO}/leaky/redeploy", server.url),
+        &[("Authorization", format!("Bearer {API_TOKEN}"))],
+        Some(format!("{{\"sha\":\"{sha}\"}}").as_bytes()),
+    );
+    assert_eq!(code, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["job"]
+        .as_i64()
+        .unwrap();
+    let job = wait_for(60, "the redeploy", || {
+        let j = server.job(id);
+        (j["state"] != "queued" && j["state"] != "running").then_some(j)
+    });
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert!(job["detail"]["policy"]["outcomes"].is_array(), "{job}");
+    shown("the redeploy job", &job.to_string());
+
+    // A pull request: the public comment and the preview job hide it.
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    no_echo_ingress(&repo, "leaky", &name, &format!("{SECRET}-2"));
+    no_echo_ssm_ingress(&repo, "looked", &format!("{name}-ssm2"), &ssm_name);
+    let head = repo.commit("change the secret");
+    repo.set_pull_head(12, &head);
+    let (code, body) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("opened", 12, &head, "feature", false),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202, "{body}");
+    let comment = wait_for(60, "the dry run's comment", || {
+        gh.requests()
+            .into_iter()
+            .find(|r| r["operation"] == "issues/create-comment")
+    });
+    let text = comment["body"]["body"].as_str().unwrap_or_default();
+    assert!(text.contains(r"\[redacted\]"), "{text}");
+    shown("the comment", text);
+    let preview = job_of(&gh, &head, "stackgate/policy").expect("the preview job");
+    shown("the preview job", &server.job(preview).to_string());
+    for sha in [&sha, &head] {
+        for (_, _, description) in gh.statuses(sha) {
+            shown("a status", &description);
+        }
+    }
+    server.assert_no_secret_in_logs();
+}
+
 #[test]
 fn a_fork_pull_request_comment_escapes_what_the_fork_names() {
     let gh = StandIn::start();
@@ -2079,19 +2261,7 @@ fn a_push_of_expansions_and_doubt_is_refused_and_a_resolvable_value_deploys() {
 
     // The SSM parameter the ssh case reads, now with a private range: it deploys.
     let admin = format!("/{name}/admin-cidr");
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(
-            ssm()
-                .put_parameter()
-                .name(&admin)
-                .value("10.40.0.0/16")
-                .r#type(aws_sdk_ssm::types::ParameterType::String)
-                .send(),
-        )
-        .unwrap();
+    put_ssm_string(&admin, "10.40.0.0/16");
     for f in &folders[..3] {
         std::fs::remove_dir_all(repo.dir.join("stacks").join(f)).unwrap();
     }

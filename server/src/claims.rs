@@ -89,13 +89,30 @@ impl Claims {
     }
 
     /// Why `folder` may not deploy (or be pruned): its stack has another claimant.
-    pub fn refusal(&self, folder: &str) -> Option<String> {
+    pub fn refusal(&self, folder: &str) -> Option<Refusal> {
         let id = self.by_folder.get(folder)?;
         let owners = self.collisions.get(id)?;
-        Some(ownership::collision_message(
-            id,
-            &owners.iter().collect::<Vec<_>>(),
-        ))
+        Some(Refusal {
+            status: ownership::collision_status(id),
+            detail: ownership::collision_message(id, &owners.iter().collect::<Vec<_>>()),
+        })
+    }
+}
+
+/// A refusal said twice: briefly in the public commit status, in full on the run page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: String,
+    pub detail: String,
+}
+
+impl Refusal {
+    /// A refusal with nothing to hide: the same words in both places.
+    pub fn public(text: String) -> Self {
+        Self {
+            status: text.clone(),
+            detail: text,
+        }
     }
 }
 
@@ -152,7 +169,11 @@ mod tests {
         ];
         let c = Claims::find("acme/infra", &current, &[], &path);
         let msg = c.refusal("a").unwrap();
-        assert!(msg.contains("acme/infra stacks/a and stacks/b"), "{msg}");
+        assert!(
+            msg.detail.contains("acme/infra stacks/a and stacks/b"),
+            "{msg:?}"
+        );
+        assert!(!msg.status.contains("acme/infra"), "{msg:?}");
         assert!(c.refusal("b").is_some());
         assert!(c.refusal("c").is_none());
 
@@ -160,7 +181,8 @@ mod tests {
         let ledger = vec![(id("alone"), "acme/other".to_string(), "x".to_string())];
         let c = Claims::find("acme/infra", &current, &ledger, &path);
         let msg = c.refusal("c").unwrap();
-        assert!(msg.contains("acme/other stacks/x"), "{msg}");
+        assert!(msg.detail.contains("acme/other stacks/x"), "{msg:?}");
+        assert!(!msg.status.contains("acme/other"), "{msg:?}");
 
         // This repository's own ledger row for a present folder is not a second claimant,
         // even when the folder now names another stack.
@@ -178,7 +200,7 @@ mod tests {
         let ledger = vec![(id("shared"), "acme/infra".to_string(), "old".to_string())];
         let c = Claims::find("acme/infra", &current, &ledger, &path);
         assert_eq!(c.moved_to("old"), None);
-        assert!(c.refusal("old").unwrap().contains("stacks/old"));
+        assert!(c.refusal("old").unwrap().detail.contains("stacks/old"));
     }
 
     #[test]

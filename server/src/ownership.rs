@@ -149,7 +149,16 @@ pub fn collisions<'a>(
     by_id
 }
 
-/// "stack X (account/region) is claimed by A and B": short, to fit a commit status.
+/// What a commit status says of a collision. Statuses are public on public repositories:
+/// no account id, and no other claimant (its repository may be private).
+pub fn collision_status(id: &StackIdentity) -> String {
+    format!(
+        "stack `{}` ({}) is claimed by more than one folder; see the run page",
+        id.name, id.region
+    )
+}
+
+/// "stack X (account/region) is claimed by A and B", for the run page.
 pub fn collision_message(id: &StackIdentity, owners: &[&Owner]) -> String {
     let one_repo = owners.windows(2).all(|w| w[0].repo == w[1].repo);
     let names: Vec<String> = owners
@@ -256,6 +265,11 @@ mod tests {
         assert!(
             msg.contains("123456789012") && msg.contains("us-east-1"),
             "{msg}"
+        );
+        let status = collision_status(&x);
+        assert!(
+            status.contains("`shared` (us-east-1)") && !status.contains("123456789012"),
+            "{status}"
         );
     }
 }

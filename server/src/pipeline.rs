@@ -673,15 +673,19 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
             Ok(_) if claims.refusal(name).is_some() => {
                 let why = claims.refusal(name).unwrap_or_default();
                 worst = Verdict::Error;
-                first.get_or_insert(format!("{name}: {why}"));
-                detail["stacks"][name] = json!({"error": why});
-                statuses.push(stack_status(app, job, name, "failure", why));
+                first.get_or_insert(format!("{name}: {}", why.status));
+                detail["stacks"][name] = json!({"error": why.detail});
+                statuses.push(stack_status(app, job, name, "failure", why.status));
             }
             Ok(stack) => {
                 let report = app.gate((&stack, &files), "push", &job.sha, true).await;
                 errors += report.count(Severity::Error);
                 warnings += report.count(Severity::Warning);
+                // Policy messages quote values, NoEcho ones too; the job API is public.
                 detail["stacks"][name] = json!({"policy": report});
+                Redactor::for_stack(&stack)
+                    .and(&report.hidden)
+                    .json(&mut detail["stacks"][name]);
                 if report.verdict == Verdict::Pass {
                     deploys.push(name.clone());
                 } else {
@@ -709,12 +713,16 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
         let bound =
             claims::prune_refusal(&repo.stacks_dir, snap.stacks.len(), &gone, repo.max_prune);
         for folder in &gone {
-            match bound.clone().or_else(|| claims.refusal(folder)) {
+            match bound
+                .clone()
+                .map(claims::Refusal::public)
+                .or_else(|| claims.refusal(folder))
+            {
                 Some(why) => {
                     worst = Verdict::Error;
-                    first.get_or_insert(why.clone());
-                    detail["stacks"][folder] = json!({"error": why});
-                    statuses.push(stack_status(app, job, folder, "failure", why));
+                    first.get_or_insert(why.status.clone());
+                    detail["stacks"][folder] = json!({"error": why.detail});
+                    statuses.push(stack_status(app, job, folder, "failure", why.status));
                 }
                 None => deploys.push(folder.clone()),
             }
@@ -848,12 +856,12 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         }
     };
 
-    let redact = Redactor::for_stack(&stack);
     // The gate, every time: a manual redeploy must pass it as a push does.
     app.store.set_phase(job.id, "policy", None, None)?;
     let report = app
         .gate((&stack, &files), &job.trigger, &job.sha, true)
         .await;
+    let redact = Redactor::for_stack(&stack).and(&report.hidden);
     detail["policy"] = json!(report);
     if job.trigger == "manual" {
         app.store.add_statuses(
@@ -862,6 +870,7 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         )?;
     }
     if report.verdict != Verdict::Pass {
+        redact.json(&mut detail);
         app.store.finish(
             job.id,
             "failed",
@@ -899,8 +908,8 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
             path: app.stacks_path(&r, &f),
         };
         let ours = owner_of(job, &repo, &stack_name);
-        let d = ownership::collision_message(&identity, &[&ours, &theirs]);
-        detail["error"] = json!(d);
+        detail["error"] = json!(ownership::collision_message(&identity, &[&ours, &theirs]));
+        let d = ownership::collision_status(&identity);
         app.store
             .finish(job.id, "failed", &detail, &[say("failure", d)], None)?;
         return Ok("failed".into());
@@ -1328,6 +1337,9 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
         let report = app
             .gate((&stack, &files), "pull_request", &job.sha, !job.fork)
             .await;
+        // The comment is public, and policy messages quote values, NoEcho ones too.
+        let redact = Redactor::for_stack(&stack).and(&report.hidden);
+        let public = |s: &str| render::md_text(&redact.text(s));
         if report.verdict != Verdict::Pass && worst != Verdict::Error {
             worst = report.verdict;
         }
@@ -1335,7 +1347,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
         let mut section = format!(
             "### {}\n\n**Policy:** {}\n",
             render::md_code(name),
-            render::md_text(&report.summary())
+            public(&report.summary())
         );
         for f in report.findings() {
             let line = f.line.map(|l| format!(":{l}")).unwrap_or_default();
@@ -1347,12 +1359,12 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
                     ":warning:"
                 },
                 render::md_code(&f.rule),
-                render::md_text(&f.resource),
+                public(&f.resource),
                 render::md_code(&format!(
                     "{}{line}",
                     f.file.as_deref().unwrap_or(&stack.template.file)
                 )),
-                render::md_text(&f.message)
+                public(&f.message)
             ));
         }
         let context = format!("stackgate/plan/{name}");
@@ -1431,8 +1443,9 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
         }
         detail["stacks"][name] = json!({"policy": report});
         if let Some(e) = plan_errors.remove(name) {
-            detail["stacks"][name]["plan_error"] = json!(Redactor::for_stack(&stack).text(&e));
+            detail["stacks"][name]["plan_error"] = json!(e);
         }
+        redact.json(&mut detail["stacks"][name]);
         sections.push(section);
     }
     let summary = if changed.is_empty() {

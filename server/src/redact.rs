@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::policy::input::PolicyInput;
 use crate::stack::Stack;
 
 pub const REDACTED: &str = "[redacted]";
@@ -39,6 +40,14 @@ impl Redactor {
             no_echo,
             unknown: false,
         }
+    }
+
+    /// Also hides `values` (what the gate looked up for `NoEcho` parameters).
+    pub fn and(mut self, values: &[String]) -> Self {
+        self.no_echo
+            .extend(values.iter().filter(|v| !v.is_empty()).cloned());
+        self.no_echo.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        self
     }
 
     /// For when the stack's definition cannot be read.
@@ -92,6 +101,29 @@ impl Redactor {
         }
         Value::Object(out)
     }
+}
+
+/// The values looked up in SSM for the input's `NoEcho` SSM-typed parameters: CloudFormation
+/// would hide them, and policy messages may quote them.
+pub fn looked_up_no_echo(input: &PolicyInput) -> Vec<String> {
+    let params = input.template.get("Parameters").and_then(Value::as_object);
+    params
+        .into_iter()
+        .flatten()
+        .filter(|(_, decl)| is_true(decl.get("NoEcho")))
+        .filter_map(|(name, decl)| input.parameters.get(name).or_else(|| decl.get("Default")))
+        .filter_map(Value::as_str)
+        .filter_map(|ssm_name| input.resolved.ssm.get(ssm_name))
+        .flat_map(|v| match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect()
 }
 
 fn is_true(v: Option<&Value>) -> bool {

@@ -44,7 +44,9 @@ pub async fn judge(
         .outcomes;
     let mut budget = MAX_CHILD_EVALUATIONS;
     judge_children(host, &input, &children, aws, &mut budget, &mut outcomes).await;
-    Report::from_outcomes(outcomes)
+    let mut report = Report::from_outcomes(outcomes);
+    report.hidden = crate::redact::looked_up_no_echo(&input);
+    report
 }
 
 async fn judge_children(

@@ -64,6 +64,9 @@ pub struct Outcome {
 pub struct Report {
     pub verdict: Verdict,
     pub outcomes: Vec<Outcome>,
+    /// Values looked up for `NoEcho` parameters: secret as the parameters are, never shown.
+    #[serde(skip)]
+    pub hidden: Vec<String>,
 }
 
 impl Report {
@@ -77,7 +80,11 @@ impl Report {
         } else {
             Verdict::Pass
         };
-        Self { verdict, outcomes }
+        Self {
+            verdict,
+            outcomes,
+            hidden: Vec::new(),
+        }
     }
 
     pub fn findings(&self) -> impl Iterator<Item = &Finding> {
