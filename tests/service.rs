@@ -1446,6 +1446,56 @@ fn prune_removes_the_stack_the_folder_deployed() {
 }
 
 #[test]
+fn a_folder_deleted_while_its_deploy_runs_is_pruned_after_it() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let (keep, name) = (unique("gitops-keep"), unique("gitops-gone-mid"));
+    // The last folder is never pruned: one stays.
+    param_stack(&repo, "keep", &keep, "k");
+    param_stack(&repo, "app", &name, "v0");
+    let sha0 = repo.commit("v0");
+    let server = Server::start(&repo, &gh, "");
+    assert_eq!(
+        push_and_verdict(&server, &gh, ZERO, &sha0, &["stacks/app/template.yaml"]).0,
+        "success"
+    );
+    let first = wait_for(60, "the first deploy", || {
+        final_state(&gh.statuses(&sha0), "stackgate/app")
+    });
+    assert_eq!(first.0, "success", "{}", server.logs());
+
+    // v1 deploys slowly; the folder is deleted while it runs.
+    slow_stack(&name, 6.0);
+    param_stack(&repo, "app", &name, "v1");
+    let sha1 = repo.commit("v1");
+    server.push(&sha0, &sha1, &["stacks/app/deployment.yaml"]);
+    wait_for(30, "v1 executing", || {
+        gh.statuses(&sha1)
+            .iter()
+            .any(|s| s.0 == "stackgate/app" && s.2 == "deploying…")
+            .then_some(())
+    });
+    repo.git(&["rm", "-r", "-q", "stacks/app"]);
+    let sha2 = repo.commit("drop app");
+    push_and_verdict(&server, &gh, &sha1, &sha2, &["stacks/app/template.yaml"]);
+    assert_eq!(
+        final_state(&gh.statuses(&sha1), "stackgate/app"),
+        None,
+        "v1 ended before the deleting push's sync: the race was not staged"
+    );
+    slow_stack(&name, 0.0);
+    // No further push: the prune waits behind v1 and removes the stack after it.
+    let removed = wait_for(90, "the prune", || {
+        final_state(&gh.statuses(&sha2), "stackgate/app")
+    });
+    assert_eq!(removed.0, "success", "{removed:?}\n{}", server.logs());
+    wait_for(30, "the stack to be gone", || {
+        stack_exists(&name).is_none().then_some(())
+    });
+    gh.assert_all_valid();
+}
+
+#[test]
 fn prune_refuses_a_missing_stacks_folder_and_too_many_at_once() {
     let gh = StandIn::start();
     let repo = GitRepo::new();

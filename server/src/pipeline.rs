@@ -263,9 +263,15 @@ impl App {
                 changed.push(name.clone());
             }
         }
+        // A stack whose newest deploy is at a commit without its folder is being removed
+        // already (a queued or running prune): not gone again.
         let gone = deployed
             .iter()
-            .filter(|(s, _, removed)| !removed && !snap.stacks.contains_key(s))
+            .filter(|(s, sha, removed)| {
+                !removed
+                    && !snap.stacks.contains_key(s)
+                    && old_trees.get(sha).is_some_and(|t| t.contains_key(s))
+            })
             .map(|(s, _, _)| s.clone())
             .collect();
         Ok((changed, gone))
@@ -636,10 +642,9 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
     // or waits must still win.
     let pending = app.store.pending_deploys(&repo.name)?;
     let base = after_the_queue(&deployed, &pending);
-    let (mut changed, mut gone) = app.changed_stacks(&repo, &snap, &base).await?;
-    // A stack with a deploy in the queue is handled by it: a removal removes it, and any
-    // other hands over to the head when it starts.
-    gone.retain(|s| !pending.iter().any(|(p, _)| p == s));
+    // A gone stack's prune supersedes a queued deploy of it, and waits behind a running
+    // one: that one passed its head check already, and nothing else would prune it.
+    let (mut changed, gone) = app.changed_stacks(&repo, &snap, &base).await?;
     let busy: Vec<String> = changed
         .iter()
         .cloned()
