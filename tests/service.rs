@@ -619,6 +619,69 @@ fn a_deploy_killed_mid_flight_finishes_after_restart_and_reports_once() {
     server.assert_no_secret_in_logs();
 }
 
+/// Pushes a slow stack and kills the server while its deploy executes: the deploy's job.
+fn kill_while_executing(
+    server: &mut Server,
+    gh: &StandIn,
+    repo: &GitRepo,
+    name: &str,
+) -> (String, i64) {
+    param_stack(repo, "app", name, "v0");
+    let sha = repo.commit("v0");
+    slow_stack(name, 4.0);
+    server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
+    wait_for(30, "the deploy executing", || {
+        gh.statuses(&sha)
+            .iter()
+            .any(|s| s.0 == "stackgate/app" && s.2 == "deploying…")
+            .then_some(())
+    });
+    let id = job_of(gh, &sha, "stackgate/app").expect("the deploy's job");
+    let j = server.job(id);
+    assert_eq!(j["phase"], "executing", "{j:#}");
+    server.kill();
+    slow_stack(name, 0.0);
+    (sha, id)
+}
+
+#[test]
+fn a_resumed_deploy_that_panics_ends_in_error_and_frees_its_lane() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-resume-panic");
+    let mut server = Server::start(&repo, &gh, "");
+    let (sha, id) = kill_while_executing(&mut server, &gh, &repo, &name);
+
+    server.env = vec![("STACKGATE_TEST_PANIC_ON_RESUME", "1".into())];
+    server.spawn();
+    let job = wait_for(30, "the resumed deploy's end", || {
+        let j = server.job(id);
+        (j["state"] != "running").then_some(j)
+    });
+    assert_eq!(job["state"], "error", "{job:#}\n{}", server.logs());
+    let s = wait_for(30, "the error status", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(s.0, "error", "{s:?}");
+    // The lane is free: once CloudFormation settles, the next push deploys.
+    wait_for(60, "the stack to settle", || {
+        stack_exists(&name)
+            .filter(|s| {
+                !s.stack_status()
+                    .is_some_and(|x| x.as_str().ends_with("IN_PROGRESS"))
+            })
+            .map(|_| ())
+    });
+    param_stack(&repo, "app", &name, "v1");
+    let sha1 = repo.commit("v1");
+    server.push(&sha, &sha1, &["stacks/app/deployment.yaml"]);
+    let next = wait_for(60, "the next deploy", || {
+        final_state(&gh.statuses(&sha1), "stackgate/app")
+    });
+    assert_eq!(next.0, "success", "{next:?}\n{}", server.logs());
+    assert!(server.alive());
+}
+
 #[test]
 fn statuses_survive_github_failures() {
     let gh = StandIn::start();

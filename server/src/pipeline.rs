@@ -451,7 +451,12 @@ pub const JOB_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 
 
 /// Runs one claimed job to its end.
 pub async fn run(app: Arc<App>, job: Job) {
-    let span = tracing::info_span!("job", job = job.id, kind = ?job.kind, repo = %job.repo, sha = %short(&job.sha), stack = job.stack.as_deref().unwrap_or(""));
+    supervise(app, job, None).await
+}
+
+/// Runs a job (or resumes a deploy) to its end, and records its end whatever it was.
+async fn supervise(app: Arc<App>, job: Job, resume: Option<Resume>) {
+    let span = tracing::info_span!("job", job = job.id, kind = ?job.kind, repo = %job.repo, sha = %short(&job.sha), stack = job.stack.as_deref().unwrap_or(""), resumed = resume.is_some());
     let started = Instant::now();
     let kind = job.kind;
     // Its own task, so that a panic ends the task and not the job's bookkeeping.
@@ -461,7 +466,7 @@ pub async fn run(app: Arc<App>, job: Job) {
             async move {
                 match job.kind {
                     Kind::Sync => sync(&app, &job).await,
-                    Kind::Deploy => deploy(&app, &job, None).await,
+                    Kind::Deploy => deploy(&app, &job, resume).await,
                     Kind::Preview => preview(&app, &job).await,
                 }
             }
@@ -793,6 +798,11 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     };
 
     if let Some(r) = resume {
+        // Fault injection for the tests (debug builds only): a resumed deploy that panics.
+        #[cfg(debug_assertions)]
+        if std::env::var_os("STACKGATE_TEST_PANIC_ON_RESUME").is_some() {
+            panic!("injected fault: a resumed deploy panics");
+        }
         return resume_deploy(app, job, &stack_name, r, detail).await;
     }
     app.store.set_phase(job.id, "checkout", None, None)?;
@@ -1261,19 +1271,7 @@ pub async fn recover(app: &Arc<App>) {
             if let Err(e) = app.store.attempt(job.id) {
                 tracing::error!(error = %e, "cannot count the attempt");
             }
-            let app = app.clone();
-            tokio::spawn(async move {
-                let started = Instant::now();
-                let span = tracing::info_span!("job", job = job.id, repo = %job.repo, sha = %short(&job.sha), stack = job.stack.as_deref().unwrap_or(""), resumed = true);
-                let out = deploy(&app, &job, Some(Resume { phase }))
-                    .instrument(span)
-                    .await;
-                let state = out.unwrap_or_else(|e| end_in_error(&app, &job, &e));
-                app.metrics
-                    .job("deploy", &state, started.elapsed().as_secs_f64());
-                app.wake.notify_one();
-                app.report_wake.notify_one();
-            });
+            tokio::spawn(supervise(app.clone(), job, Some(Resume { phase })));
         } else {
             // Nothing reached AWS that cannot be redone: clean up and run it again.
             if let Some(cs) = &job.change_set_id {
