@@ -1346,6 +1346,52 @@ fn a_stack_in_another_region_deploys_there() {
 }
 
 #[test]
+fn a_prune_in_another_region_killed_mid_delete_finishes_after_restart() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let (keep, name) = (unique("gitops-keep"), unique("gitops-prune-eu"));
+    param_stack(&repo, "keep", &keep, "k");
+    param_stack(&repo, "app", &name, "eu");
+    let dep = repo.dir.join("stacks/app/deployment.yaml");
+    let text = std::fs::read_to_string(&dep).unwrap();
+    std::fs::write(&dep, format!("{text}region: eu-west-1\n")).unwrap();
+    let sha = repo.commit("eu");
+    let mut server = Server::start(&repo, &gh, "");
+    assert_eq!(
+        push_and_verdict(&server, &gh, ZERO, &sha, &["stacks/app/deployment.yaml"]).0,
+        "success"
+    );
+    let done = wait_for(60, "the deploy", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{}", server.logs());
+
+    // The folder goes; the server dies while eu-west-1 deletes the stack.
+    slow_stack(&name, 5.0);
+    repo.git(&["rm", "-r", "-q", "stacks/app"]);
+    let sha2 = repo.commit("drop app");
+    push_and_verdict(&server, &gh, &sha, &sha2, &["stacks/app/template.yaml"]);
+    wait_for(30, "the delete in flight", || {
+        (stack_history(&name, "eu-west-1") == ["DELETE_IN_PROGRESS"]).then_some(())
+    });
+    server.kill();
+    let id = job_of(&gh, &sha2, "stackgate/app").expect("the prune's job");
+    server.spawn();
+    let job = wait_for(60, "the resumed prune", || {
+        let j = server.job(id);
+        (j["state"] != "running").then_some(j)
+    });
+    slow_stack(&name, 0.0);
+    assert_eq!(job["state"], "succeeded", "{job:#}\n{}", server.logs());
+    assert_eq!(
+        final_state(&gh.statuses(&sha2), "stackgate/app").map(|s| s.0),
+        Some("success".into())
+    );
+    assert_eq!(stack_history(&name, "eu-west-1"), ["DELETE_COMPLETE"]);
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
 fn a_push_during_a_deploy_that_restores_the_deployed_content_still_wins() {
     let gh = StandIn::start();
     let repo = GitRepo::new();

@@ -1144,6 +1144,8 @@ async fn remove(
     app.store.set_phase(job.id, "removing", None, None)?;
     detail["stack_name"] = json!(stack_name);
     detail["identity"] = json!(identity);
+    // A resumed removal waits for the delete where it runs.
+    detail["region"] = json!(identity.region);
     app.store.set_detail(job.id, &detail)?;
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
