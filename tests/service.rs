@@ -2454,6 +2454,51 @@ fn kill_while_running(server: &mut Server, id: i64) {
 }
 
 #[test]
+fn a_long_deploy_survives_clean_restarts() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-restarts");
+    let mut server = Server::start(&repo, &gh, "");
+    param_stack(&repo, "app", &name, "v0");
+    let sha = repo.commit("v0");
+    slow_stack(&name, 12.0);
+    server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
+    wait_for(30, "the deploy executing", || {
+        gh.statuses(&sha)
+            .iter()
+            .any(|s| s.0 == "stackgate/app" && s.2 == "deploying…")
+            .then_some(())
+    });
+    let id = job_of(&gh, &sha, "stackgate/app").expect("the deploy's job");
+    // Three ordinary stops (SIGTERM) while CloudFormation works: each resumes.
+    for round in 0..3 {
+        assert!(
+            server.terminate(Duration::from_secs(10)).is_some(),
+            "round {round}"
+        );
+        server.spawn();
+        let j = server.job(id);
+        assert_eq!(
+            j["state"],
+            "running",
+            "round {round}: {j:#}\n{}",
+            server.logs()
+        );
+    }
+    let job = wait_for(60, "the deploy's end", || {
+        let j = server.job(id);
+        (j["state"] != "running").then_some(j)
+    });
+    slow_stack(&name, 0.0);
+    assert_eq!(job["state"], "succeeded", "{job:#}\n{}", server.logs());
+    let s = wait_for(30, "the final status", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(s.0, "success", "{s:?}");
+    assert_eq!(stack_history(&name, "us-east-1"), ["CREATE_COMPLETE"]);
+}
+
+#[test]
 fn a_job_that_takes_the_service_down_twice_is_failed_not_retried() {
     let gh = StandIn::start();
     let repo = GitRepo::new();
