@@ -619,16 +619,18 @@ fn a_deploy_killed_mid_flight_finishes_after_restart_and_reports_once() {
     server.assert_no_secret_in_logs();
 }
 
-/// Pushes a slow stack and kills the server while its deploy executes: the deploy's job.
-fn kill_while_executing(
-    server: &mut Server,
+/// Pushes stack `name` in folder `app`, held `seconds` in progress by the emulator, and
+/// waits for its change set to execute: the commit and the deploy's job.
+fn deploy_slowly(
+    server: &Server,
     gh: &StandIn,
     repo: &GitRepo,
     name: &str,
+    seconds: f64,
 ) -> (String, i64) {
     param_stack(repo, "app", name, "v0");
     let sha = repo.commit("v0");
-    slow_stack(name, 4.0);
+    slow_stack(name, seconds);
     server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
     wait_for(30, "the deploy executing", || {
         gh.statuses(&sha)
@@ -639,8 +641,6 @@ fn kill_while_executing(
     let id = job_of(gh, &sha, "stackgate/app").expect("the deploy's job");
     let j = server.job(id);
     assert_eq!(j["phase"], "executing", "{j:#}");
-    server.kill();
-    slow_stack(name, 0.0);
     (sha, id)
 }
 
@@ -650,7 +650,9 @@ fn a_resumed_deploy_that_panics_ends_in_error_and_frees_its_lane() {
     let repo = GitRepo::new();
     let name = unique("gitops-resume-panic");
     let mut server = Server::start(&repo, &gh, "");
-    let (sha, id) = kill_while_executing(&mut server, &gh, &repo, &name);
+    let (sha, id) = deploy_slowly(&server, &gh, &repo, &name, 4.0);
+    server.kill();
+    slow_stack(&name, 0.0);
 
     server.env = vec![("STACKGATE_TEST_PANIC_ON_RESUME", "1".into())];
     server.spawn();
@@ -2459,17 +2461,7 @@ fn a_long_deploy_survives_clean_restarts() {
     let repo = GitRepo::new();
     let name = unique("gitops-restarts");
     let mut server = Server::start(&repo, &gh, "");
-    param_stack(&repo, "app", &name, "v0");
-    let sha = repo.commit("v0");
-    slow_stack(&name, 12.0);
-    server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
-    wait_for(30, "the deploy executing", || {
-        gh.statuses(&sha)
-            .iter()
-            .any(|s| s.0 == "stackgate/app" && s.2 == "deploying…")
-            .then_some(())
-    });
-    let id = job_of(&gh, &sha, "stackgate/app").expect("the deploy's job");
+    let (sha, id) = deploy_slowly(&server, &gh, &repo, &name, 12.0);
     // Three ordinary stops (SIGTERM) while CloudFormation works: each resumes.
     for round in 0..3 {
         assert!(
