@@ -619,6 +619,71 @@ fn a_deploy_killed_mid_flight_finishes_after_restart_and_reports_once() {
     server.assert_no_secret_in_logs();
 }
 
+/// Pushes stack `name` in folder `app`, held `seconds` in progress by the emulator, and
+/// waits for its change set to execute: the commit and the deploy's job.
+fn deploy_slowly(
+    server: &Server,
+    gh: &StandIn,
+    repo: &GitRepo,
+    name: &str,
+    seconds: f64,
+) -> (String, i64) {
+    param_stack(repo, "app", name, "v0");
+    let sha = repo.commit("v0");
+    slow_stack(name, seconds);
+    server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
+    wait_for(30, "the deploy executing", || {
+        gh.statuses(&sha)
+            .iter()
+            .any(|s| s.0 == "stackgate/app" && s.2 == "deploying…")
+            .then_some(())
+    });
+    let id = job_of(gh, &sha, "stackgate/app").expect("the deploy's job");
+    let j = server.job(id);
+    assert_eq!(j["phase"], "executing", "{j:#}");
+    (sha, id)
+}
+
+#[test]
+fn a_resumed_deploy_that_panics_ends_in_error_and_frees_its_lane() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-resume-panic");
+    let mut server = Server::start(&repo, &gh, "");
+    let (sha, id) = deploy_slowly(&server, &gh, &repo, &name, 4.0);
+    server.kill();
+    slow_stack(&name, 0.0);
+
+    server.env = vec![("STACKGATE_TEST_PANIC_ON_RESUME", "1".into())];
+    server.spawn();
+    let job = wait_for(30, "the resumed deploy's end", || {
+        let j = server.job(id);
+        (j["state"] != "running").then_some(j)
+    });
+    assert_eq!(job["state"], "error", "{job:#}\n{}", server.logs());
+    let s = wait_for(30, "the error status", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(s.0, "error", "{s:?}");
+    // The lane is free: once CloudFormation settles, the next push deploys.
+    wait_for(60, "the stack to settle", || {
+        stack_exists(&name)
+            .filter(|s| {
+                !s.stack_status()
+                    .is_some_and(|x| x.as_str().ends_with("IN_PROGRESS"))
+            })
+            .map(|_| ())
+    });
+    param_stack(&repo, "app", &name, "v1");
+    let sha1 = repo.commit("v1");
+    server.push(&sha, &sha1, &["stacks/app/deployment.yaml"]);
+    let next = wait_for(60, "the next deploy", || {
+        final_state(&gh.statuses(&sha1), "stackgate/app")
+    });
+    assert_eq!(next.0, "success", "{next:?}\n{}", server.logs());
+    assert!(server.alive());
+}
+
 #[test]
 fn statuses_survive_github_failures() {
     let gh = StandIn::start();
@@ -1283,6 +1348,52 @@ fn a_stack_in_another_region_deploys_there() {
 }
 
 #[test]
+fn a_prune_in_another_region_killed_mid_delete_finishes_after_restart() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let (keep, name) = (unique("gitops-keep"), unique("gitops-prune-eu"));
+    param_stack(&repo, "keep", &keep, "k");
+    param_stack(&repo, "app", &name, "eu");
+    let dep = repo.dir.join("stacks/app/deployment.yaml");
+    let text = std::fs::read_to_string(&dep).unwrap();
+    std::fs::write(&dep, format!("{text}region: eu-west-1\n")).unwrap();
+    let sha = repo.commit("eu");
+    let mut server = Server::start(&repo, &gh, "");
+    assert_eq!(
+        push_and_verdict(&server, &gh, ZERO, &sha, &["stacks/app/deployment.yaml"]).0,
+        "success"
+    );
+    let done = wait_for(60, "the deploy", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{}", server.logs());
+
+    // The folder goes; the server dies while eu-west-1 deletes the stack.
+    slow_stack(&name, 5.0);
+    repo.git(&["rm", "-r", "-q", "stacks/app"]);
+    let sha2 = repo.commit("drop app");
+    push_and_verdict(&server, &gh, &sha, &sha2, &["stacks/app/template.yaml"]);
+    wait_for(30, "the delete in flight", || {
+        (stack_history(&name, "eu-west-1") == ["DELETE_IN_PROGRESS"]).then_some(())
+    });
+    server.kill();
+    let id = job_of(&gh, &sha2, "stackgate/app").expect("the prune's job");
+    server.spawn();
+    let job = wait_for(60, "the resumed prune", || {
+        let j = server.job(id);
+        (j["state"] != "running").then_some(j)
+    });
+    slow_stack(&name, 0.0);
+    assert_eq!(job["state"], "succeeded", "{job:#}\n{}", server.logs());
+    assert_eq!(
+        final_state(&gh.statuses(&sha2), "stackgate/app").map(|s| s.0),
+        Some("success".into())
+    );
+    assert_eq!(stack_history(&name, "eu-west-1"), ["DELETE_COMPLETE"]);
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
 fn a_push_during_a_deploy_that_restores_the_deployed_content_still_wins() {
     let gh = StandIn::start();
     let repo = GitRepo::new();
@@ -1442,6 +1553,56 @@ fn prune_removes_the_stack_the_folder_deployed() {
         stack_exists(&gone).is_none().then_some(())
     });
     assert!(stack_exists(&keep).is_some());
+    gh.assert_all_valid();
+}
+
+#[test]
+fn a_folder_deleted_while_its_deploy_runs_is_pruned_after_it() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let (keep, name) = (unique("gitops-keep"), unique("gitops-gone-mid"));
+    // The last folder is never pruned: one stays.
+    param_stack(&repo, "keep", &keep, "k");
+    param_stack(&repo, "app", &name, "v0");
+    let sha0 = repo.commit("v0");
+    let server = Server::start(&repo, &gh, "");
+    assert_eq!(
+        push_and_verdict(&server, &gh, ZERO, &sha0, &["stacks/app/template.yaml"]).0,
+        "success"
+    );
+    let first = wait_for(60, "the first deploy", || {
+        final_state(&gh.statuses(&sha0), "stackgate/app")
+    });
+    assert_eq!(first.0, "success", "{}", server.logs());
+
+    // v1 deploys slowly; the folder is deleted while it runs.
+    slow_stack(&name, 6.0);
+    param_stack(&repo, "app", &name, "v1");
+    let sha1 = repo.commit("v1");
+    server.push(&sha0, &sha1, &["stacks/app/deployment.yaml"]);
+    wait_for(30, "v1 executing", || {
+        gh.statuses(&sha1)
+            .iter()
+            .any(|s| s.0 == "stackgate/app" && s.2 == "deploying…")
+            .then_some(())
+    });
+    repo.git(&["rm", "-r", "-q", "stacks/app"]);
+    let sha2 = repo.commit("drop app");
+    push_and_verdict(&server, &gh, &sha1, &sha2, &["stacks/app/template.yaml"]);
+    assert_eq!(
+        final_state(&gh.statuses(&sha1), "stackgate/app"),
+        None,
+        "v1 ended before the deleting push's sync: the race was not staged"
+    );
+    slow_stack(&name, 0.0);
+    // No further push: the prune waits behind v1 and removes the stack after it.
+    let removed = wait_for(90, "the prune", || {
+        final_state(&gh.statuses(&sha2), "stackgate/app")
+    });
+    assert_eq!(removed.0, "success", "{removed:?}\n{}", server.logs());
+    wait_for(30, "the stack to be gone", || {
+        stack_exists(&name).is_none().then_some(())
+    });
     gh.assert_all_valid();
 }
 
@@ -2462,6 +2623,41 @@ fn kill_while_running(server: &mut Server, id: i64) {
     });
     assert_eq!(j["state"], "running", "it ended before the kill: {j:#}");
     server.kill();
+}
+
+#[test]
+fn a_long_deploy_survives_clean_restarts() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-restarts");
+    let mut server = Server::start(&repo, &gh, "");
+    let (sha, id) = deploy_slowly(&server, &gh, &repo, &name, 12.0);
+    // Three ordinary stops (SIGTERM) while CloudFormation works: each resumes.
+    for round in 0..3 {
+        assert!(
+            server.terminate(Duration::from_secs(10)).is_some(),
+            "round {round}"
+        );
+        server.spawn();
+        let j = server.job(id);
+        assert_eq!(
+            j["state"],
+            "running",
+            "round {round}: {j:#}\n{}",
+            server.logs()
+        );
+    }
+    let job = wait_for(60, "the deploy's end", || {
+        let j = server.job(id);
+        (j["state"] != "running").then_some(j)
+    });
+    slow_stack(&name, 0.0);
+    assert_eq!(job["state"], "succeeded", "{job:#}\n{}", server.logs());
+    let s = wait_for(30, "the final status", || {
+        final_state(&gh.statuses(&sha), "stackgate/app")
+    });
+    assert_eq!(s.0, "success", "{s:?}");
+    assert_eq!(stack_history(&name, "us-east-1"), ["CREATE_COMPLETE"]);
 }
 
 #[test]

@@ -263,9 +263,15 @@ impl App {
                 changed.push(name.clone());
             }
         }
+        // A stack whose newest deploy is at a commit without its folder is being removed
+        // already (a queued or running prune): not gone again.
         let gone = deployed
             .iter()
-            .filter(|(s, _, removed)| !removed && !snap.stacks.contains_key(s))
+            .filter(|(s, sha, removed)| {
+                !removed
+                    && !snap.stacks.contains_key(s)
+                    && old_trees.get(sha).is_some_and(|t| t.contains_key(s))
+            })
             .map(|(s, _, _)| s.clone())
             .collect();
         Ok((changed, gone))
@@ -445,7 +451,12 @@ pub const JOB_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 
 
 /// Runs one claimed job to its end.
 pub async fn run(app: Arc<App>, job: Job) {
-    let span = tracing::info_span!("job", job = job.id, kind = ?job.kind, repo = %job.repo, sha = %short(&job.sha), stack = job.stack.as_deref().unwrap_or(""));
+    supervise(app, job, None).await
+}
+
+/// Runs a job (or resumes a deploy) to its end, and records its end whatever it was.
+async fn supervise(app: Arc<App>, job: Job, resume: Option<Resume>) {
+    let span = tracing::info_span!("job", job = job.id, kind = ?job.kind, repo = %job.repo, sha = %short(&job.sha), stack = job.stack.as_deref().unwrap_or(""), resumed = resume.is_some());
     let started = Instant::now();
     let kind = job.kind;
     // Its own task, so that a panic ends the task and not the job's bookkeeping.
@@ -455,7 +466,7 @@ pub async fn run(app: Arc<App>, job: Job) {
             async move {
                 match job.kind {
                     Kind::Sync => sync(&app, &job).await,
-                    Kind::Deploy => deploy(&app, &job, None).await,
+                    Kind::Deploy => deploy(&app, &job, resume).await,
                     Kind::Preview => preview(&app, &job).await,
                 }
             }
@@ -636,10 +647,9 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
     // or waits must still win.
     let pending = app.store.pending_deploys(&repo.name)?;
     let base = after_the_queue(&deployed, &pending);
-    let (mut changed, mut gone) = app.changed_stacks(&repo, &snap, &base).await?;
-    // A stack with a deploy in the queue is handled by it: a removal removes it, and any
-    // other hands over to the head when it starts.
-    gone.retain(|s| !pending.iter().any(|(p, _)| p == s));
+    // A gone stack's prune supersedes a queued deploy of it, and waits behind a running
+    // one: that one passed its head check already, and nothing else would prune it.
+    let (mut changed, gone) = app.changed_stacks(&repo, &snap, &base).await?;
     let busy: Vec<String> = changed
         .iter()
         .cloned()
@@ -796,6 +806,11 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     };
 
     if let Some(r) = resume {
+        // Fault injection for the tests (debug builds only): a resumed deploy that panics.
+        #[cfg(debug_assertions)]
+        if std::env::var_os("STACKGATE_TEST_PANIC_ON_RESUME").is_some() {
+            panic!("injected fault: a resumed deploy panics");
+        }
         return resume_deploy(app, job, &stack_name, r, detail).await;
     }
     app.store.set_phase(job.id, "checkout", None, None)?;
@@ -1138,6 +1153,8 @@ async fn remove(
     app.store.set_phase(job.id, "removing", None, None)?;
     detail["stack_name"] = json!(stack_name);
     detail["identity"] = json!(identity);
+    // A resumed removal waits for the delete where it runs.
+    detail["region"] = json!(identity.region);
     app.store.set_detail(job.id, &detail)?;
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
@@ -1265,19 +1282,7 @@ pub async fn recover(app: &Arc<App>) {
             if let Err(e) = app.store.attempt(job.id) {
                 tracing::error!(error = %e, "cannot count the attempt");
             }
-            let app = app.clone();
-            tokio::spawn(async move {
-                let started = Instant::now();
-                let span = tracing::info_span!("job", job = job.id, repo = %job.repo, sha = %short(&job.sha), stack = job.stack.as_deref().unwrap_or(""), resumed = true);
-                let out = deploy(&app, &job, Some(Resume { phase }))
-                    .instrument(span)
-                    .await;
-                let state = out.unwrap_or_else(|e| end_in_error(&app, &job, &e));
-                app.metrics
-                    .job("deploy", &state, started.elapsed().as_secs_f64());
-                app.wake.notify_one();
-                app.report_wake.notify_one();
-            });
+            tokio::spawn(supervise(app.clone(), job, Some(Resume { phase })));
         } else {
             // Nothing reached AWS that cannot be redone: clean up and run it again.
             if let Some(cs) = &job.change_set_id {

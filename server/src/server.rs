@@ -125,6 +125,13 @@ pub async fn run(
     }
     let router = crate::intake::router(app.clone());
     crate::listener::serve(listener, router, &app.cfg.listener, shutdown).await;
+    // A clean stop (systemd, a rolling upgrade) is not a crash: a long deploy that spans a
+    // few of them resumes each time instead of being failed as poisoned.
+    match app.store.release_running() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(jobs = n, "stopping; running jobs resume on the next start"),
+        Err(e) => tracing::error!(error = %e, "cannot release the running jobs"),
+    }
     Ok(())
 }
 

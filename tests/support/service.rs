@@ -262,6 +262,8 @@ pub struct Server {
     pub state: PathBuf,
     /// `ulimit -v` for the process, in KiB.
     pub address_space_kib: Option<u64>,
+    /// Extra environment for the next `spawn`.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Drop for Server {
@@ -313,6 +315,7 @@ impl Server {
             _tmp: tmp,
             state,
             address_space_kib,
+            env: Vec::new(),
         };
         s.spawn();
         s
@@ -346,6 +349,9 @@ impl Server {
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
         for (k, v) in AWS_ENV {
+            cmd.env(k, v);
+        }
+        for (k, v) in &self.env {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("spawn stackgate serve"));

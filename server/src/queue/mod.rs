@@ -488,6 +488,17 @@ impl Store {
         Ok(out)
     }
 
+    /// Takes back the attempt of each running job when the service stops cleanly: only a
+    /// crash counts towards [`MAX_ATTEMPTS`]. Returns how many jobs were running.
+    pub fn release_running(&self) -> Result<usize, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET attempts = MAX(attempts - 1, 0) WHERE state = 'running'",
+                [],
+            )
+        })
+    }
+
     /// Counts one more attempt of a running job (a deploy resumed after a restart).
     pub fn attempt(&self, id: i64) -> Result<(), StoreError> {
         self.with(|c| {
