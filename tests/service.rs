@@ -1625,6 +1625,65 @@ fn a_moved_folder_takes_its_stack_along() {
     assert_eq!(value, Some("3"));
 }
 
+#[test]
+fn a_stack_deployed_before_the_ledger_kept_identities_moves_with_its_folder() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-legacy");
+    param_stack(&repo, "old", &name, "1");
+    param_stack(&repo, "other", &unique("gitops-other"), "o");
+    let sha1 = repo.commit("old");
+    let mut server = Server::start(&repo, &gh, "");
+    push_and_verdict(&server, &gh, ZERO, &sha1, &["stacks/old/template.yaml"]);
+    let s = wait_for(60, "the first deploy", || {
+        final_state(&gh.statuses(&sha1), "stackgate/old")
+    });
+    assert_eq!(s.0, "success", "{s:?}");
+
+    // The ledger as an older stackgate left it: no stack identities.
+    server.kill();
+    let db = rusqlite::Connection::open(server.state.join("stackgate.db")).unwrap();
+    let rows = db
+        .execute(
+            "UPDATE deployed SET stack_name = NULL, region = NULL, account = NULL",
+            [],
+        )
+        .unwrap();
+    assert!(rows >= 2, "{rows}");
+    drop(db);
+    server.spawn();
+
+    // Renamed with its stack-name: the stack moves; the old folder is not pruned.
+    repo.git(&["mv", "stacks/old", "stacks/new"]);
+    param_stack(&repo, "new", &name, "2");
+    let sha2 = repo.commit("move");
+    let verdict = push_and_verdict(
+        &server,
+        &gh,
+        &sha1,
+        &sha2,
+        &["stacks/old/template.yaml", "stacks/new/template.yaml"],
+    );
+    assert_eq!(verdict.0, "success", "{verdict:?}\n{}", server.logs());
+    let moved = wait_for(60, "the moved folder's deploy", || {
+        final_state(&gh.statuses(&sha2), "stackgate/new")
+    });
+    assert_eq!(moved.0, "success", "{moved:?}\n{}", server.logs());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        final_state(&gh.statuses(&sha2), "stackgate/old"),
+        None,
+        "the old folder was pruned\n{}",
+        server.logs()
+    );
+    assert!(stack_exists(&name).is_some(), "the moved stack was removed");
+    assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("2"));
+    assert_eq!(
+        stack_tag(&name, "stackgate:path").as_deref(),
+        Some("stacks/new")
+    );
+}
+
 /// The id of the job a status for `context` links to.
 fn job_of(gh: &StandIn, sha: &str, context: &str) -> Option<i64> {
     gh.requests()

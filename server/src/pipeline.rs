@@ -337,10 +337,24 @@ impl App {
                 Some((f.clone(), claims::identity(&account, region, &stack)))
             })
             .collect();
-        let ledger = self.store.live_identities()?;
+        let ledger = self.ledger().await?;
         Ok(Claims::find(&repo.name, &current, &ledger, &|r, f| {
             self.stacks_path(r, f)
         }))
+    }
+
+    /// Every live stack of the ledger, by identity. A row from before the ledger kept
+    /// identities is read from its commit once: unseen, its stack would have no claimant.
+    async fn ledger(&self) -> Result<Vec<(StackIdentity, String, String)>, JobError> {
+        for (repo, folder, sha) in self.store.live_unidentified()? {
+            let Some(cfg) = self.repo(&repo).cloned() else {
+                continue;
+            };
+            if let Some(id) = self.identity_at(&cfg, &sha, &folder).await {
+                self.store.fill_identity(&repo, &folder, &id)?;
+            }
+        }
+        Ok(self.store.live_identities()?)
     }
 
     /// A stack folder of a repository, from its root: `stacks/web`.
@@ -883,7 +897,7 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     // One stack, one folder: a manual redeploy is checked as a sync is.
     let account = app.deployer.aws.account().await?.to_string();
     let identity = claims::identity(&account, &app.deployer.aws.region, &stack);
-    let other = app.store.live_identities()?.into_iter().find(|(id, r, f)| {
+    let other = app.ledger().await?.into_iter().find(|(id, r, f)| {
         *id == identity && !(r.eq_ignore_ascii_case(&job.repo) && *f == stack_name)
     });
     // A folder of this repository that is gone at this commit: the stack moved here.
