@@ -1684,6 +1684,53 @@ fn a_stack_deployed_before_the_ledger_kept_identities_moves_with_its_folder() {
     );
 }
 
+#[test]
+fn a_redeploy_is_refused_when_two_folders_name_a_gone_folders_stack() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-twice");
+    param_stack(&repo, "a", &name, "1");
+    let sha1 = repo.commit("a");
+    let server = Server::start(&repo, &gh, "");
+    push_and_verdict(&server, &gh, ZERO, &sha1, &["stacks/a/template.yaml"]);
+    let s = wait_for(60, "the first deploy", || {
+        final_state(&gh.statuses(&sha1), "stackgate/a")
+    });
+    assert_eq!(s.0, "success", "{s:?}");
+
+    // `a` is gone and two folders name its stack: no move, a collision.
+    repo.git(&["rm", "-r", "-q", "stacks/a"]);
+    param_stack(&repo, "b", &name, "2");
+    param_stack(&repo, "c", &name, "3");
+    let sha2 = repo.commit("b and c");
+    let verdict = push_and_verdict(&server, &gh, &sha1, &sha2, &["stacks/b/template.yaml"]);
+    assert_eq!(verdict.0, "error", "{verdict:?}\n{}", server.logs());
+
+    // A manual redeploy of one of them is checked as the sync was.
+    let (code, body) = http(
+        "POST",
+        &format!("{}/api/v1/stacks/{REPO}/b/redeploy", server.url),
+        &[("Authorization", format!("Bearer {API_TOKEN}"))],
+        Some(format!("{{\"sha\":\"{sha2}\"}}").as_bytes()),
+    );
+    assert_eq!(code, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["job"]
+        .as_i64()
+        .unwrap();
+    let job = wait_for(60, "the redeploy", || {
+        let j = server.job(id);
+        (j["state"] != "queued" && j["state"] != "running").then_some(j)
+    });
+    assert_eq!(job["state"], "failed", "{job:#}\n{}", server.logs());
+    let why = job["detail"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("claimed by"), "{job:#}");
+    assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("1"));
+    assert_eq!(
+        stack_tag(&name, "stackgate:path").as_deref(),
+        Some("stacks/a")
+    );
+}
+
 /// The id of the job a status for `context` links to.
 fn job_of(gh: &StandIn, sha: &str, context: &str) -> Option<i64> {
     gh.requests()
