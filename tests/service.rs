@@ -1731,6 +1731,57 @@ fn a_redeploy_is_refused_when_two_folders_name_a_gone_folders_stack() {
     );
 }
 
+#[test]
+fn a_stack_the_cli_deployed_from_a_clone_is_the_services_from_then_on() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    // The clone's remote names the repository in another case than the service's config.
+    repo.git(&[
+        "remote",
+        "add",
+        "origin",
+        "https://github.com/codertocat/hello-world.git",
+    ]);
+    let name = unique("gitops-handover");
+    param_stack(&repo, "app", &name, "cli");
+    let sha1 = repo.commit("app");
+    let dir = repo.dir.join("stacks/app");
+    let out = stackgate(&[
+        "deploy",
+        dir.to_str().unwrap(),
+        "--adopt",
+        "--poll-seconds",
+        "0.1",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stack_tag(&name, "stackgate:repo").as_deref(),
+        Some("codertocat/hello-world")
+    );
+
+    // The service, with the stacks folder written with a trailing slash.
+    let mut server = Server::start(&repo, &gh, "");
+    server.reconfigure(|c| c.replace("prune = true\n", "prune = true\nstacks_dir = \"stacks/\"\n"));
+    param_stack(&repo, "app", &name, "service");
+    let sha2 = repo.commit("service");
+    let verdict = push_and_verdict(&server, &gh, &sha1, &sha2, &["stacks/app/template.yaml"]);
+    assert_eq!(verdict.0, "success", "{verdict:?}\n{}", server.logs());
+    let done = wait_for(60, "the service's deploy", || {
+        final_state(&gh.statuses(&sha2), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{done:?}\n{}", server.logs());
+    assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("service"));
+    assert_eq!(
+        stack_tag(&name, "stackgate:path").as_deref(),
+        Some("stacks/app")
+    );
+}
+
 /// The id of the job a status for `context` links to.
 fn job_of(gh: &StandIn, sha: &str, context: &str) -> Option<i64> {
     gh.requests()
