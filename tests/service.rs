@@ -1570,66 +1570,14 @@ fn two_folders_or_two_repositories_naming_one_stack_are_refused() {
     );
 }
 
-#[test]
-fn a_moved_folder_takes_its_stack_along() {
+/// Deploys `stacks/old`, runs `before_the_move` on the server, then renames the folder with
+/// its stack-name and a new value: the stack moves and nothing is pruned.
+fn moved_folder(
+    before_the_move: impl FnOnce(&mut Server),
+) -> (StandIn, GitRepo, Server, String, String) {
     let gh = StandIn::start();
     let repo = GitRepo::new();
     let name = unique("gitops-moved");
-    param_stack(&repo, "old", &name, "1");
-    param_stack(&repo, "other", &unique("gitops-other"), "o");
-    let sha1 = repo.commit("old");
-    let server = Server::start(&repo, &gh, "");
-    push_and_verdict(&server, &gh, ZERO, &sha1, &["stacks/old/template.yaml"]);
-    let s = wait_for(60, "the first deploy", || {
-        final_state(&gh.statuses(&sha1), "stackgate/old")
-    });
-    assert_eq!(s.0, "success", "{s:?}");
-
-    // Renamed, same stack-name, a new value: the stack moves, nothing is removed.
-    repo.git(&["mv", "stacks/old", "stacks/new"]);
-    param_stack(&repo, "new", &name, "2");
-    let sha2 = repo.commit("move");
-    let verdict = push_and_verdict(
-        &server,
-        &gh,
-        &sha1,
-        &sha2,
-        &["stacks/old/template.yaml", "stacks/new/template.yaml"],
-    );
-    assert_eq!(verdict.0, "success", "{verdict:?}\n{}", server.logs());
-    let moved = wait_for(60, "the moved folder's deploy", || {
-        final_state(&gh.statuses(&sha2), "stackgate/new")
-    });
-    assert_eq!(moved.0, "success", "{moved:?}\n{}", server.logs());
-    std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(final_state(&gh.statuses(&sha2), "stackgate/old"), None);
-    assert_eq!(
-        stack_tag(&name, "stackgate:path").as_deref(),
-        Some("stacks/new")
-    );
-
-    // The old claim is over: the next change deploys as any other.
-    param_stack(&repo, "new", &name, "3");
-    let sha3 = repo.commit("again");
-    push_and_verdict(&server, &gh, &sha2, &sha3, &["stacks/new/template.yaml"]);
-    let again = wait_for(60, "the next deploy", || {
-        final_state(&gh.statuses(&sha3), "stackgate/new")
-    });
-    assert_eq!(again.0, "success", "{again:?}\n{}", server.logs());
-    let p = stack_exists(&name).expect("the stack");
-    let value = p
-        .parameters()
-        .iter()
-        .find(|x| x.parameter_key() == Some("Value"))
-        .and_then(|x| x.parameter_value());
-    assert_eq!(value, Some("3"));
-}
-
-#[test]
-fn a_stack_deployed_before_the_ledger_kept_identities_moves_with_its_folder() {
-    let gh = StandIn::start();
-    let repo = GitRepo::new();
-    let name = unique("gitops-legacy");
     param_stack(&repo, "old", &name, "1");
     param_stack(&repo, "other", &unique("gitops-other"), "o");
     let sha1 = repo.commit("old");
@@ -1639,21 +1587,8 @@ fn a_stack_deployed_before_the_ledger_kept_identities_moves_with_its_folder() {
         final_state(&gh.statuses(&sha1), "stackgate/old")
     });
     assert_eq!(s.0, "success", "{s:?}");
+    before_the_move(&mut server);
 
-    // The ledger as an older stackgate left it: no stack identities.
-    server.kill();
-    let db = rusqlite::Connection::open(server.state.join("stackgate.db")).unwrap();
-    let rows = db
-        .execute(
-            "UPDATE deployed SET stack_name = NULL, region = NULL, account = NULL",
-            [],
-        )
-        .unwrap();
-    assert!(rows >= 2, "{rows}");
-    drop(db);
-    server.spawn();
-
-    // Renamed with its stack-name: the stack moves; the old folder is not pruned.
     repo.git(&["mv", "stacks/old", "stacks/new"]);
     param_stack(&repo, "new", &name, "2");
     let sha2 = repo.commit("move");
@@ -1676,12 +1611,44 @@ fn a_stack_deployed_before_the_ledger_kept_identities_moves_with_its_folder() {
         "the old folder was pruned\n{}",
         server.logs()
     );
-    assert!(stack_exists(&name).is_some(), "the moved stack was removed");
     assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("2"));
     assert_eq!(
         stack_tag(&name, "stackgate:path").as_deref(),
         Some("stacks/new")
     );
+    (gh, repo, server, name, sha2)
+}
+
+#[test]
+fn a_moved_folder_takes_its_stack_along() {
+    let (gh, repo, server, name, sha2) = moved_folder(|_| {});
+    // The old claim is over: the next change deploys as any other.
+    param_stack(&repo, "new", &name, "3");
+    let sha3 = repo.commit("again");
+    push_and_verdict(&server, &gh, &sha2, &sha3, &["stacks/new/template.yaml"]);
+    let again = wait_for(60, "the next deploy", || {
+        final_state(&gh.statuses(&sha3), "stackgate/new")
+    });
+    assert_eq!(again.0, "success", "{again:?}\n{}", server.logs());
+    assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("3"));
+}
+
+#[test]
+fn a_stack_deployed_before_the_ledger_kept_identities_moves_with_its_folder() {
+    moved_folder(|server| {
+        // The ledger as an older stackgate left it: no stack identities.
+        server.kill();
+        let db = rusqlite::Connection::open(server.state.join("stackgate.db")).unwrap();
+        let rows = db
+            .execute(
+                "UPDATE deployed SET stack_name = NULL, region = NULL, account = NULL",
+                [],
+            )
+            .unwrap();
+        assert!(rows >= 2, "{rows}");
+        drop(db);
+        server.spawn();
+    });
 }
 
 #[test]
