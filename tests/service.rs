@@ -1786,22 +1786,25 @@ fn two_folders_or_two_repositories_naming_one_stack_are_refused() {
     );
 }
 
-#[test]
-fn a_moved_folder_takes_its_stack_along() {
+/// Deploys `stacks/old`, runs `before_the_move` on the server, then renames the folder with
+/// its stack-name and a new value: the stack moves and nothing is pruned.
+fn moved_folder(
+    before_the_move: impl FnOnce(&mut Server),
+) -> (StandIn, GitRepo, Server, String, String) {
     let gh = StandIn::start();
     let repo = GitRepo::new();
     let name = unique("gitops-moved");
     param_stack(&repo, "old", &name, "1");
     param_stack(&repo, "other", &unique("gitops-other"), "o");
     let sha1 = repo.commit("old");
-    let server = Server::start(&repo, &gh, "");
+    let mut server = Server::start(&repo, &gh, "");
     push_and_verdict(&server, &gh, ZERO, &sha1, &["stacks/old/template.yaml"]);
     let s = wait_for(60, "the first deploy", || {
         final_state(&gh.statuses(&sha1), "stackgate/old")
     });
     assert_eq!(s.0, "success", "{s:?}");
+    before_the_move(&mut server);
 
-    // Renamed, same stack-name, a new value: the stack moves, nothing is removed.
     repo.git(&["mv", "stacks/old", "stacks/new"]);
     param_stack(&repo, "new", &name, "2");
     let sha2 = repo.commit("move");
@@ -1817,13 +1820,24 @@ fn a_moved_folder_takes_its_stack_along() {
         final_state(&gh.statuses(&sha2), "stackgate/new")
     });
     assert_eq!(moved.0, "success", "{moved:?}\n{}", server.logs());
-    std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(final_state(&gh.statuses(&sha2), "stackgate/old"), None);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        final_state(&gh.statuses(&sha2), "stackgate/old"),
+        None,
+        "the old folder was pruned\n{}",
+        server.logs()
+    );
+    assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("2"));
     assert_eq!(
         stack_tag(&name, "stackgate:path").as_deref(),
         Some("stacks/new")
     );
+    (gh, repo, server, name, sha2)
+}
 
+#[test]
+fn a_moved_folder_takes_its_stack_along() {
+    let (gh, repo, server, name, sha2) = moved_folder(|_| {});
     // The old claim is over: the next change deploys as any other.
     param_stack(&repo, "new", &name, "3");
     let sha3 = repo.commit("again");
@@ -1832,13 +1846,123 @@ fn a_moved_folder_takes_its_stack_along() {
         final_state(&gh.statuses(&sha3), "stackgate/new")
     });
     assert_eq!(again.0, "success", "{again:?}\n{}", server.logs());
-    let p = stack_exists(&name).expect("the stack");
-    let value = p
-        .parameters()
-        .iter()
-        .find(|x| x.parameter_key() == Some("Value"))
-        .and_then(|x| x.parameter_value());
-    assert_eq!(value, Some("3"));
+    assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("3"));
+}
+
+#[test]
+fn a_stack_deployed_before_the_ledger_kept_identities_moves_with_its_folder() {
+    moved_folder(|server| {
+        // The ledger as an older stackgate left it: no stack identities.
+        server.kill();
+        let db = rusqlite::Connection::open(server.state.join("stackgate.db")).unwrap();
+        let rows = db
+            .execute(
+                "UPDATE deployed SET stack_name = NULL, region = NULL, account = NULL",
+                [],
+            )
+            .unwrap();
+        assert!(rows >= 1, "{rows}");
+        drop(db);
+        server.spawn();
+    });
+}
+
+#[test]
+fn a_redeploy_is_refused_when_two_folders_name_a_gone_folders_stack() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-twice");
+    param_stack(&repo, "a", &name, "1");
+    let sha1 = repo.commit("a");
+    let server = Server::start(&repo, &gh, "");
+    push_and_verdict(&server, &gh, ZERO, &sha1, &["stacks/a/template.yaml"]);
+    let s = wait_for(60, "the first deploy", || {
+        final_state(&gh.statuses(&sha1), "stackgate/a")
+    });
+    assert_eq!(s.0, "success", "{s:?}");
+
+    // `a` is gone and two folders name its stack: no move, a collision.
+    repo.git(&["rm", "-r", "-q", "stacks/a"]);
+    param_stack(&repo, "b", &name, "2");
+    param_stack(&repo, "c", &name, "3");
+    let sha2 = repo.commit("b and c");
+    let verdict = push_and_verdict(&server, &gh, &sha1, &sha2, &["stacks/b/template.yaml"]);
+    assert_eq!(verdict.0, "error", "{verdict:?}\n{}", server.logs());
+
+    // A manual redeploy of one of them is checked as the sync was.
+    let (code, body) = http(
+        "POST",
+        &format!("{}/api/v1/stacks/{REPO}/b/redeploy", server.url),
+        &[("Authorization", format!("Bearer {API_TOKEN}"))],
+        Some(format!("{{\"sha\":\"{sha2}\"}}").as_bytes()),
+    );
+    assert_eq!(code, 202, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["job"]
+        .as_i64()
+        .unwrap();
+    let job = wait_for(60, "the redeploy", || {
+        let j = server.job(id);
+        (j["state"] != "queued" && j["state"] != "running").then_some(j)
+    });
+    assert_eq!(job["state"], "failed", "{job:#}\n{}", server.logs());
+    let why = job["detail"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("claimed by"), "{job:#}");
+    assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("1"));
+    assert_eq!(
+        stack_tag(&name, "stackgate:path").as_deref(),
+        Some("stacks/a")
+    );
+}
+
+#[test]
+fn a_stack_the_cli_deployed_from_a_clone_is_the_services_from_then_on() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    // The clone's remote names the repository in another case than the service's config.
+    repo.git(&[
+        "remote",
+        "add",
+        "origin",
+        "https://github.com/codertocat/hello-world.git",
+    ]);
+    let name = unique("gitops-handover");
+    param_stack(&repo, "app", &name, "cli");
+    let sha1 = repo.commit("app");
+    let dir = repo.dir.join("stacks/app");
+    let out = stackgate(&[
+        "deploy",
+        dir.to_str().unwrap(),
+        "--adopt",
+        "--poll-seconds",
+        "0.1",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stack_tag(&name, "stackgate:repo").as_deref(),
+        Some("codertocat/hello-world")
+    );
+
+    // The service, with the stacks folder written with a trailing slash.
+    let mut server = Server::start(&repo, &gh, "");
+    server.reconfigure(|c| c.replace("prune = true\n", "prune = true\nstacks_dir = \"stacks/\"\n"));
+    param_stack(&repo, "app", &name, "service");
+    let sha2 = repo.commit("service");
+    let verdict = push_and_verdict(&server, &gh, &sha1, &sha2, &["stacks/app/template.yaml"]);
+    assert_eq!(verdict.0, "success", "{verdict:?}\n{}", server.logs());
+    let done = wait_for(60, "the service's deploy", || {
+        final_state(&gh.statuses(&sha2), "stackgate/app")
+    });
+    assert_eq!(done.0, "success", "{done:?}\n{}", server.logs());
+    assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("service"));
+    assert_eq!(
+        stack_tag(&name, "stackgate:path").as_deref(),
+        Some("stacks/app")
+    );
 }
 
 /// The id of the job a status for `context` links to.

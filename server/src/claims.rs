@@ -32,12 +32,14 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// `current`: each folder of the commit that loads, and its identity. `ledger`: the
-    /// live stacks stackgate deployed, as (identity, repo, folder). `path` names a folder
-    /// of a repository from its root.
+    /// `current`: each folder of the commit that loads, and its identity; `present`:
+    /// whether a folder is in the commit at all. `ledger`: the live stacks stackgate
+    /// deployed, as (identity, repo, folder). `path` names a folder of a repository from
+    /// its root.
     pub fn find(
         repo: &str,
         current: &[(String, StackIdentity)],
+        present: &dyn Fn(&str) -> bool,
         ledger: &[(StackIdentity, String, String)],
         path: &dyn Fn(&str, &str) -> String,
     ) -> Self {
@@ -59,7 +61,10 @@ impl Claims {
             }
             if ours {
                 by_folder.insert(folder.clone(), id.clone());
-                // Gone, and exactly one folder of the commit names its stack: a move.
+            }
+            // Gone, and exactly one folder of the commit names its stack: a move. A folder
+            // still there that does not load keeps its claim.
+            if ours && !present(folder) {
                 let now: Vec<&String> = current
                     .iter()
                     .filter(|(_, i)| i == id)
@@ -86,6 +91,14 @@ impl Claims {
     /// The folder a gone folder's stack moved to, at this commit.
     pub fn moved_to(&self, folder: &str) -> Option<&str> {
         self.moves.get(folder).map(String::as_str)
+    }
+
+    /// The gone folder whose stack moved to `folder`, at this commit.
+    pub fn moved_from(&self, folder: &str) -> Option<&str> {
+        self.moves
+            .iter()
+            .find(|(_, to)| *to == folder)
+            .map(|(from, _)| from.as_str())
     }
 
     /// Why `folder` may not deploy (or be pruned): its stack has another claimant.
@@ -156,6 +169,10 @@ mod tests {
         }
     }
 
+    fn present(f: &str) -> bool {
+        ["a", "b", "c", "broken"].contains(&f)
+    }
+
     fn path(_: &str, f: &str) -> String {
         format!("stacks/{f}")
     }
@@ -167,7 +184,7 @@ mod tests {
             ("b".to_string(), id("shared")),
             ("c".to_string(), id("alone")),
         ];
-        let c = Claims::find("acme/infra", &current, &[], &path);
+        let c = Claims::find("acme/infra", &current, &present, &[], &path);
         let msg = c.refusal("a").unwrap();
         assert!(
             msg.detail.contains("acme/infra stacks/a and stacks/b"),
@@ -179,7 +196,7 @@ mod tests {
 
         // Another repository deployed it first.
         let ledger = vec![(id("alone"), "acme/other".to_string(), "x".to_string())];
-        let c = Claims::find("acme/infra", &current, &ledger, &path);
+        let c = Claims::find("acme/infra", &current, &present, &ledger, &path);
         let msg = c.refusal("c").unwrap();
         assert!(msg.detail.contains("acme/other stacks/x"), "{msg:?}");
         assert!(!msg.status.contains("acme/other"), "{msg:?}");
@@ -187,18 +204,24 @@ mod tests {
         // This repository's own ledger row for a present folder is not a second claimant,
         // even when the folder now names another stack.
         let ledger = vec![(id("old-name"), "acme/infra".to_string(), "c".to_string())];
-        let c = Claims::find("acme/infra", &current, &ledger, &path);
+        let c = Claims::find("acme/infra", &current, &present, &ledger, &path);
         assert!(c.refusal("c").is_none());
 
         // A gone folder's stack, named by one folder of the commit: it moved.
         let ledger = vec![(id("alone"), "acme/infra".to_string(), "old".to_string())];
-        let c = Claims::find("acme/infra", &current, &ledger, &path);
+        let c = Claims::find("acme/infra", &current, &present, &ledger, &path);
         assert!(c.refusal("c").is_none());
         assert!(c.refusal("old").is_none());
         assert_eq!(c.moved_to("old"), Some("c"));
+        assert_eq!(c.moved_from("c"), Some("old"));
+        // A folder still there that does not load keeps its stack: no move, a collision.
+        let ledger = vec![(id("alone"), "acme/infra".to_string(), "broken".to_string())];
+        let c = Claims::find("acme/infra", &current, &present, &ledger, &path);
+        assert_eq!(c.moved_from("c"), None);
+        assert!(c.refusal("c").unwrap().detail.contains("stacks/broken"));
         // Named by two folders of the commit: a collision, no move.
         let ledger = vec![(id("shared"), "acme/infra".to_string(), "old".to_string())];
-        let c = Claims::find("acme/infra", &current, &ledger, &path);
+        let c = Claims::find("acme/infra", &current, &present, &ledger, &path);
         assert_eq!(c.moved_to("old"), None);
         assert!(c.refusal("old").unwrap().detail.contains("stacks/old"));
     }

@@ -424,11 +424,13 @@ impl Config {
                     .unwrap_or_else(|| "environment".into()),
                 message: e.to_string(),
             })?;
+        let mut cfg = cfg;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the values, and writes each repository's `stacks_dir` in one form.
+    fn validate(&mut self) -> Result<(), ConfigError> {
         let keep = self.state.retain_days;
         if keep > 36_500 {
             return Err(ConfigError::Invalid(format!(
@@ -448,7 +450,13 @@ impl Config {
                 self.git_timeout_seconds
             )));
         }
-        for r in &self.repos {
+        for r in &mut self.repos {
+            r.stacks_dir = folder_path(&r.stacks_dir).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "repos[{}].stacks_dir = `{}`: a folder inside the repository, such as `stacks`",
+                    r.name, r.stacks_dir
+                ))
+            })?;
             if r.max_prune == 0 {
                 return Err(ConfigError::Invalid(format!(
                     "repos[{}].max_prune = 0: at least 1; to remove nothing, set prune = false",
@@ -501,6 +509,17 @@ impl Config {
             .unwrap_or_else(|| format!("http://{}", self.listen));
         format!("{}/runs/{job}", base.trim_end_matches('/'))
     }
+}
+
+/// `./stacks/` → `stacks`: the form of a folder in the stacks' `stackgate:path` tags (the
+/// CLI's too). `None` for the root, or a path leaving the repository.
+fn folder_path(dir: &str) -> Option<String> {
+    let parts: Vec<&str> = dir
+        .trim()
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    (!parts.is_empty() && !parts.contains(&"..")).then(|| parts.join("/"))
 }
 
 /// `STACKGATE_LISTEN`, `STACKGATE_AWS_ENDPOINT_URL`, `STACKGATE_GITHUB_API_URL`,
@@ -631,6 +650,7 @@ mod tests {
         let c: Config = v
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        let mut c = c;
         c.validate()?;
         Ok(c)
     }
@@ -647,6 +667,24 @@ mod tests {
         assert_eq!(c.repos[0].branch, "main");
         assert_eq!(c.repos[0].stacks_dir, "stacks");
         assert_eq!(c.repos[0].poll(), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn stacks_dir_is_written_in_one_form() {
+        let repo = |dir: &str| {
+            format!("[[repos]]\nname = 'acme/infra'\nurl = 'x'\nstacks_dir = '{dir}'\n")
+        };
+        for (dir, want) in [
+            ("stacks/", "stacks"),
+            (" ./infra//stacks/ ", "infra/stacks"),
+        ] {
+            let c = parse(&repo(dir), &[]).unwrap();
+            assert_eq!(c.repos[0].stacks_dir, want, "{dir}");
+        }
+        for dir in ["", "/", "./", "../stacks"] {
+            let err = parse(&repo(dir), &[]).unwrap_err().to_string();
+            assert!(err.contains("stacks_dir"), "{dir}: {err}");
+        }
     }
 
     #[test]

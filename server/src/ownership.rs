@@ -109,7 +109,7 @@ impl Owner {
                 ))
             };
         }
-        let same_repo = tag(REPO_TAG) == self.repo.as_ref();
+        let same_repo = self.same_repo(tag(REPO_TAG));
         match tag(PATH_TAG) {
             Some(p) if same_repo && *p == self.path => Ok(Claim::Owned),
             None if same_repo => Ok(Claim::Legacy),
@@ -129,8 +129,17 @@ impl Owner {
     pub fn moved_from(&self, tags: &[(String, String)], from_path: &str) -> bool {
         let tag = |k: &str| tags.iter().find(|(key, _)| key == k).map(|(_, v)| v);
         tag(MANAGED_BY).map(String::as_str) == Some(STACKGATE)
-            && tag(REPO_TAG) == self.repo.as_ref()
+            && self.same_repo(tag(REPO_TAG))
             && tag(PATH_TAG).map(String::as_str) == Some(from_path)
+    }
+
+    /// Whether a repository tag names this owner's repository. GitHub names are not case
+    /// sensitive, and the CLI's comes from the remote URL, not the service's config.
+    fn same_repo(&self, tag: Option<&String>) -> bool {
+        match (tag, &self.repo) {
+            (Some(t), Some(r)) => t.eq_ignore_ascii_case(r),
+            (t, r) => t.is_none() && r.is_none(),
+        }
     }
 }
 
@@ -232,6 +241,21 @@ mod tests {
             ("stackgate:repo", "acme/infra"),
         ]);
         assert_eq!(web().check("web", &legacy, false).unwrap(), Claim::Legacy);
+
+        // GitHub names are not case sensitive: the CLI's tag from the remote URL is ours.
+        let cli = tags(&[
+            ("managed-by", "stackgate"),
+            ("stackgate:repo", "ACME/Infra"),
+            ("stackgate:path", "stacks/web"),
+        ]);
+        assert_eq!(web().check("web", &cli, false).unwrap(), Claim::Owned);
+        assert!(
+            Owner {
+                path: "stacks/new".into(),
+                ..web()
+            }
+            .moved_from(&cli, "stacks/web")
+        );
 
         // A move within the repository, and only within it.
         assert!(web().moved_from(&other_path, "stacks/api"));

@@ -18,7 +18,7 @@ use crate::config::{Config, RepoConfig};
 use crate::deployer::{DeployError, Deployer, Origin, Progress};
 use crate::github::{GitCredential, Reporter};
 use crate::metrics::Metrics;
-use crate::ownership::{self, Owner, StackIdentity};
+use crate::ownership::{Owner, StackIdentity};
 use crate::policy::input::EventInfo;
 use crate::policy::{PolicyHost, Report, Severity, Verdict, truncate};
 use crate::queue::{Job, Kind, LedgerEntry, NewJob, StatusUpdate, Store};
@@ -343,10 +343,28 @@ impl App {
                 Some((f.clone(), claims::identity(&account, region, &stack)))
             })
             .collect();
-        let ledger = self.store.live_identities()?;
-        Ok(Claims::find(&repo.name, &current, &ledger, &|r, f| {
-            self.stacks_path(r, f)
-        }))
+        let ledger = self.ledger().await?;
+        Ok(Claims::find(
+            &repo.name,
+            &current,
+            &|f| snap.stacks.contains_key(f),
+            &ledger,
+            &|r, f| self.stacks_path(r, f),
+        ))
+    }
+
+    /// Every live stack of the ledger, by identity. A row from before the ledger kept
+    /// identities is read from its commit once: unseen, its stack would have no claimant.
+    async fn ledger(&self) -> Result<Vec<(StackIdentity, String, String)>, JobError> {
+        for (repo, folder, sha) in self.store.live_unidentified()? {
+            let Some(cfg) = self.repo(&repo).cloned() else {
+                continue;
+            };
+            if let Some(id) = self.identity_at(&cfg, &sha, &folder).await {
+                self.store.fill_identity(&repo, &folder, &id)?;
+            }
+        }
+        Ok(self.store.live_identities()?)
     }
 
     /// A stack folder of a repository, from its root: `stacks/web`.
@@ -907,28 +925,16 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     // One stack, one folder: a manual redeploy is checked as a sync is.
     let account = app.deployer.aws.account().await?.to_string();
     let identity = claims::identity(&account, &app.deployer.aws.region, &stack);
-    let other = app.store.live_identities()?.into_iter().find(|(id, r, f)| {
-        *id == identity && !(r.eq_ignore_ascii_case(&job.repo) && *f == stack_name)
-    });
-    // A folder of this repository that is gone at this commit: the stack moved here.
-    let (moved, other) = match other {
-        Some((_, r, f)) if r.eq_ignore_ascii_case(&job.repo) && snap.files(&f).is_none() => {
-            (Some(f), None)
-        }
-        other => (None, other),
-    };
-    if let Some((_, r, f)) = other {
-        let theirs = Owner {
-            repo: Some(r.clone()),
-            path: app.stacks_path(&r, &f),
-        };
-        let ours = owner_of(job, &repo, &stack_name);
-        detail["error"] = json!(ownership::collision_message(&identity, &[&ours, &theirs]));
-        let d = ownership::collision_status(&identity);
+    let claims = app.claims(&repo, &snap).await?;
+    if let Some(refusal) = claims.refusal(&stack_name) {
+        detail["error"] = json!(refusal.detail);
+        let d = refusal.status;
         app.store
             .finish(job.id, "failed", &detail, &[say("failure", d)], None)?;
         return Ok("failed".into());
     }
+    // A folder of this repository that is gone at this commit: the stack moved here.
+    let moved = claims.moved_from(&stack_name).map(str::to_string);
     detail["identity"] = json!(identity);
 
     if stack.deployment.remove {

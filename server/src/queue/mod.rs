@@ -684,8 +684,39 @@ impl Store {
         })
     }
 
+    /// The (repo, stack folder, sha) of every live row from before the ledger kept
+    /// identities: `App::ledger` reads them from their commit.
+    pub fn live_unidentified(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT repo, stack, sha FROM deployed
+                 WHERE removed = 0 AND (stack_name IS NULL OR region IS NULL OR account IS NULL)
+                 ORDER BY repo, stack",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+    }
+
+    /// Fills in the identity of a row from before the ledger kept identities.
+    pub fn fill_identity(
+        &self,
+        repo: &str,
+        stack: &str,
+        id: &StackIdentity,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE deployed SET stack_name = ?3, region = ?4, account = ?5
+                 WHERE repo = ?1 AND stack = ?2 AND stack_name IS NULL",
+                params![repo, stack, id.name, id.region, id.account],
+            )
+        })?;
+        Ok(())
+    }
+
     /// The (repo, stack folder) of every live stack of the ledger, by its identity. Rows
-    /// from before the ledger kept identities are not in it.
+    /// from before the ledger kept identities are not in it until `fill_identity`.
     pub fn live_identities(&self) -> Result<Vec<(StackIdentity, String, String)>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare(
