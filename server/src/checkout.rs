@@ -75,6 +75,8 @@ pub struct Mirror {
     path: PathBuf,
     /// The longest one fetch may take, transfer included.
     timeout: Duration,
+    /// Whether this process has cleared what a killed one left in the mirror.
+    checked: std::sync::atomic::AtomicBool,
 }
 
 impl Mirror {
@@ -87,10 +89,14 @@ impl Mirror {
             url: url.to_string(),
             path,
             timeout: timeout.max(Duration::from_secs(1)),
+            checked: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     fn open(&self) -> Result<Repository, CheckoutError> {
+        if !self.checked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            clear_stale_locks(&self.path);
+        }
         match Repository::open_bare(&self.path) {
             Ok(r) => Ok(r),
             Err(_) => {
@@ -265,6 +271,35 @@ impl Mirror {
             }
         }
         Ok(out)
+    }
+}
+
+/// Removes the `*.lock` files a process killed mid-fetch or mid-init left in a mirror (at
+/// the top and under `refs/`): git refuses to touch a locked file, so one crash would break
+/// the mirror for good. Safe because a mirror belongs to one process, which opens it only
+/// under its mutex, and this runs before that process's first open.
+fn clear_stale_locks(path: &Path) {
+    const MAX_ENTRIES: usize = 100_000;
+    let mut todo = vec![path.to_path_buf()];
+    let mut seen = 0;
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > MAX_ENTRIES {
+                return;
+            }
+            let p = entry.path();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && (dir != path || entry.file_name() == "refs") {
+                todo.push(p);
+            } else if !is_dir && p.extension().is_some_and(|e| e == "lock") {
+                tracing::warn!(file = %p.display(), "removing a lock a stopped process left in the mirror");
+                let _ = std::fs::remove_file(&p);
+            }
+        }
     }
 }
 
@@ -552,6 +587,29 @@ mod tests {
         }
         out.extend(((b << 16) | a).to_be_bytes());
         out
+    }
+
+    #[test]
+    fn locks_a_killed_process_left_do_not_break_the_mirror() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("mirrors/acme__infra.git");
+        // Killed while creating the mirror: its config is still locked.
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join("config.lock"), "").unwrap();
+        let (_, repo) = mirror(tmp.path());
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let tree = repo
+            .find_tree(repo.treebuilder(None).unwrap().write().unwrap())
+            .unwrap();
+        let oid = repo.commit(None, &sig, &sig, "x", &tree, &[]).unwrap();
+        drop(tree);
+        // Killed mid-fetch: a ref is locked. The next process writes it again.
+        std::fs::create_dir_all(path.join("refs/heads")).unwrap();
+        std::fs::write(path.join("refs/heads/main.lock"), "").unwrap();
+        let (_, repo) = mirror(tmp.path());
+        repo.reference("refs/heads/main", oid, true, "fetch")
+            .unwrap();
+        assert!(!path.join("config.lock").exists());
     }
 
     fn mirror(dir: &Path) -> (Mirror, Repository) {
