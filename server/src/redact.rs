@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::policy::input::PolicyInput;
+use crate::policy::input::no_echo;
 use crate::stack::Stack;
 
 pub const REDACTED: &str = "[redacted]";
@@ -30,7 +30,7 @@ impl Redactor {
             .and_then(Value::as_object)
             .into_iter()
             .flatten()
-            .filter(|(_, decl)| is_true(decl.get("NoEcho")))
+            .filter(|(_, decl)| no_echo(decl))
             .filter_map(|(name, _)| resolved.get(name).cloned())
             .filter(|v| !v.is_empty())
             .collect();
@@ -100,37 +100,6 @@ impl Redactor {
             out.insert(name.clone(), Value::String(v));
         }
         Value::Object(out)
-    }
-}
-
-/// The values looked up in SSM for the input's `NoEcho` SSM-typed parameters: CloudFormation
-/// would hide them, and policy messages may quote them.
-pub fn looked_up_no_echo(input: &PolicyInput) -> Vec<String> {
-    let params = input.template.get("Parameters").and_then(Value::as_object);
-    params
-        .into_iter()
-        .flatten()
-        .filter(|(_, decl)| is_true(decl.get("NoEcho")))
-        .filter_map(|(name, decl)| input.parameters.get(name).or_else(|| decl.get("Default")))
-        .filter_map(Value::as_str)
-        .filter_map(|ssm_name| input.resolved.ssm.get(ssm_name))
-        .flat_map(|v| match v {
-            Value::String(s) => vec![s.clone()],
-            Value::Array(items) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect(),
-            _ => Vec::new(),
-        })
-        .collect()
-}
-
-fn is_true(v: Option<&Value>) -> bool {
-    match v {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
-        _ => false,
     }
 }
 

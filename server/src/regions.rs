@@ -8,6 +8,7 @@ use tokio::sync::Mutex;
 
 use crate::cloud::{Aws, AwsTarget};
 use crate::deployer::Deployer;
+use crate::stack::deployment::valid_region;
 
 /// Regions kept besides the server's own. A repository picks regions, so their number is
 /// bounded: each holds two clients.
@@ -19,20 +20,6 @@ pub enum RegionError {
     Invalid(String),
     #[error("region `{0}`: stackgate already deploys to {MAX_REGIONS} other regions")]
     TooMany(String),
-}
-
-/// Whether `name` has the shape of an AWS region: `us-east-1`, `us-gov-west-1`,
-/// `eusc-de-east-1`. It becomes part of AWS endpoint host names.
-pub fn valid_region(name: &str) -> bool {
-    let parts: Vec<&str> = name.split('-').collect();
-    let letters = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase());
-    name.len() <= 32
-        && parts.len() >= 3
-        && (2..=4).contains(&parts[0].len())
-        && parts[..parts.len() - 1].iter().all(letters)
-        && parts[parts.len() - 1].len() <= 2
-        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
-        && !parts[parts.len() - 1].is_empty()
 }
 
 pub struct Regions {

@@ -45,7 +45,7 @@ pub async fn judge(
     let mut budget = MAX_CHILD_EVALUATIONS;
     judge_children(host, &input, &children, aws, &mut budget, &mut outcomes).await;
     let mut report = Report::from_outcomes(outcomes);
-    report.hidden = crate::redact::looked_up_no_echo(&input);
+    report.hidden = crate::policy::input::looked_up_no_echo(&input);
     report
 }
 

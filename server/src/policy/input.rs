@@ -153,6 +153,38 @@ impl PolicyInput {
     }
 }
 
+/// The values looked up in SSM for the input's `NoEcho` SSM-typed parameters: CloudFormation
+/// would hide them, and policy messages may quote them.
+pub fn looked_up_no_echo(input: &PolicyInput) -> Vec<String> {
+    let params = input.template.get("Parameters").and_then(Value::as_object);
+    params
+        .into_iter()
+        .flatten()
+        .filter(|(_, decl)| no_echo(decl))
+        .filter_map(|(name, decl)| input.parameters.get(name).or_else(|| decl.get("Default")))
+        .filter_map(Value::as_str)
+        .filter_map(|ssm_name| input.resolved.ssm.get(ssm_name))
+        .flat_map(|v| match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// Whether a parameter declaration says `NoEcho: true` (CloudFormation takes the string too).
+pub fn no_echo(decl: &Value) -> bool {
+    match decl.get("NoEcho") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

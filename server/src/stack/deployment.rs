@@ -159,7 +159,7 @@ impl Deployment {
         })?;
         // It becomes part of AWS host names.
         if let Some(region) = &deployment.region
-            && !crate::regions::valid_region(region)
+            && !valid_region(region)
         {
             return Err(StackError::Invalid {
                 file: file.into(),
@@ -169,6 +169,20 @@ impl Deployment {
         }
         Ok(deployment)
     }
+}
+
+/// Whether `name` has the shape of an AWS region: `us-east-1`, `us-gov-west-1`,
+/// `eusc-de-east-1`. It becomes part of AWS endpoint host names.
+pub fn valid_region(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    let letters = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase());
+    name.len() <= 32
+        && parts.len() >= 3
+        && (2..=4).contains(&parts[0].len())
+        && parts[..parts.len() - 1].iter().all(letters)
+        && parts[parts.len() - 1].len() <= 2
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
 }
 
 #[cfg(test)]
