@@ -2785,6 +2785,7 @@ fn a_long_deploy_survives_clean_restarts() {
 }
 
 #[test]
+#[ignore = "races: the preview can end before the kill (1 run in 3); stage it with the slow knob, then unignore"]
 fn a_job_that_takes_the_service_down_twice_is_failed_not_retried() {
     let gh = StandIn::start();
     let repo = GitRepo::new();
