@@ -20,7 +20,7 @@ use tower::ServiceExt;
 pub use stackgate::check;
 pub use stackgate::cloud::cfn::Change;
 pub use stackgate::policy::PolicyHost;
-pub use stackgate::queue::{NewJob, PendingStatus};
+pub use stackgate::queue::{Kind, NewJob, PendingStatus};
 pub use stackgate::render;
 
 use stackgate::config::Config;

@@ -233,11 +233,15 @@ async fn malformed_json_is_a_bad_request_that_names_the_problem() {
 }
 
 fn redeploy(token: Option<&str>, stack: &str) -> Request<Body> {
+    redeploy_with(token, stack, Vec::new())
+}
+
+fn redeploy_with(token: Option<&str>, stack: &str, body: Vec<u8>) -> Request<Body> {
     let mut req = Request::post(format!("/api/v1/stacks/{REPO}/{stack}/redeploy"));
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    req.body(Body::empty()).expect("request")
+    req.body(Body::from(body)).expect("request")
 }
 
 #[tokio::test]
@@ -278,6 +282,37 @@ async fn a_manual_redeploy_needs_a_good_token() {
         "{}",
         unknown.body
     );
+}
+
+#[tokio::test]
+async fn a_redeploy_body_is_checked() {
+    let t = app().await;
+    let head = git(&t.origin, &["rev-parse", "HEAD"]);
+    let pinned = json!({"sha": head}).to_string().into_bytes();
+    let r = t.send(redeploy_with(Some(API_TOKEN), "web", pinned)).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.json()["sha"], head.as_str());
+
+    let elsewhere = json!({"sha": "1".repeat(40)}).to_string().into_bytes();
+    let r = t
+        .send(redeploy_with(Some(API_TOKEN), "web", elsewhere))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(
+        r.json()["error"],
+        format!("{} is not a commit on master", "1".repeat(40))
+    );
+
+    let unknown = br#"{"ref": "main"}"#.to_vec();
+    let r = t.send(redeploy_with(Some(API_TOKEN), "web", unknown)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let error = r.json()["error"].as_str().expect("error").to_string();
+    assert!(error.contains("unknown field `ref`"), "{error}");
+
+    // The API's bodies are small: 1 MiB at most (only webhooks may be larger).
+    let big = vec![b' '; 1024 * 1024 + 1];
+    let r = t.send(redeploy_with(Some(API_TOKEN), "web", big)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
 }
 
 #[tokio::test]

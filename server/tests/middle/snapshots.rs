@@ -131,6 +131,17 @@ async fn commit_status_descriptions() {
             ));
         }
     }
+    // A queued deploy that a newer commit of its stack replaces says so on its commit.
+    let t = TestApp::new(&[]).await;
+    t.enqueue(&[job(Some(Kind::Deploy), Some("web"), sha(3))]);
+    t.enqueue(&[job(Some(Kind::Deploy), Some("web"), sha(4))]);
+    out.push_str("## superseded\n");
+    for s in t.statuses(&sha(3)) {
+        out.push_str(&format!(
+            "{} {}: {}\n  -> {}\n",
+            s.context, s.state, s.description, s.target_url
+        ));
+    }
     assert!(longest <= 140, "{out}");
     assert_eq!(longest, 140, "no description was cut:\n{out}");
     insta::assert_snapshot!(out);
@@ -197,7 +208,7 @@ fn sha(n: u8) -> String {
     format!("{n:x}").repeat(40)
 }
 
-fn job(kind: Option<stackgate::queue::Kind>, stack: Option<&str>, sha: String) -> NewJob {
+fn job(kind: Option<Kind>, stack: Option<&str>, sha: String) -> NewJob {
     NewJob {
         kind,
         repo: REPO.into(),
@@ -210,7 +221,6 @@ fn job(kind: Option<stackgate::queue::Kind>, stack: Option<&str>, sha: String) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_page_with_runs_in_every_state() {
-    use stackgate::queue::Kind;
     let t = TestApp::new(&[]).await;
     // Jobs 1-3 end as a step would end them; 4 runs; 5 is superseded by 6, which waits;
     // 7, a sync, waits for its debounce.
