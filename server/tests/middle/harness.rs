@@ -124,7 +124,7 @@ synchronous = "normal"
 
 [aws]
 region = "us-east-1"
-# Nothing listens here: a call the middle layer should not make fails at once.
+# Nothing listens here: no call of these tests can reach a real AWS account.
 endpoint_url = "http://127.0.0.1:9"
 
 [[repos]]
@@ -223,10 +223,7 @@ webhook_secret_file = "{secret}"
             .header("x-github-delivery", delivery)
             .header("user-agent", "GitHub-Hookshot/middle");
         if let Some(s) = secret {
-            req = req.header(
-                "x-hub-signature-256",
-                stackgate::intake::signature::sign(s.as_bytes(), body),
-            );
+            req = req.header("x-hub-signature-256", signature(s, body));
         }
         self.send(req.body(Body::from(body.to_vec())).expect("request"))
             .await
@@ -313,6 +310,11 @@ pub async fn dry_run(stacks: &[(String, String)], fork: bool) -> (TestApp, Strin
     t.run_queued().await;
     let job = t.job(1).await;
     (t, sha, job)
+}
+
+/// `X-Hub-Signature-256` for `body` signed with `secret`, as GitHub computes it.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    stackgate::intake::signature::sign(secret.as_bytes(), body)
 }
 
 /// Runs git with a fixed author and dates, so that commit ids are the same every run.
