@@ -71,6 +71,39 @@ async fn pr_comment_with_bad_input_beside_a_passing_stack() {
     insta::assert_snapshot!(comment(&job));
 }
 
+/// A fork controls its folder names, resource ids and values: the comment renders none of
+/// them (no link, image, HTML, mention or emphasis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_comment_from_a_hostile_fork() {
+    let folder = "pwn-@octocat-#1-**bold**";
+    let template = OPEN_ADMIN
+        .replace(
+            "AdminSg:",
+            "\"Sg](https://evil.example)<img src=x onerror=alert(1)>\":",
+        )
+        .replace(
+            "GroupDescription: admin access",
+            "GroupDescription: \"@octocat www.evil.example\"",
+        );
+    let stacks = vec![
+        (
+            format!("stacks/{folder}/deployment.yaml"),
+            "template-file-path: template.yaml\nstack-name: pwn\n".to_string(),
+        ),
+        (format!("stacks/{folder}/template.yaml"), template),
+    ];
+    let (_t, _, job) = dry_run(&stacks, true).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let comment = comment(&job);
+    // Every `<` and `]` the fork wrote is escaped, so nothing opens a tag or a link.
+    assert!(
+        comment.matches("<img").count() == comment.matches("\\<img").count(),
+        "{comment}"
+    );
+    assert!(!comment.contains("](https://evil"), "{comment}");
+    insta::assert_snapshot!(comment);
+}
+
 /// The change tables a plan shows: Markdown in the PR comment, text in `stackgate plan`.
 /// (The AWS emulator always answers `Replacement: False`, so replacements come from here.)
 #[test]
