@@ -44,7 +44,9 @@ POST /stackgate-api/slow {"stack": "race-*", "seconds": 3} (0 removes the rule; 
 the rules, DELETE clears them), keeps ExecuteChangeSet (create or update) and DeleteStack
 of the matching stacks in CREATE_/UPDATE_/DELETE_IN_PROGRESS for that long; meanwhile
 CreateChangeSet, ExecuteChangeSet and DeleteStack on them are refused as AWS refuses them.
-See SlowOperations.
+A rule naming a CloudFormation operation ("DescribeStacks:race-*=3", or "operation":
+"DescribeStacks" in the POST) instead delays that call's answer for the stacks it names by
+StackName, as a slow AWS would. See SlowOperations.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -1306,13 +1309,19 @@ class SlowOperations:
     Rules come from $STACKGATE_MOTO_SLOW ("glob=seconds,...", e.g. "race-*=3" or "*=1")
     and from the HTTP endpoint SLOW_PATH:
         POST   {"stack": "race-*", "seconds": 3}   add or replace a rule (0 removes it)
-        GET                                        {"rules": {"race-*": 3.0}}
+        POST   {"stack": "race-*", "seconds": 3, "operation": "DescribeStacks"}
+        GET                                        {"rules": {"race-*": 3.0,
+                                                              "DescribeStacks:race-*": 3.0}}
         DELETE                                     remove every rule
-    A held stack answers DescribeStacks with CREATE_/UPDATE_/DELETE_IN_PROGRESS (and one
-    stack event saying so) until the time is up; then moto (and the patches) run the
-    operation. While it is held, CreateChangeSet, ExecuteChangeSet and DeleteStack on it are
-    refused with AWS's ValidationError "... is in X_IN_PROGRESS state and can not be
-    updated.". /moto-api/reset does not forget the rules.
+    A rule without an operation holds stack operations: a held stack answers DescribeStacks
+    with CREATE_/UPDATE_/DELETE_IN_PROGRESS (and one stack event saying so) until the time
+    is up; then moto (and the patches) run the operation. While it is held,
+    CreateChangeSet, ExecuteChangeSet and DeleteStack on it are refused with AWS's
+    ValidationError "... is in X_IN_PROGRESS state and can not be updated.".
+    A rule "Operation:glob" delays the answer to that CloudFormation call when its
+    StackName (a name or a stack ARN) matches: the call runs after the wait, so a client
+    that gives up meanwhile leaves nothing half done by a read. /moto-api/reset does not
+    forget the rules.
     """
 
     def __init__(self) -> None:
@@ -1320,24 +1329,41 @@ class SlowOperations:
         self.rules: dict[str, float] = {}
         self.held: set[str] = set()  # stack ids with an operation held back
 
+    @staticmethod
+    def rule_key(glob: str, operation: str | None) -> str:
+        """"glob", or "Operation:glob" (stack names and globs never hold a colon)."""
+        if not glob or ":" in glob:
+            raise ValueError(f"stack glob {glob!r} must be non-empty, without ':'")
+        if operation is None:
+            return glob
+        if not re.fullmatch(r"[A-Z][A-Za-z]+", operation):
+            raise ValueError(f"operation {operation!r} is not a CloudFormation action name")
+        return f"{operation}:{glob}"
+
     def parse(self, spec: str) -> dict[str, float]:
         rules: dict[str, float] = {}
         for item in filter(None, (s.strip() for s in spec.split(","))):
-            glob, sep, seconds = item.rpartition("=")
+            key, sep, seconds = item.rpartition("=")
+            operation, _, glob = key.rpartition(":")
             try:
                 value = float(seconds)
+                key = self.rule_key(glob, operation or None)
             except ValueError:
                 value = -1.0
-            if not sep or not glob or not 0 <= value <= 3600:
-                raise SystemExit(f"moto_launcher: {SLOW_ENV}: {item!r} is not glob=seconds (0-3600)")
-            rules[glob] = value
+            if not sep or not 0 <= value <= 3600:
+                raise SystemExit(f"moto_launcher: {SLOW_ENV}: {item!r} is not "
+                                 "[Operation:]glob=seconds (0-3600)")
+            rules[key] = value
         return rules
 
-    def delay(self, stack_name: str) -> float:
+    def delay(self, stack_name: str, operation: str | None = None) -> float:
+        """Seconds to hold `stack_name`'s stack operations, or to delay `operation` on it."""
         import fnmatch
 
         with self.lock:
-            matches = [s for g, s in self.rules.items() if fnmatch.fnmatchcase(stack_name, g)]
+            matches = [s for key, s in self.rules.items()
+                       if key.rpartition(":")[0] == (operation or "")
+                       and fnmatch.fnmatchcase(stack_name, key.rpartition(":")[2])]
         return max(matches, default=0.0)
 
     def refuse_if_held(self, stack: Any) -> None:
@@ -1378,17 +1404,21 @@ class SlowOperations:
             try:
                 length = min(int(environ.get("CONTENT_LENGTH") or 0), 64 * 1024)
                 rule = json.loads(environ["wsgi.input"].read(length) or b"{}")
-                glob, seconds = str(rule["stack"]), float(rule["seconds"])
-                if not glob or not 0 <= seconds <= 3600:
-                    raise ValueError("stack must be a glob and seconds within 0-3600")
-            except (KeyError, TypeError, ValueError) as exc:
-                status, body = "400 Bad Request", {"error": f"expected {{stack, seconds}}: {exc}"}
+                seconds = float(rule["seconds"])
+                operation = rule.get("operation")
+                key = self.rule_key(str(rule["stack"]),
+                                    None if operation is None else str(operation))
+                if not 0 <= seconds <= 3600:
+                    raise ValueError("seconds must be within 0-3600")
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                status, body = "400 Bad Request", {
+                    "error": f"expected {{stack, seconds[, operation]}}: {exc}"}
             else:
                 with self.lock:
                     if seconds:
-                        self.rules[glob] = seconds
+                        self.rules[key] = seconds
                     else:
-                        self.rules.pop(glob, None)
+                        self.rules.pop(key, None)
         elif method == "DELETE":
             with self.lock:
                 self.rules.clear()
@@ -1407,7 +1437,8 @@ SLOW = SlowOperations()
 
 def install_slow_operations(spec: str | None) -> None:
     """Wrap execute_change_set, create_change_set and delete_stack (outermost, so the held
-    operation still goes through every patch) and serve SLOW_PATH."""
+    operation still goes through every patch), delay named operations' answers, and serve
+    SLOW_PATH."""
     from moto.cloudformation.models import CloudFormationBackend
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
@@ -1451,6 +1482,23 @@ def install_slow_operations(spec: str | None) -> None:
     CloudFormationBackend.execute_change_set = execute_change_set
     CloudFormationBackend.create_change_set = create_change_set
     CloudFormationBackend.delete_stack = delete_stack
+
+    from moto.cloudformation.responses import CloudFormationResponse
+
+    original_action = CloudFormationResponse.call_action
+
+    @functools.wraps(original_action)
+    def call_action(self: Any) -> Any:
+        name = self._get_param("StackName")
+        if isinstance(name, str) and name:
+            if name.startswith("arn:"):  # arn:...:stack/<name>/<id>
+                name = name.split(":")[-1].split("/")[1] if "/" in name else name
+            seconds = SLOW.delay(name, self._get_action())
+            if seconds:
+                time.sleep(seconds)
+        return original_action(self)
+
+    CloudFormationResponse.call_action = call_action
 
     original_call = DomainDispatcherApplication.__call__
 

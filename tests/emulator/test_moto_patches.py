@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import boto3
 import pytest
 import requests
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = ROOT / "deploy" / "local" / "moto_launcher.py"
@@ -1048,6 +1049,46 @@ def test_slow_knob_holds_create_update_and_delete_in_progress(patched: Emulator)
     assert requests.get(slow, timeout=5).json() == {"rules": {}}
 
 
+def test_slow_knob_delays_a_named_operation_only(patched: Emulator) -> None:
+    cf = patched.client("cloudformation")
+    slow = f"{patched.url}/stackgate-api/slow"
+    create_via_change_set(cf, "late-one", QUEUE)
+    create_via_change_set(cf, "prompt-one", QUEUE)
+    rule = {"stack": "late-*", "seconds": 1.5, "operation": "DescribeStacks"}
+    requests.post(slow, json=rule, timeout=5).raise_for_status()
+    try:
+        assert requests.get(slow, timeout=5).json() == {"rules": {"DescribeStacks:late-*": 1.5}}
+
+        def took(call: Callable[[], Any]) -> float:
+            started = time.monotonic()
+            call()
+            return time.monotonic() - started
+
+        arn = cf.list_stacks()["StackSummaries"]
+        arn = next(s["StackId"] for s in arn if s["StackName"] == "late-one")
+        assert took(lambda: stack(cf, "late-one")) > 1.4
+        assert took(lambda: stack(cf, arn)) > 1.4  # named by its ARN
+        # Other stacks, other operations and the stack's own status are untouched.
+        assert took(lambda: stack(cf, "prompt-one")) < 1.0
+        assert took(lambda: events(cf, "late-one")) < 1.0
+        assert cf.list_stacks()["StackSummaries"]
+        # A client that gives up waiting gets no answer; a read changes nothing.
+        impatient = boto3.client(
+            "cloudformation", endpoint_url=patched.url, region_name=REGION,
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+            config=Config(retries={"max_attempts": 1}, read_timeout=0.5))
+        with pytest.raises(ReadTimeoutError):
+            impatient.describe_stacks(StackName="late-one")
+
+        bad = requests.post(slow, json={**rule, "operation": "describe stacks"}, timeout=5)
+        assert bad.status_code == 400 and "operation" in bad.json()["error"]
+        requests.post(slow, json={**rule, "seconds": 0}, timeout=5).raise_for_status()
+        assert took(lambda: stack(cf, "late-one")) < 1.0
+        assert stack(cf, "late-one")["StackStatus"] == "CREATE_COMPLETE"
+    finally:
+        requests.delete(slow, timeout=5)
+
+
 def test_slow_knob_from_the_environment(tmp_path: Path) -> None:
     emulator = Emulator("all", tmp_path, env={"STACKGATE_MOTO_SLOW": "held=1, other-*=5"})
     try:
@@ -1063,6 +1104,10 @@ def test_slow_knob_from_the_environment(tmp_path: Path) -> None:
     launcher = _launcher_module()
     with pytest.raises(SystemExit, match="glob=seconds"):
         launcher.SlowOperations().parse("held")
+    assert launcher.SlowOperations().parse("DescribeStacks:held=2, held=1") == {
+        "DescribeStacks:held": 2.0, "held": 1.0}
+    with pytest.raises(SystemExit, match="glob=seconds"):
+        launcher.SlowOperations().parse("describe stacks:held=2")
 
 
 def _launcher_module() -> Any:

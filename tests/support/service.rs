@@ -548,15 +548,21 @@ pub fn delivery_id() -> String {
 /// The emulator's slow-operation knob (deploy/local/moto_launcher.py): `stack`'s creates,
 /// updates and deletes stay in progress for `seconds` (0 switches it off).
 pub fn slow_stack(stack: &str, seconds: f64) {
+    slow_rule(json!({"stack": stack, "seconds": seconds}));
+}
+
+/// The same knob for one CloudFormation call (e.g. `DescribeStacks`) naming `stack`: its
+/// answer comes `seconds` late (0 switches it off).
+pub fn slow_call(stack: &str, operation: &str, seconds: f64) {
+    slow_rule(json!({"stack": stack, "seconds": seconds, "operation": operation}));
+}
+
+fn slow_rule(rule: Value) {
     let (code, body) = http(
         "POST",
         &format!("{}/stackgate-api/slow", aws_endpoint()),
         &[("Content-Type", "application/json".into())],
-        Some(
-            json!({"stack": stack, "seconds": seconds})
-                .to_string()
-                .as_bytes(),
-        ),
+        Some(rule.to_string().as_bytes()),
     );
     assert_eq!(code, 200, "the emulator's slow knob: {body}");
 }
