@@ -25,4 +25,4 @@ echo "== cargo test"
 cargo test --workspace --locked
 
 echo "== pytest"
-.local/venv/bin/python -m pytest -p no:cacheprovider -q tests/stack tests/emulator tests/github tests/aws tests/deploy
+.local/venv/bin/python -m pytest -p no:cacheprovider -q tests/python
