@@ -1,4 +1,5 @@
-"""Patch bucket_policy: AWS::S3::BucketPolicy puts the policy on the bucket, and removes it on delete."""
+"""Patch bucket_policy: AWS::S3::BucketPolicy puts the policy on the bucket, and removes it
+on delete."""
 
 from __future__ import annotations
 

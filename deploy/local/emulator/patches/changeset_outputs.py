@@ -1,4 +1,5 @@
-"""Patch changeset_outputs: A stack created (or updated) by a change set gets its Outputs and exports."""
+"""Patch changeset_outputs: a stack created (or updated) by a change set gets its Outputs and
+exports."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Patch changeset_param_changes: An UPDATE change set lists what new parameter values change; one with
-nothing to change is FAILED, as in AWS."""
+"""Patch changeset_param_changes: an UPDATE change set lists what new parameter values
+change; one with nothing to change is FAILED, as in AWS."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Patch changeset_tags: Executing an UPDATE change set that has Tags gives the stack those tags."""
+"""Patch changeset_tags: executing an UPDATE change set that has Tags gives the stack those
+tags."""
 
 from __future__ import annotations
 

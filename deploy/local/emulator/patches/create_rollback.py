@@ -1,4 +1,5 @@
-"""Patch create_rollback: A resource that fails to create or update rolls the stack back, with a reason."""
+"""Patch create_rollback: a resource that fails to create or update rolls the stack back,
+with a reason."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Patch delete_order: delete_stack deletes every resource, dependents first; a failure leaves
-DELETE_FAILED."""
+"""Patch delete_order: delete_stack deletes every resource, dependents first; a failure
+leaves DELETE_FAILED."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Patch expected_bucket_owner: An S3 call whose ExpectedBucketOwner is not the bucket's owner is refused."""
+"""Patch expected_bucket_owner: an S3 call whose ExpectedBucketOwner is not the bucket's
+owner is refused."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Patch instance_primary_eni: An instance's primary network interface is deleted when the instance
-terminates."""
+"""Patch instance_primary_eni: an instance's primary network interface is deleted when the
+instance terminates."""
 
 from __future__ import annotations
 

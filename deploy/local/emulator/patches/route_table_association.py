@@ -1,5 +1,5 @@
-"""Patch route_table_association: A CloudFormation SubnetRouteTableAssociation associates the subnet with
-the route table."""
+"""Patch route_table_association: a CloudFormation SubnetRouteTableAssociation associates the
+subnet with the route table."""
 
 from __future__ import annotations
 

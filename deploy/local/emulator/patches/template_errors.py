@@ -1,5 +1,5 @@
-"""Patch template_errors: An unusable template is a 400 ValidationError "Template format error: ...",
-not a 500."""
+"""Patch template_errors: an unusable template is a 400 ValidationError "Template format
+error: ...", not a 500."""
 
 from __future__ import annotations
 
