@@ -11,10 +11,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Module → the modules it imports (the root and itself left out).
-pub fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+pub type Graph = BTreeMap<String, BTreeSet<String>>;
+
+/// The import graph of the crate whose sources are in `src`.
+pub fn graph(src: &Path) -> Graph {
     let files = rust_files(src);
     let modules: BTreeMap<String, PathBuf> = files
         .iter()
+        // A `tests.rs` is a test module of its own.
+        .filter(|f| f.file_name().is_some_and(|n| n != "tests.rs"))
         .filter_map(|f| Some((module_of(src, f)?, f.clone())))
         .collect();
     let known: BTreeSet<&str> = modules.keys().map(String::as_str).collect();
@@ -36,10 +41,22 @@ pub fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         .collect()
 }
 
+/// The same graph with each module folded into its top-level one (`a::b` → `a`), for a
+/// rule between a crate's stages rather than between its files.
+pub fn top_level(graph: &Graph) -> Graph {
+    let top = |m: &str| m.split("::").next().unwrap_or(m).to_string();
+    let mut out = Graph::new();
+    for (module, targets) in graph {
+        let from = top(module);
+        let entry = out.entry(from.clone()).or_default();
+        entry.extend(targets.iter().map(|t| top(t)).filter(|t| *t != from));
+    }
+    out
+}
+
 /// Every group of modules that import each other (directly or around a loop), each as a
 /// sorted list; empty when the graph has no cycle.
-pub fn cycles(src: &Path) -> Vec<Vec<String>> {
-    let graph = graph(src);
+pub fn cycles(graph: &Graph) -> Vec<Vec<String>> {
     // Two modules are in one cycle when each reaches the other.
     let reach = |from: &str| {
         let mut seen = BTreeSet::new();
@@ -100,11 +117,12 @@ fn module_of(src: &Path, file: &Path) -> Option<String> {
     Some(parts.join("::"))
 }
 
-/// The paths of a file's `use` items outside test modules, groups expanded:
-/// `use crate::{a::X, b};` → `crate::a::X`, `crate::b`.
+/// The `crate::…` and `super::…` paths of a file's code (use items and paths inline),
+/// groups expanded (`use crate::{a::X, b};` → `crate::a::X`, `crate::b`), comments and
+/// `#[cfg(test)] mod … { … }` blocks left out.
 fn use_paths(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut lines = text.lines().peekable();
+    let mut code = String::new();
+    let mut lines = text.lines();
     let mut after_cfg_test = false;
     while let Some(line) = lines.next() {
         let trimmed = line.trim_start();
@@ -124,26 +142,49 @@ fn use_paths(text: &str) -> Vec<String> {
             continue;
         }
         after_cfg_test = false;
-        let item = trimmed
-            .strip_prefix("pub ")
-            .or_else(|| trimmed.strip_prefix("pub(crate) "))
-            .unwrap_or(trimmed);
-        let Some(rest) = item.strip_prefix("use ") else {
+        // Comments name modules without importing them.
+        code.push_str(line.split("//").next().unwrap_or_default());
+        code.push('\n');
+    }
+    let mut out = Vec::new();
+    for start in ["crate::", "super::"]
+        .iter()
+        .flat_map(|root| code.match_indices(root).map(|(i, _)| i))
+    {
+        // Only where a path starts: not `foo::super::`, not `mycrate::`.
+        let before = code[..start].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
             continue;
-        };
-        let mut statement = rest.to_string();
-        while !statement.contains(';') {
-            match lines.next() {
-                Some(more) => statement.push_str(more.trim()),
-                None => break,
+        }
+        let rest = &code[start..];
+        let mut depth = 0usize;
+        let mut end = rest.len();
+        for (i, c) in rest.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => {
+                    end = i;
+                    break;
+                }
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i + 1;
+                        break;
+                    }
+                }
+                c if depth > 0 || c.is_alphanumeric() || c == '_' || c == ':' => {}
+                _ => {
+                    end = i;
+                    break;
+                }
             }
         }
-        let statement = statement.split(';').next().unwrap_or_default();
         // `X as Y` becomes `X@Y` before the spaces go, so `as` inside names stays.
-        let statement = statement
+        let tree = rest[..end]
             .replace(" as ", "@")
             .replace(char::is_whitespace, "");
-        expand("", &statement, &mut out);
+        expand("", tree.trim_end_matches(':'), &mut out);
     }
     out
 }
@@ -228,9 +269,11 @@ mod tests {
             ("a.rs", "use crate::{b::{self, Y as Z}, c, base::Class};\n"),
             ("b/mod.rs", "pub mod inner;\n"),
             ("b/inner.rs", "use super::super::a::X;\n"),
+            ("b/tests.rs", "use crate::c;\n"),
             (
                 "c.rs",
-                "#[cfg(test)]\nmod tests {\n    use crate::a::X;\n}\n",
+                "fn f() -> u8 { crate::base::N } // not crate::a\n\
+                 #[cfg(test)]\nmod tests {\n    use crate::a::X;\n}\n",
             ),
             ("base.rs", ""),
         ]);
@@ -238,9 +281,15 @@ mod tests {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
         assert_eq!(g["a"], names(&["b", "base", "c"]));
         assert_eq!(g["b::inner"], names(&["a"]));
-        assert!(g["c"].is_empty(), "test modules do not count: {g:?}");
-        // a → b only; b::inner → a is no cycle with a's import of b itself.
-        assert!(cycles(&src).is_empty(), "{:?}", cycles(&src));
+        assert!(g["b"].is_empty(), "tests.rs does not count: {g:?}");
+        assert_eq!(
+            g["c"],
+            names(&["base"]),
+            "inline paths count, comments and tests not"
+        );
+        // Between files: a → b and b::inner → a, no cycle. Between stages: a ↔ b.
+        assert!(cycles(&g).is_empty(), "{:?}", cycles(&g));
+        assert_eq!(cycles(&top_level(&g)), [["a", "b"]]);
 
         let src = crate_with(&[
             ("lib.rs", ""),
@@ -249,7 +298,7 @@ mod tests {
             ("c.rs", "use crate::a;\n"),
             ("d.rs", "use crate::a::One;\n"),
         ]);
-        assert_eq!(cycles(&src), [["a", "b", "c"]]);
+        assert_eq!(cycles(&graph(&src)), [["a", "b", "c"]]);
         std::fs::remove_dir_all(&src).unwrap();
     }
 }
