@@ -1,20 +1,15 @@
 //! Builds the default policies from `policies/` to wasm32 and wraps each core module into a
 //! component, so the binary embeds policies built from this very source tree. No `.wasm` is
-//! ever committed.
+//! ever committed. Which ones: the workspace manifest's `[workspace.metadata.stackgate]`
+//! (see build/policies.rs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-/// (policy name, crate name) of the policies embedded as defaults.
-const POLICIES: &[(&str, &str)] = &[
-    ("open-ingress", "policy-open-ingress"),
-    ("least-privilege-iam", "policy-least-privilege-iam"),
-];
-
-/// Guests built for the sandbox tests only; never embedded as policies.
-const TEST_GUESTS: &[(&str, &str)] = &[("hostile-guest", "policy-hostile-guest")];
+#[path = "build/policies.rs"]
+mod policies;
 
 fn main() {
     if let Err(e) = build() {
@@ -29,8 +24,18 @@ fn build() -> Result<(), String> {
         .parent()
         .ok_or("server/ has no parent folder")?
         .to_path_buf();
+    let registry = policies::read(&workspace)?;
     println!("cargo:rerun-if-changed=../policies");
+    println!("cargo:rerun-if-changed=../Cargo.toml");
     println!("cargo:rerun-if-changed=../Cargo.lock");
+    for guest in &registry.test_guests {
+        println!("cargo:rerun-if-changed={}", guest.dir.display());
+    }
+    for name in &registry.unlisted {
+        println!(
+            "cargo:warning=policies/{name} is not embedded: add \"{name}\" to [workspace.metadata.stackgate] policies in Cargo.toml"
+        );
+    }
     println!("cargo:rerun-if-env-changed=STACKGATE_POLICY_TARGET_DIR");
     println!("cargo:rerun-if-env-changed=STACKGATE_POLICY_TARGET_TOOLCHAIN");
 
@@ -64,8 +69,8 @@ fn build() -> Result<(), String> {
         ])
         .arg("--target-dir")
         .arg(&target_dir);
-    for (_, krate) in POLICIES.iter().chain(TEST_GUESTS) {
-        cmd.args(["-p", krate]);
+    for guest in registry.policies.iter().chain(&registry.test_guests) {
+        cmd.args(["-p", &guest.krate]);
     }
     // Flags meant for the host build (coverage, clippy's wrapper) must not reach the guest.
     for var in [
@@ -99,7 +104,7 @@ fn build() -> Result<(), String> {
     let out_dir = PathBuf::from(env("OUT_DIR")?);
     let mut table = String::from("/// (name, sha256 of the component, component bytes)\n");
     table.push_str("pub const EMBEDDED: &[(&str, &str, &[u8])] = &[\n");
-    for (name, krate) in POLICIES {
+    for policies::Guest { name, krate, .. } in &registry.policies {
         let core = target_dir
             .join("wasm32-unknown-unknown/release")
             .join(format!("{}.wasm", krate.replace('-', "_")));
@@ -112,7 +117,7 @@ fn build() -> Result<(), String> {
         ));
     }
     table.push_str("];\n");
-    for (name, krate) in TEST_GUESTS {
+    for policies::Guest { name, krate, .. } in &registry.test_guests {
         let core = target_dir
             .join("wasm32-unknown-unknown/release")
             .join(format!("{}.wasm", krate.replace('-', "_")));
@@ -121,7 +126,7 @@ fn build() -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", dest.display()))?;
     }
     table.push_str(
-        "/// Test-only guests (see policies/hostile-guest), by file path.\n#[doc(hidden)]\npub const TEST_GUEST_DIR: &str = env!(\"OUT_DIR\");\n",
+        "/// Test-only guests (see tests/doubles/hostile-guest), by file path.\n#[doc(hidden)]\npub const TEST_GUEST_DIR: &str = env!(\"OUT_DIR\");\n",
     );
     let generated = out_dir.join("embedded_policies.rs");
     std::fs::write(&generated, table).map_err(|e| format!("{}: {e}", generated.display()))?;

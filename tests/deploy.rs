@@ -9,7 +9,7 @@ use support::*;
 
 fn inventory(stack_template: &std::path::Path, stack: &str) -> serde_json::Value {
     let out = Command::new(python())
-        .arg(root().join("tests/aws/inventory.py"))
+        .arg(root().join("tests/tools/inventory.py"))
         .args([
             "--endpoint",
             &aws_endpoint(),
@@ -20,7 +20,7 @@ fn inventory(stack_template: &std::path::Path, stack: &str) -> serde_json::Value
         .arg(stack_template)
         .envs(AWS_ENV.iter().copied())
         .output()
-        .expect("run tests/aws/inventory.py");
+        .expect("run tests/tools/inventory.py");
     assert!(
         out.status.success(),
         "inventory failed: {}",

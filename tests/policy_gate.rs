@@ -576,3 +576,96 @@ fn a_parameter_without_a_value_is_an_error_for_a_stack_but_a_warning_for_a_bare_
     assert_eq!(code, Some(0), "{json:#}");
     assert_eq!(json["results"][0]["findings"][0]["severity"], "warning");
 }
+
+/// What server/build.rs embeds, read as it reads it.
+#[path = "../server/build/policies.rs"]
+mod registry;
+
+#[test]
+fn the_embedded_policies_are_the_workspace_list_in_order() {
+    let reg = registry::read(&root()).unwrap();
+    let listed: Vec<&str> = reg.policies.iter().map(|p| p.name.as_str()).collect();
+    let embedded: Vec<String> = PolicySource::embedded()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(listed, embedded);
+    let guests: Vec<&str> = reg.test_guests.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(guests, ["hostile-guest"], "a test guest is never a policy");
+    assert!(reg.unlisted.is_empty(), "{:?}", reg.unlisted);
+}
+
+#[test]
+fn a_third_policy_is_its_folder_and_one_line() {
+    let ws = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let p = ws.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    let manifest = |policies: &str| {
+        format!(
+            "[workspace]\nmembers = [\"policies/*\"]\n[workspace.metadata.stackgate]\n\
+             policies = [{policies}]\ntest-guests = [\"tests/guest\"]\n"
+        )
+    };
+    for (dir, krate) in [
+        ("policies/sdk", "stackgate-policy-sdk"),
+        ("policies/open-ingress", "policy-open-ingress"),
+        ("policies/least-privilege-iam", "policy-least-privilege-iam"),
+        ("tests/guest", "policy-guest"),
+    ] {
+        write(
+            &format!("{dir}/Cargo.toml"),
+            &format!("[package]\nname = \"{krate}\"\n"),
+        );
+    }
+    write(
+        "Cargo.toml",
+        &manifest(r#""open-ingress", "least-privilege-iam""#),
+    );
+    // The folder alone: a workspace member, not embedded, and the build says so.
+    write(
+        "policies/no-public-buckets/Cargo.toml",
+        "[package]\nname = \"policy-no-public-buckets\"\n",
+    );
+    let reg = registry::read(ws.path()).unwrap();
+    assert_eq!(reg.policies.len(), 2);
+    assert_eq!(reg.unlisted, ["no-public-buckets"]);
+
+    // Plus its name in the list: embedded, in list order, built by its package name.
+    write(
+        "Cargo.toml",
+        &manifest(r#""open-ingress", "least-privilege-iam", "no-public-buckets""#),
+    );
+    let reg = registry::read(ws.path()).unwrap();
+    let got: Vec<(&str, &str)> = reg
+        .policies
+        .iter()
+        .map(|p| (p.name.as_str(), p.krate.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("open-ingress", "policy-open-ingress"),
+            ("least-privilege-iam", "policy-least-privilege-iam"),
+            ("no-public-buckets", "policy-no-public-buckets"),
+        ]
+    );
+    assert!(reg.unlisted.is_empty());
+    assert_eq!(reg.test_guests[0].krate, "policy-guest");
+
+    // A name without its folder, the SDK, or a repeat is an error naming it.
+    for (list, says) in [
+        (
+            r#""open-ingress", "missing""#,
+            "policies/missing/Cargo.toml",
+        ),
+        (r#""sdk""#, "\"sdk\""),
+        (r#""open-ingress", "open-ingress""#, "listed twice"),
+    ] {
+        write("Cargo.toml", &manifest(list));
+        let err = registry::read(ws.path()).unwrap_err();
+        assert!(err.contains(says), "{list}: {err}");
+    }
+}

@@ -27,4 +27,4 @@ echo "== cargo test"
 CI=true cargo test --workspace --locked
 
 echo "== pytest"
-.local/venv/bin/python -m pytest -p no:cacheprovider -q tests/stack tests/emulator tests/github tests/aws tests/deploy
+.local/venv/bin/python -m pytest -p no:cacheprovider -q tests/python

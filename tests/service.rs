@@ -2785,18 +2785,21 @@ fn a_long_deploy_survives_clean_restarts() {
 }
 
 #[test]
-#[ignore = "races: the preview can end before the kill (1 run in 3); stage it with the slow knob, then unignore"]
 fn a_job_that_takes_the_service_down_twice_is_failed_not_retried() {
     let gh = StandIn::start();
     let repo = GitRepo::new();
     let name = unique("gitops-poison");
-    // The hybrid stack's plan (artifacts, a change set) outlasts the kill's poll.
+    // The plan's first look at the stack answers late, so each kill lands while the
+    // preview runs and before it has touched AWS.
+    slow_call(&name, "DescribeStacks", 30.0);
     repo.add_stack_copy("hybrid-alb", &root().join("stacks/hybrid-alb"), &name);
     repo.commit("base");
     repo.git(&["checkout", "-q", "-b", "feature"]);
     let dep = repo.dir.join("stacks/hybrid-alb/deployment.yaml");
     let text = std::fs::read_to_string(&dep).unwrap();
-    std::fs::write(&dep, format!("{text}tags:\n  round: one\n")).unwrap();
+    let tagged = text.replace("tags:\n", "tags:\n  round: one\n");
+    assert_ne!(tagged, text, "the deployment file has tags");
+    std::fs::write(&dep, tagged).unwrap();
     let head = repo.commit("feature");
     repo.git(&["update-ref", "refs/pull/9/head", &head]);
     let mut server = Server::start(&repo, &gh, "");
@@ -2826,5 +2829,6 @@ fn a_job_that_takes_the_service_down_twice_is_failed_not_retried() {
     assert_eq!(policy.0, "error");
     assert!(policy.1.contains("stopped its worker"), "{policy:?}");
     assert!(server.alive());
+    slow_call(&name, "DescribeStacks", 0.0);
     assert!(stack_exists(&name).is_none());
 }

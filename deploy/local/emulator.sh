@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The local AWS emulator (moto + stackgate's patches, deploy/local/moto_launcher.py).
+# The local AWS emulator (moto + stackgate's patches, deploy/local/emulator/).
 #
 #   deploy/local/emulator.sh start    start it in the background, wait until it answers
 #   deploy/local/emulator.sh status   say whether it runs (exit 0) or not (exit 1)
@@ -8,9 +8,9 @@
 #
 # Environment:
 #   STACKGATE_EMULATOR_PORT   port on 127.0.0.1 (default 4566)
-#   STACKGATE_MOTO_PATCHES    which moto patches to apply (default all; see moto_launcher.py)
+#   STACKGATE_MOTO_PATCHES    which moto patches to apply (default all; see emulator/patches/)
 #   STACKGATE_MOTO_SLOW       stacks whose operations stay *_IN_PROGRESS, "glob=seconds,..."
-#                             (or at run time: POST $URL/stackgate-api/slow; moto_launcher.py)
+#                             (or at run time: POST $URL/stackgate-api/slow; emulator/slow.py)
 #   STACKGATE_EMULATOR_WAIT   seconds to wait for it to answer (default 30)
 #
 # Needs .local/venv from deploy/local/setup.sh. Pid and log: .local/emulator-<port>.{pid,log}.
@@ -36,7 +36,8 @@ live_pid() {
   pid="$(cat "$PID_FILE" 2>/dev/null || true)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
-  grep -q moto_launcher "/proc/$pid/cmdline" 2>/dev/null || return 1
+  # moto_launcher: what a checkout from before deploy/local/emulator/ started.
+  grep -qaE 'deploy/local/emulator|moto_launcher' "/proc/$pid/cmdline" 2>/dev/null || return 1
   echo "$pid"
 }
 
@@ -75,7 +76,7 @@ cmd_start() {
     mkdir -p "$ROOT/.local"
     say "starting moto on $URL (patches: ${STACKGATE_MOTO_PATCHES:-all}), log $LOG_FILE"
     # setsid: its own session, so it outlives this shell and `stop` can end its group.
-    setsid "$PYTHON" "$ROOT/deploy/local/moto_launcher.py" --host "$HOST" --port "$PORT" \
+    setsid "$PYTHON" "$ROOT/deploy/local/emulator" --host "$HOST" --port "$PORT" \
       >"$LOG_FILE" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$PID_FILE"

@@ -12,8 +12,9 @@
 #   3. Python venv .local/venv with deploy/local/requirements.txt (moto, cfn-lint, pytest,
 #      boto3, ...), reinstalled only when that file (or the Python) changed since the
 #      last install (stamp: .local/stamps/venv.sha256).
-#   4. npm packages of tests/github/, if it has a package.json, only when node_modules is
-#      missing or package.json / package-lock.json changed (stamp: .local/stamps/npm-tests-github.sha256).
+#   4. npm packages of the GitHub stand-in, tests/doubles/github/, if it has a package.json,
+#      only when node_modules is missing or package.json / package-lock.json changed (stamp:
+#      .local/stamps/npm-tests-github.sha256, the name it had before the folder moved).
 #
 # Environment: PYTHON (default python3) picks the interpreter for a new venv.
 set -euo pipefail
@@ -109,11 +110,11 @@ step_venv() {
     | awk '$1 ~ /^(moto|boto3|cfn-lint|pytest)$/ {printf "%s %s  ", $1, $2}'))"
 }
 
-# ------------------------------------------------------------ 4. npm tests/github
+# ------------------------------------------------------------ 4. npm tests/doubles/github
 step_npm() {
-  local dir="$ROOT/tests/github"
+  local dir="$ROOT/tests/doubles/github"
   if [[ ! -f "$dir/package.json" ]]; then
-    say "npm: no tests/github/package.json; nothing to install"
+    say "npm: no tests/doubles/github/package.json; nothing to install"
     return
   fi
   command -v npm >/dev/null 2>&1 || die "npm not found; install Node.js 20 with npm"
@@ -122,14 +123,14 @@ step_npm() {
   want="$(fingerprint "node $(node --version 2>/dev/null)" "${files[@]}")"
   [[ -f "$STAMPS/npm-tests-github.sha256" ]] && have="$(cat "$STAMPS/npm-tests-github.sha256")"
   if [[ -d "$dir/node_modules" && "$want" == "$have" ]]; then
-    say "npm: tests/github/node_modules up to date"
+    say "npm: tests/doubles/github/node_modules up to date"
     return
   fi
   if [[ -f "$dir/package-lock.json" ]]; then
-    say "npm: npm ci in tests/github"
+    say "npm: npm ci in tests/doubles/github"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
   else
-    say "npm: npm install in tests/github (no package-lock.json)"
+    say "npm: npm install in tests/doubles/github (no package-lock.json)"
     (cd "$dir" && npm install --no-audit --no-fund --loglevel=error)
     # npm install may have written the lock file: stamp what is there now.
     [[ -f "$dir/package-lock.json" ]] && files+=("$dir/package-lock.json")

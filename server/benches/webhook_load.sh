@@ -36,7 +36,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BENCH_DIR="$ROOT/server/benches"
 LUA="$BENCH_DIR/webhook_load.lua"
-EXAMPLES="$ROOT/tests/github/node_modules/@octokit/webhooks-examples/api.github.com/index.json"
+EXAMPLES="$ROOT/tests/doubles/github/node_modules/@octokit/webhooks-examples/api.github.com/index.json"
 
 DURATION=${DURATION:-10s}
 RATE=${RATE:-1000}
@@ -75,7 +75,7 @@ WRK2_NOTE="wrk2 not packaged here; fixed rate paced by the wrk Lua script (absol
 if apt-cache policy wrk2 2>/dev/null | grep -q 'Candidate: [0-9]'; then
     WRK2_NOTE="wrk2 is packaged here but not used; fixed rate paced by the wrk Lua script"
 fi
-[ -f "$EXAMPLES" ] || die "missing $EXAMPLES (run npm ci in tests/github)"
+[ -f "$EXAMPLES" ] || die "missing $EXAMPLES (run npm ci in tests/doubles/github)"
 for port in "$SG_PORT" "$BARE_PORT" "$JOURNAL_PORT"; do
     if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
         die "127.0.0.1:$port is already in use"

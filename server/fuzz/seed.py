@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of the fuzz targets from the repository's own inputs: the stack
 templates and deployment files, the policies' test-case templates, and GitHub's webhook
-examples (tests/github/node_modules/@octokit/webhooks-examples). Run from anywhere:
+examples (tests/doubles/github/node_modules/@octokit/webhooks-examples). Run from anywhere:
     python3 server/fuzz/seed.py
 It adds files to server/fuzz/corpus/<target>/; `cargo fuzz cmin` keeps them small."""
 
@@ -11,7 +11,7 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "server/fuzz/corpus"
-EXAMPLES = ROOT / "tests/github/node_modules/@octokit/webhooks-examples/api.github.com/index.json"
+EXAMPLES = ROOT / "tests/doubles/github/node_modules/@octokit/webhooks-examples/api.github.com/index.json"
 
 
 def put(target, data):

@@ -46,13 +46,13 @@ impl StandIn {
 
     pub fn start_with(args: &[&str]) -> Self {
         let mut child = Command::new(python())
-            .arg(root().join("tests/github/standin.py"))
+            .arg(root().join("tests/doubles/github/standin.py"))
             .args(["--port", "0"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start tests/github/standin.py");
+            .expect("start tests/doubles/github/standin.py");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -484,11 +484,12 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
 }
 
 fn examples(event: &str) -> Vec<Value> {
-    let path = root()
-        .join("tests/github/node_modules/@octokit/webhooks-examples/api.github.com/index.json");
+    let path = root().join(
+        "tests/doubles/github/node_modules/@octokit/webhooks-examples/api.github.com/index.json",
+    );
     let all: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e}; run deploy/local/setup.sh (npm ci in tests/github)",
+            "{}: {e}; run deploy/local/setup.sh (npm ci in tests/doubles/github)",
             path.display()
         )
     }))
@@ -545,18 +546,24 @@ pub fn delivery_id() -> String {
     unique("delivery")
 }
 
-/// The emulator's slow-operation knob (deploy/local/moto_launcher.py): `stack`'s creates,
+/// The emulator's slow-operation knob (deploy/local/emulator/slow.py): `stack`'s creates,
 /// updates and deletes stay in progress for `seconds` (0 switches it off).
 pub fn slow_stack(stack: &str, seconds: f64) {
+    slow_rule(json!({"stack": stack, "seconds": seconds}));
+}
+
+/// The same knob for one CloudFormation call (e.g. `DescribeStacks`) naming `stack`: its
+/// answer comes `seconds` late (0 switches it off).
+pub fn slow_call(stack: &str, operation: &str, seconds: f64) {
+    slow_rule(json!({"stack": stack, "seconds": seconds, "operation": operation}));
+}
+
+fn slow_rule(rule: Value) {
     let (code, body) = http(
         "POST",
         &format!("{}/stackgate-api/slow", aws_endpoint()),
         &[("Content-Type", "application/json".into())],
-        Some(
-            json!({"stack": stack, "seconds": seconds})
-                .to_string()
-                .as_bytes(),
-        ),
+        Some(rule.to_string().as_bytes()),
     );
     assert_eq!(code, 200, "the emulator's slow knob: {body}");
 }

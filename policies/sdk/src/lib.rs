@@ -4,7 +4,8 @@
 //! (see `policies/wit/policy.wit` and `policies/README.md`). This crate holds what every
 //! policy needs and none should rewrite:
 //! - [`finding`]: the output type and a de-duplicating collector;
-//! - [`input`]: the input document and a typed view of the template's resources;
+//! - [`input`]: the input document: template, parameters, stack, look-ups, settings;
+//! - [`template`]: a typed view of the template and its resources;
 //! - [`resolve`]: CloudFormation intrinsics resolved to the *set* of values they may take;
 //! - [`refs`]: which resources use a security group;
 //! - [`iam`]: IAM policy documents normalised to statements;
@@ -22,12 +23,14 @@ pub mod input;
 pub mod pointer;
 pub mod refs;
 pub mod resolve;
+pub mod template;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use finding::{Finding, Findings, Severity};
-pub use input::{Input, Resource, Template};
+pub use input::Input;
 pub use resolve::{Doubt, Part, Possible, Resolved, Resolver, Source};
+pub use template::{Resource, Template};
 
 /// The signature every policy exposes natively.
 pub type EvaluateFn = fn(&serde_json::Value) -> Result<Vec<Finding>, String>;

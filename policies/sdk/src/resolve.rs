@@ -12,8 +12,8 @@
 use serde_json::{Map, Value};
 
 use crate::cidr;
-use crate::input::{Stack, Template};
 use crate::pointer;
+use crate::template::{Stack, Template};
 
 /// Beyond this many possibilities for one value the resolver gives up with `Unknown`;
 /// it stops `Fn::Join` over many `Fn::If`s from blowing up.

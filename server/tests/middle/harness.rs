@@ -37,7 +37,7 @@ pub const PUBLIC_URL: &str = "https://stackgate.example.com";
 /// GitHub's own example payloads (npm `@octokit/webhooks-examples`), from the repository
 /// root. The one place to change if the GitHub test doubles move.
 pub const WEBHOOK_EXAMPLES: &str =
-    "tests/github/node_modules/@octokit/webhooks-examples/api.github.com/index.json";
+    "tests/doubles/github/node_modules/@octokit/webhooks-examples/api.github.com/index.json";
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -54,7 +54,7 @@ pub fn examples(event: &str) -> Vec<Value> {
         let path = root().join(WEBHOOK_EXAMPLES);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
-                "{}: {e}; run deploy/local/setup.sh (npm ci in tests/github)",
+                "{}: {e}; run deploy/local/setup.sh (npm ci in tests/doubles/github)",
                 path.display()
             )
         });

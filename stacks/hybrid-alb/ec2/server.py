@@ -9,7 +9,7 @@ Configuration (environment first, then argv):
   BIND_ADDRESS     address to bind (default 0.0.0.0)
 
 This file is embedded verbatim in the UserData of ../template.yaml;
-tests/stack/test_hybrid_alb_ec2_server.py checks that both copies are
+tests/python/stack/test_hybrid_alb_ec2_server.py checks that both copies are
 identical; after editing this file run `python3 ec2/embed.py` to copy it in.
 """
 import http.server

@@ -22,7 +22,7 @@ pub fn recurse(n: u64, acc: &mut Vec<u64>) -> u64 {
 
 #[cfg(target_arch = "wasm32")]
 mod export {
-    wit_bindgen::generate!({ world: "policy", path: "../wit" });
+    wit_bindgen::generate!({ world: "policy", path: "../../../policies/wit" });
 
     use stackgate::policy::types::Severity;
 

@@ -1,19 +1,19 @@
 #!/usr/bin/env python3
 """Cut the operations stackgate uses out of GitHub's official OpenAPI description.
 
-Source: the npm package ``@octokit/openapi`` installed in ``tests/github/node_modules``
-(``npm ci`` in ``tests/github``). Its ``generated/api.github.com.deref.json`` is the
+Source: the npm package ``@octokit/openapi`` installed in ``tests/doubles/github/node_modules``
+(``npm ci`` in ``tests/doubles/github``). Its ``generated/api.github.com.deref.json`` is the
 api.github.com description with every ``$ref`` already inlined; when a version ships
 without it, the plain ``api.github.com.json`` is read and its ``$ref``s are resolved
 here.
 
-Output: ``tests/github/openapi-subset.json``, a valid OpenAPI document holding only the
+Output: ``tests/doubles/github/openapi-subset.json``, a valid OpenAPI document holding only the
 operations listed in ``OPERATIONS`` (with their parameters, request bodies, responses
 and examples, all schemas inline), plus ``x-stackgate-source`` naming the package,
 its version, the file and that file's sha256.
 
-    python tests/github/make_subset.py            # rewrite openapi-subset.json
-    python tests/github/make_subset.py --check    # exit 1 if the committed file is stale
+    python tests/tools/make_subset.py            # rewrite openapi-subset.json
+    python tests/tools/make_subset.py --check    # exit 1 if the committed file is stale
 
 Standard library only.
 """
@@ -26,10 +26,10 @@ import json
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+STANDIN = Path(__file__).resolve().parents[1] / "doubles" / "github"
 PACKAGE = "@octokit/openapi"
-DEFAULT_PACKAGE_DIR = HERE / "node_modules" / "@octokit" / "openapi"
-DEFAULT_OUT = HERE / "openapi-subset.json"
+DEFAULT_PACKAGE_DIR = STANDIN / "node_modules" / "@octokit" / "openapi"
+DEFAULT_OUT = STANDIN / "openapi-subset.json"
 
 # (method, path template, operationId, required by stackgate?)
 OPERATIONS = [
@@ -70,7 +70,7 @@ def resolve_refs(node, root, stack=()):
 def build(package_dir: Path) -> dict:
     if not (package_dir / "package.json").exists():
         raise SystemExit(
-            f"make_subset: {package_dir} has no package.json; run `npm ci` in tests/github first"
+            f"make_subset: {package_dir} has no package.json; run `npm ci` in tests/doubles/github first"
         )
     pkg = json.loads((package_dir / "package.json").read_text())
     if pkg.get("name") != PACKAGE:
@@ -83,7 +83,7 @@ def build(package_dir: Path) -> dict:
     if not source.exists():
         raise SystemExit(
             f"make_subset: no api.github.com description in {generated}; "
-            "run `npm ci` in tests/github first"
+            "run `npm ci` in tests/doubles/github first"
         )
     raw = source.read_bytes()
     spec = json.loads(raw)
@@ -125,7 +125,7 @@ def build(package_dir: Path) -> dict:
             "version": pkg["version"],
             "file": f"generated/{source.name}",
             "sha256": hashlib.sha256(raw).hexdigest(),
-            "generated_by": "tests/github/make_subset.py",
+            "generated_by": "tests/tools/make_subset.py",
             "operations": [op_id for _m, _t, op_id, _r in OPERATIONS],
         },
         "paths": paths,
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     if args.check:
         current = args.out.read_text() if args.out.exists() else ""
         if current != text:
-            print(f"{args.out} is stale: run python tests/github/make_subset.py", file=sys.stderr)
+            print(f"{args.out} is stale: run python tests/tools/make_subset.py", file=sys.stderr)
             return 1
         print(f"{args.out} is up to date")
         return 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 STACK_DIR = REPO / "stacks" / "hybrid-alb"
 TEMPLATE_PATH = STACK_DIR / "template.yaml"
 DEPLOYMENT_PATH = STACK_DIR / "deployment.yaml"

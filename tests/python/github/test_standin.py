@@ -1,4 +1,4 @@
-"""Tests of the GitHub stand-in (run: pytest tests/github)."""
+"""Tests of the GitHub stand-in, tests/doubles/github (run: pytest tests/python/github)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[3]
+HERE = ROOT / "tests" / "doubles" / "github"  # the stand-in
+MAKE_SUBSET = ROOT / "tests" / "tools" / "make_subset.py"
 sys.path.insert(0, str(HERE))
 
 import standin  # noqa: E402
@@ -454,8 +456,8 @@ def test_subset_records_its_source_and_matches_the_pin():
 
 def test_subset_is_up_to_date_with_the_installed_package():
     if not (HERE / "node_modules" / "@octokit" / "openapi" / "package.json").exists():
-        pytest.skip("run `npm ci` in tests/github to check the subset against the package")
-    r = subprocess.run([sys.executable, str(HERE / "make_subset.py"), "--check"], capture_output=True, text=True)
+        pytest.skip("run `npm ci` in tests/doubles/github to check the subset against the package")
+    r = subprocess.run([sys.executable, str(MAKE_SUBSET), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
 
@@ -463,7 +465,7 @@ def test_webhook_examples_load():
     import webhooks
 
     if not webhooks.INDEX.exists():
-        pytest.skip("run `npm ci` in tests/github")
+        pytest.skip("run `npm ci` in tests/doubles/github")
     assert webhooks.package_version() == json.loads((HERE / "package.json").read_text())[
         "dependencies"]["@octokit/webhooks-examples"]
     assert webhooks.push()["ref"].startswith("refs/heads/")

@@ -2,10 +2,10 @@
 """GitHub's own example webhook payloads, for stackgate's end-to-end tests.
 
 Source: npm ``@octokit/webhooks-examples`` (version pinned in ``package.json``),
-installed by ``npm ci`` in ``tests/github``. The package holds ONE data file per
+installed by ``npm ci`` in ``tests/doubles/github``. The package holds ONE data file per
 GitHub flavour; for github.com it is
 
-    tests/github/node_modules/@octokit/webhooks-examples/api.github.com/index.json
+    tests/doubles/github/node_modules/@octokit/webhooks-examples/api.github.com/index.json
 
 (``ghes-3x/index.json`` beside it are GitHub Enterprise Server). That file is a JSON
 array with one entry per event:
@@ -50,8 +50,8 @@ ping  (no action; hook_id 109948940)
     0, 1, 2  hook.type "Repository", events ["*"], repository Octocoders/Hello-World
     3        hook.type "Organization", organization Octocoders, no repository
 
-``python tests/github/webhooks.py list`` prints this inventory from the installed
-package; ``python tests/github/webhooks.py show push 4`` prints one payload.
+``python tests/doubles/github/webhooks.py list`` prints this inventory from the installed
+package; ``python tests/doubles/github/webhooks.py show push 4`` prints one payload.
 
 Standard library only.
 """

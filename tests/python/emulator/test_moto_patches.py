@@ -1,10 +1,10 @@
-"""Each moto patch in deploy/local/moto_launcher.py: right with it, and the gap without it.
+"""Each moto patch in deploy/local/emulator/patches/: right with it, and the gap without it.
 
 Every test talks to a real launcher process on a free 127.0.0.1 port, started here with
 a chosen STACKGATE_MOTO_PATCHES set ("all", or "all,-<patch>" to show that the gap is
 real and that this patch is what closes it). Run with the project venv:
 
-    .local/venv/bin/python -m pytest tests/emulator -q
+    .local/venv/bin/python -m pytest tests/python/emulator -q
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,10 @@ import boto3
 import pytest
 import requests
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 
-ROOT = Path(__file__).resolve().parents[2]
-LAUNCHER = ROOT / "deploy" / "local" / "moto_launcher.py"
+ROOT = Path(__file__).resolve().parents[3]
+LAUNCHER = ROOT / "deploy" / "local" / "emulator"
 EMULATOR_SH = ROOT / "deploy" / "local" / "emulator.sh"
 START_TIMEOUT = 30.0
 REGION = "us-east-1"
@@ -530,7 +531,7 @@ def test_valid_templates_still_accepted(patched: Emulator) -> None:
 
 
 def test_template_checker_accepts_long_and_short_forms() -> None:
-    check = _launcher_module().template_format_error
+    check = _emulator_module("patches.template_errors").template_format_error
     assert check(VALID_YAML.replace("-${Suffix}", "")) is None
     # (moto itself mis-parses the YAML list form `!GetAtt [Queue, Arn]`; the checker doesn't)
     assert check(VALID_YAML.replace("-${Suffix}", "").replace("!GetAtt Queue.Arn", "!GetAtt [Queue, Arn]")) is None
@@ -957,10 +958,9 @@ def test_hybrid_stack_deletion_order() -> None:
     """delete_order deletes the new resources before what they hang on."""
     from moto.cloudformation.models import Stack
 
-    launcher = _launcher_module()
     resources = Stack.parse_template(
         (ROOT / "stacks" / "hybrid-alb" / "template.yaml").read_text())["Resources"]
-    order, deps = launcher._deletion_order(resources)
+    order, deps = _emulator_module("patches.shared").deletion_order(resources)
     types = {name: body["Type"] for name, body in resources.items()}
 
     def deleted_before(kind: str, *targets: str) -> None:
@@ -1048,6 +1048,46 @@ def test_slow_knob_holds_create_update_and_delete_in_progress(patched: Emulator)
     assert requests.get(slow, timeout=5).json() == {"rules": {}}
 
 
+def test_slow_knob_delays_a_named_operation_only(patched: Emulator) -> None:
+    cf = patched.client("cloudformation")
+    slow = f"{patched.url}/stackgate-api/slow"
+    create_via_change_set(cf, "late-one", QUEUE)
+    create_via_change_set(cf, "prompt-one", QUEUE)
+    rule = {"stack": "late-*", "seconds": 1.5, "operation": "DescribeStacks"}
+    requests.post(slow, json=rule, timeout=5).raise_for_status()
+    try:
+        assert requests.get(slow, timeout=5).json() == {"rules": {"DescribeStacks:late-*": 1.5}}
+
+        def took(call: Callable[[], Any]) -> float:
+            started = time.monotonic()
+            call()
+            return time.monotonic() - started
+
+        arn = cf.list_stacks()["StackSummaries"]
+        arn = next(s["StackId"] for s in arn if s["StackName"] == "late-one")
+        assert took(lambda: stack(cf, "late-one")) > 1.4
+        assert took(lambda: stack(cf, arn)) > 1.4  # named by its ARN
+        # Other stacks, other operations and the stack's own status are untouched.
+        assert took(lambda: stack(cf, "prompt-one")) < 1.0
+        assert took(lambda: events(cf, "late-one")) < 1.0
+        assert cf.list_stacks()["StackSummaries"]
+        # A client that gives up waiting gets no answer; a read changes nothing.
+        impatient = boto3.client(
+            "cloudformation", endpoint_url=patched.url, region_name=REGION,
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+            config=Config(retries={"max_attempts": 1}, read_timeout=0.5))
+        with pytest.raises(ReadTimeoutError):
+            impatient.describe_stacks(StackName="late-one")
+
+        bad = requests.post(slow, json={**rule, "operation": "describe stacks"}, timeout=5)
+        assert bad.status_code == 400 and "operation" in bad.json()["error"]
+        requests.post(slow, json={**rule, "seconds": 0}, timeout=5).raise_for_status()
+        assert took(lambda: stack(cf, "late-one")) < 1.0
+        assert stack(cf, "late-one")["StackStatus"] == "CREATE_COMPLETE"
+    finally:
+        requests.delete(slow, timeout=5)
+
+
 def test_slow_knob_from_the_environment(tmp_path: Path) -> None:
     emulator = Emulator("all", tmp_path, env={"STACKGATE_MOTO_SLOW": "held=1, other-*=5"})
     try:
@@ -1060,23 +1100,26 @@ def test_slow_knob_from_the_environment(tmp_path: Path) -> None:
         assert "slow operations" in emulator.log()
     finally:
         emulator.stop()
-    launcher = _launcher_module()
+    slow = _emulator_module("slow")
     with pytest.raises(SystemExit, match="glob=seconds"):
-        launcher.SlowOperations().parse("held")
+        slow.SlowOperations().parse("held")
+    assert slow.SlowOperations().parse("DescribeStacks:held=2, held=1") == {
+        "DescribeStacks:held": 2.0, "held": 1.0}
+    with pytest.raises(SystemExit, match="glob=seconds"):
+        slow.SlowOperations().parse("describe stacks:held=2")
 
 
-def _launcher_module() -> Any:
-    import importlib.util
+def _emulator_module(name: str) -> Any:
+    """A module of the emulator package (importing it applies no patch)."""
+    import importlib
 
-    spec = importlib.util.spec_from_file_location("moto_launcher", LAUNCHER)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+    if str(LAUNCHER.parent) not in sys.path:
+        sys.path.insert(0, str(LAUNCHER.parent))
+    return importlib.import_module(f"emulator.{name}")
 
 
 def test_patch_selection() -> None:
-    launcher = _launcher_module()
+    launcher = _emulator_module("launcher")
     every = list(launcher.PATCHES)
     assert every == ["changeset_outputs", "delete_order", "create_rollback", "template_errors",
                      "changeset_param_changes", "route_table_association", "bucket_policy",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """List what a CloudFormation stack created, by asking each owning service, not CloudFormation.
 
-    python tests/aws/inventory.py --endpoint URL --stack NAME --template PATH
+    python tests/tools/inventory.py --endpoint URL --stack NAME --template PATH
                                   [--region REGION] [--state-dir DIR]
 
 Credentials and region come from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,

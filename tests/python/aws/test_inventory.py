@@ -1,11 +1,11 @@
-"""tests/aws/inventory.py against a real emulator: stacks/hybrid-alb created and deleted.
+"""tests/tools/inventory.py against a real emulator: stacks/hybrid-alb created and deleted.
 
 Starts its own emulator (deploy/local/emulator.sh on a free 127.0.0.1 port), creates the
 hybrid-alb stack with boto3 (as stackgate would: the Lambda zip uploaded, the parameters of
 deployment.yaml), and checks that the inventory sees what exists and what does not, from the
 services' APIs rather than from CloudFormation.
 
-    .local/venv/bin/python -m pytest tests/aws/test_inventory.py
+    .local/venv/bin/python -m pytest tests/python/aws/test_inventory.py
 """
 import io
 import json
@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-INVENTORY = HERE / "inventory.py"
+REPO = HERE.parents[2]
+INVENTORY = REPO / "tests" / "tools" / "inventory.py"
 STACK_DIR = REPO / "stacks" / "hybrid-alb"
 TEMPLATE = STACK_DIR / "template.yaml"
 EMULATOR = REPO / "deploy" / "local" / "emulator.sh"
@@ -33,7 +33,7 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "inventory-test", "AWS_SECRET_ACCESS_KEY": "
                "AWS_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true"}
 
 sys.dont_write_bytecode = True
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(INVENTORY.parent))
 import inventory  # noqa: E402
 
 # What moto 5.2.5's CloudFormation reports as created but does not create in a way any API

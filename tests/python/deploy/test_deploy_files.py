@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cfnlint.api import ManualArgs, lint_file
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE = ROOT / "deploy/aws/stackgate.yaml"
 UNIT = ROOT / "deploy/systemd/stackgate.service"
 EXAMPLE = ROOT / "deploy/systemd/stackgate.toml.example"

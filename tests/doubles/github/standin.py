@@ -20,7 +20,7 @@ HTTP Basic auth whose password is an installation token the stand-in issued (liv
 ``--token`` one; anything else gets 401 ``WWW-Authenticate: Basic``. Each git request is
 recorded with operation ``git`` and its ``auth``; ``/_standin/fail`` rules apply to them.
 
-Run:  python tests/github/standin.py --port 0
+Run:  python tests/doubles/github/standin.py --port 0
 It binds 127.0.0.1, prints one line ``LISTENING <port>`` and serves until killed.
 
 Control endpoints (no auth):
