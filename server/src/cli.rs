@@ -8,9 +8,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::cloud::{Aws, AwsTarget};
 use crate::deployer::{DeployError, Deployer, Progress, Removed};
+use crate::gitinfo;
 use crate::policy::{Limits, PolicyHost, PolicySource};
+use crate::report::{check, render};
 use crate::stack::{DirFiles, Stack};
-use crate::{check, gitinfo, render};
 
 #[derive(Parser, Debug)]
 #[command(

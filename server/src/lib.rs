@@ -3,20 +3,19 @@
 //! Data flows one way: intake (webhook, API) → queue → pipeline (checkout → policy →
 //! deploy) → report (GitHub, UI). The CLI drives the pipeline's steps directly.
 
-pub mod check;
 pub mod checkout;
 pub mod claims;
 pub mod cli;
 pub mod cloud;
 pub mod config;
 pub mod deployer;
+pub mod domain;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod github;
 pub mod gitinfo;
 pub mod intake;
 pub mod listener;
-pub mod metrics;
 pub mod nested;
 pub mod ownership;
 pub mod package;
@@ -25,7 +24,7 @@ pub mod policy;
 pub mod queue;
 pub mod redact;
 pub mod regions;
-pub mod render;
+pub mod report;
 pub mod server;
 pub mod stack;
 pub mod ui;

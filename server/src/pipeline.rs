@@ -16,14 +16,18 @@ use crate::claims::{self, Claims};
 use crate::cloud::cfn;
 use crate::config::{Config, RepoConfig};
 use crate::deployer::{DeployError, Deployer, Origin, Progress};
-use crate::github::{GitCredential, Reporter};
-use crate::metrics::Metrics;
+use crate::domain::{Context, JobState, Kind, Phase, StatusState, Trigger, short};
+use crate::github::{GitCredential, GitHub};
 use crate::ownership::{Owner, StackIdentity};
 use crate::policy::input::EventInfo;
-use crate::policy::{PolicyHost, Report, Severity, Verdict, truncate};
-use crate::queue::{Job, Kind, LedgerEntry, NewJob, StatusUpdate, Store};
+use crate::policy::{PolicyHost, Report, Severity, Verdict};
+use crate::queue::{CommentUpdate, Job, LedgerEntry, NewJob, Queue, StatusUpdate};
 use crate::redact::Redactor;
-use crate::render;
+use crate::report::comment;
+use crate::report::metrics::Metrics;
+use crate::report::statuses::{
+    job_context, policy_status, queued_statuses, stack_status, status, superseded_statuses,
+};
 use crate::stack::Stack;
 
 /// Why a job could not run to its end (as opposed to a deploy that failed).
@@ -85,14 +89,14 @@ impl From<&str> for JobError {
 /// Everything a job needs.
 pub struct App {
     pub cfg: Config,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Queue>,
     /// Records webhook deliveries with group commit.
-    pub recorder: crate::intake::recorder::Recorder,
+    pub recorder: crate::queue::recorder::Recorder,
     pub policies: PolicyHost,
     /// The server's own region's deployer; `regions` has the others.
     pub deployer: Arc<Deployer>,
     pub regions: crate::regions::Regions,
-    pub reporter: Reporter,
+    pub github: Arc<dyn GitHub>,
     pub mirrors: HashMap<String, Arc<Mutex<Mirror>>>,
     /// What git offers as the password of an https fetch.
     pub git: GitCredential,
@@ -102,77 +106,7 @@ pub struct App {
     /// Woken when there is new work or a job ends.
     pub wake: Notify,
     /// Woken when statuses are queued.
-    pub report_wake: Notify,
-}
-
-pub fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
-}
-
-fn status(
-    cfg: &Config,
-    repo: &str,
-    sha: &str,
-    context: String,
-    state: &'static str,
-    description: String,
-    job: i64,
-) -> StatusUpdate {
-    StatusUpdate {
-        repo: repo.to_string(),
-        sha: sha.to_string(),
-        context,
-        state,
-        description: truncate(&description, 140),
-        target_url: cfg.run_url(job),
-    }
-}
-
-/// Statuses posted when a job is enqueued.
-pub fn queued_statuses(cfg: &Config, job: &NewJob, id: i64) -> Vec<StatusUpdate> {
-    match (job.kind, &job.stack) {
-        (Some(Kind::Deploy), Some(stack)) => vec![status(
-            cfg,
-            &job.repo,
-            &job.sha,
-            format!("stackgate/{stack}"),
-            "pending",
-            "queued".into(),
-            id,
-        )],
-        (Some(Kind::Preview), _) | (None | Some(Kind::Sync), _) => {
-            vec![status(
-                cfg,
-                &job.repo,
-                &job.sha,
-                "stackgate/policy".into(),
-                "pending",
-                "queued".into(),
-                id,
-            )]
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// The superseded commit's status says so.
-pub fn superseded_statuses(cfg: &Config, old: &Job, new: &NewJob) -> Vec<StatusUpdate> {
-    let context = match (&old.kind, &old.stack) {
-        (Kind::Deploy, Some(stack)) => format!("stackgate/{stack}"),
-        _ => "stackgate/policy".into(),
-    };
-    vec![status(
-        cfg,
-        &old.repo,
-        &old.sha,
-        context,
-        "error",
-        format!(
-            "superseded by {} before it ran; not deployed",
-            short(&new.sha)
-        ),
-        old.id,
-    )]
+    pub report_wake: Arc<Notify>,
 }
 
 impl App {
@@ -424,46 +358,6 @@ impl App {
     }
 }
 
-fn verdict_state(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Pass => "success",
-        Verdict::Fail => "failure",
-        Verdict::Error => "error",
-    }
-}
-
-/// `stackgate/<stack>` on the job's commit.
-fn stack_status(
-    app: &App,
-    job: &Job,
-    stack: &str,
-    state: &'static str,
-    description: String,
-) -> StatusUpdate {
-    status(
-        &app.cfg,
-        &job.repo,
-        &job.sha,
-        format!("stackgate/{stack}"),
-        state,
-        description,
-        job.id,
-    )
-}
-
-/// `stackgate/policy` on the job's commit, for a gate's verdict.
-fn policy_status(app: &App, job: &Job, verdict: Verdict, description: String) -> StatusUpdate {
-    status(
-        &app.cfg,
-        &job.repo,
-        &job.sha,
-        "stackgate/policy".into(),
-        verdict_state(verdict),
-        description,
-        job.id,
-    )
-}
-
 /// How long a sync or a preview may run. Deploys follow CloudFormation, which has its own.
 pub const JOB_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
@@ -511,8 +405,11 @@ async fn supervise(app: Arc<App>, job: Job, resume: Option<Resume>) {
             return stopped(&app, &job);
         }
     };
-    app.metrics
-        .job(kind.as_str(), &state, started.elapsed().as_secs_f64());
+    app.metrics.job(
+        kind.as_str(),
+        state.as_str(),
+        started.elapsed().as_secs_f64(),
+    );
     app.wake.notify_one();
     app.report_wake.notify_one();
 }
@@ -530,39 +427,32 @@ fn stopped(app: &App, job: &Job) {
 }
 
 /// Ends a job that could not run to its end: logged, recorded, and an `error` status.
-fn end_in_error(app: &App, job: &Job, e: &JobError) -> String {
+fn end_in_error(app: &App, job: &Job, e: &JobError) -> JobState {
     tracing::error!(error = %e, "job failed");
     let statuses = vec![status(
         &app.cfg,
         &job.repo,
         &job.sha,
         job_context(job),
-        "error",
+        StatusState::Error,
         e.public(),
         job.id,
     )];
     if let Err(err) = app.store.finish(
         job.id,
-        "error",
+        JobState::Error,
         &json!({"error": e.to_string()}),
         &statuses,
         None,
     ) {
         tracing::error!(error = %err, "cannot record the job's end");
     }
-    "error".into()
-}
-
-fn job_context(job: &Job) -> String {
-    match (&job.kind, &job.stack) {
-        (Kind::Deploy, Some(s)) => format!("stackgate/{s}"),
-        _ => "stackgate/policy".into(),
-    }
+    JobState::Error
 }
 
 /// Ends a job whose commit is no longer what the branch says, and enqueues the head's sync,
 /// which compares with what is deployed and deploys what differs.
-fn hand_over(app: &App, repo: &RepoConfig, job: &Job, head: String) -> Result<String, JobError> {
+fn hand_over(app: &App, repo: &RepoConfig, job: &Job, head: String) -> Result<JobState, JobError> {
     let description = format!(
         "superseded by {} on {}; not deployed",
         short(&head),
@@ -573,13 +463,13 @@ fn hand_over(app: &App, repo: &RepoConfig, job: &Job, head: String) -> Result<St
         &job.repo,
         &job.sha,
         job_context(job),
-        "error",
+        StatusState::Error,
         description,
         job.id,
     );
     app.store.finish(
         job.id,
-        "superseded",
+        JobState::Superseded,
         &json!({"superseded_by": head}),
         &[superseded],
         None,
@@ -588,10 +478,10 @@ fn hand_over(app: &App, repo: &RepoConfig, job: &Job, head: String) -> Result<St
         kind: Some(Kind::Sync),
         repo: job.repo.clone(),
         sha: head,
-        trigger: job.trigger.clone(),
+        trigger: job.trigger,
         ..Default::default()
     }])?;
-    Ok("superseded".into())
+    Ok(JobState::Superseded)
 }
 
 /// The branch head, when the stack's folder there differs from the job's commit. A push may
@@ -603,7 +493,7 @@ async fn stale_against_head(
     job: &Job,
     stack: &str,
 ) -> Result<Option<String>, JobError> {
-    if job.trigger == "manual" {
+    if job.trigger == Trigger::Manual {
         return Ok(None);
     }
     let Some(head) = app.fetch(repo, None).await?.branch else {
@@ -645,7 +535,7 @@ fn after_the_queue(
 }
 
 /// A push (or poll): find what changed, gate it, enqueue the deploys.
-async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
+async fn sync(app: &App, job: &Job) -> Result<JobState, JobError> {
     let repo = app
         .repo(&job.repo)
         .ok_or("repository is no longer configured")?
@@ -691,10 +581,10 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
                 first.get_or_insert(format!("{name}: {e}"));
                 detail["stacks"][name] = json!({"error": e.to_string()});
                 statuses.push(stack_status(
-                    app,
+                    &app.cfg,
                     job,
                     name,
-                    "failure",
+                    StatusState::Failure,
                     format!("bad input: {e}"),
                 ));
             }
@@ -703,7 +593,13 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
                 worst = Verdict::Error;
                 first.get_or_insert(format!("{name}: {}", why.status));
                 detail["stacks"][name] = json!({"error": why.detail});
-                statuses.push(stack_status(app, job, name, "failure", why.status));
+                statuses.push(stack_status(
+                    &app.cfg,
+                    job,
+                    name,
+                    StatusState::Failure,
+                    why.status,
+                ));
             }
             Ok(stack) => {
                 let report = app.gate((&stack, &files), "push", &job.sha, true).await;
@@ -722,10 +618,10 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
                     }
                     first.get_or_insert(format!("{name}: {}", report.summary()));
                     statuses.push(stack_status(
-                        app,
+                        &app.cfg,
                         job,
                         name,
-                        "failure",
+                        StatusState::Failure,
                         format!("blocked by policy: {}", report.summary()),
                     ));
                 }
@@ -750,7 +646,13 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
                     worst = Verdict::Error;
                     first.get_or_insert(why.status.clone());
                     detail["stacks"][folder] = json!({"error": why.detail});
-                    statuses.push(stack_status(app, job, folder, "failure", why.status));
+                    statuses.push(stack_status(
+                        &app.cfg,
+                        job,
+                        folder,
+                        StatusState::Failure,
+                        why.status,
+                    ));
                 }
                 None => deploys.push(folder.clone()),
             }
@@ -767,11 +669,11 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
         (_, Some(f)) => f.clone(),
         _ => "policy failed".into(),
     };
-    statuses.insert(0, policy_status(app, job, worst, description));
+    statuses.insert(0, policy_status(&app.cfg, job, worst, description));
     let state = if worst == Verdict::Pass {
-        "succeeded"
+        JobState::Succeeded
     } else {
-        "failed"
+        JobState::Failed
     };
     detail["deploys"] = json!(deploys);
     app.store.finish(job.id, state, &detail, &statuses, None)?;
@@ -782,36 +684,36 @@ async fn sync(app: &App, job: &Job) -> Result<String, JobError> {
             repo: job.repo.clone(),
             stack: Some(stack),
             sha: job.sha.clone(),
-            trigger: job.trigger.clone(),
+            trigger: job.trigger,
             ..Default::default()
         })
         .collect();
     if !jobs.is_empty() {
         app.enqueue(&jobs)?;
     }
-    Ok(state.into())
+    Ok(state)
 }
 
 /// Where a deploy resumes after a restart.
 pub struct Resume {
-    pub phase: String,
+    pub phase: Phase,
 }
 
 /// Deploy (or remove) one stack. `resume` re-attaches to an operation already in AWS.
-pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<String, JobError> {
+pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<JobState, JobError> {
     let repo = app
         .repo(&job.repo)
         .ok_or("repository is no longer configured")?
         .clone();
     let stack_name = job.stack.clone().ok_or("a deploy job without a stack")?;
-    let context = format!("stackgate/{stack_name}");
+    let context = Context::Stack(stack_name.clone());
     let mut detail = if job.detail.is_object() {
         job.detail.clone()
     } else {
         json!({})
     };
     let events: Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
-    let say = |state: &'static str, d: String| {
+    let say = |state: StatusState, d: String| {
         status(
             &app.cfg,
             &job.repo,
@@ -831,7 +733,7 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         }
         return resume_deploy(app, job, &stack_name, r, detail).await;
     }
-    app.store.set_phase(job.id, "checkout", None, None)?;
+    app.store.set_phase(job.id, Phase::Checkout, None, None)?;
     if let Some(head) = stale_against_head(app, &repo, job, &stack_name).await? {
         return hand_over(app, &repo, job, head);
     }
@@ -845,12 +747,12 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
             );
             app.store.finish(
                 job.id,
-                "succeeded",
+                JobState::Succeeded,
                 &json!({"message": d}),
-                &[say("success", d.clone())],
+                &[say(StatusState::Success, d.clone())],
                 None,
             )?;
-            return Ok("succeeded".into());
+            return Ok(JobState::Succeeded);
         }
         // The stack the folder deployed, as the ledger remembers it: never the folder name.
         let row = app.store.ledger_row(&job.repo, &stack_name)?;
@@ -866,12 +768,12 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
             );
             app.store.finish(
                 job.id,
-                "failed",
+                JobState::Failed,
                 &json!({"error": d}),
-                &[say("failure", d.clone())],
+                &[say(StatusState::Failure, d.clone())],
                 None,
             )?;
-            return Ok("failed".into());
+            return Ok(JobState::Failed);
         };
         return remove(app, job, &repo, &stack_name, &identity, detail, events).await;
     };
@@ -880,41 +782,46 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         Err(e) => {
             app.store.finish(
                 job.id,
-                "failed",
+                JobState::Failed,
                 &json!({"error": e.to_string()}),
-                &[say("failure", format!("bad input: {e}"))],
+                &[say(StatusState::Failure, format!("bad input: {e}"))],
                 None,
             )?;
-            return Ok("failed".into());
+            return Ok(JobState::Failed);
         }
     };
 
     // The gate, every time: a manual redeploy must pass it as a push does.
-    app.store.set_phase(job.id, "policy", None, None)?;
+    app.store.set_phase(job.id, Phase::Policy, None, None)?;
     let report = app
-        .gate((&stack, &files), &job.trigger, &job.sha, true)
+        .gate((&stack, &files), job.trigger.as_str(), &job.sha, true)
         .await;
     let redact = Redactor::for_stack(&stack).and(&report.hidden);
     detail["policy"] = json!(report);
-    if job.trigger == "manual" {
+    if job.trigger == Trigger::Manual {
         app.store.add_statuses(
             Some(job.id),
-            &[policy_status(app, job, report.verdict, report.summary())],
+            &[policy_status(
+                &app.cfg,
+                job,
+                report.verdict,
+                report.summary(),
+            )],
         )?;
     }
     if report.verdict != Verdict::Pass {
         redact.json(&mut detail);
         app.store.finish(
             job.id,
-            "failed",
+            JobState::Failed,
             &detail,
             &[say(
-                "failure",
+                StatusState::Failure,
                 format!("blocked by policy: {}", report.summary()),
             )],
             None,
         )?;
-        return Ok("failed".into());
+        return Ok(JobState::Failed);
     }
 
     let region = stack.deployment.region.clone();
@@ -929,9 +836,14 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     if let Some(refusal) = claims.refusal(&stack_name) {
         detail["error"] = json!(refusal.detail);
         let d = refusal.status;
-        app.store
-            .finish(job.id, "failed", &detail, &[say("failure", d)], None)?;
-        return Ok("failed".into());
+        app.store.finish(
+            job.id,
+            JobState::Failed,
+            &detail,
+            &[say(StatusState::Failure, d)],
+            None,
+        )?;
+        return Ok(JobState::Failed);
     }
     // A folder of this repository that is gone at this commit: the stack moved here.
     let moved = claims.moved_from(&stack_name).map(str::to_string);
@@ -941,10 +853,12 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
         return remove(app, job, &repo, &stack_name, &identity, detail, events).await;
     }
 
-    app.store
-        .add_statuses(Some(job.id), &[say("pending", "deploying…".into())])?;
+    app.store.add_statuses(
+        Some(job.id),
+        &[say(StatusState::Pending, "deploying…".into())],
+    )?;
     app.report_wake.notify_one();
-    app.store.set_phase(job.id, "planning", None, None)?;
+    app.store.set_phase(job.id, Phase::Planning, None, None)?;
     let mut origin = origin_of(job, &repo, &stack_name);
     origin.moved_from = moved.as_ref().map(|f| app.stacks_path(&job.repo, f));
     let ev = events.clone();
@@ -960,9 +874,9 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
             .await;
         app.store.finish(
             job.id,
-            "succeeded",
+            JobState::Succeeded,
             &detail,
-            &[say("success", "no changes".into())],
+            &[say(StatusState::Success, "no changes".into())],
             Some(LedgerEntry {
                 repo: &job.repo,
                 stack: &stack_name,
@@ -971,12 +885,12 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
                 identity: identity_in(&detail).as_ref(),
             }),
         )?;
-        return Ok("succeeded".into());
+        return Ok(JobState::Succeeded);
     };
     // Written before the call: after a crash, resume asks AWS whether it ran.
     app.store.set_phase(
         job.id,
-        "executing",
+        Phase::Executing,
         Some(&planned.change_set_id),
         Some(&planned.stack_id),
     )?;
@@ -987,7 +901,7 @@ pub async fn deploy(app: &App, job: &Job, resume: Option<Resume>) -> Result<Stri
     // The executed change set retagged the stack: the old folder's claim ends. (Without
     // changes the tags stay, and so does the old claim: the move is seen again.)
     if let Some(old) = moved
-        && state == "succeeded"
+        && state == JobState::Succeeded
     {
         app.store.retire(&job.repo, &old)?;
     }
@@ -1015,21 +929,21 @@ fn fail(
     job: &Job,
     mut detail: Value,
     events: Arc<std::sync::Mutex<Vec<Value>>>,
-    say: &dyn Fn(&'static str, String) -> StatusUpdate,
+    say: &dyn Fn(StatusState, String) -> StatusUpdate,
     e: DeployError,
     redact: &Redactor,
-) -> Result<String, JobError> {
+) -> Result<JobState, JobError> {
     detail["events"] = json!(*events.lock().unwrap_or_else(|p| p.into_inner()));
     detail["error"] = json!(e.to_string());
     redact.json(&mut detail);
     app.store.finish(
         job.id,
-        "failed",
+        JobState::Failed,
         &detail,
-        &[say("failure", public_reason(&e))],
+        &[say(StatusState::Failure, public_reason(&e))],
         None,
     )?;
-    Ok("failed".into())
+    Ok(JobState::Failed)
 }
 
 fn finish_deploy(
@@ -1040,8 +954,8 @@ fn finish_deploy(
     events: Arc<std::sync::Mutex<Vec<Value>>>,
     result: Result<crate::deployer::Deployed, DeployError>,
     redact: &Redactor,
-) -> Result<String, JobError> {
-    let say = |state: &'static str, d: String| stack_status(app, job, stack_name, state, d);
+) -> Result<JobState, JobError> {
+    let say = |state: StatusState, d: String| stack_status(&app.cfg, job, stack_name, state, d);
     match result {
         Ok(d) => {
             // Outputs may be secrets: their names only, and values only where public.
@@ -1053,7 +967,7 @@ fn finish_deploy(
                 job,
                 detail,
                 &events,
-                say("success", d.status),
+                say(StatusState::Success, d.status),
                 (stack_name, false),
                 redact,
             )
@@ -1100,12 +1014,12 @@ fn succeed(
     final_status: StatusUpdate,
     (stack, removed): (&str, bool),
     redact: &Redactor,
-) -> Result<String, JobError> {
+) -> Result<JobState, JobError> {
     detail["events"] = json!(*events.lock().unwrap_or_else(|p| p.into_inner()));
     redact.json(&mut detail);
     app.store.finish(
         job.id,
-        "succeeded",
+        JobState::Succeeded,
         &detail,
         &[final_status],
         Some(LedgerEntry {
@@ -1116,7 +1030,7 @@ fn succeed(
             identity: identity_in(&detail).as_ref(),
         }),
     )?;
-    Ok("succeeded".into())
+    Ok(JobState::Succeeded)
 }
 
 /// The owner a stack folder of this repository is tagged with.
@@ -1150,13 +1064,15 @@ async fn remove(
     identity: &StackIdentity,
     mut detail: Value,
     events: Arc<std::sync::Mutex<Vec<Value>>>,
-) -> Result<String, JobError> {
+) -> Result<JobState, JobError> {
     let stack_name = identity.name.as_str();
-    let say = |state: &'static str, d: String| stack_status(app, job, folder, state, d);
-    app.store
-        .add_statuses(Some(job.id), &[say("pending", "removing…".into())])?;
+    let say = |state: StatusState, d: String| stack_status(&app.cfg, job, folder, state, d);
+    app.store.add_statuses(
+        Some(job.id),
+        &[say(StatusState::Pending, "removing…".into())],
+    )?;
     app.report_wake.notify_one();
-    app.store.set_phase(job.id, "removing", None, None)?;
+    app.store.set_phase(job.id, Phase::Removing, None, None)?;
     detail["stack_name"] = json!(stack_name);
     detail["identity"] = json!(identity);
     // A resumed removal waits for the delete where it runs.
@@ -1175,7 +1091,7 @@ async fn remove(
                 job,
                 detail,
                 &events,
-                say("success", "removed".into()),
+                say(StatusState::Success, "removed".into()),
                 (folder, true),
                 &Redactor::default(),
             )
@@ -1192,14 +1108,14 @@ async fn resume_deploy(
     stack_name: &str,
     r: Resume,
     detail: Value,
-) -> Result<String, JobError> {
+) -> Result<JobState, JobError> {
     let events: Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
     let deployer = app.regions.get(job_region(&detail)).await?;
     let cfn_client = &deployer.aws.cfn;
-    match r.phase.as_str() {
-        "executing" => {
+    match r.phase {
+        Phase::Executing => {
             let (Some(cs), Some(stack_id)) = (job.change_set_id.clone(), job.stack_id.clone())
             else {
                 return Err("resumed without a change set id".into());
@@ -1219,7 +1135,7 @@ async fn resume_deploy(
             let redact = resumed_redactor(app, job, stack_name).await;
             finish_deploy(app, job, stack_name, detail, events, result, &redact)
         }
-        "removing" => {
+        Phase::Removing => {
             let name = detail["stack_name"]
                 .as_str()
                 .unwrap_or(stack_name)
@@ -1282,8 +1198,7 @@ pub async fn recover(app: &Arc<App>) {
         end_in_error(app, &job, &JobError::Poisoned(job.attempts));
     }
     for job in recovered.resume {
-        let phase = job.phase.clone().unwrap_or_default();
-        if phase == "executing" || phase == "removing" {
+        if let Some(phase @ (Phase::Executing | Phase::Removing)) = job.phase {
             tracing::info!(job = job.id, %phase, "resuming a deploy that was in flight");
             if let Err(e) = app.store.attempt(job.id) {
                 tracing::error!(error = %e, "cannot count the attempt");
@@ -1309,7 +1224,7 @@ pub async fn recover(app: &Arc<App>) {
 }
 
 /// A pull request's dry run: policy and plans for the changed stacks, one comment.
-async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
+async fn preview(app: &App, job: &Job) -> Result<JobState, JobError> {
     let repo = app
         .repo(&job.repo)
         .ok_or("repository is no longer configured")?
@@ -1337,11 +1252,7 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
             Err(e) => {
                 worst = Verdict::Error;
                 bad_input.get_or_insert(format!("{name}: {e}"));
-                sections.push(format!(
-                    "### {}\n\n:x: bad input: {}\n",
-                    render::md_code(name),
-                    render::md_text(&e.to_string())
-                ));
+                sections.push(comment::bad_input(name, &e.to_string()));
                 continue;
             }
         };
@@ -1350,108 +1261,67 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
             .await;
         // The comment is public, and policy messages quote values, NoEcho ones too.
         let redact = Redactor::for_stack(&stack).and(&report.hidden);
-        let public = |s: &str| render::md_text(&redact.text(s));
         if report.verdict != Verdict::Pass && worst != Verdict::Error {
             worst = report.verdict;
         }
-        // Names and messages below come from the fork's files: escaped, never rendered.
-        let mut section = format!(
-            "### {}\n\n**Policy:** {}\n",
-            render::md_code(name),
-            public(&report.summary())
-        );
-        for f in report.findings() {
-            let line = f.line.map(|l| format!(":{l}")).unwrap_or_default();
-            section.push_str(&format!(
-                "- {} {} **{}** {}: {}\n",
-                if f.severity == Severity::Error {
-                    ":x:"
-                } else {
-                    ":warning:"
-                },
-                render::md_code(&f.rule),
-                public(&f.resource),
-                render::md_code(&format!(
-                    "{}{line}",
-                    f.file.as_deref().unwrap_or(&stack.template.file)
-                )),
-                public(&f.message)
-            ));
-        }
-        let context = format!("stackgate/plan/{name}");
-        if report.verdict != Verdict::Pass {
-            // CreateChangeSet runs macros, Lambda-backed ones included: only for a stack
-            // that passed.
-            section.push_str("\n**Plan:** not run: the policy did not pass.\n");
-        } else if job.fork {
-            section
-                .push_str("\n**Plan:** skipped for a pull request from a fork (no AWS calls).\n");
-        } else if stack.deployment.remove {
-            section.push_str("\n**Plan:** the stack will be removed.\n");
-            statuses.push(status(
+        let context = Context::Plan(name.clone());
+        let say = |state, d: String| {
+            status(
                 &app.cfg,
                 &job.repo,
                 &job.sha,
-                context,
-                "success",
-                "will remove the stack".into(),
+                context.clone(),
+                state,
+                d,
                 job.id,
-            ));
+            )
+        };
+        let planned = if report.verdict != Verdict::Pass || job.fork || stack.deployment.remove {
+            None
         } else {
             let origin = origin_of(job, &repo, name);
             let mut sink = |_p: Progress<'_>| {};
-            let planned = match app.regions.get(stack.deployment.region.as_deref()).await {
-                Ok(d) => d.plan(&files, &stack, &origin, &mut sink).await,
-                Err(e) => Err(DeployError::Stack(crate::stack::StackError::Io {
-                    file: stack.deployment_file.clone(),
-                    message: e.to_string(),
-                })),
-            };
-            match planned {
-                Ok(p) => match &p.changes {
-                    None => {
-                        section.push_str("\n**Plan:** no changes.\n");
-                        statuses.push(status(
-                            &app.cfg,
-                            &job.repo,
-                            &job.sha,
-                            context,
-                            "success",
-                            "no changes".into(),
-                            job.id,
-                        ));
-                    }
-                    Some(c) => {
-                        section.push_str(&format!(
-                            "\n**Plan:** {} change(s)\n\n{}",
-                            c.len(),
-                            render::change_table_markdown(c)
-                        ));
-                        statuses.push(status(
-                            &app.cfg,
-                            &job.repo,
-                            &job.sha,
-                            context,
-                            "success",
-                            format!("{} change(s)", c.len()),
-                            job.id,
-                        ));
-                    }
+            Some(
+                match app.regions.get(stack.deployment.region.as_deref()).await {
+                    Ok(d) => d.plan(&files, &stack, &origin, &mut sink).await,
+                    Err(e) => Err(DeployError::Stack(crate::stack::StackError::Io {
+                        file: stack.deployment_file.clone(),
+                        message: e.to_string(),
+                    })),
                 },
-                Err(e) => {
-                    // Comments and statuses are public: the AWS text goes to the run page.
-                    let reason = public_reason(&e);
-                    section.push_str(&format!(
-                        "\n**Plan failed:** {}\n",
-                        render::md_text(&reason)
-                    ));
-                    statuses.push(status(
-                        &app.cfg, &job.repo, &job.sha, context, "failure", reason, job.id,
-                    ));
-                    plan_errors.insert(name.clone(), e.to_string());
-                }
+            )
+        };
+        let reason = match &planned {
+            Some(Err(e)) => public_reason(e),
+            _ => String::new(),
+        };
+        let plan = match &planned {
+            // CreateChangeSet runs macros, Lambda-backed ones included: only for a stack
+            // that passed.
+            None if report.verdict != Verdict::Pass => comment::Plan::NotRun,
+            None if job.fork => comment::Plan::Fork,
+            None => {
+                statuses.push(say(StatusState::Success, "will remove the stack".into()));
+                comment::Plan::Remove
             }
-        }
+            Some(Ok(p)) => match &p.changes {
+                None => {
+                    statuses.push(say(StatusState::Success, "no changes".into()));
+                    comment::Plan::NoChanges
+                }
+                Some(c) => {
+                    statuses.push(say(StatusState::Success, format!("{} change(s)", c.len())));
+                    comment::Plan::Changes(c)
+                }
+            },
+            Some(Err(e)) => {
+                // Comments and statuses are public: the AWS text goes to the run page.
+                statuses.push(say(StatusState::Failure, reason.clone()));
+                plan_errors.insert(name.clone(), e.to_string());
+                comment::Plan::Failed(&reason)
+            }
+        };
+        let section = comment::stack_section(name, &stack.template.file, &report, &redact, plan);
         detail["stacks"][name] = json!({"policy": report});
         if let Some(e) = plan_errors.remove(name) {
             detail["stacks"][name]["plan_error"] = json!(e);
@@ -1465,54 +1335,33 @@ async fn preview(app: &App, job: &Job) -> Result<String, JobError> {
         format!("{} stack(s) checked", changed.len())
     };
     let description = bad_input.unwrap_or_else(|| summary.clone());
-    statuses.insert(0, policy_status(app, job, worst, description));
-    let body = format!(
-        "<!-- stackgate:preview -->\n## stackgate dry run for {}\n\n{}\n\n{}\n\n[Run {}]({})\n",
-        short(&job.sha),
-        summary,
-        sections.join("\n"),
+    statuses.insert(0, policy_status(&app.cfg, job, worst, description));
+    let body = comment::body(
+        &job.sha,
+        &summary,
+        &sections,
         job.id,
-        app.cfg.run_url(job.id)
+        &app.cfg.run_url(job.id),
     );
     // The head may have moved while this ran: its comment is the newer head's to write.
     if let Some(head) = moved_on(app, &repo, job, pr).await? {
         return pr_superseded(app, job, pr, &head);
     }
-    let existing = app.store.pr_comment(&job.repo, pr)?;
-    tracing::debug!(pr, ?existing, "pull request comment");
-    let mut attempt = 0;
-    loop {
-        match app
-            .reporter
-            .upsert_comment(&job.repo, pr, existing, &body)
-            .await
-        {
-            Ok(Some(id)) => {
-                tracing::debug!(pr, id, "pull request comment posted");
-                app.store.set_pr_comment(&job.repo, pr, id)?;
-                break;
-            }
-            Ok(None) => break,
-            Err(e) if e.retry && attempt < 5 => {
-                tracing::warn!(error = %e, attempt, "pull request comment not posted; retrying");
-                attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot post the pull request comment");
-                detail["comment_error"] = json!(e.to_string());
-                break;
-            }
-        }
-    }
-    detail["comment"] = json!(body);
+    detail["comment"] = json!(&body);
     let state = if worst == Verdict::Pass {
-        "succeeded"
+        JobState::Succeeded
     } else {
-        "failed"
+        JobState::Failed
     };
-    app.store.finish(job.id, state, &detail, &statuses, None)?;
-    Ok(state.into())
+    // The outbox posts it once, into the pull request's comment, before these statuses.
+    let comment = CommentUpdate {
+        repo: job.repo.clone(),
+        pr,
+        body,
+    };
+    app.store
+        .finish_with(job.id, state, &detail, Some(&comment), &statuses, None)?;
+    Ok(state)
 }
 
 /// The pull request's current head, when it is not the job's commit: a replayed or late
@@ -1537,13 +1386,13 @@ async fn moved_on(
 
 /// Ends a preview of a commit that is no longer the pull request's head: no comment, and
 /// only this commit's own status.
-fn pr_superseded(app: &App, job: &Job, pr: u64, head: &str) -> Result<String, JobError> {
+fn pr_superseded(app: &App, job: &Job, pr: u64, head: &str) -> Result<JobState, JobError> {
     let said = status(
         &app.cfg,
         &job.repo,
         &job.sha,
-        "stackgate/policy".into(),
-        "error",
+        Context::Policy,
+        StatusState::Error,
         format!(
             "superseded by {} on pull request #{pr}; not previewed",
             short(head)
@@ -1552,10 +1401,10 @@ fn pr_superseded(app: &App, job: &Job, pr: u64, head: &str) -> Result<String, Jo
     );
     app.store.finish(
         job.id,
-        "superseded",
+        JobState::Superseded,
         &json!({"superseded_by": head}),
         &[said],
         None,
     )?;
-    Ok("superseded".into())
+    Ok(JobState::Superseded)
 }

@@ -12,17 +12,17 @@ use crate::checkout::Mirror;
 use crate::cloud::{Aws, AwsTarget};
 use crate::config::{Config, RepoConfig};
 use crate::deployer::Deployer;
-use crate::github::Reporter;
-use crate::metrics::Metrics;
+use crate::domain::{Kind, Trigger};
 use crate::pipeline::{self, App};
 use crate::policy::{Limits, PolicyHost, PolicySource};
-use crate::queue::{Kind, NewJob, Store};
+use crate::queue::{NewJob, Queue, Store};
+use crate::report::metrics::Metrics;
 
 /// Builds the application from its configuration.
 pub async fn build(cfg: Config) -> anyhow::Result<Arc<App>> {
     let state_dir = cfg.state.dir();
     std::fs::create_dir_all(&state_dir)?;
-    let store = Arc::new(Store::open(&cfg.state.path, cfg.state.synchronous)?);
+    let store: Arc<dyn Queue> = Arc::new(Store::open(&cfg.state.path, cfg.state.synchronous)?);
 
     let mut sources = match &cfg.policies.dir {
         Some(dir) => PolicySource::from_dir(dir)?,
@@ -69,7 +69,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<Arc<App>> {
     let deployer = Arc::new(deployer);
     let regions = crate::regions::Regions::new(deployer.clone(), cfg.aws.endpoint_url.clone());
 
-    let (reporter, git) = Reporter::from_config(cfg.github.as_ref())
+    let (github, git) = crate::github::from_config(cfg.github.as_ref())
         .await
         .map_err(anyhow::Error::msg)?;
     let git_timeout = Duration::from_secs(cfg.git_timeout_seconds);
@@ -90,7 +90,10 @@ pub async fn build(cfg: Config) -> anyhow::Result<Arc<App>> {
             webhook_secrets.push((r.name.clone(), s));
         }
     }
-    let recorder = crate::intake::recorder::Recorder::spawn(store.clone(), cfg.clone())?;
+    let recorder = crate::queue::recorder::Recorder::spawn(
+        store.clone(),
+        Arc::new(crate::report::statuses::Announcer(cfg.clone())),
+    )?;
     Ok(Arc::new(App {
         cfg,
         store,
@@ -98,13 +101,13 @@ pub async fn build(cfg: Config) -> anyhow::Result<Arc<App>> {
         policies,
         deployer,
         regions,
-        reporter,
+        github,
         mirrors,
         git,
         webhook_secrets,
         metrics: Metrics::default(),
         wake: Notify::new(),
-        report_wake: Notify::new(),
+        report_wake: Arc::new(Notify::new()),
     }))
 }
 
@@ -116,7 +119,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     pipeline::recover(&app).await;
     tokio::spawn(dispatch(app.clone()));
-    tokio::spawn(report(app.clone()));
+    tokio::spawn(crate::report::outbox::run(
+        app.store.clone(),
+        app.github.clone(),
+        app.report_wake.clone(),
+    ));
     tokio::spawn(prune(app.clone()));
     for repo in app.cfg.repos.clone() {
         if let Some(every) = repo.poll() {
@@ -135,10 +142,8 @@ pub async fn run(
     Ok(())
 }
 
-/// How long the dispatcher and the reporter let a burst of wake-ups gather.
+/// How long the dispatcher lets a burst of wake-ups gather.
 const GATHER: Duration = Duration::from_millis(10);
-/// Statuses read from state at a time.
-const STATUS_BATCH: usize = 100;
 
 /// How often history older than `[state] retain_days` is forgotten, and how many rows one
 /// transaction deletes: 500 of a million deliveries (random ids) took 6 ms (p50) here, and
@@ -193,94 +198,18 @@ async fn dispatch(app: Arc<App>) {
     }
 }
 
-/// Posts queued commit statuses in order. A failure is retried with backoff and the status
-/// stays in state until GitHub has it.
-async fn report(app: Arc<App>) {
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        // The database work runs off the async workers: it may wait on fsync.
-        let store = app.store.clone();
-        let pending = tokio::task::spawn_blocking(move || store.unposted_statuses(STATUS_BATCH))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
-        let mut stalled = false;
-        let mut posted = Vec::new();
-        // Every transition is posted, unless this is behind: then a status that a newer one
-        // of the same commit and context replaces is skipped (a status is a state).
-        let behind = pending.len() >= STATUS_BATCH;
-        for (i, s) in pending.iter().enumerate() {
-            let replaced = behind
-                && pending[i + 1..]
-                    .iter()
-                    .any(|n| n.context == s.context && n.sha == s.sha && n.repo == s.repo);
-            if replaced {
-                posted.push(s.id);
-                continue;
-            }
-            match app
-                .reporter
-                .post_status(
-                    &s.repo,
-                    &s.sha,
-                    &s.context,
-                    &s.state,
-                    &s.description,
-                    &s.target_url,
-                )
-                .await
-            {
-                Ok(()) => {
-                    posted.push(s.id);
-                    backoff = Duration::from_millis(250);
-                }
-                Err(e) if e.retry && s.attempts < 20 => {
-                    tracing::warn!(error = %e, context = %s.context, attempt = s.attempts + 1, "status not posted; retrying");
-                    let _ = app.store.status_failed(s.id, &e.to_string(), false);
-                    stalled = true;
-                    // Keep the order: nothing after this one goes first.
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, context = %s.context, "status refused by GitHub; giving up on it");
-                    let _ = app.store.status_failed(s.id, &e.to_string(), true);
-                }
-            }
-        }
-        // One transaction for the batch. A crash before it re-posts them: harmless, a
-        // status is a state, not an event.
-        let store = app.store.clone();
-        if let Ok(Err(e)) =
-            tokio::task::spawn_blocking(move || store.statuses_posted(&posted)).await
-        {
-            tracing::error!(error = %e, "cannot mark statuses posted");
-        }
-        if stalled {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(60));
-        } else if pending.len() < STATUS_BATCH
-            && tokio::time::timeout(Duration::from_secs(2), app.report_wake.notified())
-                .await
-                .is_ok()
-        {
-            tokio::time::sleep(GATHER).await;
-        }
-    }
-}
-
 /// Polls a branch head, so a missed webhook or a repository without webhooks still deploys.
 async fn poll(app: Arc<App>, repo: RepoConfig, every: Duration) {
     let mut last: Option<String> = None;
     loop {
         match app.fetch(&repo, None).await.map(|h| h.branch) {
             Ok(Some(sha)) if last.as_deref() != Some(sha.as_str()) => {
-                tracing::info!(repo = %repo.name, sha = %pipeline::short(&sha), "new head");
+                tracing::info!(repo = %repo.name, sha = %crate::domain::short(&sha), "new head");
                 let job = NewJob {
                     kind: Some(Kind::Sync),
                     repo: repo.name.clone(),
                     sha: sha.clone(),
-                    trigger: "poll".into(),
+                    trigger: Trigger::Poll,
                     ..Default::default()
                 };
                 match app.enqueue(&[job]) {

@@ -12,8 +12,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::domain::{Kind, Trigger};
 use crate::pipeline::App;
-use crate::queue::{Kind, NewJob};
+use crate::queue::NewJob;
 
 fn error(code: StatusCode, message: impl Into<String>) -> Response {
     (code, Json(json!({"error": message.into()}))).into_response()
@@ -136,7 +137,7 @@ pub async fn redeploy(
         repo: repo_cfg.name.clone(),
         stack: Some(stack),
         sha: sha.clone(),
-        trigger: "manual".into(),
+        trigger: Trigger::Manual,
         ..Default::default()
     };
     match app.enqueue(&[job]) {

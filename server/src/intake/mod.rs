@@ -2,7 +2,6 @@
 //! waits on git or AWS.
 
 pub mod api;
-pub mod recorder;
 pub mod signature;
 pub mod webhook;
 

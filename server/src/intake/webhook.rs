@@ -13,8 +13,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use crate::domain::{Kind, Trigger};
 use crate::pipeline::App;
-use crate::queue::{DeliveryRecord, Kind, NewJob};
+use crate::queue::{DeliveryRecord, NewJob};
 
 fn reply(
     app: &App,
@@ -241,7 +242,7 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
                 kind: Some(Kind::Sync),
                 repo: repo_cfg.name.clone(),
                 sha: push.after,
-                trigger: "push".into(),
+                trigger: Trigger::Push,
                 ..Default::default()
             }]
         }
@@ -277,7 +278,7 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
                 sha: ev.pull_request.head.sha,
                 pr: Some(ev.pull_request.number),
                 fork,
-                trigger: "pull_request".into(),
+                trigger: Trigger::PullRequest,
                 ..Default::default()
             }]
         }
