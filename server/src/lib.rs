@@ -3,7 +3,8 @@
 //! Data flows one way: intake (webhook, API) → queue → pipeline (checkout → policy →
 //! deploy) → report (GitHub, UI). The CLI drives the pipeline's steps directly.
 
-pub mod checkout;
+pub mod api;
+pub mod app;
 pub mod claims;
 pub mod cli;
 pub mod cloud;
@@ -12,8 +13,8 @@ pub mod deployer;
 pub mod domain;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod git;
 pub mod github;
-pub mod gitinfo;
 pub mod intake;
 pub mod listener;
 pub mod nested;
@@ -25,6 +26,5 @@ pub mod queue;
 pub mod redact;
 pub mod regions;
 pub mod report;
-pub mod server;
 pub mod stack;
-pub mod ui;
+pub mod workers;

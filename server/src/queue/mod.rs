@@ -175,6 +175,15 @@ pub struct Pruned {
     pub deliveries: usize,
 }
 
+/// Who to wake when the queue changes.
+#[derive(Default)]
+pub struct Wake {
+    /// The dispatcher: new work, or a job ended.
+    pub jobs: tokio::sync::Notify,
+    /// The outbox poster: statuses or comments were queued.
+    pub outbox: std::sync::Arc<tokio::sync::Notify>,
+}
+
 /// How long a queued sync waits for newer pushes before it runs.
 pub const SYNC_DEBOUNCE_MS: i64 = 200;
 
