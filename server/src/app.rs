@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use crate::api::HttpState;
+use crate::cloud::deployer::Deployer;
 use crate::cloud::{Aws, AwsTarget};
 use crate::config::Config;
-use crate::deployer::Deployer;
 use crate::git::{Mirror, Mirrors};
 use crate::github::GitHub;
 use crate::pipeline::{self, Pipeline};
@@ -88,7 +88,8 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         deployer.poll = Duration::from_secs_f64(p.max(0.05));
     }
     let deployer = Arc::new(deployer);
-    let regions = crate::regions::Regions::new(deployer.clone(), cfg.aws.endpoint_url.clone());
+    let regions =
+        crate::cloud::regions::Regions::new(deployer.clone(), cfg.aws.endpoint_url.clone());
 
     let (github, git) = crate::github::from_config(cfg.github.as_ref())
         .await
@@ -165,7 +166,7 @@ pub async fn run(
         }
     }
     let router = app.router();
-    crate::listener::serve(listener, router, &p.cfg.listener, shutdown).await;
+    crate::intake::listener::serve(listener, router, &p.cfg.listener, shutdown).await;
     // A clean stop (systemd, a rolling upgrade) is not a crash: a long deploy that spans a
     // few of them resumes each time instead of being failed as poisoned.
     match p.queue.release_running() {

@@ -5,26 +5,18 @@
 
 pub mod api;
 pub mod app;
-pub mod claims;
 pub mod cli;
 pub mod cloud;
 pub mod config;
-pub mod deployer;
 pub mod domain;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod git;
 pub mod github;
 pub mod intake;
-pub mod listener;
-pub mod nested;
-pub mod ownership;
-pub mod package;
 pub mod pipeline;
 pub mod policy;
 pub mod queue;
-pub mod redact;
-pub mod regions;
 pub mod report;
 pub mod stack;
 pub mod workers;

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::cloud::deployer::{DeployError, Deployer, Progress, Removed};
 use crate::cloud::{Aws, AwsTarget};
-use crate::deployer::{DeployError, Deployer, Progress, Removed};
 use crate::git::gitinfo;
 use crate::policy::{Limits, PolicyHost, PolicySource};
 use crate::report::{check, render};

@@ -2,6 +2,7 @@
 //! waits on git or AWS.
 
 pub mod events;
+pub mod listener;
 pub mod signature;
 pub mod webhook;
 

@@ -110,7 +110,8 @@ pub async fn receive(
             );
         };
         let (a, b, s) = (app.clone(), body.clone(), sig.to_string());
-        match tokio::task::spawn_blocking(move || verify(&a, &b, &s)).await {
+        let span = tracing::Span::current();
+        match tokio::task::spawn_blocking(move || span.in_scope(|| verify(&a, &b, &s))).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "the signature check failed");

@@ -5,16 +5,16 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::claims;
+use crate::cloud::deployer::{DeployError, Origin, Progress};
 use crate::config::RepoConfig;
-use crate::deployer::{DeployError, Origin, Progress};
-use crate::domain::{Context, JobState, Phase, StatusState, Trigger};
-use crate::ownership::{Owner, StackIdentity};
+use crate::domain::{JobState, Phase, StatusState, Trigger};
 use crate::policy::Verdict;
 use crate::queue::{Job, LedgerEntry, StatusUpdate};
-use crate::redact::Redactor;
-use crate::report::statuses::{policy_status, stack_status, status};
+use crate::report::redact::Redactor;
+use crate::report::statuses::{policy_status, stack_status};
 use crate::stack::Stack;
+use crate::stack::claims;
+use crate::stack::ownership::{Owner, StackIdentity};
 
 use super::changes::stale_against_head;
 use super::resume::{Resume, resume_deploy};
@@ -31,24 +31,13 @@ pub async fn deploy(
 ) -> Result<JobState, JobError> {
     let repo = app.repo_of(job)?;
     let stack_name = job.stack.clone().ok_or("a deploy job without a stack")?;
-    let context = Context::Stack(stack_name.clone());
     let mut detail = if job.detail.is_object() {
         job.detail.clone()
     } else {
         json!({})
     };
     let events: Events = Default::default();
-    let say = |state: StatusState, d: String| {
-        status(
-            &app.cfg,
-            &job.repo,
-            &job.sha,
-            context.clone(),
-            state,
-            d,
-            job.id,
-        )
-    };
+    let say = |state: StatusState, d: String| stack_status(&app.cfg, job, &stack_name, state, d);
 
     if let Some(r) = resume {
         // Fault injection for the tests (debug builds only): a resumed deploy that panics.
@@ -277,7 +266,7 @@ pub(super) fn finish_deploy(
     stack_name: &str,
     mut detail: Value,
     events: Events,
-    result: Result<crate::deployer::Deployed, DeployError>,
+    result: Result<crate::cloud::deployer::Deployed, DeployError>,
     redact: &Redactor,
 ) -> Result<JobState, JobError> {
     let say = |state: StatusState, d: String| stack_status(&app.cfg, job, stack_name, state, d);

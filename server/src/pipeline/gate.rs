@@ -1,13 +1,13 @@
 //! The steps every kind shares: the policy gate, and the claims a commit's folders make
 //! on the live stacks.
 
-use crate::claims::{self, Claims};
 use crate::config::RepoConfig;
 use crate::git::Snapshot;
-use crate::ownership::StackIdentity;
 use crate::policy::input::EventInfo;
 use crate::policy::{Report, Verdict};
 use crate::stack::Stack;
+use crate::stack::claims::{self, Claims};
+use crate::stack::ownership::StackIdentity;
 
 use super::{JobError, Pipeline};
 

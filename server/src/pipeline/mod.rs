@@ -17,15 +17,15 @@ use std::time::Instant;
 use serde_json::json;
 use tracing::Instrument;
 
+use crate::cloud::deployer::Deployer;
 use crate::config::{Config, RepoConfig};
-use crate::deployer::Deployer;
 use crate::domain::{JobId, JobState, Kind, StatusState, short};
 use crate::git::checkout::CheckoutError;
 use crate::git::{Heads, MirrorError, Mirrors, Snapshot};
 use crate::policy::PolicyHost;
 use crate::queue::{Job, NewJob, Queue, StoreError, Wake};
 use crate::report::metrics::Metrics;
-use crate::report::statuses::{job_context, queued_statuses, status, superseded_statuses};
+use crate::report::statuses::{job_status, queued_statuses, superseded_statuses};
 
 pub use resume::recover;
 
@@ -41,7 +41,7 @@ pub enum JobError {
     #[error(transparent)]
     Github(#[from] crate::github::GithubError),
     #[error(transparent)]
-    Region(#[from] crate::regions::RegionError),
+    Region(#[from] crate::cloud::regions::RegionError),
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 
@@ -104,7 +104,7 @@ pub struct Pipeline {
     pub policies: PolicyHost,
     /// The server's own region's deployer; `regions` has the others.
     pub deployer: Arc<Deployer>,
-    pub regions: crate::regions::Regions,
+    pub regions: crate::cloud::regions::Regions,
     pub mirrors: Arc<Mirrors>,
     pub metrics: Arc<Metrics>,
     pub wake: Arc<Wake>,
@@ -235,15 +235,7 @@ fn stopped(app: &Pipeline, job: &Job) {
 /// Ends a job that could not run to its end: logged, recorded, and an `error` status.
 pub(super) fn end_in_error(app: &Pipeline, job: &Job, e: &JobError) -> JobState {
     tracing::error!(error = %e, "job failed");
-    let statuses = vec![status(
-        &app.cfg,
-        &job.repo,
-        &job.sha,
-        job_context(job),
-        StatusState::Error,
-        e.public(),
-        job.id,
-    )];
+    let statuses = vec![job_status(&app.cfg, job, StatusState::Error, e.public())];
     if let Err(err) = app.queue.finish(
         job.id,
         JobState::Error,
@@ -269,15 +261,7 @@ pub(super) fn hand_over(
         short(&head),
         repo.branch
     );
-    let superseded = status(
-        &app.cfg,
-        &job.repo,
-        &job.sha,
-        job_context(job),
-        StatusState::Error,
-        description,
-        job.id,
-    );
+    let superseded = job_status(&app.cfg, job, StatusState::Error, description);
     app.queue.finish(
         job.id,
         JobState::Superseded,

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
+use crate::cloud::deployer::{DeployError, Progress};
 use crate::config::RepoConfig;
-use crate::deployer::{DeployError, Progress};
 use crate::domain::{Context, JobState, StatusState, short};
 use crate::policy::Verdict;
 use crate::queue::{CommentUpdate, Job};
-use crate::redact::Redactor;
 use crate::report::comment;
-use crate::report::statuses::{policy_status, status};
+use crate::report::redact::Redactor;
+use crate::report::statuses::{on_job, policy_status};
 use crate::stack::Stack;
 
 use super::deploy::{origin_of, public_reason};
@@ -57,17 +57,7 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
             worst = report.verdict;
         }
         let context = Context::Plan(name.clone());
-        let say = |state, d: String| {
-            status(
-                &app.cfg,
-                &job.repo,
-                &job.sha,
-                context.clone(),
-                state,
-                d,
-                job.id,
-            )
-        };
+        let say = |state, d: String| on_job(&app.cfg, job, context.clone(), state, d);
         let planned = if report.verdict != Verdict::Pass || job.fork || stack.deployment.remove {
             None
         } else {
@@ -179,17 +169,15 @@ async fn moved_on(
 /// Ends a preview of a commit that is no longer the pull request's head: no comment, and
 /// only this commit's own status.
 fn pr_superseded(app: &Pipeline, job: &Job, pr: u64, head: &str) -> Result<JobState, JobError> {
-    let said = status(
+    let said = on_job(
         &app.cfg,
-        &job.repo,
-        &job.sha,
+        job,
         Context::Policy,
         StatusState::Error,
         format!(
             "superseded by {} on pull request #{pr}; not previewed",
             short(head)
         ),
-        job.id,
     );
     app.queue.finish(
         job.id,

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::cloud::cfn;
-use crate::deployer::Progress;
+use crate::cloud::deployer::Progress;
 use crate::domain::{JobState, Phase};
-use crate::ownership::StackIdentity;
 use crate::queue::Job;
-use crate::redact::Redactor;
+use crate::report::redact::Redactor;
 use crate::stack::Stack;
+use crate::stack::ownership::StackIdentity;
 
 use super::deploy::{Events, finish_deploy, identity_in, job_region, record, remove};
 use super::{JobError, Pipeline, end_in_error, supervise};

@@ -2,13 +2,13 @@
 
 use serde_json::json;
 
-use crate::claims;
 use crate::domain::{JobState, Kind, StatusState};
 use crate::policy::{Severity, Verdict};
 use crate::queue::{Job, NewJob};
-use crate::redact::Redactor;
+use crate::report::redact::Redactor;
 use crate::report::statuses::{policy_status, stack_status};
 use crate::stack::Stack;
+use crate::stack::claims;
 
 use super::changes::after_the_queue;
 use super::{JobError, Pipeline, hand_over};

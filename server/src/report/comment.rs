@@ -5,7 +5,7 @@
 use crate::cloud::cfn::Change;
 use crate::domain::{JobId, short};
 use crate::policy::{Report, Severity};
-use crate::redact::Redactor;
+use crate::report::redact::Redactor;
 
 use super::render::{change_table_markdown, md_code, md_text};
 

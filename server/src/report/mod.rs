@@ -7,5 +7,6 @@ pub mod comment;
 pub mod metrics;
 pub mod outbox;
 pub mod pages;
+pub mod redact;
 pub mod render;
 pub mod statuses;

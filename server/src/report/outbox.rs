@@ -227,6 +227,12 @@ mod tests {
     use crate::queue::{Announce, CommentUpdate, NewJob, Store};
     use crate::report::statuses::{Announcer, policy_status};
 
+    fn queue() -> (tempfile::TempDir, Arc<dyn Queue>) {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+        (dir, Arc::new(q))
+    }
+
     fn preview(sha: &str) -> NewJob {
         NewJob {
             kind: Some(Kind::Preview),
@@ -292,9 +298,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn statuses_and_the_pr_comment_are_posted_once_in_order_into_one_comment() {
-        let dir = tempfile::tempdir().unwrap();
-        let q: Arc<dyn Queue> =
-            Arc::new(Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap());
+        let (_dir, q) = queue();
         let gh = FakeGithub::default();
 
         run_preview(&q, "aaaaaaa1");
@@ -325,9 +329,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_comment_github_refuses_for_now_holds_back_what_follows() {
-        let dir = tempfile::tempdir().unwrap();
-        let q: Arc<dyn Queue> =
-            Arc::new(Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap());
+        let (_dir, q) = queue();
         let gh = FakeGithub::default();
         enqueue_preview(&q, "aaaaaaa1");
         post_round(&q, &gh).await;
@@ -358,9 +360,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_status_github_refuses_for_good_is_given_up_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let q: Arc<dyn Queue> =
-            Arc::new(Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap());
+        let (_dir, q) = queue();
         let gh = FakeGithub::default();
         run_preview(&q, "aaaaaaa1");
         gh.fail_next(GithubError {

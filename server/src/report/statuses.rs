@@ -46,6 +46,25 @@ pub fn verdict_state(v: Verdict) -> StatusState {
     }
 }
 
+/// A status on the job's commit, linking to its run page.
+pub fn on_job(
+    cfg: &Config,
+    job: &Job,
+    context: Context,
+    state: StatusState,
+    description: String,
+) -> StatusUpdate {
+    status(
+        cfg,
+        &job.repo,
+        &job.sha,
+        context,
+        state,
+        description,
+        job.id,
+    )
+}
+
 /// `stackgate/<stack>` on the job's commit.
 pub fn stack_status(
     cfg: &Config,
@@ -54,14 +73,12 @@ pub fn stack_status(
     state: StatusState,
     description: String,
 ) -> StatusUpdate {
-    status(
+    on_job(
         cfg,
-        &job.repo,
-        &job.sha,
+        job,
         Context::Stack(stack.to_string()),
         state,
         description,
-        job.id,
     )
 }
 
@@ -72,14 +89,12 @@ pub fn policy_status(
     verdict: Verdict,
     description: String,
 ) -> StatusUpdate {
-    status(
+    on_job(
         cfg,
-        &job.repo,
-        &job.sha,
+        job,
         Context::Policy,
         verdict_state(verdict),
         description,
-        job.id,
     )
 }
 
@@ -90,15 +105,7 @@ pub fn job_status(
     state: StatusState,
     description: String,
 ) -> StatusUpdate {
-    status(
-        cfg,
-        &job.repo,
-        &job.sha,
-        job_context(job),
-        state,
-        description,
-        job.id,
-    )
+    on_job(cfg, job, job_context(job), state, description)
 }
 
 /// Statuses posted when a job is enqueued.

@@ -65,14 +65,7 @@ impl Outbox for Store {
     }
 
     fn status_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE statuses SET attempts = attempts + 1, last_error = ?2,
-                        posted_at = CASE WHEN ?3 THEN -1 ELSE NULL END WHERE id = ?1",
-                params![id, error, give_up],
-            )
-        })?;
-        Ok(())
+        self.failed("statuses", id, error, give_up)
     }
 
     fn pr_comment(&self, repo: &str, pr: u64) -> Result<Option<u64>, StoreError> {
@@ -127,10 +120,19 @@ impl Outbox for Store {
     }
 
     fn comment_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
+        self.failed("comments", id, error, give_up)
+    }
+}
+
+impl Store {
+    /// Counts a failed post of an outbox row; given up on, it is never posted (-1).
+    fn failed(&self, table: &str, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "UPDATE comments SET attempts = attempts + 1, last_error = ?2,
-                        posted_at = CASE WHEN ?3 THEN -1 ELSE NULL END WHERE id = ?1",
+                &format!(
+                    "UPDATE {table} SET attempts = attempts + 1, last_error = ?2,
+                        posted_at = CASE WHEN ?3 THEN -1 ELSE NULL END WHERE id = ?1"
+                ),
                 params![id, error, give_up],
             )
         })?;
