@@ -567,3 +567,16 @@ fn running_deploy_survives_a_restart(level: Synchronous) {
     assert_eq!(resume[0].change_set_id.as_deref(), Some("cs-1"));
     assert_eq!(resume[0].phase, Some(Phase::Executing));
 }
+
+#[test]
+fn a_stored_job_of_an_unknown_kind_is_an_error_not_a_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let id = s.enqueue(&[deploy("a")], &none, &superseded).unwrap()[0];
+    s.with(|c| c.execute("UPDATE jobs SET kind = 'redeploy' WHERE id = ?1", [id]))
+        .unwrap();
+    let e = s.job(id).unwrap_err().to_string();
+    assert!(e.contains("unknown job kind `redeploy`"), "{e}");
+    // Nor is it claimed as something else.
+    assert!(s.claim(4).is_err());
+}
