@@ -198,6 +198,18 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Runs queue work off the async workers (a commit may wait on fsync), in the caller's
+/// span.
+pub async fn blocking<T: Send + 'static>(
+    queue: &std::sync::Arc<dyn Queue>,
+    f: impl FnOnce(&dyn Queue) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let (queue, span) = (queue.clone(), tracing::Span::current());
+    tokio::task::spawn_blocking(move || span.in_scope(|| f(queue.as_ref())))
+        .await
+        .map_err(|e| StoreError(Box::new(e)))?
+}
+
 /// The statuses a job gets when it is queued.
 pub type QueuedStatuses<'a> = &'a dyn Fn(&NewJob, JobId) -> Vec<StatusUpdate>;
 /// The statuses a queued job gets when a newer one supersedes it.

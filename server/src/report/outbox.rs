@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tracing::Span;
 
 use crate::github::{GitHub, StatusPost};
-use crate::queue::{PendingComment, PendingStatus, Queue, StoreError};
+use crate::queue::{PendingComment, PendingStatus, Queue, blocking};
 
 /// Statuses read from the queue at a time.
 pub const STATUS_BATCH: usize = 100;
@@ -31,17 +30,6 @@ pub struct Round {
     pub behind: bool,
 }
 
-/// Runs queue work off the async workers (it may wait on fsync), in the caller's span.
-async fn blocking<T: Send + 'static>(
-    queue: &Arc<dyn Queue>,
-    f: impl FnOnce(&dyn Queue) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    let (queue, span) = (queue.clone(), Span::current());
-    tokio::task::spawn_blocking(move || span.in_scope(|| f(queue.as_ref())))
-        .await
-        .map_err(|e| StoreError(Box::new(e)))?
-}
-
 /// Posts what is waiting, once, in order: each comment after the statuses recorded before
 /// it. Every transition is posted, unless this is behind: then a status that a newer one of
 /// the same commit and context replaces is skipped (a status is a state).
@@ -60,6 +48,7 @@ pub async fn post_round(queue: &Arc<dyn Queue>, github: &dyn GitHub) -> Round {
             Vec::new()
         });
     let behind = statuses.len() >= STATUS_BATCH;
+    let more_comments = comments.len() >= COMMENT_BATCH;
     // A comment whose earlier statuses are not all in this batch waits for the next round.
     let horizon = match statuses.last() {
         Some(last) if behind => last.id,
@@ -70,7 +59,7 @@ pub async fn post_round(queue: &Arc<dyn Queue>, github: &dyn GitHub) -> Round {
         .filter(|c| c.after_status <= horizon)
         .peekable();
     let mut round = Round {
-        behind,
+        behind: behind || more_comments,
         ..Round::default()
     };
     let mut posted = Vec::new();
