@@ -7,7 +7,17 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// A job's id in the queue.
-pub type JobId = i64;
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct JobId(pub i64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// A stored name that is none of its type's values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -174,7 +174,7 @@ pub async fn run(app: Arc<Pipeline>, job: Job) {
 
 /// Runs a job (or resumes a deploy) to its end, and records its end whatever it was.
 pub(super) async fn supervise(app: Arc<Pipeline>, job: Job, resume: Option<resume::Resume>) {
-    let span = tracing::info_span!("job", job = job.id, kind = ?job.kind, repo = %job.repo, sha = %short(&job.sha), stack = job.stack.as_deref().unwrap_or(""), resumed = resume.is_some());
+    let span = tracing::info_span!("job", job = job.id.0, kind = ?job.kind, repo = %job.repo, sha = %short(&job.sha), stack = job.stack.as_deref().unwrap_or(""), resumed = resume.is_some());
     let started = Instant::now();
     let kind = job.kind;
     // Its own task, so that a panic ends the task and not the job's bookkeeping.

@@ -110,7 +110,7 @@ pub async fn recover(app: &Arc<Pipeline>) {
     };
     for job in recovered.poisoned {
         tracing::error!(
-            job = job.id,
+            job = job.id.0,
             attempts = job.attempts,
             "a job stopped the worker at each attempt; failing it"
         );
@@ -118,7 +118,7 @@ pub async fn recover(app: &Arc<Pipeline>) {
     }
     for job in recovered.resume {
         if let Some(phase @ (Phase::Executing | Phase::Removing)) = job.phase {
-            tracing::info!(job = job.id, %phase, "resuming a deploy that was in flight");
+            tracing::info!(job = job.id.0, %phase, "resuming a deploy that was in flight");
             if let Err(e) = app.queue.attempt(job.id) {
                 tracing::error!(error = %e, "cannot count the attempt");
             }

@@ -104,7 +104,7 @@ mod tests {
             "0123456789abcdef",
             "1 stack(s) checked",
             &sections,
-            42,
+            JobId(42),
             "http://x/runs/42",
         );
         assert!(b.starts_with(MARKER));

@@ -167,7 +167,7 @@ mod tests {
             Context::Policy,
             StatusState::Failure,
             "x".repeat(500),
-            1,
+            JobId(1),
         );
         assert!(
             s.description.chars().count() <= MAX_DESCRIPTION,
@@ -192,7 +192,7 @@ mod tests {
             stack: None,
             ..deploy.clone()
         };
-        let ctx = |j: &NewJob| queued_statuses(&cfg, j, 1)[0].context.to_string();
+        let ctx = |j: &NewJob| queued_statuses(&cfg, j, JobId(1))[0].context.to_string();
         assert_eq!(ctx(&deploy), "stackgate/web");
         assert_eq!(ctx(&sync), "stackgate/policy");
     }

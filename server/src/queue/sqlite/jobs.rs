@@ -37,7 +37,7 @@ impl Jobs for Store {
             let room = limit.saturating_sub(running as usize);
             let mut claimed = Vec::new();
             if room > 0 {
-                let ids: Vec<i64> = {
+                let ids: Vec<JobId> = {
                     // A sync waits out SYNC_DEBOUNCE_MS so that a burst of pushes runs once:
                     // a newer push supersedes it meanwhile. Without INDEXED BY the planner
                     // scans every job ever run to return them in id order.
@@ -68,7 +68,7 @@ impl Jobs for Store {
         })
     }
 
-    fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+    fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         self.with(|c| {
             c.query_row(
                 &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
@@ -107,7 +107,7 @@ impl Jobs for Store {
     }
 
     /// Counts one more attempt of a running job (a deploy resumed after a restart).
-    fn attempt(&self, id: i64) -> Result<(), StoreError> {
+    fn attempt(&self, id: JobId) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "UPDATE jobs SET attempts = attempts + 1 WHERE id = ?1",
@@ -117,7 +117,7 @@ impl Jobs for Store {
         Ok(())
     }
 
-    fn requeue(&self, id: i64) -> Result<(), StoreError> {
+    fn requeue(&self, id: JobId) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "UPDATE jobs SET state = 'queued', phase = NULL WHERE id = ?1",
@@ -130,7 +130,7 @@ impl Jobs for Store {
     /// Records where a deploy stands; written before each step that AWS cannot undo.
     fn set_phase(
         &self,
-        id: i64,
+        id: JobId,
         phase: Phase,
         change_set_id: Option<&str>,
         stack_id: Option<&str>,
@@ -145,7 +145,7 @@ impl Jobs for Store {
         Ok(())
     }
 
-    fn set_detail(&self, id: i64, detail: &serde_json::Value) -> Result<(), StoreError> {
+    fn set_detail(&self, id: JobId, detail: &serde_json::Value) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "UPDATE jobs SET detail = ?2 WHERE id = ?1",
@@ -253,7 +253,7 @@ pub(super) fn enqueue_tx(
     let batch: Vec<&NewJob> = jobs.iter().map(|(j, _)| *j).collect();
     let placed = lanes::plan(&batch);
     let at = now();
-    let mut ids: Vec<JobId> = vec![0; jobs.len()];
+    let mut ids: Vec<JobId> = vec![JobId(0); jobs.len()];
     // Per lane: the ids inserted superseded, waiting for their successor's id.
     let mut waiting: HashMap<&Lane, Vec<(JobId, &NewJob)>> = HashMap::new();
     // Per lane: its newest queued job before this batch (normally its only one; a restart
@@ -324,7 +324,7 @@ pub(super) fn enqueue_tx(
                     at,
                     (!newest).then_some(at),
                 ])?;
-                let id = tx.last_insert_rowid();
+                let id = JobId(tx.last_insert_rowid());
                 if newest {
                     supersede_queued(tx, lane, id, job, at, superseded_status)?;
                 }
@@ -351,7 +351,7 @@ pub(super) fn enqueue_tx(
     }
     for (i, (_, place)) in placed.iter().enumerate() {
         if let Place::Folded(last) | Place::Superseded(last) = *place
-            && ids[i] == 0
+            && ids[i] == JobId(0)
         {
             ids[i] = ids[last];
         }

@@ -16,7 +16,20 @@ use std::sync::Mutex;
 use rusqlite::{Connection, Transaction, params};
 
 use crate::config::Synchronous;
+use crate::domain::JobId;
 use crate::queue::{CommentUpdate, Job, StatusUpdate, StoreError, now};
+
+impl rusqlite::ToSql for JobId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl rusqlite::types::FromSql for JobId {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        i64::column_result(v).map(JobId)
+    }
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -126,7 +139,11 @@ fn unsynced<T>(
     out
 }
 
-fn add_status(tx: &Transaction<'_>, job: Option<i64>, s: &StatusUpdate) -> rusqlite::Result<usize> {
+fn add_status(
+    tx: &Transaction<'_>,
+    job: Option<JobId>,
+    s: &StatusUpdate,
+) -> rusqlite::Result<usize> {
     tx.prepare_cached(
         "INSERT INTO statuses (job, repo, sha, context, state, description, target_url, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -146,7 +163,7 @@ fn add_status(tx: &Transaction<'_>, job: Option<i64>, s: &StatusUpdate) -> rusql
 /// A comment goes after every status recorded before it: the poster keeps that order.
 fn add_comment(
     tx: &Transaction<'_>,
-    job: Option<i64>,
+    job: Option<JobId>,
     c: &CommentUpdate,
 ) -> rusqlite::Result<usize> {
     tx.prepare_cached(

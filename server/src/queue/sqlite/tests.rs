@@ -5,14 +5,14 @@ use rusqlite::Connection;
 use super::Store;
 use super::schema::SCHEMA;
 use crate::config::Synchronous;
-use crate::domain::{Context, JobState, Kind, Phase, StackIdentity, StatusState, Trigger};
+use crate::domain::{Context, JobId, JobState, Kind, Phase, StackIdentity, StatusState, Trigger};
 use crate::queue::*;
 
-fn none(_: &NewJob, _: i64) -> Vec<StatusUpdate> {
+fn none(_: &NewJob, _: JobId) -> Vec<StatusUpdate> {
     Vec::new()
 }
 
-fn queued(j: &NewJob, _: i64) -> Vec<StatusUpdate> {
+fn queued(j: &NewJob, _: JobId) -> Vec<StatusUpdate> {
     vec![StatusUpdate {
         repo: j.repo.clone(),
         sha: j.sha.clone(),
@@ -79,7 +79,7 @@ fn the_newest_job_of_a_batch_supersedes_the_rest_and_queued_ones() {
     };
     s.record_deliveries(&[d("d0", "z")], &queued, &superseded)
         .unwrap();
-    let ids: Vec<i64> = s
+    let ids: Vec<JobId> = s
         .record_deliveries(
             &[d("d1", "a"), d("d2", "b"), d("d3", "c")],
             &queued,
@@ -219,7 +219,7 @@ fn a_manual_redeploy_is_its_own_job_and_requeued_jobs_are_superseded() {
     let y = s.enqueue(&[deploy("y")], &queued, &superseded).unwrap();
     s.requeue(x).unwrap();
     assert_eq!(s.enqueue(&[deploy("y")], &queued, &superseded).unwrap(), y);
-    let left: Vec<i64> = s
+    let left: Vec<JobId> = s
         .jobs_in_state(JobState::Queued)
         .unwrap()
         .iter()
