@@ -118,6 +118,13 @@ names!(
     }
 );
 
+impl Default for Kind {
+    /// For building jobs in code: a job names its kind unless it is a sync.
+    fn default() -> Self {
+        Kind::Sync
+    }
+}
+
 impl Default for Trigger {
     /// For building jobs in code: every webhook-less path names its trigger.
     fn default() -> Self {

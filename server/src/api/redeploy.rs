@@ -141,7 +141,7 @@ pub async fn redeploy(
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let job = NewJob {
-        kind: Some(Kind::Deploy),
+        kind: Kind::Deploy,
         repo: repo_cfg.name.clone(),
         stack: Some(stack),
         sha: sha.clone(),

@@ -94,7 +94,7 @@ pub fn jobs(event: &str, payload: Payload, repo_cfg: &RepoConfig) -> Result<Vec<
             // Every push reaches a (debounced) sync, which compares trees. The payload's
             // file lists are no guide: `commits` is capped at 20 and its lists are a hint.
             vec![NewJob {
-                kind: Some(Kind::Sync),
+                kind: Kind::Sync,
                 repo: repo_cfg.name.clone(),
                 sha: push.after,
                 trigger: Trigger::Push,
@@ -126,7 +126,7 @@ pub fn jobs(event: &str, payload: Payload, repo_cfg: &RepoConfig) -> Result<Vec<
                 .as_ref()
                 .is_none_or(|r| !r.full_name.eq_ignore_ascii_case(&repo_cfg.name));
             vec![NewJob {
-                kind: Some(Kind::Preview),
+                kind: Kind::Preview,
                 repo: repo_cfg.name.clone(),
                 sha: ev.pull_request.head.sha,
                 pr: Some(ev.pull_request.number),

@@ -270,7 +270,7 @@ pub(super) fn hand_over(
         None,
     )?;
     app.enqueue(&[NewJob {
-        kind: Some(Kind::Sync),
+        kind: Kind::Sync,
         repo: job.repo.clone(),
         sha: head,
         trigger: job.trigger,

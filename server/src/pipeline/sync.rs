@@ -156,7 +156,7 @@ pub(super) async fn sync(app: &Pipeline, job: &Job) -> Result<JobState, JobError
     let jobs: Vec<NewJob> = deploys
         .into_iter()
         .map(|stack| NewJob {
-            kind: Some(Kind::Deploy),
+            kind: Kind::Deploy,
             repo: job.repo.clone(),
             stack: Some(stack),
             sha: job.sha.clone(),

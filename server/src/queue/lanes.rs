@@ -11,13 +11,11 @@ use super::NewJob;
 impl NewJob {
     /// Jobs in one lane run one at a time, and a newer one supersedes the queued ones.
     pub fn lane(&self) -> Lane {
-        Lane(
-            match (self.kind.unwrap_or(Kind::Sync), &self.stack, self.pr) {
-                (Kind::Deploy, Some(stack), _) => format!("{}#stack:{stack}", self.repo),
-                (Kind::Preview, _, Some(pr)) => format!("{}#pr:{pr}", self.repo),
-                _ => format!("{}#sync", self.repo),
-            },
-        )
+        Lane(match (self.kind, &self.stack, self.pr) {
+            (Kind::Deploy, Some(stack), _) => format!("{}#stack:{stack}", self.repo),
+            (Kind::Preview, _, Some(pr)) => format!("{}#pr:{pr}", self.repo),
+            _ => format!("{}#sync", self.repo),
+        })
     }
 }
 
@@ -66,7 +64,7 @@ mod tests {
 
     fn deploy(stack: &str, sha: &str) -> NewJob {
         NewJob {
-            kind: Some(Kind::Deploy),
+            kind: Kind::Deploy,
             repo: "acme/infra".into(),
             stack: Some(stack.into()),
             sha: sha.into(),
@@ -77,12 +75,12 @@ mod tests {
     #[test]
     fn lanes_are_per_stack_per_pull_request_and_one_for_syncs() {
         let preview = NewJob {
-            kind: Some(Kind::Preview),
+            kind: Kind::Preview,
             pr: Some(7),
             ..deploy("web", "a")
         };
         let sync = NewJob {
-            kind: None,
+            kind: Kind::Sync,
             ..deploy("web", "a")
         };
         assert_eq!(deploy("web", "a").lane().as_str(), "acme/infra#stack:web");

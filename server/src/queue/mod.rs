@@ -21,8 +21,7 @@ pub struct StoreError(pub Box<dyn std::error::Error + Send + Sync>);
 /// A job to enqueue.
 #[derive(Debug, Clone, Default)]
 pub struct NewJob {
-    /// `None`: a sync.
-    pub kind: Option<Kind>,
+    pub kind: Kind,
     pub repo: String,
     pub stack: Option<String>,
     pub sha: String,
@@ -60,7 +59,7 @@ impl Job {
     pub fn superseded(id: JobId, job: &NewJob, by: JobId, at: i64) -> Job {
         Job {
             id,
-            kind: job.kind.unwrap_or(Kind::Sync),
+            kind: job.kind,
             repo: job.repo.clone(),
             stack: job.stack.clone(),
             sha: job.sha.clone(),

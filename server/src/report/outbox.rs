@@ -224,7 +224,7 @@ mod tests {
 
     fn preview(sha: &str) -> NewJob {
         NewJob {
-            kind: Some(Kind::Preview),
+            kind: Kind::Preview,
             repo: "acme/infra".into(),
             sha: sha.into(),
             pr: Some(7),

@@ -111,9 +111,9 @@ pub fn job_status(
 /// Statuses posted when a job is enqueued.
 pub fn queued_statuses(cfg: &Config, job: &NewJob, id: JobId) -> Vec<StatusUpdate> {
     let context = match (job.kind, &job.stack) {
-        (Some(Kind::Deploy), Some(stack)) => Context::Stack(stack.to_string()),
-        (Some(Kind::Deploy), None) => return Vec::new(),
-        (Some(Kind::Preview) | Some(Kind::Sync) | None, _) => Context::Policy,
+        (Kind::Deploy, Some(stack)) => Context::Stack(stack.to_string()),
+        (Kind::Deploy, None) => return Vec::new(),
+        (Kind::Preview | Kind::Sync, _) => Context::Policy,
     };
     vec![status(
         cfg,
@@ -180,7 +180,7 @@ mod tests {
     fn a_deploy_is_queued_on_its_stack_and_a_sync_on_the_policy() {
         let cfg = Config::default();
         let deploy = NewJob {
-            kind: Some(Kind::Deploy),
+            kind: Kind::Deploy,
             repo: "acme/infra".into(),
             stack: Some("web".into()),
             sha: "a".into(),
@@ -188,7 +188,7 @@ mod tests {
             ..Default::default()
         };
         let sync = NewJob {
-            kind: None,
+            kind: Kind::Sync,
             stack: None,
             ..deploy.clone()
         };

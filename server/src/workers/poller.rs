@@ -15,7 +15,7 @@ pub async fn run(app: Arc<Pipeline>, repo: RepoConfig, every: Duration) {
             Ok(Some(sha)) if last.as_deref() != Some(sha.as_str()) => {
                 tracing::info!(repo = %repo.name, sha = %short(&sha), "new head");
                 let job = NewJob {
-                    kind: Some(Kind::Sync),
+                    kind: Kind::Sync,
                     repo: repo.name.clone(),
                     sha: sha.clone(),
                     trigger: Trigger::Poll,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{JOB_COLUMNS, Store, add_comment, add_status, job_from_row, text};
-use crate::domain::{JobId, JobState, Kind, Lane, Phase};
+use crate::domain::{JobId, JobState, Lane, Phase};
 use crate::queue::lanes::{self, Place};
 use crate::queue::{
     CommentUpdate, Job, Jobs, LedgerEntry, NewJob, QueuedStatuses, SYNC_DEBOUNCE_MS, StatusUpdate,
@@ -311,7 +311,7 @@ pub(super) fn enqueue_tx(
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )?
                 .execute(params![
-                    job.kind.unwrap_or(Kind::Sync).as_str(),
+                    job.kind.as_str(),
                     job.repo,
                     job.stack,
                     job.sha,

@@ -36,7 +36,7 @@ fn superseded(old: &Job, new: &NewJob) -> Vec<StatusUpdate> {
 
 fn deploy(sha: &str) -> NewJob {
     NewJob {
-        kind: Some(Kind::Deploy),
+        kind: Kind::Deploy,
         repo: "acme/infra".into(),
         stack: Some("web".into()),
         sha: sha.into(),
@@ -314,7 +314,7 @@ fn a_burst_of_pushes_runs_one_sync() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
     let sync = |sha: &str| NewJob {
-        kind: Some(Kind::Sync),
+        kind: Kind::Sync,
         repo: "acme/infra".into(),
         sha: sha.into(),
         trigger: Trigger::Push,
@@ -378,7 +378,7 @@ fn one_job_per_lane_and_newer_commits_supersede_queued_ones() {
 
 fn preview(sha: &str) -> NewJob {
     NewJob {
-        kind: Some(Kind::Preview),
+        kind: Kind::Preview,
         repo: "acme/infra".into(),
         sha: sha.into(),
         pr: Some(7),
