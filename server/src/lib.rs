@@ -1,7 +1,10 @@
 //! stackgate: GitOps deployments for AWS CloudFormation, gated by WebAssembly policies.
 //!
-//! Data flows one way: intake (webhook, API) → queue → pipeline (checkout → policy →
-//! deploy) → report (GitHub, UI). The CLI drives the pipeline's steps directly.
+//! Data flows one way: intake (webhook) and api (manual redeploy) → queue → pipeline
+//! (checkout → policy → plan → deploy) → report (statuses, PR comment, pages, metrics,
+//! through the outbox to GitHub). `app` wires them; `workers` run the loops; the tools of
+//! the steps are `git`, `stack`, `policy`, `cloud` and `github`. The CLI drives the steps
+//! directly. `tests/imports.rs` keeps the top-level modules free of import cycles.
 
 pub mod api;
 pub mod app;
