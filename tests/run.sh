@@ -22,7 +22,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
 echo "== cargo test"
-cargo test --workspace --locked
+# CI=true: insta fails on a snapshot that differs or is missing, and writes no .snap.new
+# (INSTA_UPDATE then defaults to "no"). Review changes locally with `cargo insta review`.
+CI=true cargo test --workspace --locked
 
 echo "== pytest"
 .local/venv/bin/python -m pytest -p no:cacheprovider -q tests/stack tests/emulator tests/github tests/aws tests/deploy

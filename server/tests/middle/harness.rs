@@ -1,0 +1,366 @@
+//! stackgate built in-process from a config in a temp dir: SQLite state and a local git
+//! repository there, no GitHub (statuses and comments stay in state), and an AWS endpoint
+//! nothing listens on. Requests go through the router with `oneshot`, without a socket.
+//!
+//! Every use of the crate's API by the middle layer goes through this file, so that a move
+//! inside `server/src` is re-pointed here once.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tower::ServiceExt;
+
+pub use stackgate::cloud::cfn::Change;
+pub use stackgate::domain::{JobId, JobState, Kind, Trigger};
+pub use stackgate::policy::PolicyHost;
+pub use stackgate::queue::{NewJob, PendingStatus};
+pub use stackgate::report::check;
+pub use stackgate::report::render;
+
+use stackgate::app::App;
+use stackgate::config::Config;
+
+/// The repository GitHub's example payloads name, and its default branch there.
+pub const REPO: &str = "Codertocat/Hello-World";
+pub const BRANCH: &str = "master";
+pub const HOOK_SECRET: &str = "middle-layer-hook-secret-4b1d";
+pub const API_TOKEN: &str = "middle-layer-api-token-9f3e";
+/// Where run links point: fixed, so that snapshots are stable.
+pub const PUBLIC_URL: &str = "https://stackgate.example.com";
+
+/// GitHub's own example payloads (npm `@octokit/webhooks-examples`), from the repository
+/// root. The one place to change if the GitHub test doubles move.
+pub const WEBHOOK_EXAMPLES: &str =
+    "tests/github/node_modules/@octokit/webhooks-examples/api.github.com/index.json";
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("server/ has a parent")
+        .to_path_buf()
+}
+
+/// The examples of one event, in the package's order.
+pub fn examples(event: &str) -> Vec<Value> {
+    static ALL: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let all = ALL.get_or_init(|| {
+        let path = root().join(WEBHOOK_EXAMPLES);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run deploy/local/setup.sh (npm ci in tests/github)",
+                path.display()
+            )
+        });
+        serde_json::from_str(&text).expect("examples JSON")
+    });
+    all.as_array()
+        .and_then(|a| a.iter().find(|e| e["name"] == event))
+        .and_then(|e| e["examples"].as_array().cloned())
+        .unwrap_or_else(|| panic!("no examples of `{event}`"))
+}
+
+/// GitHub's pull_request `opened` example, pointed at `sha` as pull request `number`.
+pub fn pr_opened(number: u64, sha: &str, fork: bool) -> Value {
+    let mut p = examples("pull_request")
+        .into_iter()
+        .find(|e| e["action"] == "opened")
+        .expect("an opened example");
+    p["number"] = json!(number);
+    p["pull_request"]["number"] = json!(number);
+    p["pull_request"]["head"]["sha"] = json!(sha);
+    if fork {
+        p["pull_request"]["head"]["repo"]["full_name"] = json!("someone-else/Hello-World");
+    }
+    p
+}
+
+/// A response as a client sees it.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One stackgate, its state and its git remote in a temp dir.
+pub struct TestApp {
+    pub app: Arc<App>,
+    router: Router,
+    pub origin: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl TestApp {
+    /// A remote whose `master` holds `files` (paths from the repository root), and stackgate
+    /// configured for it.
+    pub async fn new(files: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let origin = tmp.path().join("origin");
+        std::fs::create_dir_all(&origin).expect("mkdir");
+        git(&origin, &["init", "-q", "-b", BRANCH]);
+        let secret = tmp.path().join("hook-secret");
+        std::fs::write(&secret, HOOK_SECRET).expect("write secret");
+        let config = tmp.path().join("stackgate.toml");
+        let toml = format!(
+            r#"listen = "127.0.0.1:0"
+public_url = "{PUBLIC_URL}"
+api_tokens = ["{token}"]
+
+[state]
+path = "{state}"
+synchronous = "normal"
+
+[aws]
+region = "us-east-1"
+# Nothing listens here: no call of these tests can reach a real AWS account.
+endpoint_url = "http://127.0.0.1:9"
+
+[[repos]]
+name = "{REPO}"
+url = "{origin}"
+branch = "{BRANCH}"
+webhook_secret_file = "{secret}"
+"#,
+            token = hex::encode(Sha256::digest(API_TOKEN.as_bytes())),
+            state = tmp.path().join("state/stackgate.db").display(),
+            origin = origin.display(),
+            secret = secret.display(),
+        );
+        std::fs::write(&config, toml).expect("write config");
+        // Policies compiled once for every test: the cache is keyed by digest and engine.
+        let cache = root().join("target/middle-policy-cache");
+        std::fs::create_dir_all(&cache).expect("mkdir the policy cache");
+        std::fs::create_dir_all(tmp.path().join("state")).expect("mkdir state");
+        std::os::unix::fs::symlink(&cache, tmp.path().join("state/policy-cache"))
+            .expect("link the policy cache");
+        let cfg = Config::load(Some(&config)).expect("config");
+        // The first build compiles the policies into the cache while the others wait.
+        static WARM: AtomicBool = AtomicBool::new(false);
+        static FIRST: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let first = match WARM.load(Ordering::Acquire) {
+            true => None,
+            false => Some(FIRST.lock().await),
+        };
+        let app = Arc::new(stackgate::app::build(cfg).await.expect("build the app"));
+        if first.is_some() {
+            WARM.store(true, Ordering::Release);
+        }
+        let router = app.router();
+        let t = Self {
+            app,
+            router,
+            origin,
+            _tmp: tmp,
+        };
+        if !files.is_empty() {
+            t.commit(files, "initial");
+        }
+        t
+    }
+
+    /// Writes `files` into the remote and commits them on `master`; the new sha.
+    pub fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
+        for (path, contents) in files {
+            let p = self.origin.join(path);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, contents).expect("write");
+        }
+        git(&self.origin, &["add", "-A"]);
+        git(&self.origin, &["commit", "-q", "-m", message]);
+        git(&self.origin, &["rev-parse", "HEAD"])
+    }
+
+    /// Points `refs/pull/<n>/head` at `sha`, as GitHub does for an open pull request.
+    pub fn set_pull_head(&self, n: u64, sha: &str) {
+        git(
+            &self.origin,
+            &["update-ref", &format!("refs/pull/{n}/head"), sha],
+        );
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Reply {
+        let resp = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+    }
+
+    /// Posts `body` as GitHub would: signed with `secret` when one is given.
+    pub async fn webhook(
+        &self,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+        secret: Option<&str>,
+    ) -> Reply {
+        let mut req = Request::post("/webhooks/github")
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("user-agent", "GitHub-Hookshot/middle");
+        if let Some(s) = secret {
+            req = req.header("x-hub-signature-256", signature(s, body));
+        }
+        self.send(req.body(Body::from(body.to_vec())).expect("request"))
+            .await
+    }
+
+    /// A signed delivery of `payload`.
+    pub async fn deliver(&self, event: &str, delivery: &str, payload: &Value) -> Reply {
+        let body = serde_json::to_vec(payload).expect("json");
+        self.webhook(event, delivery, &body, Some(HOOK_SECRET))
+            .await
+    }
+
+    /// The job as `GET /api/v1/jobs/<id>` shows it.
+    pub async fn job(&self, id: i64) -> Value {
+        let r = self.get(&format!("/api/v1/jobs/{id}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.json()
+    }
+
+    /// Queues jobs as the poller and the API do (their queued statuses too); their ids.
+    pub fn enqueue(&self, jobs: &[NewJob]) -> Vec<JobId> {
+        self.app.pipeline.enqueue(jobs).expect("enqueue")
+    }
+
+    /// Claims every runnable job and runs each to its end, as the dispatcher does.
+    pub async fn run_queued(&self) {
+        loop {
+            let jobs = self.app.pipeline.queue.claim(16).expect("claim");
+            if jobs.is_empty() {
+                return;
+            }
+            for job in jobs {
+                stackgate::pipeline::run(self.app.pipeline.clone(), job).await;
+            }
+        }
+    }
+
+    /// Claims every runnable job, and ends each in `state` with `detail`, as a pipeline step
+    /// would have (no statuses, no ledger).
+    pub fn finish_queued(&self, state: JobState, detail: &Value) -> Vec<JobId> {
+        let jobs = self.app.pipeline.queue.claim(16).expect("claim");
+        for j in &jobs {
+            self.app
+                .pipeline
+                .queue
+                .finish(j.id, state, detail, &[], None)
+                .expect("finish");
+        }
+        jobs.iter().map(|j| j.id).collect()
+    }
+
+    /// Claims the runnable jobs and leaves them running.
+    pub fn start_queued(&self) -> Vec<JobId> {
+        let jobs = self.app.pipeline.queue.claim(16).expect("claim");
+        jobs.iter().map(|j| j.id).collect()
+    }
+
+    /// Commit statuses waiting for GitHub for `sha`, in order: what GitHub will show.
+    pub fn statuses(&self, sha: &str) -> Vec<PendingStatus> {
+        self.app
+            .pipeline
+            .queue
+            .unposted_statuses(1000)
+            .expect("statuses")
+            .into_iter()
+            .filter(|s| s.sha == sha)
+            .collect()
+    }
+
+    /// The policies the app loaded.
+    pub fn policies(&self) -> &PolicyHost {
+        &self.app.pipeline.policies
+    }
+}
+
+/// Runs a pull request's dry run of a commit holding `stacks` through the pipeline (the
+/// comment goes nowhere: no GitHub is configured); the app, the commit and the job's JSON.
+pub async fn dry_run(stacks: &[(String, String)], fork: bool) -> (TestApp, String, Value) {
+    let t = TestApp::new(&files(stacks)).await;
+    let sha = git(&t.origin, &["rev-parse", "HEAD"]);
+    t.set_pull_head(7, &sha);
+    let r = t
+        .deliver("pull_request", "d-preview", &pr_opened(7, &sha, fork))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    t.run_queued().await;
+    let job = t.job(1).await;
+    (t, sha, job)
+}
+
+/// `X-Hub-Signature-256` for `body` signed with `secret`, as GitHub computes it.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    stackgate::intake::signature::sign(secret.as_bytes(), body)
+}
+
+/// Runs git with a fixed author and dates, so that commit ids are the same every run.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A small stack folder that passes every policy: one SSM parameter.
+pub fn passing_stack(folder: &str) -> [(String, String); 2] {
+    [
+        (
+            format!("stacks/{folder}/deployment.yaml"),
+            format!("template-file-path: template.yaml\nstack-name: {folder}\nparameters:\n  Value: hello\n"),
+        ),
+        (
+            format!("stacks/{folder}/template.yaml"),
+            "Parameters:\n  Value:\n    Type: String\nResources:\n  Param:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Type: String\n      Value: !Ref Value\n".into(),
+        ),
+    ]
+}
+
+/// Borrowed pairs of owned ones, for `TestApp::new` and `commit`.
+pub fn files(owned: &[(String, String)]) -> Vec<(&str, &str)> {
+    owned
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect()
+}
