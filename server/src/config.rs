@@ -502,7 +502,7 @@ impl Config {
     }
 
     /// The link to a job's run page.
-    pub fn run_url(&self, job: i64) -> String {
+    pub fn run_url(&self, job: crate::domain::JobId) -> String {
         let base = self
             .public_url
             .clone()

@@ -7,7 +7,7 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
-use crate::checkout::{Snapshot, StackTree};
+use crate::git::checkout::{Snapshot, StackTree};
 use crate::policy::input::PolicyInput;
 use crate::stack::{Stack, Template, yaml};
 
@@ -135,8 +135,8 @@ impl Harness {
             ),
         )?;
         let cfg = crate::config::Config::load(Some(&config))?;
-        let app = self.rt.block_on(crate::server::build(cfg))?;
-        self.router = Some(crate::intake::router(app));
+        let app = self.rt.block_on(crate::app::build(cfg))?;
+        self.router = Some(app.router());
         Ok(())
     }
 }

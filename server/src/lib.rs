@@ -1,31 +1,25 @@
 //! stackgate: GitOps deployments for AWS CloudFormation, gated by WebAssembly policies.
 //!
-//! Data flows one way: intake (webhook, API) → queue → pipeline (checkout → policy →
-//! deploy) → report (GitHub, UI). The CLI drives the pipeline's steps directly.
+//! Data flows one way: intake (webhook) and api (manual redeploy) → queue → pipeline
+//! (checkout → policy → plan → deploy) → report (statuses, PR comment, pages, metrics,
+//! through the outbox to GitHub). `app` wires them; `workers` run the loops; the tools of
+//! the steps are `git`, `stack`, `policy`, `cloud` and `github`. The CLI drives the steps
+//! directly. `tests/imports.rs` keeps the top-level modules free of import cycles.
 
-pub mod check;
-pub mod checkout;
-pub mod claims;
+pub mod api;
+pub mod app;
 pub mod cli;
 pub mod cloud;
 pub mod config;
-pub mod deployer;
+pub mod domain;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod git;
 pub mod github;
-pub mod gitinfo;
 pub mod intake;
-pub mod listener;
-pub mod metrics;
-pub mod nested;
-pub mod ownership;
-pub mod package;
 pub mod pipeline;
 pub mod policy;
 pub mod queue;
-pub mod redact;
-pub mod regions;
-pub mod render;
-pub mod server;
+pub mod report;
 pub mod stack;
-pub mod ui;
+pub mod workers;

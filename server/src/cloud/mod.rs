@@ -1,6 +1,10 @@
 //! AWS: the CloudFormation and S3 calls stackgate makes, with the SDK's retries.
 
 pub mod cfn;
+pub mod deployer;
+pub mod nested;
+pub mod package;
+pub mod regions;
 pub mod s3;
 
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! intake: the HTTP surface. Webhooks and the manual API become queued jobs; nothing here
 //! waits on git or AWS.
 
-pub mod api;
-pub mod recorder;
+pub mod events;
+pub mod listener;
 pub mod signature;
 pub mod webhook;
 
@@ -12,12 +12,12 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
-use crate::pipeline::App;
+use crate::api::{self, HttpState};
 
 /// GitHub caps webhook payloads at 25 MB.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
 
-pub fn router(app: Arc<App>) -> Router {
+pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route(
             "/webhooks/github",
@@ -25,14 +25,14 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route(
             "/api/v1/stacks/{owner}/{repo}/{stack}/redeploy",
-            post(api::redeploy),
+            post(api::redeploy::redeploy),
         )
-        .route("/api/v1/jobs/{id}", get(api::job))
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/metrics", get(api::metrics))
-        .route("/runs/{id}", get(crate::ui::run_page))
-        .route("/", get(crate::ui::index))
+        .route("/api/v1/jobs/{id}", get(api::jobs::job))
+        .route("/healthz", get(api::health::healthz))
+        .route("/readyz", get(api::health::readyz))
+        .route("/metrics", get(api::health::metrics))
+        .route("/runs/{id}", get(api::pages::run_page))
+        .route("/", get(api::pages::index))
         .layer(DefaultBodyLimit::max(1024 * 1024))
-        .with_state(app)
+        .with_state(state)
 }

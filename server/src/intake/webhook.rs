@@ -13,11 +13,12 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::pipeline::App;
-use crate::queue::{DeliveryRecord, Kind, NewJob};
+use super::events::{self, Repository};
+use crate::api::HttpState;
+use crate::queue::DeliveryRecord;
 
 fn reply(
-    app: &App,
+    app: &HttpState,
     result: &'static str,
     code: StatusCode,
     message: impl Into<String>,
@@ -28,47 +29,6 @@ fn reply(
         Json(json!({"result": result, "message": message.into()})),
     )
         .into_response()
-}
-
-#[derive(Deserialize)]
-struct Repository {
-    full_name: String,
-}
-
-#[derive(Deserialize)]
-struct Push {
-    #[serde(rename = "ref")]
-    git_ref: String,
-    after: String,
-    #[serde(default)]
-    deleted: bool,
-}
-
-#[derive(Deserialize)]
-struct PrRef {
-    sha: String,
-    #[serde(rename = "ref")]
-    git_ref: String,
-    repo: Option<Repository>,
-}
-
-#[derive(Deserialize)]
-struct PullRequest {
-    number: u64,
-    head: PrRef,
-    base: PrRef,
-}
-
-#[derive(Deserialize)]
-struct PullRequestEvent {
-    action: String,
-    pull_request: PullRequest,
-}
-
-enum Payload {
-    Push(Push),
-    PullRequest(PullRequestEvent),
-    Other,
 }
 
 /// Bodies up to this size are verified on the async worker (well under a millisecond).
@@ -97,7 +57,7 @@ enum Refusal {
 /// The repository the body names, if its configured secret signs the body. Only that
 /// repository's secret is tried: the cost of a forged post does not grow with the number of
 /// repositories.
-fn verify(app: &App, body: &[u8], sig: &str) -> Result<String, Refusal> {
+fn verify(app: &HttpState, body: &[u8], sig: &str) -> Result<String, Refusal> {
     let named: Named = serde_json::from_slice(body).map_err(Refusal::Malformed)?;
     let name = named.repository.ok_or(Refusal::UnknownRepo)?.full_name;
     let mut secrets = app
@@ -114,7 +74,11 @@ fn verify(app: &App, body: &[u8], sig: &str) -> Result<String, Refusal> {
         .ok_or(Refusal::BadSignature)
 }
 
-pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn receive(
+    State(app): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let header = |name: &str| {
         headers
             .get(name)
@@ -146,7 +110,8 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
             );
         };
         let (a, b, s) = (app.clone(), body.clone(), sig.to_string());
-        match tokio::task::spawn_blocking(move || verify(&a, &b, &s)).await {
+        let span = tracing::Span::current();
+        match tokio::task::spawn_blocking(move || span.in_scope(|| verify(&a, &b, &s))).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "the signature check failed");
@@ -205,13 +170,7 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
             format!("malformed {event} payload: {e}"),
         )
     };
-    // Parsed once; only the events that enqueue work are parsed at all.
-    let payload = match event.as_str() {
-        "push" => serde_json::from_slice(&body).map(Payload::Push),
-        "pull_request" => serde_json::from_slice(&body).map(Payload::PullRequest),
-        _ => Ok(Payload::Other),
-    };
-    let payload = match payload {
+    let payload = match events::parse(&event, &body) {
         Ok(p) => p,
         Err(e) => return malformed(e),
     };
@@ -224,79 +183,9 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
             "the payload's repository is not configured",
         );
     };
-    let jobs = match (event.as_str(), payload) {
-        ("ping", _) => return reply(&app, "ping", StatusCode::OK, "pong"),
-        (_, Payload::Push(push)) => {
-            if push.git_ref != format!("refs/heads/{}", repo_cfg.branch) || push.deleted {
-                return reply(
-                    &app,
-                    "ignored",
-                    StatusCode::ACCEPTED,
-                    format!("not a push to {}", repo_cfg.branch),
-                );
-            }
-            // Every push reaches a (debounced) sync, which compares trees. The payload's
-            // file lists are no guide: `commits` is capped at 20 and its lists are a hint.
-            vec![NewJob {
-                kind: Some(Kind::Sync),
-                repo: repo_cfg.name.clone(),
-                sha: push.after,
-                trigger: "push".into(),
-                ..Default::default()
-            }]
-        }
-        (_, Payload::PullRequest(ev)) => {
-            if !matches!(ev.action.as_str(), "opened" | "reopened" | "synchronize") {
-                return reply(
-                    &app,
-                    "ignored",
-                    StatusCode::ACCEPTED,
-                    format!("pull_request {} needs no dry run", ev.action),
-                );
-            }
-            if ev.pull_request.base.git_ref != repo_cfg.branch {
-                return reply(
-                    &app,
-                    "ignored",
-                    StatusCode::ACCEPTED,
-                    format!(
-                        "pull request targets {}, not {}",
-                        ev.pull_request.base.git_ref, repo_cfg.branch
-                    ),
-                );
-            }
-            let fork = ev
-                .pull_request
-                .head
-                .repo
-                .as_ref()
-                .is_none_or(|r| !r.full_name.eq_ignore_ascii_case(&repo_cfg.name));
-            vec![NewJob {
-                kind: Some(Kind::Preview),
-                repo: repo_cfg.name.clone(),
-                sha: ev.pull_request.head.sha,
-                pr: Some(ev.pull_request.number),
-                fork,
-                trigger: "pull_request".into(),
-                ..Default::default()
-            }]
-        }
-        ("", _) => {
-            return reply(
-                &app,
-                "malformed",
-                StatusCode::BAD_REQUEST,
-                "missing X-GitHub-Event",
-            );
-        }
-        (other, Payload::Other) => {
-            return reply(
-                &app,
-                "ignored",
-                StatusCode::ACCEPTED,
-                format!("event `{other}` is not handled"),
-            );
-        }
+    let jobs = match events::jobs(&event, payload, repo_cfg) {
+        Ok(jobs) => jobs,
+        Err(a) => return reply(&app, a.result, a.code, a.message),
     };
 
     // 3. Delivery and jobs, one transaction.
@@ -311,8 +200,8 @@ pub async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
         .await;
     match recorded {
         Ok(Some(ids)) => {
-            app.wake.notify_one();
-            app.report_wake.notify_one();
+            app.wake.jobs.notify_one();
+            app.wake.outbox.notify_one();
             app.metrics.delivery("accepted");
             let urls: Vec<String> = ids.iter().map(|id| app.cfg.run_url(*id)).collect();
             (

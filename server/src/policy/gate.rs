@@ -8,7 +8,7 @@ use stackgate_policy_sdk::{Input, Resolved, pointer};
 use super::input::{EventInfo, InputOrigin, Lookups, PolicyInput, StackInfo};
 use super::{Outcome, PolicyHost, Report, refusal};
 use crate::cloud::Aws;
-use crate::nested::{self, Child};
+use crate::cloud::nested::{self, Child};
 use crate::stack::{Stack, StackFiles};
 
 /// One child is judged for at most this many combinations of the values its parent may

@@ -242,9 +242,11 @@ impl PolicyHost {
                     let task_policy = policy.clone();
                     let engine = self.engine.clone();
                     let limits = self.limits;
+                    // The job's span (repo, sha, stack, job) carries into the blocking pool.
+                    let span = tracing::info_span!("evaluate", policy = %policy.name);
                     let task = tokio::task::spawn_blocking(move || {
                         let _permit = permit;
-                        run_one(&engine, &task_policy, &json, limits)
+                        span.in_scope(|| run_one(&engine, &task_policy, &json, limits))
                     });
                     match task.await {
                         Ok(o) => o,

@@ -134,7 +134,9 @@ impl Deployment {
             }
         }
         if let Some(Value::Object(tags)) = top.get("tags")
-            && let Some(key) = tags.keys().find(|k| crate::ownership::reserved_tag(k))
+            && let Some(key) = tags
+                .keys()
+                .find(|k| crate::stack::ownership::reserved_tag(k))
         {
             return Err(StackError::Invalid {
                 file: file.into(),

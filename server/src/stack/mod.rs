@@ -1,8 +1,10 @@
 //! Loading a stack definition: the deployment file and its template, checked before
 //! anything reaches AWS.
 
+pub mod claims;
 pub mod deployment;
 pub mod files;
+pub mod ownership;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -265,7 +267,7 @@ fn valid_stack_name(name: &str) -> bool {
 pub(crate) mod tests {
     use super::*;
 
-    /// Writes (path, contents) pairs under `dir`; also used by `crate::nested`'s tests.
+    /// Writes (path, contents) pairs under `dir`; also used by `crate::cloud::nested`'s tests.
     pub(crate) fn write(dir: &std::path::Path, files: &[(&str, &str)]) {
         for (p, c) in files {
             let path = dir.join(p);

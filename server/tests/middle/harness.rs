@@ -17,14 +17,15 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 
-pub use stackgate::check;
 pub use stackgate::cloud::cfn::Change;
+pub use stackgate::domain::{JobId, JobState, Kind, Trigger};
 pub use stackgate::policy::PolicyHost;
-pub use stackgate::queue::{Kind, NewJob, PendingStatus};
-pub use stackgate::render;
+pub use stackgate::queue::{NewJob, PendingStatus};
+pub use stackgate::report::check;
+pub use stackgate::report::render;
 
+use stackgate::app::App;
 use stackgate::config::Config;
-use stackgate::pipeline::App;
 
 /// The repository GitHub's example payloads name, and its default branch there.
 pub const REPO: &str = "Codertocat/Hello-World";
@@ -153,11 +154,11 @@ webhook_secret_file = "{secret}"
             true => None,
             false => Some(FIRST.lock().await),
         };
-        let app = stackgate::server::build(cfg).await.expect("build the app");
+        let app = Arc::new(stackgate::app::build(cfg).await.expect("build the app"));
         if first.is_some() {
             WARM.store(true, Ordering::Release);
         }
-        let router = stackgate::intake::router(app.clone());
+        let router = app.router();
         let t = Self {
             app,
             router,
@@ -244,30 +245,31 @@ webhook_secret_file = "{secret}"
     }
 
     /// Queues jobs as the poller and the API do (their queued statuses too); their ids.
-    pub fn enqueue(&self, jobs: &[NewJob]) -> Vec<i64> {
-        self.app.enqueue(jobs).expect("enqueue")
+    pub fn enqueue(&self, jobs: &[NewJob]) -> Vec<JobId> {
+        self.app.pipeline.enqueue(jobs).expect("enqueue")
     }
 
     /// Claims every runnable job and runs each to its end, as the dispatcher does.
     pub async fn run_queued(&self) {
         loop {
-            let jobs = self.app.store.claim(16).expect("claim");
+            let jobs = self.app.pipeline.queue.claim(16).expect("claim");
             if jobs.is_empty() {
                 return;
             }
             for job in jobs {
-                stackgate::pipeline::run(self.app.clone(), job).await;
+                stackgate::pipeline::run(self.app.pipeline.clone(), job).await;
             }
         }
     }
 
     /// Claims every runnable job, and ends each in `state` with `detail`, as a pipeline step
     /// would have (no statuses, no ledger).
-    pub fn finish_queued(&self, state: &str, detail: &Value) -> Vec<i64> {
-        let jobs = self.app.store.claim(16).expect("claim");
+    pub fn finish_queued(&self, state: JobState, detail: &Value) -> Vec<JobId> {
+        let jobs = self.app.pipeline.queue.claim(16).expect("claim");
         for j in &jobs {
             self.app
-                .store
+                .pipeline
+                .queue
                 .finish(j.id, state, detail, &[], None)
                 .expect("finish");
         }
@@ -275,15 +277,16 @@ webhook_secret_file = "{secret}"
     }
 
     /// Claims the runnable jobs and leaves them running.
-    pub fn start_queued(&self) -> Vec<i64> {
-        let jobs = self.app.store.claim(16).expect("claim");
+    pub fn start_queued(&self) -> Vec<JobId> {
+        let jobs = self.app.pipeline.queue.claim(16).expect("claim");
         jobs.iter().map(|j| j.id).collect()
     }
 
     /// Commit statuses waiting for GitHub for `sha`, in order: what GitHub will show.
     pub fn statuses(&self, sha: &str) -> Vec<PendingStatus> {
         self.app
-            .store
+            .pipeline
+            .queue
             .unposted_statuses(1000)
             .expect("statuses")
             .into_iter()
@@ -293,7 +296,7 @@ webhook_secret_file = "{secret}"
 
     /// The policies the app loaded.
     pub fn policies(&self) -> &PolicyHost {
-        &self.app.policies
+        &self.app.pipeline.policies
     }
 }
 

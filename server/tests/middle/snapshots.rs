@@ -166,8 +166,8 @@ async fn commit_status_descriptions() {
     }
     // A queued deploy that a newer commit of its stack replaces says so on its commit.
     let t = TestApp::new(&[]).await;
-    t.enqueue(&[job(Some(Kind::Deploy), Some("web"), sha(3))]);
-    t.enqueue(&[job(Some(Kind::Deploy), Some("web"), sha(4))]);
+    t.enqueue(&[job(Kind::Deploy, Some("web"), sha(3))]);
+    t.enqueue(&[job(Kind::Deploy, Some("web"), sha(4))]);
     out.push_str("## superseded\n");
     for s in t.statuses(&sha(3)) {
         out.push_str(&format!(
@@ -241,13 +241,13 @@ fn sha(n: u8) -> String {
     format!("{n:x}").repeat(40)
 }
 
-fn job(kind: Option<Kind>, stack: Option<&str>, sha: String) -> NewJob {
+fn job(kind: Kind, stack: Option<&str>, sha: String) -> NewJob {
     NewJob {
         kind,
         repo: REPO.into(),
         stack: stack.map(str::to_string),
         sha,
-        trigger: "push".into(),
+        trigger: Trigger::Push,
         ..Default::default()
     }
 }
@@ -257,22 +257,22 @@ async fn index_page_with_runs_in_every_state() {
     let t = TestApp::new(&[]).await;
     // Jobs 1-3 end as a step would end them; 4 runs; 5 is superseded by 6, which waits;
     // 7, a sync, waits for its debounce.
-    let end = |j: NewJob, state: &str| {
+    let end = |j: NewJob, state: JobState| {
         t.enqueue(&[j]);
         assert_eq!(t.finish_queued(state, &json!({})).len(), 1, "{state}");
     };
-    end(job(Some(Kind::Deploy), Some("web"), sha(1)), "succeeded");
-    end(job(Some(Kind::Deploy), Some("api"), sha(1)), "failed");
-    let mut pr = job(Some(Kind::Preview), None, sha(2));
+    end(job(Kind::Deploy, Some("web"), sha(1)), JobState::Succeeded);
+    end(job(Kind::Deploy, Some("api"), sha(1)), JobState::Failed);
+    let mut pr = job(Kind::Preview, None, sha(2));
     pr.pr = Some(12);
-    pr.trigger = "pull_request".into();
-    end(pr, "error");
-    t.enqueue(&[job(Some(Kind::Deploy), Some("api"), sha(3))]);
+    pr.trigger = Trigger::PullRequest;
+    end(pr, JobState::Error);
+    t.enqueue(&[job(Kind::Deploy, Some("api"), sha(3))]);
     assert_eq!(t.start_queued().len(), 1);
-    t.enqueue(&[job(Some(Kind::Deploy), Some("<script>db</script>"), sha(3))]);
-    t.enqueue(&[job(Some(Kind::Deploy), Some("<script>db</script>"), sha(4))]);
-    let mut poll = job(Some(Kind::Sync), None, sha(4));
-    poll.trigger = "poll".into();
+    t.enqueue(&[job(Kind::Deploy, Some("<script>db</script>"), sha(3))]);
+    t.enqueue(&[job(Kind::Deploy, Some("<script>db</script>"), sha(4))]);
+    let mut poll = job(Kind::Sync, None, sha(4));
+    poll.trigger = Trigger::Poll;
     t.enqueue(&[poll]);
     let page = t.get("/").await;
     assert_eq!(page.status, StatusCode::OK);

@@ -1,16 +1,19 @@
 //! The command line: `stackgate plan | deploy | remove | check | serve`.
 
+mod local;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::cloud::deployer::{DeployError, Deployer, Progress, Removed};
 use crate::cloud::{Aws, AwsTarget};
-use crate::deployer::{DeployError, Deployer, Progress, Removed};
+use crate::git::gitinfo;
 use crate::policy::{Limits, PolicyHost, PolicySource};
+use crate::report::{check, render};
 use crate::stack::{DirFiles, Stack};
-use crate::{check, gitinfo, render};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -419,7 +422,7 @@ async fn serve(config: Option<&Path>, seed: &Path) -> anyhow::Result<()> {
         Some(path) => (crate::config::Config::load(Some(path))?, None),
         None => {
             let root = std::env::current_dir()?;
-            let (cfg, repo) = crate::server::local_default(&root, seed)?;
+            let (cfg, repo) = local::local_default(&root, seed)?;
             (cfg, Some(repo))
         }
     };
@@ -427,7 +430,7 @@ async fn serve(config: Option<&Path>, seed: &Path) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    let app = crate::server::build(cfg).await?;
+    let app = crate::app::build(cfg).await?;
     println!(
         "stackgate listening on http://{addr}  (runs: http://{addr}/, metrics: http://{addr}/metrics)"
     );
@@ -455,5 +458,5 @@ async fn serve(config: Option<&Path>, seed: &Path) -> anyhow::Result<()> {
             _ = term => {}
         }
     };
-    crate::server::run(app, listener, shutdown).await
+    crate::app::run(app, listener, shutdown).await
 }

@@ -1,12 +1,6 @@
-//! report: the run pages that commit statuses link to, and a list of recent jobs.
+//! The run pages that commit statuses link to, and a list of recent jobs, as HTML.
 
-use std::sync::Arc;
-
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
-
-use crate::pipeline::App;
+use crate::queue::Job;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -17,11 +11,8 @@ fn esc(s: &str) -> String {
 
 const STYLE: &str = "<style>body{font:14px system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}pre{background:#f6f6f6;padding:1em;overflow:auto}.succeeded{color:#1a7f37}.failed,.error{color:#cf222e}.running,.queued{color:#9a6700}</style>";
 
-pub async fn index(State(app): State<Arc<App>>) -> Response {
-    let jobs = match app.store.recent_jobs(100) {
-        Ok(j) => j,
-        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-    };
+/// The list of recent jobs.
+pub fn index(jobs: &[Job]) -> String {
     let mut rows = String::new();
     for j in jobs {
         rows.push_str(&format!(
@@ -30,24 +21,19 @@ pub async fn index(State(app): State<Arc<App>>) -> Response {
             kind = j.kind,
             repo = esc(&j.repo),
             stack = esc(j.stack.as_deref().unwrap_or("")),
-            sha = esc(crate::pipeline::short(&j.sha)),
-            trigger = esc(&j.trigger),
-            state = esc(&j.state),
+            sha = esc(crate::domain::short(&j.sha)),
+            trigger = esc(j.trigger.as_str()),
+            state = esc(j.state.as_str()),
         ));
     }
-    Html(format!(
+    format!(
         "<!doctype html><title>stackgate</title>{STYLE}<h1>stackgate</h1><p>Recent jobs. JSON: <code>/api/v1/jobs/&lt;id&gt;</code>, metrics: <a href=\"/metrics\">/metrics</a>.</p>\
          <table><tr><th>job</th><th>kind</th><th>repo</th><th>stack</th><th>sha</th><th>trigger</th><th>state</th></tr>{rows}</table>"
-    ))
-    .into_response()
+    )
 }
 
-pub async fn run_page(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Response {
-    let job = match app.store.job(id) {
-        Ok(Some(j)) => j,
-        Ok(None) => return (StatusCode::NOT_FOUND, format!("no job {id}")).into_response(),
-        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-    };
+/// One job's page: its findings, its events and its whole detail.
+pub fn run_page(job: &Job) -> String {
     let mut findings = String::new();
     let mut collect = |report: &serde_json::Value, stack: &str| {
         for o in report["outcomes"].as_array().into_iter().flatten() {
@@ -88,7 +74,7 @@ pub async fn run_page(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Respo
         }
     }
     let detail = serde_json::to_string_pretty(&job.detail).unwrap_or_default();
-    Html(format!(
+    format!(
         "<!doctype html><title>stackgate run {id}</title>{STYLE}<p><a href=\"/\">all runs</a></p>\
          <h1>Run {id}: <span class=\"{state}\">{state}</span></h1>\
          <table><tr><th>kind</th><td>{kind:?}</td></tr><tr><th>repository</th><td>{repo}</td></tr><tr><th>stack</th><td>{stack}</td></tr>\
@@ -96,14 +82,13 @@ pub async fn run_page(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Respo
          <h2>Policy findings</h2><table><tr><th>stack</th><th>rule / policy</th><th>severity</th><th>resource</th><th>message</th></tr>{findings}</table>\
          <h2>Events</h2><pre>{events}</pre><h2>Detail</h2><pre>{detail}</pre>",
         id = job.id,
-        state = esc(&job.state),
+        state = esc(job.state.as_str()),
         kind = job.kind,
         repo = esc(&job.repo),
         stack = esc(job.stack.as_deref().unwrap_or("")),
         sha = esc(&job.sha),
-        trigger = esc(&job.trigger),
-        phase = esc(job.phase.as_deref().unwrap_or("")),
+        trigger = esc(job.trigger.as_str()),
+        phase = esc(job.phase.map_or("", |p| p.as_str())),
         detail = esc(&detail),
-    ))
-    .into_response()
+    )
 }

@@ -8,26 +8,25 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use crate::config::Config;
-use crate::pipeline::{queued_statuses, superseded_statuses};
-use crate::queue::{DeliveryRecord, Store};
+use super::{Announce, DeliveryRecord, Queue};
+use crate::domain::JobId;
 
 /// Deliveries written in one transaction at the most.
 const MAX_BATCH: usize = 256;
 
-type Reply = oneshot::Sender<Result<Option<Vec<i64>>, String>>;
+type Reply = oneshot::Sender<Result<Option<Vec<JobId>>, String>>;
 
 pub struct Recorder {
     tx: mpsc::Sender<(DeliveryRecord, Reply)>,
 }
 
 impl Recorder {
-    pub fn spawn(store: Arc<Store>, cfg: Config) -> std::io::Result<Self> {
+    pub fn spawn(store: Arc<dyn Queue>, announce: Arc<dyn Announce>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<(DeliveryRecord, Reply)>();
         std::thread::Builder::new()
             .name("delivery-writer".into())
             .spawn(move || {
-                // Ends when the last sender (the App) is dropped.
+                // Ends when the last sender (the HTTP state) is dropped.
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
@@ -39,8 +38,8 @@ impl Recorder {
                     let (records, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
                     let result = store.record_deliveries(
                         &records,
-                        &|j, id| queued_statuses(&cfg, j, id),
-                        &|o, n| superseded_statuses(&cfg, o, n),
+                        &|j, id| announce.queued(j, id),
+                        &|o, n| announce.superseded(o, n),
                     );
                     match result {
                         Ok(outcomes) => {
@@ -61,7 +60,7 @@ impl Recorder {
     }
 
     /// Records one delivery; resolves once it is durable. `None` for a delivery seen before.
-    pub async fn record(&self, record: DeliveryRecord) -> Result<Option<Vec<i64>>, String> {
+    pub async fn record(&self, record: DeliveryRecord) -> Result<Option<Vec<JobId>>, String> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((record, reply))

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
+use crate::cloud::deployer::Deployer;
 use crate::cloud::{Aws, AwsTarget};
-use crate::deployer::Deployer;
 use crate::stack::deployment::valid_region;
 
 /// Regions kept besides the server's own. A repository picks regions, so their number is

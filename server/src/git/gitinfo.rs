@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::deployer::Origin;
+use crate::cloud::deployer::Origin;
 
 /// The repository (as `owner/name` when the remote says so), HEAD commit and the folder's
 /// path in the git work tree holding `dir`, if any: the service tags the same stack with

@@ -1,4 +1,5 @@
-//! The manual API (bearer tokens, stored only as sha256), job state, health and metrics.
+//! `POST /api/v1/stacks/<owner>/<repo>/<stack>/redeploy`: the manual redeploy, for bearer
+//! tokens whose sha256 is configured (the tokens themselves are never stored).
 
 use std::sync::Arc;
 
@@ -12,16 +13,17 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::pipeline::App;
-use crate::queue::{Kind, NewJob};
+use super::{ApiError, HttpState};
+use crate::domain::{Kind, Trigger};
+use crate::queue::NewJob;
 
 fn error(code: StatusCode, message: impl Into<String>) -> Response {
-    (code, Json(json!({"error": message.into()}))).into_response()
+    ApiError::new(code, message).into_response()
 }
 
 /// Whether the request carries a bearer token whose sha256 is configured. The token itself
 /// is hashed at once and never logged or stored.
-fn authorized(app: &App, headers: &HeaderMap) -> bool {
+fn authorized(app: &HttpState, headers: &HeaderMap) -> bool {
     let Some(token) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -46,7 +48,7 @@ struct RedeployBody {
 }
 
 pub async fn redeploy(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<HttpState>>,
     Path((owner, repo, stack)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -77,102 +79,80 @@ pub async fn redeploy(
             }
         }
     };
-    let Some(mirror) = app.mirrors.get(&repo_cfg.name).cloned() else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "no mirror for this repository",
-        );
-    };
     let (branch, dir, wanted, stack_name) = (
         repo_cfg.branch.clone(),
         repo_cfg.stacks_dir.clone(),
         req.sha.clone(),
         stack.clone(),
     );
-    let head = match app.fetch(&repo_cfg, None).await {
+    let head = match app.mirrors.fetch(&repo_cfg, None).await {
         Ok(h) => h.branch,
+        Err(crate::git::MirrorError::NoMirror(_)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no mirror for this repository",
+            );
+        }
         Err(e) => return error(StatusCode::BAD_GATEWAY, e.to_string()),
     };
     // git work off the async threads.
-    let resolved = tokio::task::spawn_blocking(move || {
-        let m = mirror.blocking_lock();
-        let sha = match wanted {
-            Some(sha) => {
-                if !m
-                    .on_branch(&sha, &branch)
-                    .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))?
-                {
-                    return Err((
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        format!("{sha} is not a commit on {branch}"),
-                    ));
+    let resolved = app
+        .mirrors
+        .with(&repo_cfg.name, move |m| {
+            let sha = match wanted {
+                Some(sha) => {
+                    if !m
+                        .on_branch(&sha, &branch)
+                        .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))?
+                    {
+                        return Err((
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            format!("{sha} is not a commit on {branch}"),
+                        ));
+                    }
+                    sha
                 }
-                sha
+                None => head.ok_or((
+                    StatusCode::CONFLICT,
+                    format!("branch {branch} does not exist"),
+                ))?,
+            };
+            let trees = m
+                .stack_trees(&sha, &dir)
+                .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))?;
+            if !trees.contains_key(&stack_name) {
+                return Err((
+                    StatusCode::NOT_FOUND,
+                    format!("unknown stack `{stack_name}`: no folder {dir}/{stack_name} at {sha}"),
+                ));
             }
-            None => head.ok_or((
-                StatusCode::CONFLICT,
-                format!("branch {branch} does not exist"),
-            ))?,
-        };
-        let trees = m
-            .stack_trees(&sha, &dir)
-            .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))?;
-        if !trees.contains_key(&stack_name) {
-            return Err((
-                StatusCode::NOT_FOUND,
-                format!("unknown stack `{stack_name}`: no folder {dir}/{stack_name} at {sha}"),
-            ));
-        }
-        Ok(sha)
-    })
-    .await;
+            Ok(sha)
+        })
+        .await;
     let sha = match resolved {
         Ok(Ok(sha)) => sha,
         Ok(Err((code, msg))) => return error(code, msg),
+        Err(crate::git::MirrorError::NoMirror(_)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no mirror for this repository",
+            );
+        }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let job = NewJob {
-        kind: Some(Kind::Deploy),
+        kind: Kind::Deploy,
         repo: repo_cfg.name.clone(),
         stack: Some(stack),
         sha: sha.clone(),
-        trigger: "manual".into(),
+        trigger: Trigger::Manual,
         ..Default::default()
     };
-    match app.enqueue(&[job]) {
+    match crate::pipeline::enqueue(app.queue.as_ref(), &app.cfg, &app.wake, &[job]) {
         Ok(ids) => {
             let id = ids.first().copied().unwrap_or_default();
             (StatusCode::ACCEPTED, Json(json!({"job": id, "sha": sha, "url": app.cfg.run_url(id), "api": format!("/api/v1/jobs/{id}")}))).into_response()
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
-}
-
-pub async fn job(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Response {
-    match app.store.job(id) {
-        Ok(Some(job)) => Json(job).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no job {id}")),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
-}
-
-pub async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-/// Ready when the state database answers.
-pub async fn readyz(State(app): State<Arc<App>>) -> Response {
-    match app.store.depth() {
-        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
-}
-
-pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let (queued, running) = app.store.depth().unwrap_or((-1, -1));
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(queued, running),
-    )
-        .into_response()
 }

@@ -1,85 +1,49 @@
-//! report: commit statuses and pull-request comments on GitHub, through octocrab, with a
-//! token or as a GitHub App installation.
+//! Commit statuses and pull-request comments on GitHub, through octocrab, with a token or
+//! as a GitHub App installation.
 
 use octocrab::Octocrab;
-use octocrab::models::{InstallationId, StatusState};
-use secrecy::{ExposeSecret, SecretString};
+use octocrab::models::InstallationId;
+use secrecy::ExposeSecret;
 
+use super::{GitCredential, GitHub, GithubError, GithubErrorKind, Reply, StatusPost};
 use crate::config::{GithubAuth, GithubConfig};
+use crate::domain::StatusState;
 
-/// A failed GitHub call; `retry` says whether trying again may help.
-#[derive(Debug, thiserror::Error)]
-#[error("GitHub {operation}: {message}")]
-pub struct GithubError {
-    pub operation: &'static str,
-    pub message: String,
-    pub retry: bool,
-}
-
-fn classify(operation: &'static str, e: octocrab::Error) -> GithubError {
+/// What an octocrab error means: 5xx and rate limits (primary 429, secondary 403 "rate
+/// limit") are worth retrying; a broken connection too.
+pub(super) fn classify(operation: &'static str, e: octocrab::Error) -> GithubError {
     match &e {
         octocrab::Error::GitHub { source, .. } => {
             let status = source.status_code.as_u16();
             let msg = source.message.clone();
-            // 5xx and rate limits (primary 429, secondary 403 "rate limit") are worth retrying.
-            let retry = status >= 500
-                || status == 429
-                || (status == 403 && msg.to_lowercase().contains("rate limit"));
+            let kind = match status {
+                429 => GithubErrorKind::RateLimited,
+                403 if msg.to_lowercase().contains("rate limit") => GithubErrorKind::RateLimited,
+                401 | 403 => GithubErrorKind::Permission,
+                404 => GithubErrorKind::NotFound,
+                s => GithubErrorKind::Other { retry: s >= 500 },
+            };
             GithubError {
                 operation,
                 message: format!("{status} {msg}"),
-                retry,
+                kind,
             }
         }
         other => GithubError {
             operation,
             message: other.to_string(),
-            retry: true,
+            kind: GithubErrorKind::Other { retry: true },
         },
     }
 }
 
-/// Where statuses and comments go.
+/// Statuses and comments through octocrab.
 #[derive(Clone)]
-pub enum Reporter {
-    GitHub(Octocrab),
-    /// No GitHub configured (the local default): statuses go to the log and the UI only.
-    LogOnly,
-}
+pub struct Client(Octocrab);
 
-/// What git offers a remote as the password of an https fetch.
-#[derive(Clone)]
-pub enum GitCredential {
-    None,
-    Token(SecretString),
-    /// The App installation's access token, minted and cached by the installation client.
-    Installation(Octocrab),
-}
-
-/// An installation token is refreshed once it has less than this left: a fetch of a large
-/// repository must not outlive it.
-const TOKEN_MARGIN_MINUTES: i64 = 5;
-
-impl GitCredential {
-    pub async fn password(&self) -> Result<Option<SecretString>, GithubError> {
-        match self {
-            GitCredential::None => Ok(None),
-            GitCredential::Token(t) => Ok(Some(t.clone())),
-            GitCredential::Installation(gh) => gh
-                .installation_token_with_buffer(chrono::Duration::minutes(TOKEN_MARGIN_MINUTES))
-                .await
-                .map(Some)
-                .map_err(|e| classify("create installation token", e)),
-        }
-    }
-}
-
-impl Reporter {
+impl Client {
     /// The reporter, and the credential git uses with the same identity.
-    pub async fn from_config(cfg: Option<&GithubConfig>) -> Result<(Self, GitCredential), String> {
-        let Some(cfg) = cfg else {
-            return Ok((Reporter::LogOnly, GitCredential::None));
-        };
+    pub async fn from_config(cfg: &GithubConfig) -> Result<(Self, GitCredential), String> {
         let auth = cfg.auth().map_err(|e| e.to_string())?;
         let builder = Octocrab::builder()
             .base_uri(cfg.api_url.as_str())
@@ -115,28 +79,20 @@ impl Reporter {
                 )
             }
         };
-        Ok((Reporter::GitHub(client), git))
+        Ok((Client(client), git))
     }
 
-    pub async fn post_status(
-        &self,
-        repo: &str,
-        sha: &str,
-        context: &str,
-        state: &str,
-        description: &str,
-        target_url: &str,
-    ) -> Result<(), GithubError> {
-        let Reporter::GitHub(gh) = self else {
-            tracing::info!(%repo, %sha, %context, %state, %description, "status");
-            return Ok(());
-        };
+    async fn status(&self, s: StatusPost<'_>) -> Result<(), GithubError> {
+        let (repo, sha, context, description, target_url) =
+            (s.repo, s.sha, s.context, s.description, s.target_url);
+        let gh = &self.0;
         let (owner, name) = split(repo);
-        let state = match state {
-            "success" => StatusState::Success,
-            "failure" => StatusState::Failure,
-            "pending" => StatusState::Pending,
-            _ => StatusState::Error,
+        use octocrab::models::StatusState as Gh;
+        let state = match s.state {
+            StatusState::Success => Gh::Success,
+            StatusState::Failure => Gh::Failure,
+            StatusState::Pending => Gh::Pending,
+            StatusState::Error => Gh::Error,
         };
         let repos = gh.repos(owner, name);
         let mut req = repos
@@ -153,17 +109,14 @@ impl Reporter {
     }
 
     /// Creates the PR comment, or updates the one stackgate made before. Returns its id.
-    pub async fn upsert_comment(
+    async fn comment(
         &self,
         repo: &str,
         pr: u64,
         existing: Option<u64>,
         body: &str,
     ) -> Result<Option<u64>, GithubError> {
-        let Reporter::GitHub(gh) = self else {
-            tracing::info!(%repo, pr, "pull request comment:\n{body}");
-            return Ok(None);
-        };
+        let gh = &self.0;
         let (owner, name) = split(repo);
         if let Some(id) = existing {
             // PATCH, as GitHub documents. octocrab 0.54's update_comment sends POST, which
@@ -185,6 +138,22 @@ impl Reporter {
             .await
             .map(|c| Some(c.id.0))
             .map_err(|e| classify("create comment", e))
+    }
+}
+
+impl GitHub for Client {
+    fn post_status<'a>(&'a self, status: StatusPost<'a>) -> Reply<'a, ()> {
+        Box::pin(self.status(status))
+    }
+
+    fn upsert_comment<'a>(
+        &'a self,
+        repo: &'a str,
+        pr: u64,
+        existing: Option<u64>,
+        body: &'a str,
+    ) -> Reply<'a, Option<u64>> {
+        Box::pin(self.comment(repo, pr, existing, body))
     }
 }
 

@@ -16,21 +16,7 @@ pub fn reserved_tag(key: &str) -> bool {
     key == MANAGED_BY || key.starts_with("stackgate:")
 }
 
-/// A stack as AWS knows it.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub struct StackIdentity {
-    pub account: String,
-    pub region: String,
-    pub name: String,
-}
-
-impl fmt::Display for StackIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}/{})", self.name, self.account, self.region)
-    }
-}
+pub use crate::domain::StackIdentity;
 
 /// The repository (when known) and stack folder that own a stack.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -1,0 +1,222 @@
+//! domain: the typed names every stage shares. Each stored name has `as_str` and `FromStr`
+//! for the SQL edge; an unknown value is an error, never a default.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A job's id in the queue.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct JobId(pub i64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A stored name that is none of its type's values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{value}`")]
+pub struct UnknownName {
+    pub what: &'static str,
+    pub value: String,
+}
+
+/// An enum of stored names: `as_str`, `FromStr` (unknown names refused), `Display`.
+macro_rules! names {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownName { what: $what, value: s.to_string() }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+names!(
+    /// What a job does.
+    Kind, "job kind" {
+        /// Read a commit, find the stacks that changed, and enqueue their deploys.
+        Sync = "sync",
+        /// Policy, then plan and deploy (or remove) one stack.
+        Deploy = "deploy",
+        /// A pull request's dry run: policy and plans, never executed.
+        Preview = "preview",
+    }
+);
+
+names!(
+    /// Where a job is in its life.
+    JobState, "job state" {
+        Queued = "queued",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Error = "error",
+        Superseded = "superseded",
+    }
+);
+
+names!(
+    /// Where a running deploy stands; written before each step AWS cannot undo.
+    Phase, "job phase" {
+        Checkout = "checkout",
+        Policy = "policy",
+        Planning = "planning",
+        Executing = "executing",
+        Removing = "removing",
+        Done = "done",
+    }
+);
+
+names!(
+    /// What asked for a job.
+    Trigger, "trigger" {
+        Push = "push",
+        Poll = "poll",
+        PullRequest = "pull_request",
+        Manual = "manual",
+    }
+);
+
+names!(
+    /// A commit status's state, as GitHub names it.
+    StatusState, "status state" {
+        Pending = "pending",
+        Success = "success",
+        Failure = "failure",
+        Error = "error",
+    }
+);
+
+impl Default for Kind {
+    /// For building jobs in code: a job names its kind unless it is a sync.
+    fn default() -> Self {
+        Kind::Sync
+    }
+}
+
+impl Default for Trigger {
+    /// For building jobs in code: every webhook-less path names its trigger.
+    fn default() -> Self {
+        Trigger::Push
+    }
+}
+
+/// Jobs in one lane run one at a time, and a newer one supersedes the queued ones.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Lane(pub String);
+
+impl Lane {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A commit status context: every `stackgate/…` name is built here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Context {
+    /// `stackgate/policy`: the gate's verdict on a commit.
+    Policy,
+    /// `stackgate/<stack>`: one stack folder's deploy.
+    Stack(String),
+    /// `stackgate/plan/<stack>`: one stack folder's plan in a pull request.
+    Plan(String),
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Context::Policy => f.write_str("stackgate/policy"),
+            Context::Stack(s) => write!(f, "stackgate/{s}"),
+            Context::Plan(s) => write!(f, "stackgate/plan/{s}"),
+        }
+    }
+}
+
+/// A stack as AWS knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StackIdentity {
+    pub account: String,
+    pub region: String,
+    pub name: String,
+}
+
+impl fmt::Display for StackIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}/{})", self.name, self.account, self.region)
+    }
+}
+
+/// A commit's short form, as statuses and pages show it.
+pub fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_kind_is_refused_not_read_as_sync() {
+        assert_eq!("deploy".parse::<Kind>(), Ok(Kind::Deploy));
+        let e = "redeploy".parse::<Kind>().unwrap_err();
+        assert_eq!(e.to_string(), "unknown job kind `redeploy`");
+        assert!("".parse::<Kind>().is_err());
+    }
+
+    #[test]
+    fn names_read_back_what_they_write() {
+        for t in [
+            Trigger::Push,
+            Trigger::Poll,
+            Trigger::PullRequest,
+            Trigger::Manual,
+        ] {
+            assert_eq!(t.as_str().parse::<Trigger>(), Ok(t));
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+        }
+        assert!("Succeeded".parse::<JobState>().is_err());
+        assert!("waiting".parse::<Phase>().is_err());
+        assert!("ok".parse::<StatusState>().is_err());
+    }
+
+    #[test]
+    fn contexts_are_the_stackgate_names() {
+        assert_eq!(Context::Policy.to_string(), "stackgate/policy");
+        assert_eq!(Context::Stack("web".into()).to_string(), "stackgate/web");
+        assert_eq!(
+            Context::Plan("web".into()).to_string(),
+            "stackgate/plan/web"
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! A fake GitHub for tests: records every call in memory, in order, and can be told to
+//! fail the next calls.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use super::{GitHub, GithubError, Reply, StatusPost};
+use crate::domain::StatusState;
+
+/// One call the fake received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Status {
+        repo: String,
+        sha: String,
+        context: String,
+        state: StatusState,
+        description: String,
+    },
+    /// `existing`: the comment it was asked to update; `id`: the comment written.
+    Comment {
+        repo: String,
+        pr: u64,
+        existing: Option<u64>,
+        id: u64,
+        body: String,
+    },
+}
+
+#[derive(Default)]
+pub struct FakeGithub {
+    calls: Mutex<Vec<Call>>,
+    failures: Mutex<VecDeque<GithubError>>,
+    next_comment: Mutex<u64>,
+}
+
+impl FakeGithub {
+    /// The calls so far, oldest first (failed ones are not recorded).
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The next call fails with `e`.
+    pub fn fail_next(&self, e: GithubError) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(e);
+    }
+
+    fn failure(&self) -> Option<GithubError> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    }
+
+    fn record(&self, call: Call) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(call);
+    }
+}
+
+impl GitHub for FakeGithub {
+    fn post_status<'a>(&'a self, s: StatusPost<'a>) -> Reply<'a, ()> {
+        let out = match self.failure() {
+            Some(e) => Err(e),
+            None => {
+                self.record(Call::Status {
+                    repo: s.repo.into(),
+                    sha: s.sha.into(),
+                    context: s.context.into(),
+                    state: s.state,
+                    description: s.description.into(),
+                });
+                Ok(())
+            }
+        };
+        Box::pin(async { out })
+    }
+
+    fn upsert_comment<'a>(
+        &'a self,
+        repo: &'a str,
+        pr: u64,
+        existing: Option<u64>,
+        body: &'a str,
+    ) -> Reply<'a, Option<u64>> {
+        let out = match self.failure() {
+            Some(e) => Err(e),
+            None => {
+                let id = existing.unwrap_or_else(|| {
+                    let mut n = self.next_comment.lock().unwrap_or_else(|p| p.into_inner());
+                    *n += 1;
+                    1000 + *n
+                });
+                self.record(Call::Comment {
+                    repo: repo.into(),
+                    pr,
+                    existing,
+                    id,
+                    body: body.into(),
+                });
+                Ok(Some(id))
+            }
+        };
+        Box::pin(async move { out })
+    }
+}

@@ -1,0 +1,283 @@
+//! pipeline: one job as plain steps, one file per job kind. sync (checkout → changed
+//! stacks → policy → enqueue deploys), deploy (checkout → load → policy → plan → deploy or
+//! remove), preview (a pull request's policy and plans, never executed), resume (a deploy
+//! in flight when the process died). This file holds what jobs need and the supervisor:
+//! the deadline, the attempts, the end in error. Every step reports through the outbox.
+
+mod changes;
+mod deploy;
+mod gate;
+mod preview;
+mod resume;
+mod sync;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::cloud::deployer::Deployer;
+use crate::config::{Config, RepoConfig};
+use crate::domain::{JobId, JobState, Kind, StatusState, short};
+use crate::git::checkout::CheckoutError;
+use crate::git::{Heads, MirrorError, Mirrors, Snapshot};
+use crate::policy::PolicyHost;
+use crate::queue::{Job, NewJob, Queue, StoreError, Wake};
+use crate::report::metrics::Metrics;
+use crate::report::statuses::{job_status, queued_statuses, superseded_statuses};
+
+pub use resume::recover;
+
+/// Why a job could not run to its end (as opposed to a deploy that failed).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Store(#[from] crate::queue::StoreError),
+    #[error(transparent)]
+    Checkout(#[from] CheckoutError),
+    #[error(transparent)]
+    Aws(#[from] crate::cloud::AwsError),
+    #[error(transparent)]
+    Github(#[from] crate::github::GithubError),
+    #[error(transparent)]
+    Region(#[from] crate::cloud::regions::RegionError),
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "this job stopped its worker (a crash or its deadline) at attempt {0}; it is not run again"
+    )]
+    Poisoned(i64),
+}
+
+impl JobError {
+    /// What a commit status says: no git or AWS error text (it may name accounts, ARNs or
+    /// URLs); the run page has the whole error.
+    fn public(&self) -> String {
+        let what = match self {
+            JobError::Store(_) => "cannot read or write the state database",
+            JobError::Checkout(CheckoutError::Timeout { seconds, .. }) => {
+                return format!("stackgate error: git fetch cut off after {seconds} s");
+            }
+            JobError::Checkout(CheckoutError::Refused { .. }) => {
+                "the git server refused the credentials"
+            }
+            JobError::Checkout(CheckoutError::MissingCommit { .. }) => {
+                "the commit is not in the repository; was it force-pushed away?"
+            }
+            JobError::Checkout(CheckoutError::Git(_)) => "cannot read the commit from git",
+            JobError::Aws(_) => "an AWS call failed",
+            JobError::Github(_) => "a GitHub call failed",
+            JobError::Region(e) => return format!("stackgate error: {e}"),
+            JobError::Poisoned(_) => return format!("stackgate error: {self}"),
+            JobError::Task(_) => "an internal task failed",
+            JobError::Invalid(m) => m.as_str(),
+        };
+        format!("stackgate error: {what}; see the run page")
+    }
+}
+
+impl From<&str> for JobError {
+    fn from(s: &str) -> Self {
+        JobError::Invalid(s.to_string())
+    }
+}
+
+impl From<MirrorError> for JobError {
+    fn from(e: MirrorError) -> Self {
+        match e {
+            MirrorError::NoMirror(_) => JobError::Invalid("no mirror for this repository".into()),
+            MirrorError::Credential(e) => JobError::Github(e),
+            MirrorError::Checkout(e) => JobError::Checkout(e),
+            MirrorError::Task(e) => JobError::Task(e),
+        }
+    }
+}
+
+/// What jobs need: the queue, the tools of each step, and who to wake.
+pub struct Pipeline {
+    pub cfg: Config,
+    pub queue: Arc<dyn Queue>,
+    pub policies: PolicyHost,
+    /// The server's own region's deployer; `regions` has the others.
+    pub deployer: Arc<Deployer>,
+    pub regions: crate::cloud::regions::Regions,
+    pub mirrors: Arc<Mirrors>,
+    pub metrics: Arc<Metrics>,
+    pub wake: Arc<Wake>,
+}
+
+/// Enqueues jobs with their "queued" statuses (and the superseded ones' statuses), then
+/// wakes the dispatcher and the outbox.
+pub fn enqueue(
+    queue: &dyn Queue,
+    cfg: &Config,
+    wake: &Wake,
+    jobs: &[NewJob],
+) -> Result<Vec<JobId>, StoreError> {
+    let ids = queue.enqueue(jobs, &|j, id| queued_statuses(cfg, j, id), &|o, n| {
+        superseded_statuses(cfg, o, n)
+    })?;
+    wake.jobs.notify_one();
+    wake.outbox.notify_one();
+    Ok(ids)
+}
+
+impl Pipeline {
+    pub fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<JobId>, StoreError> {
+        enqueue(self.queue.as_ref(), &self.cfg, &self.wake, jobs)
+    }
+
+    fn repo(&self, name: &str) -> Option<&RepoConfig> {
+        self.cfg.repo(name)
+    }
+
+    /// The configuration of a job's repository.
+    fn repo_of(&self, job: &Job) -> Result<RepoConfig, JobError> {
+        Ok(self
+            .repo(&job.repo)
+            .ok_or("repository is no longer configured")?
+            .clone())
+    }
+
+    /// Fetches the branch (and pull request `pr`'s head) into the mirror.
+    pub async fn fetch(&self, repo: &RepoConfig, pr: Option<u64>) -> Result<Heads, JobError> {
+        Ok(self.mirrors.fetch(repo, pr).await?)
+    }
+
+    async fn snapshot(
+        &self,
+        repo: &RepoConfig,
+        sha: &str,
+        pr: Option<u64>,
+    ) -> Result<Snapshot, JobError> {
+        Ok(self.mirrors.snapshot(repo, sha, pr).await?)
+    }
+
+    /// A stack folder of a repository, from its root: `stacks/web`.
+    pub(super) fn stacks_path(&self, repo: &str, folder: &str) -> String {
+        let dir = self.repo(repo).map_or("stacks", |c| c.stacks_dir.as_str());
+        format!("{dir}/{folder}")
+    }
+}
+
+/// How long a sync or a preview may run. Deploys follow CloudFormation, which has its own.
+pub const JOB_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// Runs one claimed job to its end.
+pub async fn run(app: Arc<Pipeline>, job: Job) {
+    supervise(app, job, None).await
+}
+
+/// Runs a job (or resumes a deploy) to its end, and records its end whatever it was.
+pub(super) async fn supervise(app: Arc<Pipeline>, job: Job, resume: Option<resume::Resume>) {
+    let span = tracing::info_span!("job", job = job.id.0, kind = ?job.kind, repo = %job.repo, sha = %short(&job.sha), stack = job.stack.as_deref().unwrap_or(""), resumed = resume.is_some());
+    let started = Instant::now();
+    let kind = job.kind;
+    // Its own task, so that a panic ends the task and not the job's bookkeeping.
+    let task = {
+        let (app, job) = (app.clone(), job.clone());
+        tokio::spawn(
+            async move {
+                match job.kind {
+                    Kind::Sync => sync::sync(&app, &job).await,
+                    Kind::Deploy => match resume {
+                        Some(r) => resume::resume_deploy(&app, &job, r).await,
+                        None => deploy::deploy(&app, &job).await,
+                    },
+                    Kind::Preview => preview::preview(&app, &job).await,
+                }
+            }
+            .instrument(span.clone()),
+        )
+    };
+    let abort = task.abort_handle();
+    let outcome = match job.kind {
+        Kind::Deploy => task.await,
+        Kind::Sync | Kind::Preview => match tokio::time::timeout(JOB_DEADLINE, task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                abort.abort();
+                span.in_scope(|| tracing::error!("job ran past its deadline"));
+                return stopped(&app, &job);
+            }
+        },
+    };
+    let state = match outcome {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => span.in_scope(|| end_in_error(&app, &job, &e)),
+        Err(e) => {
+            span.in_scope(|| tracing::error!(error = %e, "job crashed"));
+            return stopped(&app, &job);
+        }
+    };
+    app.metrics.job(
+        kind.as_str(),
+        state.as_str(),
+        started.elapsed().as_secs_f64(),
+    );
+    app.wake.jobs.notify_one();
+    app.wake.outbox.notify_one();
+}
+
+/// A job whose worker crashed or ran out of time: run again, or failed at the limit. A
+/// deploy is never run again: its change set may have run.
+fn stopped(app: &Pipeline, job: &Job) {
+    if job.kind == Kind::Deploy || job.attempts >= crate::queue::MAX_ATTEMPTS {
+        end_in_error(app, job, &JobError::Poisoned(job.attempts));
+    } else if let Err(e) = app.queue.requeue(job.id) {
+        tracing::error!(error = %e, "cannot requeue");
+    }
+    app.wake.jobs.notify_one();
+    app.wake.outbox.notify_one();
+}
+
+/// Ends a job that could not run to its end: logged, recorded, and an `error` status.
+pub(super) fn end_in_error(app: &Pipeline, job: &Job, e: &JobError) -> JobState {
+    tracing::error!(error = %e, "job failed");
+    let statuses = vec![job_status(&app.cfg, job, StatusState::Error, e.public())];
+    if let Err(err) = app.queue.finish(
+        job.id,
+        JobState::Error,
+        &json!({"error": e.to_string()}),
+        &statuses,
+        None,
+    ) {
+        tracing::error!(error = %err, "cannot record the job's end");
+    }
+    JobState::Error
+}
+
+/// Ends a job whose commit is no longer what the branch says, and enqueues the head's sync,
+/// which compares with what is deployed and deploys what differs.
+pub(super) fn hand_over(
+    app: &Pipeline,
+    repo: &RepoConfig,
+    job: &Job,
+    head: String,
+) -> Result<JobState, JobError> {
+    let description = format!(
+        "superseded by {} on {}; not deployed",
+        short(&head),
+        repo.branch
+    );
+    let superseded = job_status(&app.cfg, job, StatusState::Error, description);
+    app.queue.finish(
+        job.id,
+        JobState::Superseded,
+        &json!({"superseded_by": head}),
+        &[superseded],
+        None,
+    )?;
+    app.enqueue(&[NewJob {
+        kind: Kind::Sync,
+        repo: job.repo.clone(),
+        sha: head,
+        trigger: job.trigger,
+        ..Default::default()
+    }])?;
+    Ok(JobState::Superseded)
+}

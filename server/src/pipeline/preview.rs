@@ -1,0 +1,190 @@
+//! A pull request's dry run: policy and plans for the changed stacks, never executed, and
+//! one comment, through the outbox.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use crate::cloud::deployer::{DeployError, Progress};
+use crate::config::RepoConfig;
+use crate::domain::{Context, JobState, StatusState, short};
+use crate::policy::Verdict;
+use crate::queue::{CommentUpdate, Job};
+use crate::report::comment;
+use crate::report::redact::Redactor;
+use crate::report::statuses::{on_job, policy_status};
+use crate::stack::Stack;
+
+use super::deploy::{origin_of, public_reason};
+use super::{JobError, Pipeline};
+
+/// A pull request's dry run: policy and plans for the changed stacks, one comment.
+pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
+    let repo = app.repo_of(job)?;
+    let pr = job.pr.ok_or("a preview without a pull request")?;
+    if let Some(head) = moved_on(app, &repo, job, pr).await? {
+        return pr_superseded(app, job, pr, &head);
+    }
+    let snap = app.snapshot(&repo, &job.sha, Some(pr)).await?;
+    let deployed = app.queue.deployed(&repo.name)?;
+    let (changed, _) = app.changed_stacks(&repo, &snap, &deployed).await?;
+    let mut statuses = Vec::new();
+    let mut worst = Verdict::Pass;
+    let mut sections = Vec::new();
+    let mut detail = json!({"changed": changed, "stacks": {}});
+    let mut plan_errors: HashMap<String, String> = HashMap::new();
+    // The policy status names the first bad input, as a push's does.
+    let mut bad_input = None::<String>;
+    for name in &changed {
+        let Some(files) = snap.files(name) else {
+            continue;
+        };
+        let stack = match Stack::load(&files) {
+            Ok(s) => s,
+            Err(e) => {
+                worst = Verdict::Error;
+                bad_input.get_or_insert(format!("{name}: {e}"));
+                sections.push(comment::bad_input(name, &e.to_string()));
+                continue;
+            }
+        };
+        let report = app
+            .gate((&stack, &files), "pull_request", &job.sha, !job.fork)
+            .await;
+        // The comment is public, and policy messages quote values, NoEcho ones too.
+        let redact = Redactor::for_stack(&stack).and(&report.hidden);
+        if report.verdict != Verdict::Pass && worst != Verdict::Error {
+            worst = report.verdict;
+        }
+        let context = Context::Plan(name.clone());
+        let say = |state, d: String| on_job(&app.cfg, job, context.clone(), state, d);
+        let planned = if report.verdict != Verdict::Pass || job.fork || stack.deployment.remove {
+            None
+        } else {
+            let origin = origin_of(job, &repo, name);
+            let mut sink = |_p: Progress<'_>| {};
+            Some(
+                match app.regions.get(stack.deployment.region.as_deref()).await {
+                    Ok(d) => d.plan(&files, &stack, &origin, &mut sink).await,
+                    Err(e) => Err(DeployError::Stack(crate::stack::StackError::Io {
+                        file: stack.deployment_file.clone(),
+                        message: e.to_string(),
+                    })),
+                },
+            )
+        };
+        let reason = match &planned {
+            Some(Err(e)) => public_reason(e),
+            _ => String::new(),
+        };
+        let plan = match &planned {
+            // CreateChangeSet runs macros, Lambda-backed ones included: only for a stack
+            // that passed.
+            None if report.verdict != Verdict::Pass => comment::Plan::NotRun,
+            None if job.fork => comment::Plan::Fork,
+            None => {
+                statuses.push(say(StatusState::Success, "will remove the stack".into()));
+                comment::Plan::Remove
+            }
+            Some(Ok(p)) => match &p.changes {
+                None => {
+                    statuses.push(say(StatusState::Success, "no changes".into()));
+                    comment::Plan::NoChanges
+                }
+                Some(c) => {
+                    statuses.push(say(StatusState::Success, format!("{} change(s)", c.len())));
+                    comment::Plan::Changes(c)
+                }
+            },
+            Some(Err(e)) => {
+                // Comments and statuses are public: the AWS text goes to the run page.
+                statuses.push(say(StatusState::Failure, reason.clone()));
+                plan_errors.insert(name.clone(), e.to_string());
+                comment::Plan::Failed(&reason)
+            }
+        };
+        let section = comment::stack_section(name, &stack.template.file, &report, &redact, plan);
+        detail["stacks"][name] = json!({"policy": report});
+        if let Some(e) = plan_errors.remove(name) {
+            detail["stacks"][name]["plan_error"] = json!(e);
+        }
+        redact.json(&mut detail["stacks"][name]);
+        sections.push(section);
+    }
+    let summary = if changed.is_empty() {
+        "no stack changed".to_string()
+    } else {
+        format!("{} stack(s) checked", changed.len())
+    };
+    let description = bad_input.unwrap_or_else(|| summary.clone());
+    statuses.insert(0, policy_status(&app.cfg, job, worst, description));
+    let body = comment::body(
+        &job.sha,
+        &summary,
+        &sections,
+        job.id,
+        &app.cfg.run_url(job.id),
+    );
+    // The head may have moved while this ran: its comment is the newer head's to write.
+    if let Some(head) = moved_on(app, &repo, job, pr).await? {
+        return pr_superseded(app, job, pr, &head);
+    }
+    detail["comment"] = json!(&body);
+    let state = if worst == Verdict::Pass {
+        JobState::Succeeded
+    } else {
+        JobState::Failed
+    };
+    // The outbox posts it once, into the pull request's comment, before these statuses.
+    let comment = CommentUpdate {
+        repo: job.repo.clone(),
+        pr,
+        body,
+    };
+    app.queue
+        .finish_with(job.id, state, &detail, Some(&comment), &statuses, None)?;
+    Ok(state)
+}
+
+/// The pull request's current head, when it is not the job's commit: a replayed or late
+/// delivery, or a push to the pull request since. A head the remote does not have is an error.
+async fn moved_on(
+    app: &Pipeline,
+    repo: &RepoConfig,
+    job: &Job,
+    pr: u64,
+) -> Result<Option<String>, JobError> {
+    let head = app
+        .fetch(repo, Some(pr))
+        .await?
+        .pull_request
+        .ok_or_else(|| {
+            JobError::Invalid(format!(
+                "pull request #{pr} has no refs/pull/{pr}/head on the remote; cannot tell its head"
+            ))
+        })?;
+    Ok((head != job.sha).then_some(head))
+}
+
+/// Ends a preview of a commit that is no longer the pull request's head: no comment, and
+/// only this commit's own status.
+fn pr_superseded(app: &Pipeline, job: &Job, pr: u64, head: &str) -> Result<JobState, JobError> {
+    let said = on_job(
+        &app.cfg,
+        job,
+        Context::Policy,
+        StatusState::Error,
+        format!(
+            "superseded by {} on pull request #{pr}; not previewed",
+            short(head)
+        ),
+    );
+    app.queue.finish(
+        job.id,
+        JobState::Superseded,
+        &json!({"superseded_by": head}),
+        &[said],
+        None,
+    )?;
+    Ok(JobState::Superseded)
+}

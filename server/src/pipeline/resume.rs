@@ -1,0 +1,150 @@
+//! A deploy in flight when the process died: re-attach to it (AWS says whether its change
+//! set ran; it never runs twice), or run it again when nothing reached AWS.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::cloud::cfn;
+use crate::cloud::deployer::Progress;
+use crate::domain::{JobState, Phase};
+use crate::queue::Job;
+use crate::report::redact::Redactor;
+use crate::stack::Stack;
+use crate::stack::ownership::StackIdentity;
+
+use super::deploy::{Events, finish_deploy, identity_in, job_region, record, remove};
+use super::{JobError, Pipeline, end_in_error, supervise};
+
+/// Where a deploy resumes after a restart.
+pub struct Resume {
+    pub phase: Phase,
+}
+
+/// Re-attaches to a deploy that was in flight when the process died. Never executes a
+/// change set twice: AWS says whether it ran.
+pub(super) async fn resume_deploy(
+    app: &Pipeline,
+    job: &Job,
+    r: Resume,
+) -> Result<JobState, JobError> {
+    // Fault injection for the tests (debug builds only): a resumed deploy that panics.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("STACKGATE_TEST_PANIC_ON_RESUME").is_some() {
+        panic!("injected fault: a resumed deploy panics");
+    }
+    let stack_name = job.stack.as_deref().ok_or("a deploy job without a stack")?;
+    let detail = if job.detail.is_object() {
+        job.detail.clone()
+    } else {
+        serde_json::json!({})
+    };
+    let events: Events = Default::default();
+    let ev = events.clone();
+    let mut sink = move |p: Progress<'_>| record(&ev, p);
+    let deployer = app.regions.get(job_region(&detail)).await?;
+    let cfn_client = &deployer.aws.cfn;
+    match r.phase {
+        Phase::Executing => {
+            let (Some(cs), Some(stack_id)) = (job.change_set_id.clone(), job.stack_id.clone())
+            else {
+                return Err("resumed without a change set id".into());
+            };
+            let exec = cfn::change_set_execution(cfn_client, &cs).await?;
+            if exec == Some(aws_sdk_cloudformation::types::ExecutionStatus::Available) {
+                tracing::info!("the change set never ran; executing it now");
+                cfn::execute_change_set(cfn_client, &cs).await?;
+            } else {
+                tracing::info!(?exec, "the change set already ran; following the stack");
+            }
+            let total = detail["changes"].as_array().map(|a| a.len()).unwrap_or(0);
+            let settled = deployer
+                .follow(stack_name, &stack_id, HashSet::new(), total, &mut sink)
+                .await;
+            let result = settled.and_then(|s| s.into_deployed(stack_name));
+            let redact = resumed_redactor(app, job, stack_name).await;
+            finish_deploy(app, job, stack_name, detail, events, result, &redact)
+        }
+        Phase::Removing => {
+            let name = detail["stack_name"]
+                .as_str()
+                .unwrap_or(stack_name)
+                .to_string();
+            // Wait for a delete in flight, then remove (a no-op if it is gone).
+            if let Ok(Some(info)) = cfn::describe_stack(cfn_client, &name).await
+                && info.in_progress()
+            {
+                let _ = deployer
+                    .follow(&name, &info.id, HashSet::new(), 0, &mut sink)
+                    .await;
+            }
+            let identity = match identity_in(&detail) {
+                Some(id) => id,
+                None => StackIdentity {
+                    account: app.deployer.aws.account().await?.to_string(),
+                    region: app.deployer.aws.region.clone(),
+                    name,
+                },
+            };
+            let repo = app.repo_of(job)?;
+            remove(app, job, &repo, stack_name, &identity, detail, events).await
+        }
+        _ => Err("unreachable resume phase".into()),
+    }
+}
+
+/// The redactor of a resumed deploy's stack, read again from its commit.
+async fn resumed_redactor(app: &Pipeline, job: &Job, stack_name: &str) -> Redactor {
+    let Some(repo) = app.repo(&job.repo).cloned() else {
+        return Redactor::unknown();
+    };
+    match app.snapshot(&repo, &job.sha, None).await {
+        Ok(snap) => snap
+            .files(stack_name)
+            .and_then(|f| Stack::load(&f).ok())
+            .map_or_else(Redactor::unknown, |s| Redactor::for_stack(&s)),
+        Err(_) => Redactor::unknown(),
+    }
+}
+
+/// What to do with deploys that were running when the process died.
+pub async fn recover(app: &Arc<Pipeline>) {
+    let recovered = match app.queue.recover() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read jobs to resume");
+            return;
+        }
+    };
+    for job in recovered.poisoned {
+        tracing::error!(
+            job = job.id.0,
+            attempts = job.attempts,
+            "a job stopped the worker at each attempt; failing it"
+        );
+        end_in_error(app, &job, &JobError::Poisoned(job.attempts));
+    }
+    for job in recovered.resume {
+        if let Some(phase @ (Phase::Executing | Phase::Removing)) = job.phase {
+            tracing::info!(job = job.id.0, %phase, "resuming a deploy that was in flight");
+            if let Err(e) = app.queue.attempt(job.id) {
+                tracing::error!(error = %e, "cannot count the attempt");
+            }
+            tokio::spawn(supervise(app.clone(), job, Some(Resume { phase })));
+        } else {
+            // Nothing reached AWS that cannot be redone: clean up and run it again.
+            if let Some(cs) = &job.change_set_id {
+                match app.regions.get(job_region(&job.detail)).await {
+                    Ok(d) => {
+                        d.discard(cs, job.stack_id.as_deref().unwrap_or(""), true)
+                            .await
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot discard the change set"),
+                }
+            }
+            if let Err(e) = app.queue.requeue(job.id) {
+                tracing::error!(error = %e, "cannot requeue");
+            }
+        }
+    }
+    app.wake.jobs.notify_one();
+}

@@ -1,0 +1,388 @@
+//! Jobs: enqueued by lane (the rules are `queue::lanes`), claimed one per lane, ended once.
+
+use std::collections::HashMap;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::{JOB_COLUMNS, Store, add_comment, add_status, job_from_row, text};
+use crate::domain::{JobId, JobState, Lane, Phase};
+use crate::queue::lanes::{self, Place};
+use crate::queue::{
+    CommentUpdate, Job, Jobs, LedgerEntry, NewJob, QueuedStatuses, SYNC_DEBOUNCE_MS, StatusUpdate,
+    StoreError, SupersededStatuses, now,
+};
+
+impl Jobs for Store {
+    /// Enqueues jobs (manual, poll, or a sync's expansion), superseding queued ones.
+    fn enqueue(
+        &self,
+        jobs: &[NewJob],
+        status_for: QueuedStatuses<'_>,
+        superseded_status: SupersededStatuses<'_>,
+    ) -> Result<Vec<JobId>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let jobs: Vec<_> = jobs.iter().map(|j| (j, None)).collect();
+            let ids = enqueue_tx(&tx, &jobs, status_for, superseded_status)?;
+            tx.commit()?;
+            Ok(ids)
+        })
+    }
+
+    /// Claims up to `limit` queued jobs whose lane has nothing running, oldest first.
+    fn claim(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let running: i64 = tx.query_row("SELECT COUNT(*) FROM jobs WHERE state = 'running'", [], |r| r.get(0))?;
+            let room = limit.saturating_sub(running as usize);
+            let mut claimed = Vec::new();
+            if room > 0 {
+                let ids: Vec<JobId> = {
+                    // A sync waits out SYNC_DEBOUNCE_MS so that a burst of pushes runs once:
+                    // a newer push supersedes it meanwhile. Without INDEXED BY the planner
+                    // scans every job ever run to return them in id order.
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT id FROM jobs j INDEXED BY jobs_queued WHERE state = 'queued'
+                           AND (kind != 'sync' OR created_at <= ?2)
+                           AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.lane = j.lane AND r.state = 'running')
+                           AND id = (SELECT MIN(id) FROM jobs q WHERE q.lane = j.lane AND q.state = 'queued')
+                         ORDER BY id LIMIT ?1",
+                    )?;
+                    stmt.query_map(params![room as i64, now() - SYNC_DEBOUNCE_MS], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?
+                };
+                for id in ids {
+                    tx.execute(
+                        "UPDATE jobs SET state = 'running', started_at = ?2, attempts = attempts + 1 WHERE id = ?1",
+                        params![id, now()],
+                    )?;
+                    claimed.push(tx.query_row(
+                        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                        [id],
+                        job_from_row,
+                    )?);
+                }
+            }
+            tx.commit()?;
+            Ok(claimed)
+        })
+    }
+
+    fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                [id],
+                job_from_row,
+            )
+            .optional()
+        })
+    }
+
+    fn jobs_in_state(&self, state: JobState) -> Result<Vec<Job>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY id"
+            ))?;
+            stmt.query_map([state.as_str()], job_from_row)?.collect()
+        })
+    }
+
+    fn recent_jobs(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?1"
+            ))?;
+            stmt.query_map([limit as i64], job_from_row)?.collect()
+        })
+    }
+
+    fn release_running(&self) -> Result<usize, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET attempts = MAX(attempts - 1, 0) WHERE state = 'running'",
+                [],
+            )
+        })
+    }
+
+    /// Counts one more attempt of a running job (a deploy resumed after a restart).
+    fn attempt(&self, id: JobId) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET attempts = attempts + 1 WHERE id = ?1",
+                [id],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn requeue(&self, id: JobId) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET state = 'queued', phase = NULL WHERE id = ?1",
+                [id],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Records where a deploy stands; written before each step that AWS cannot undo.
+    fn set_phase(
+        &self,
+        id: JobId,
+        phase: Phase,
+        change_set_id: Option<&str>,
+        stack_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET phase = ?2, change_set_id = COALESCE(?3, change_set_id),
+                                 stack_id = COALESCE(?4, stack_id) WHERE id = ?1",
+                params![id, phase.as_str(), change_set_id, stack_id],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn set_detail(&self, id: JobId, detail: &serde_json::Value) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET detail = ?2 WHERE id = ?1",
+                params![id, detail.to_string()],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn finish_with(
+        &self,
+        id: JobId,
+        state: JobState,
+        detail: &serde_json::Value,
+        comment: Option<&CommentUpdate>,
+        statuses: &[StatusUpdate],
+        deployed: Option<LedgerEntry<'_>>,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE jobs SET state = ?2, detail = ?3, finished_at = ?4, phase = 'done' WHERE id = ?1",
+                params![id, state.as_str(), detail.to_string(), now()],
+            )?;
+            if let Some(c) = comment {
+                add_comment(&tx, Some(id), c)?;
+            }
+            for s in statuses {
+                add_status(&tx, Some(id), s)?;
+            }
+            if let Some(e) = deployed {
+                let id = e.identity;
+                tx.execute(
+                    "INSERT INTO deployed (repo, stack, sha, removed, at, stack_name, region, account)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT(repo, stack) DO UPDATE SET sha = excluded.sha, removed = excluded.removed, at = excluded.at,
+                       stack_name = COALESCE(excluded.stack_name, stack_name),
+                       region = COALESCE(excluded.region, region),
+                       account = COALESCE(excluded.account, account)",
+                    params![
+                        e.repo,
+                        e.stack,
+                        e.sha,
+                        e.removed as i64,
+                        now(),
+                        id.map(|i| &i.name),
+                        id.map(|i| &i.region),
+                        id.map(|i| &i.account)
+                    ],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// The commit of each stack's newest queued or running deploy: what the stack will be
+    /// once the queue drains. Read through the partial indexes, which hold live jobs only.
+    fn pending_deploys(&self, repo: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.with(|c| {
+            let mut out: Vec<(i64, String, String)> = Vec::new();
+            for sql in [
+                "SELECT id, stack, sha FROM jobs INDEXED BY jobs_queued
+                 WHERE state = 'queued' AND repo = ?1 AND kind = 'deploy' AND stack IS NOT NULL",
+                "SELECT id, stack, sha FROM jobs INDEXED BY jobs_running
+                 WHERE state = 'running' AND repo = ?1 AND kind = 'deploy' AND stack IS NOT NULL",
+            ] {
+                let mut stmt = c.prepare_cached(sql)?;
+                let rows = stmt.query_map([repo], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                for row in rows {
+                    out.push(row?);
+                }
+            }
+            out.sort();
+            let mut newest: HashMap<String, String> = HashMap::new();
+            for (_, stack, sha) in out {
+                newest.insert(stack, sha);
+            }
+            Ok(newest.into_iter().collect())
+        })
+    }
+
+    /// (queued, running) job counts.
+    fn depth(&self) -> Result<(i64, i64), StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT (SELECT COUNT(*) FROM jobs WHERE state = 'queued'), (SELECT COUNT(*) FROM jobs WHERE state = 'running')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+    }
+}
+
+/// Inserts jobs in order, placed by [`lanes::plan`]. A newer job supersedes what is queued
+/// in its lane: jobs already queued, and the earlier jobs of this batch, which are inserted
+/// superseded and so never get a "queued" status. A job for the very commit already queued
+/// in its lane (a webhook racing the poller, a redeploy clicked twice) is that queued job:
+/// its id is returned and nothing is written for it.
+pub(super) fn enqueue_tx(
+    tx: &Transaction<'_>,
+    jobs: &[(&NewJob, Option<&str>)],
+    status_for: QueuedStatuses<'_>,
+    superseded_status: SupersededStatuses<'_>,
+) -> rusqlite::Result<Vec<JobId>> {
+    let batch: Vec<&NewJob> = jobs.iter().map(|(j, _)| *j).collect();
+    let placed = lanes::plan(&batch);
+    let at = now();
+    let mut ids: Vec<JobId> = vec![JobId(0); jobs.len()];
+    // Per lane: the ids inserted superseded, waiting for their successor's id.
+    let mut waiting: HashMap<&Lane, Vec<(JobId, &NewJob)>> = HashMap::new();
+    // Per lane: its newest queued job before this batch (normally its only one; a restart
+    // can put older ones back).
+    let mut queued: HashMap<&Lane, Option<(JobId, NewJob)>> = HashMap::new();
+    for (i, ((job, delivery), (lane, place))) in jobs.iter().zip(&placed).enumerate() {
+        if let Place::Folded(_) = place {
+            continue; // shares the id of the batch's newest job for this commit, set below
+        }
+        let newest = *place == Place::Newest;
+        if !queued.contains_key(lane) {
+            let q = tx
+                .prepare_cached(
+                    "SELECT id, sha, fork, trigger FROM jobs INDEXED BY jobs_queued
+                     WHERE lane = ?1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
+                )?
+                .query_row(params![lane.as_str()], |r| {
+                    Ok((
+                        r.get(0)?,
+                        NewJob {
+                            sha: r.get(1)?,
+                            fork: r.get(2)?,
+                            trigger: text(r, 3)?,
+                            ..Default::default()
+                        },
+                    ))
+                })
+                .optional()?;
+            queued.insert(lane, q);
+        }
+        let same_as_queued = queued
+            .get(lane)
+            .and_then(|q| q.as_ref())
+            .filter(|(_, q)| lanes::same_commit(q, job))
+            .map(|(id, _)| *id);
+        if let (Some(id), false) = (same_as_queued, newest) {
+            // The queued job for this commit: the batch's newest job supersedes it, once.
+            ids[i] = id;
+            continue;
+        }
+        let (id, fresh) = match same_as_queued {
+            Some(id) => {
+                // Jobs put back in the queue after a restart may wait behind it.
+                supersede_queued(tx, lane, id, job, at, superseded_status)?;
+                (id, false)
+            }
+            None => {
+                let state = if newest {
+                    JobState::Queued
+                } else {
+                    JobState::Superseded
+                };
+                tx.prepare_cached(
+                    "INSERT INTO jobs (kind, repo, stack, sha, lane, pr, fork, trigger, delivery, state, created_at, finished_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )?
+                .execute(params![
+                    job.kind.as_str(),
+                    job.repo,
+                    job.stack,
+                    job.sha,
+                    lane.as_str(),
+                    job.pr.map(|p| p as i64),
+                    job.fork as i64,
+                    job.trigger.as_str(),
+                    delivery,
+                    state.as_str(),
+                    at,
+                    (!newest).then_some(at),
+                ])?;
+                let id = JobId(tx.last_insert_rowid());
+                if newest {
+                    supersede_queued(tx, lane, id, job, at, superseded_status)?;
+                }
+                (id, true)
+            }
+        };
+        ids[i] = id;
+        if !newest {
+            waiting.entry(lane).or_default().push((id, job));
+            continue;
+        }
+        for (old, old_job) in waiting.remove(lane).unwrap_or_default() {
+            tx.prepare_cached("UPDATE jobs SET superseded_by = ?2 WHERE id = ?1")?
+                .execute(params![old, id])?;
+            for s in superseded_status(&Job::superseded(old, old_job, id, at), job) {
+                add_status(tx, Some(old), &s)?;
+            }
+        }
+        if fresh {
+            for s in status_for(job, id) {
+                add_status(tx, Some(id), &s)?;
+            }
+        }
+    }
+    for (i, (_, place)) in placed.iter().enumerate() {
+        if let Place::Folded(last) | Place::Superseded(last) = *place
+            && ids[i] == JobId(0)
+        {
+            ids[i] = ids[last];
+        }
+    }
+    Ok(ids)
+}
+
+/// Marks the jobs queued in `lane` before `id` superseded by it.
+pub(super) fn supersede_queued(
+    tx: &Transaction<'_>,
+    lane: &Lane,
+    id: JobId,
+    job: &NewJob,
+    at: i64,
+    superseded_status: SupersededStatuses<'_>,
+) -> rusqlite::Result<()> {
+    let older: Vec<Job> = {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE lane = ?1 AND state = 'queued' AND id < ?2"
+        ))?;
+        stmt.query_map(params![lane.as_str(), id], job_from_row)?
+            .collect::<Result<_, _>>()?
+    };
+    for old in &older {
+        tx.prepare_cached(
+            "UPDATE jobs SET state = 'superseded', superseded_by = ?2, finished_at = ?3 WHERE id = ?1",
+        )?
+        .execute(params![old.id, id, at])?;
+        for s in superseded_status(old, job) {
+            add_status(tx, Some(old.id), &s)?;
+        }
+    }
+    Ok(())
+}

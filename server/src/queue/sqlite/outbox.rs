@@ -1,0 +1,141 @@
+//! The outbox: commit statuses and PR comments still to post, and the PR comment ids.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Store, add_status, text, unsynced};
+use crate::domain::JobId;
+use crate::queue::{Outbox, PendingComment, PendingStatus, StatusUpdate, StoreError, now};
+
+impl Outbox for Store {
+    /// Queues statuses outside a job's end (e.g. "pending" as a step starts).
+    fn add_statuses(
+        &self,
+        job: Option<JobId>,
+        statuses: &[StatusUpdate],
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for s in statuses {
+                add_status(&tx, job, s)?;
+            }
+            tx.commit()
+        })
+    }
+
+    fn unposted_statuses(&self, limit: usize) -> Result<Vec<PendingStatus>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, repo, sha, context, state, description, target_url, attempts
+                 FROM statuses WHERE posted_at IS NULL ORDER BY id LIMIT ?1",
+            )?;
+            stmt.query_map([limit as i64], |r| {
+                Ok(PendingStatus {
+                    id: r.get(0)?,
+                    repo: r.get(1)?,
+                    sha: r.get(2)?,
+                    context: r.get(3)?,
+                    state: text(r, 4)?,
+                    description: r.get(5)?,
+                    target_url: r.get(6)?,
+                    attempts: r.get(7)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// Marks several statuses posted in one transaction.
+    fn statuses_posted(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // Not synced: after a power cut these are posted again, which is harmless (a
+        // status is a state).
+        self.with(|c| {
+            unsynced(c, self.synchronous, |c| {
+                let tx = c.transaction()?;
+                let at = now();
+                for id in ids {
+                    tx.prepare_cached("UPDATE statuses SET posted_at = ?2 WHERE id = ?1")?
+                        .execute(params![id, at])?;
+                }
+                tx.commit()
+            })
+        })
+    }
+
+    fn status_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
+        self.failed("statuses", id, error, give_up)
+    }
+
+    fn pr_comment(&self, repo: &str, pr: u64) -> Result<Option<u64>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT comment_id FROM pr_comments WHERE repo = ?1 AND pr = ?2",
+                params![repo, pr as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|o| o.map(|v| v as u64))
+        })
+    }
+
+    fn unposted_comments(&self, limit: usize) -> Result<Vec<PendingComment>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, repo, pr, body, after_status, attempts
+                 FROM comments WHERE posted_at IS NULL ORDER BY id LIMIT ?1",
+            )?;
+            stmt.query_map([limit as i64], |r| {
+                Ok(PendingComment {
+                    id: r.get(0)?,
+                    repo: r.get(1)?,
+                    pr: r.get::<_, i64>(2)? as u64,
+                    body: r.get(3)?,
+                    after_status: r.get(4)?,
+                    attempts: r.get(5)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn comment_posted(&self, id: i64, comment: Option<(&str, u64, u64)>) -> Result<(), StoreError> {
+        // Synced, unlike a status: a comment posted twice would be two comments.
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE comments SET posted_at = ?2 WHERE id = ?1",
+                params![id, now()],
+            )?;
+            if let Some((repo, pr, comment)) = comment {
+                tx.execute(
+                    "INSERT INTO pr_comments (repo, pr, comment_id) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(repo, pr) DO UPDATE SET comment_id = excluded.comment_id",
+                    params![repo, pr as i64, comment as i64],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    fn comment_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
+        self.failed("comments", id, error, give_up)
+    }
+}
+
+impl Store {
+    /// Counts a failed post of an outbox row; given up on, it is never posted (-1).
+    fn failed(&self, table: &str, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                &format!(
+                    "UPDATE {table} SET attempts = attempts + 1, last_error = ?2,
+                        posted_at = CASE WHEN ?3 THEN -1 ELSE NULL END WHERE id = ?1"
+                ),
+                params![id, error, give_up],
+            )
+        })?;
+        Ok(())
+    }
+}

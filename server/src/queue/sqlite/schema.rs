@@ -1,0 +1,110 @@
+//! The schema, and the migrations that bring an older state file up to it.
+
+use rusqlite::Connection;
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    event TEXT NOT NULL,
+    repo TEXT,
+    received_at INTEGER NOT NULL,
+    jobs INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    stack TEXT,
+    sha TEXT NOT NULL,
+    lane TEXT NOT NULL,
+    pr INTEGER,
+    fork INTEGER NOT NULL DEFAULT 0,
+    trigger TEXT NOT NULL,
+    delivery TEXT,
+    state TEXT NOT NULL,
+    phase TEXT,
+    change_set_id TEXT,
+    stack_id TEXT,
+    detail TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    superseded_by INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+-- Partial indexes: only the live jobs, so that finished ones cost no index writes.
+DROP INDEX IF EXISTS jobs_lane_state;
+DROP INDEX IF EXISTS jobs_state;
+CREATE INDEX IF NOT EXISTS jobs_queued ON jobs(lane) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS jobs_running ON jobs(lane) WHERE state = 'running';
+CREATE TABLE IF NOT EXISTS deployed (
+    repo TEXT NOT NULL,
+    stack TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    removed INTEGER NOT NULL DEFAULT 0,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (repo, stack)
+);
+CREATE TABLE IF NOT EXISTS statuses (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job INTEGER,
+    repo TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    context TEXT NOT NULL,
+    state TEXT NOT NULL,
+    description TEXT NOT NULL,
+    target_url TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    posted_at INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+DROP INDEX IF EXISTS statuses_unposted;
+CREATE INDEX IF NOT EXISTS statuses_waiting ON statuses(id) WHERE posted_at IS NULL;
+-- PR comments still to post, each after the statuses recorded before it.
+CREATE TABLE IF NOT EXISTS comments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job INTEGER,
+    repo TEXT NOT NULL,
+    pr INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    after_status INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    posted_at INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS comments_waiting ON comments(id) WHERE posted_at IS NULL;
+CREATE TABLE IF NOT EXISTS pr_comments (
+    repo TEXT NOT NULL,
+    pr INTEGER NOT NULL,
+    comment_id INTEGER NOT NULL,
+    PRIMARY KEY (repo, pr)
+);
+";
+
+/// Brings a state file written by an older stackgate up to this schema.
+pub(super) fn migrate_jobs(conn: &Connection) -> rusqlite::Result<()> {
+    let has_attempts = conn
+        .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'attempts'")?
+        .exists([])?;
+    if !has_attempts {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
+}
+
+/// State files from before the ledger kept each stack's CloudFormation identity get the
+/// columns, empty; the next deploy of each folder fills them in.
+pub(super) fn migrate_deployed(conn: &Connection) -> rusqlite::Result<()> {
+    let have: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('deployed')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for col in ["stack_name", "region", "account"] {
+        if !have.iter().any(|h| h == col) {
+            conn.execute_batch(&format!("ALTER TABLE deployed ADD COLUMN {col} TEXT"))?;
+        }
+    }
+    Ok(())
+}

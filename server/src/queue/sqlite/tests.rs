@@ -1,0 +1,582 @@
+//! The SQLite queue's own tests: lanes, supersedes, recovery, pruning and migrations.
+
+use rusqlite::Connection;
+
+use super::Store;
+use super::schema::SCHEMA;
+use crate::config::Synchronous;
+use crate::domain::{Context, JobId, JobState, Kind, Phase, StackIdentity, StatusState, Trigger};
+use crate::queue::*;
+
+fn none(_: &NewJob, _: JobId) -> Vec<StatusUpdate> {
+    Vec::new()
+}
+
+fn queued(j: &NewJob, _: JobId) -> Vec<StatusUpdate> {
+    vec![StatusUpdate {
+        repo: j.repo.clone(),
+        sha: j.sha.clone(),
+        context: Context::Policy,
+        state: StatusState::Pending,
+        description: "queued".into(),
+        target_url: String::new(),
+    }]
+}
+
+fn superseded(old: &Job, new: &NewJob) -> Vec<StatusUpdate> {
+    vec![StatusUpdate {
+        repo: old.repo.clone(),
+        sha: old.sha.clone(),
+        context: Context::Policy,
+        state: StatusState::Error,
+        description: format!("superseded by {}", new.sha),
+        target_url: String::new(),
+    }]
+}
+
+fn deploy(sha: &str) -> NewJob {
+    NewJob {
+        kind: Kind::Deploy,
+        repo: "acme/infra".into(),
+        stack: Some("web".into()),
+        sha: sha.into(),
+        trigger: Trigger::Push,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_delivery_is_recorded_once_even_within_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let d = |id: &str| DeliveryRecord {
+        delivery: id.into(),
+        event: "push".into(),
+        repo: Some("acme/infra".into()),
+        jobs: vec![deploy("a")],
+    };
+    let first = s
+        .record_deliveries(&[d("d1"), d("d2"), d("d1")], &none, &superseded)
+        .unwrap();
+    assert_eq!(
+        first.iter().map(|o| o.is_some()).collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    let again = s.record_deliveries(&[d("d2")], &none, &superseded).unwrap();
+    assert!(again[0].is_none());
+    assert_eq!(s.delivery_count().unwrap(), 2);
+}
+
+#[test]
+fn the_newest_job_of_a_batch_supersedes_the_rest_and_queued_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let d = |id: &str, sha: &str| DeliveryRecord {
+        delivery: id.into(),
+        event: "push".into(),
+        repo: Some("acme/infra".into()),
+        jobs: vec![deploy(sha)],
+    };
+    s.record_deliveries(&[d("d0", "z")], &queued, &superseded)
+        .unwrap();
+    let ids: Vec<JobId> = s
+        .record_deliveries(
+            &[d("d1", "a"), d("d2", "b"), d("d3", "c")],
+            &queued,
+            &superseded,
+        )
+        .unwrap()
+        .into_iter()
+        .flat_map(|o| o.unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids follow arrival");
+    let gone = s.jobs_in_state(JobState::Superseded).unwrap();
+    assert_eq!(
+        gone.iter()
+            .map(|j| (j.sha.as_str(), j.superseded_by))
+            .collect::<Vec<_>>(),
+        [
+            ("z", Some(ids[2])),
+            ("a", Some(ids[2])),
+            ("b", Some(ids[2]))
+        ]
+    );
+    assert_eq!(s.jobs_in_state(JobState::Queued).unwrap()[0].id, ids[2]);
+    // z was queued before; a and b never were, so they get no "queued" status.
+    let said: Vec<(String, String)> = s
+        .unposted_statuses(10)
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.sha, p.description))
+        .collect();
+    let said: Vec<(&str, &str)> = said.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(
+        said,
+        [
+            ("z", "queued"),
+            ("z", "superseded by c"),
+            ("a", "superseded by c"),
+            ("b", "superseded by c"),
+            ("c", "queued"),
+        ]
+    );
+}
+
+#[test]
+fn a_job_for_the_commit_already_queued_is_that_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let first = s.enqueue(&[deploy("a")], &queued, &superseded).unwrap();
+    // The poller and the webhook both saw `a`; then a batch with `a` twice around `b`.
+    let polled = s
+        .enqueue(
+            &[NewJob {
+                trigger: Trigger::Poll,
+                ..deploy("a")
+            }],
+            &queued,
+            &superseded,
+        )
+        .unwrap();
+    assert_eq!(polled, first, "the queued job for `a` is returned");
+    let batch = s
+        .enqueue(
+            &[deploy("b"), deploy("c"), deploy("c")],
+            &queued,
+            &superseded,
+        )
+        .unwrap();
+    assert_eq!(batch[1], batch[2], "one job for `c` within a batch");
+    assert!(batch[0] < batch[1]);
+    let left = s.jobs_in_state(JobState::Queued).unwrap();
+    assert_eq!(
+        left.iter()
+            .map(|j| (j.id, j.sha.as_str()))
+            .collect::<Vec<_>>(),
+        [(batch[2], "c")]
+    );
+    assert_eq!(s.jobs_in_state(JobState::Superseded).unwrap().len(), 2);
+    let said: Vec<String> = s
+        .unposted_statuses(10)
+        .unwrap()
+        .into_iter()
+        .map(|p| format!("{}: {}", p.sha, p.description))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "a: queued",
+            "a: superseded by c",
+            "b: superseded by c",
+            "c: queued"
+        ]
+    );
+
+    // `c` again, then `d`, in one batch: the first is the queued job for `c`, which `d`
+    // supersedes once.
+    let next = s
+        .enqueue(&[deploy("c"), deploy("d")], &queued, &superseded)
+        .unwrap();
+    assert_eq!(next[0], batch[2]);
+    assert!(next[1] > next[0]);
+    let said: Vec<String> = s
+        .unposted_statuses(10)
+        .unwrap()
+        .into_iter()
+        .skip(4)
+        .map(|p| format!("{}: {}", p.sha, p.description))
+        .collect();
+    assert_eq!(said, ["c: superseded by d", "d: queued"]);
+    assert_eq!(s.jobs_in_state(JobState::Superseded).unwrap().len(), 3);
+}
+
+#[test]
+fn a_manual_redeploy_is_its_own_job_and_requeued_jobs_are_superseded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let pushed = s.enqueue(&[deploy("a")], &queued, &superseded).unwrap();
+    let manual = NewJob {
+        trigger: Trigger::Manual,
+        ..deploy("a")
+    };
+    let by_hand = s
+        .enqueue(std::slice::from_ref(&manual), &queued, &superseded)
+        .unwrap();
+    assert_ne!(
+        by_hand, pushed,
+        "a redeploy is not folded into a push's job"
+    );
+    assert_eq!(
+        s.enqueue(&[manual], &queued, &superseded).unwrap(),
+        by_hand,
+        "clicked twice"
+    );
+
+    // x was running when the process died and went back to the queue behind y.
+    let x = s.enqueue(&[deploy("x")], &queued, &superseded).unwrap()[0];
+    assert!(s.claim(1).unwrap().iter().any(|j| j.id == x));
+    let y = s.enqueue(&[deploy("y")], &queued, &superseded).unwrap();
+    s.requeue(x).unwrap();
+    assert_eq!(s.enqueue(&[deploy("y")], &queued, &superseded).unwrap(), y);
+    let left: Vec<JobId> = s
+        .jobs_in_state(JobState::Queued)
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(left, y, "x is superseded by y, as a newer push would do");
+}
+
+#[test]
+fn old_history_is_forgotten_but_live_work_and_each_lanes_last_run_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let empty = |d: &str| DeliveryRecord {
+        delivery: d.into(),
+        event: "push".into(),
+        repo: None,
+        jobs: vec![],
+    };
+    let web = |sha: &str| deploy(sha);
+    let api = |sha: &str| NewJob {
+        stack: Some("api".into()),
+        ..deploy(sha)
+    };
+    let run = |job: NewJob, end: JobState| {
+        let id = s.enqueue(&[job], &queued, &superseded).unwrap()[0];
+        assert!(s.claim(4).unwrap().iter().any(|j| j.id == id));
+        s.finish(id, end, &serde_json::json!({}), &[], None)
+            .unwrap();
+        id
+    };
+    let web1 = run(web("w1"), JobState::Succeeded);
+    let web2 = run(web("w2"), JobState::Failed);
+    let api1 = run(api("a1"), JobState::Succeeded);
+    // w3 is queued, then superseded by w4, which stays queued.
+    s.enqueue(&[web("w3")], &queued, &superseded).unwrap();
+    let live = s.enqueue(&[web("w4")], &queued, &superseded).unwrap()[0];
+    s.record_deliveries(&[empty("d-old")], &none, &superseded)
+        .unwrap();
+    let posted: Vec<i64> = s
+        .unposted_statuses(100)
+        .unwrap()
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    s.statuses_posted(&posted[..2]).unwrap();
+    let waiting = posted.len() - 2;
+
+    // Everything so far is a day old; then one more delivery and run, fresh.
+    s.with(|c| {
+        c.execute_batch(
+            "UPDATE jobs SET created_at = created_at - 86400000,
+                 finished_at = finished_at - 86400000;
+             UPDATE statuses SET created_at = created_at - 86400000;
+             UPDATE deliveries SET received_at = received_at - 86400000;",
+        )
+    })
+    .unwrap();
+    let api2 = run(api("a2"), JobState::Succeeded);
+    s.record_deliveries(&[empty("d-new")], &none, &superseded)
+        .unwrap();
+
+    let pruned = s.prune(now() - 3_600_000, 1).unwrap();
+    // web1 and the superseded w3 go; web2 is web's last run; api1 goes, api2 is new.
+    assert_eq!(
+        pruned,
+        Pruned {
+            jobs: 3,
+            statuses: 2,
+            comments: 0,
+            deliveries: 1
+        }
+    );
+    let id = |j: Option<Job>| j.map(|j| j.id);
+    assert_eq!(id(s.job(web1).unwrap()), None);
+    assert_eq!(id(s.job(api1).unwrap()), None);
+    assert_eq!(id(s.job(web2).unwrap()), Some(web2));
+    assert_eq!(id(s.job(api2).unwrap()), Some(api2));
+    assert_eq!(id(s.job(live).unwrap()), Some(live));
+    // a2's own "queued" status came after the day passed.
+    assert_eq!(s.unposted_statuses(100).unwrap().len(), waiting + 1);
+    assert_eq!(s.delivery_count().unwrap(), 1);
+    // A forgotten delivery id is new again; a kept one is still a duplicate.
+    let out = s
+        .record_deliveries(&[empty("d-old"), empty("d-new")], &none, &superseded)
+        .unwrap();
+    assert_eq!(out, [Some(vec![]), None]);
+    assert_eq!(s.prune(now() - 3_600_000, 1).unwrap(), Pruned::default());
+}
+
+#[test]
+fn a_burst_of_pushes_runs_one_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let sync = |sha: &str| NewJob {
+        kind: Kind::Sync,
+        repo: "acme/infra".into(),
+        sha: sha.into(),
+        trigger: Trigger::Push,
+        ..Default::default()
+    };
+    s.enqueue(&[sync("a")], &none, &superseded).unwrap();
+    assert!(
+        s.claim(4).unwrap().is_empty(),
+        "a sync waits out the debounce"
+    );
+    s.enqueue(&[sync("b")], &none, &superseded).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(
+        SYNC_DEBOUNCE_MS as u64 + 50,
+    ));
+    let run = s.claim(4).unwrap();
+    assert_eq!(
+        run.iter().map(|j| j.sha.as_str()).collect::<Vec<_>>(),
+        ["b"]
+    );
+}
+
+#[test]
+fn one_job_per_lane_and_newer_commits_supersede_queued_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    s.enqueue(&[deploy("a")], &none, &superseded).unwrap();
+    let running = s.claim(4).unwrap();
+    assert_eq!(running.len(), 1);
+    s.enqueue(&[deploy("b")], &none, &superseded).unwrap();
+    s.enqueue(&[deploy("c")], &none, &superseded).unwrap();
+    // The lane is busy: nothing more runs.
+    assert!(s.claim(4).unwrap().is_empty());
+    let b = s.jobs_in_state(JobState::Superseded).unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].sha, "b");
+    let st = s.unposted_statuses(10).unwrap();
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0].description, "superseded by c");
+    s.finish(
+        running[0].id,
+        JobState::Succeeded,
+        &serde_json::json!({}),
+        &[],
+        Some(LedgerEntry {
+            repo: "acme/infra",
+            stack: "web",
+            sha: "a",
+            removed: false,
+            identity: None,
+        }),
+    )
+    .unwrap();
+    let next = s.claim(4).unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].sha, "c");
+    assert_eq!(
+        s.deployed("acme/infra").unwrap(),
+        vec![("web".to_string(), "a".to_string(), false)]
+    );
+}
+
+fn preview(sha: &str) -> NewJob {
+    NewJob {
+        kind: Kind::Preview,
+        repo: "acme/infra".into(),
+        sha: sha.into(),
+        pr: Some(7),
+        fork: true,
+        trigger: Trigger::PullRequest,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_job_that_takes_the_process_down_twice_is_not_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let open = || Store::open(&path, Synchronous::Normal).unwrap();
+    let id = open().enqueue(&[preview("a")], &none, &superseded).unwrap()[0];
+    // Claimed, then the process dies mid-job: requeued once.
+    for attempt in 1..=MAX_ATTEMPTS {
+        let s = open();
+        let r = s.recover().unwrap();
+        assert!(r.poisoned.is_empty() && r.resume.is_empty());
+        let j = s.claim(1).unwrap().remove(0);
+        assert_eq!((j.id, j.attempts), (id, attempt));
+    }
+    // The second crash: it comes back poisoned, not queued.
+    let s = open();
+    let r = s.recover().unwrap();
+    assert_eq!(r.poisoned.len(), 1);
+    assert_eq!(r.poisoned[0].id, id);
+    assert!(s.claim(1).unwrap().is_empty());
+    s.finish(id, JobState::Error, &serde_json::json!({}), &[], None)
+        .unwrap();
+    // A resumed deploy counts too.
+    let d = s.enqueue(&[deploy("b")], &none, &superseded).unwrap()[0];
+    let j = s.claim(1).unwrap().remove(0);
+    assert_eq!(j.id, d);
+    s.set_phase(d, Phase::Executing, Some("cs"), Some("st"))
+        .unwrap();
+    drop(s);
+    let s = open();
+    let r = s.recover().unwrap();
+    assert_eq!(r.resume.len(), 1);
+    s.attempt(d).unwrap();
+    drop(s);
+    let r = open().recover().unwrap();
+    assert!(r.poisoned.iter().any(|j| j.id == d), "{r:?}");
+}
+
+#[test]
+fn a_state_file_from_before_attempts_opens_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        // The jobs table as stackgate wrote it before the attempts column.
+        let c = Connection::open(&path).unwrap();
+        let old = SCHEMA.replace(",\n    attempts INTEGER NOT NULL DEFAULT 0", "");
+        assert_ne!(old, SCHEMA);
+        c.execute_batch(&old).unwrap();
+        c.execute(
+            "INSERT INTO jobs (kind, repo, sha, lane, trigger, state, created_at)
+             VALUES ('sync', 'acme/infra', 'a', 'acme/infra#sync', 'push', 'running', 0)",
+            [],
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path, Synchronous::Normal).unwrap();
+    assert!(s.recover().unwrap().poisoned.is_empty());
+    let j = s.claim(1).unwrap().remove(0);
+    assert_eq!(j.attempts, 1);
+    drop(s);
+    // Opening again does not migrate twice.
+    let s = Store::open(&path, Synchronous::Normal).unwrap();
+    assert_eq!(s.job(j.id).unwrap().unwrap().attempts, 1);
+}
+
+#[test]
+fn an_old_ledger_gains_identities_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        // The ledger as stackgate wrote it before it kept identities.
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE deployed (repo TEXT NOT NULL, stack TEXT NOT NULL, sha TEXT NOT NULL,
+             removed INTEGER NOT NULL DEFAULT 0, at INTEGER NOT NULL, PRIMARY KEY (repo, stack));
+             INSERT INTO deployed VALUES ('acme/infra', 'web', 'a', 0, 1);",
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path, Synchronous::Full).unwrap();
+    let row = s.ledger_row("acme/infra", "web").unwrap().unwrap();
+    assert_eq!(
+        (row.sha.as_str(), row.removed, row.identity),
+        ("a", false, None)
+    );
+    assert!(s.live_identities().unwrap().is_empty());
+    let id = StackIdentity {
+        account: "123456789012".into(),
+        region: "eu-west-1".into(),
+        name: "web-prod".into(),
+    };
+    s.enqueue(&[deploy("b")], &none, &superseded).unwrap();
+    let j = s.claim(1).unwrap().remove(0);
+    let entry = |sha, identity| LedgerEntry {
+        repo: "acme/infra",
+        stack: "web",
+        sha,
+        removed: false,
+        identity,
+    };
+    s.finish(
+        j.id,
+        JobState::Succeeded,
+        &serde_json::json!({}),
+        &[],
+        Some(entry("b", Some(&id))),
+    )
+    .unwrap();
+    // Opening again migrates nothing twice; a later entry without identity keeps it.
+    let s = Store::open(&path, Synchronous::Full).unwrap();
+    s.finish(
+        j.id,
+        JobState::Succeeded,
+        &serde_json::json!({}),
+        &[],
+        Some(entry("c", None)),
+    )
+    .unwrap();
+    let row = s.ledger_row("acme/infra", "web").unwrap().unwrap();
+    assert_eq!(row.sha, "c");
+    assert_eq!(row.identity.as_ref(), Some(&id));
+    assert_eq!(
+        s.live_identities().unwrap(),
+        vec![(id, "acme/infra".to_string(), "web".to_string())]
+    );
+}
+
+#[test]
+fn pending_deploys_are_each_stacks_newest_live_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let api = |sha: &str| NewJob {
+        stack: Some("api".into()),
+        ..deploy(sha)
+    };
+    let done = s.enqueue(&[api("a0")], &none, &superseded).unwrap()[0];
+    s.claim(4).unwrap();
+    s.finish(done, JobState::Succeeded, &serde_json::json!({}), &[], None)
+        .unwrap();
+    assert!(s.pending_deploys("acme/infra").unwrap().is_empty());
+    s.enqueue(&[deploy("w1")], &none, &superseded).unwrap();
+    assert_eq!(s.claim(4).unwrap().len(), 1, "w1 runs");
+    s.enqueue(&[deploy("w2"), api("a1")], &none, &superseded)
+        .unwrap();
+    let mut pending = s.pending_deploys("acme/infra").unwrap();
+    pending.sort();
+    assert_eq!(
+        pending,
+        [
+            ("api".to_string(), "a1".to_string()),
+            ("web".to_string(), "w2".to_string())
+        ]
+    );
+    assert!(s.pending_deploys("acme/other").unwrap().is_empty());
+}
+
+#[test]
+fn running_deploys_survive_a_restart() {
+    for level in [Synchronous::Full, Synchronous::Normal] {
+        running_deploy_survives_a_restart(level);
+    }
+}
+
+fn running_deploy_survives_a_restart(level: Synchronous) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let s = Store::open(&path, level).unwrap();
+        s.enqueue(&[deploy("a")], &none, &superseded).unwrap();
+        let j = s.claim(1).unwrap().remove(0);
+        s.set_phase(j.id, Phase::Executing, Some("cs-1"), Some("stack-1"))
+            .unwrap();
+    }
+    let s = Store::open(&path, level).unwrap();
+    let resume = s.recover().unwrap().resume;
+    assert_eq!(resume.len(), 1);
+    assert_eq!(resume[0].change_set_id.as_deref(), Some("cs-1"));
+    assert_eq!(resume[0].phase, Some(Phase::Executing));
+}
+
+#[test]
+fn a_stored_job_of_an_unknown_kind_is_an_error_not_a_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let id = s.enqueue(&[deploy("a")], &none, &superseded).unwrap()[0];
+    s.with(|c| c.execute("UPDATE jobs SET kind = 'redeploy' WHERE id = ?1", [id]))
+        .unwrap();
+    let e = s.job(id).unwrap_err().to_string();
+    assert!(e.contains("unknown job kind `redeploy`"), "{e}");
+    // Nor is it claimed as something else.
+    assert!(s.claim(4).is_err());
+}

@@ -1,0 +1,12 @@
+//! report: every outbound word. Commit statuses and their contexts, the PR comment, check
+//! output (text, JSON, SARIF), change tables, run pages, metrics, and the one outbox
+//! poster that tells GitHub.
+
+pub mod check;
+pub mod comment;
+pub mod metrics;
+pub mod outbox;
+pub mod pages;
+pub mod redact;
+pub mod render;
+pub mod statuses;

@@ -1,0 +1,11 @@
+//! workers: the background loops. The dispatcher runs claimed jobs, the pollers watch
+//! branch heads, the pruner forgets old history. (The outbox poster is `report::outbox`.)
+
+pub mod dispatcher;
+pub mod poller;
+pub mod pruner;
+
+use std::time::Duration;
+
+/// How long a loop lets a burst of wake-ups gather.
+pub const GATHER: Duration = Duration::from_millis(10);
