@@ -55,6 +55,19 @@ pub struct Job {
 }
 
 impl Job {
+    /// The job as it was asked for.
+    pub fn as_new(&self) -> NewJob {
+        NewJob {
+            kind: self.kind,
+            repo: self.repo.clone(),
+            stack: self.stack.clone(),
+            sha: self.sha.clone(),
+            pr: self.pr,
+            fork: self.fork,
+            trigger: self.trigger,
+        }
+    }
+
     /// A job of a batch as stored when a later job of the batch superseded it at birth.
     pub fn superseded(id: JobId, job: &NewJob, by: JobId, at: i64) -> Job {
         Job {

@@ -568,15 +568,159 @@ fn running_deploy_survives_a_restart(level: Synchronous) {
     assert_eq!(resume[0].phase, Some(Phase::Executing));
 }
 
+fn deploy_of(stack: &str, sha: &str) -> NewJob {
+    NewJob {
+        stack: Some(stack.into()),
+        ..deploy(sha)
+    }
+}
+
+/// A job's state and stored error as an operator reads them with `sqlite3`: the row
+/// cannot be read as a `Job`, whose kind has no value for it.
+fn raw_state(s: &Store, id: JobId) -> (String, String) {
+    s.with(|c| {
+        c.query_row("SELECT state, detail FROM jobs WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+    })
+    .unwrap()
+}
+
 #[test]
 fn a_stored_job_of_an_unknown_kind_is_an_error_not_a_sync() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
-    let id = s.enqueue(&[deploy("a")], &none, &superseded).unwrap()[0];
-    s.with(|c| c.execute("UPDATE jobs SET kind = 'redeploy' WHERE id = ?1", [id]))
+    let ids = s
+        .enqueue(
+            &[deploy_of("a", "1"), deploy_of("b", "2")],
+            &none,
+            &superseded,
+        )
         .unwrap();
-    let e = s.job(id).unwrap_err().to_string();
+    s.with(|c| c.execute("UPDATE jobs SET kind = 'redeploy' WHERE id = ?1", [ids[0]]))
+        .unwrap();
+    let e = s.job(ids[0]).unwrap_err().to_string();
     assert!(e.contains("unknown job kind `redeploy`"), "{e}");
-    // Nor is it claimed as something else.
-    assert!(s.claim(4).is_err());
+    // The good job runs; the bad one is not run as something else but ends in error,
+    // saying where and why.
+    let claimed = s.claim(4).unwrap();
+    assert_eq!(
+        claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [ids[1]],
+        "{claimed:?}"
+    );
+    let (state, detail) = raw_state(&s, ids[0]);
+    assert_eq!(state, "error");
+    for part in [
+        "jobs row 1",
+        "column kind",
+        "`redeploy`",
+        "another version of stackgate",
+    ] {
+        assert!(detail.contains(part), "{part}: {detail}");
+    }
+    assert!(s.claim(4).unwrap().is_empty());
+    // The pages list the jobs they can read.
+    let recent: Vec<JobId> = s.recent_jobs(10).unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(recent, [ids[1]]);
 }
+
+#[test]
+fn a_bad_running_job_ends_in_error_and_the_others_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let ids = s
+        .enqueue(
+            &[deploy_of("a", "1"), deploy_of("b", "2")],
+            &none,
+            &superseded,
+        )
+        .unwrap();
+    assert_eq!(s.claim(4).unwrap().len(), 2);
+    s.with(|c| c.execute("UPDATE jobs SET phase = 'warping' WHERE id = ?1", [ids[0]]))
+        .unwrap();
+    let r = s.recover().unwrap();
+    assert_eq!(r.resume.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[1]]);
+    assert!(r.poisoned.is_empty());
+    let (state, detail) = raw_state(&s, ids[0]);
+    assert_eq!(state, "error");
+    assert!(detail.contains("column phase"), "{detail}");
+    // Its lane is free again.
+    s.enqueue(&[deploy_of("a", "3")], &none, &superseded)
+        .unwrap();
+    assert_eq!(s.claim(4).unwrap()[0].sha, "3");
+}
+
+#[test]
+fn a_bad_queued_job_does_not_fail_the_enqueue_of_its_lane_or_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let old = s
+        .enqueue(&[deploy_of("a", "1")], &none, &superseded)
+        .unwrap()[0];
+    s.with(|c| c.execute("UPDATE jobs SET trigger = 'cron' WHERE id = ?1", [old]))
+        .unwrap();
+    let d = |id: &str, stack: &str, sha: &str| DeliveryRecord {
+        delivery: id.into(),
+        event: "push".into(),
+        repo: Some("acme/infra".into()),
+        jobs: vec![deploy_of(stack, sha)],
+    };
+    let got = s
+        .record_deliveries(
+            &[d("d1", "a", "2"), d("d2", "b", "3")],
+            &queued,
+            &superseded,
+        )
+        .unwrap();
+    assert!(got.iter().all(Option::is_some), "{got:?}");
+    let (state, detail) = raw_state(&s, old);
+    assert_eq!(state, "error");
+    assert!(
+        detail.contains("column trigger") && detail.contains("`cron`"),
+        "{detail}"
+    );
+    let shas: Vec<String> = s.claim(4).unwrap().into_iter().map(|j| j.sha).collect();
+    assert_eq!(shas, ["2", "3"]);
+}
+
+#[test]
+fn a_bad_status_is_given_up_on_and_the_rest_posts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let status = |sha: &str| StatusUpdate {
+        repo: "acme/infra".into(),
+        sha: sha.into(),
+        context: Context::Policy,
+        state: StatusState::Pending,
+        description: "queued".into(),
+        target_url: String::new(),
+    };
+    s.add_statuses(None, &[status("1"), status("2")]).unwrap();
+    s.with(|c| c.execute("UPDATE statuses SET state = 'neutral' WHERE sha = '1'", []))
+        .unwrap();
+    let left = s.unposted_statuses(10).unwrap();
+    assert_eq!(
+        left.iter().map(|p| p.sha.as_str()).collect::<Vec<_>>(),
+        ["2"]
+    );
+    let (posted, error): (i64, String) = s
+        .with(|c| {
+            c.query_row(
+                "SELECT posted_at, last_error FROM statuses WHERE sha = '1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+        .unwrap();
+    assert_eq!(posted, -1, "given up on");
+    for part in [
+        "statuses row 1",
+        "column state",
+        "`neutral`",
+        "another version of stackgate",
+    ] {
+        assert!(error.contains(part), "{part}: {error}");
+    }
+}
+
