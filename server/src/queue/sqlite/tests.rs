@@ -724,3 +724,156 @@ fn a_bad_status_is_given_up_on_and_the_rest_posts() {
     }
 }
 
+/// The schema of a state file written at commit ff596f4 (before the comments table), as
+/// that version's `open` left it: its SCHEMA, then the ledger's identity columns.
+const SCHEMA_FF596F4: &str = "
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    event TEXT NOT NULL,
+    repo TEXT,
+    received_at INTEGER NOT NULL,
+    jobs INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    stack TEXT,
+    sha TEXT NOT NULL,
+    lane TEXT NOT NULL,
+    pr INTEGER,
+    fork INTEGER NOT NULL DEFAULT 0,
+    trigger TEXT NOT NULL,
+    delivery TEXT,
+    state TEXT NOT NULL,
+    phase TEXT,
+    change_set_id TEXT,
+    stack_id TEXT,
+    detail TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    superseded_by INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+-- Partial indexes: only the live jobs, so that finished ones cost no index writes.
+DROP INDEX IF EXISTS jobs_lane_state;
+DROP INDEX IF EXISTS jobs_state;
+CREATE INDEX IF NOT EXISTS jobs_queued ON jobs(lane) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS jobs_running ON jobs(lane) WHERE state = 'running';
+CREATE TABLE IF NOT EXISTS deployed (
+    repo TEXT NOT NULL,
+    stack TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    removed INTEGER NOT NULL DEFAULT 0,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (repo, stack)
+);
+CREATE TABLE IF NOT EXISTS statuses (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job INTEGER,
+    repo TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    context TEXT NOT NULL,
+    state TEXT NOT NULL,
+    description TEXT NOT NULL,
+    target_url TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    posted_at INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+DROP INDEX IF EXISTS statuses_unposted;
+CREATE INDEX IF NOT EXISTS statuses_waiting ON statuses(id) WHERE posted_at IS NULL;
+CREATE TABLE IF NOT EXISTS pr_comments (
+    repo TEXT NOT NULL,
+    pr INTEGER NOT NULL,
+    comment_id INTEGER NOT NULL,
+    PRIMARY KEY (repo, pr)
+);
+";
+
+#[test]
+fn a_state_file_from_ff596f4_opens_with_its_work_and_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(SCHEMA_FF596F4).unwrap();
+        for col in ["stack_name", "region", "account"] {
+            c.execute_batch(&format!("ALTER TABLE deployed ADD COLUMN {col} TEXT"))
+                .unwrap();
+        }
+        c.execute_batch(
+            "INSERT INTO jobs (kind, repo, stack, sha, lane, trigger, state, created_at)
+               VALUES ('deploy', 'acme/infra', 'web', 'q1', 'acme/infra#stack:web', 'push', 'queued', 1);
+             INSERT INTO jobs (kind, repo, stack, sha, lane, trigger, state, phase, change_set_id,
+                               stack_id, created_at, started_at, attempts)
+               VALUES ('deploy', 'acme/infra', 'db', 'r1', 'acme/infra#stack:db', 'manual', 'running',
+                       'executing', 'cs-1', 'st-1', 1, 2, 1);
+             INSERT INTO statuses (job, repo, sha, context, state, description, target_url, created_at)
+               VALUES (2, 'acme/infra', 'r1', 'stackgate/db', 'pending', 'deploying', '', 2);
+             INSERT INTO deployed (repo, stack, sha, removed, at, stack_name, region, account)
+               VALUES ('acme/infra', 'db', 'r0', 0, 1, 'db-stack', 'eu-west-1', '123456789012'),
+                      ('acme/infra', 'old', 'o0', 1, 1, NULL, NULL, NULL);",
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path, Synchronous::Full).unwrap();
+    // The running deploy resumes where it stood.
+    let r = s.recover().unwrap();
+    assert_eq!(r.resume.len(), 1, "{r:?}");
+    let running = &r.resume[0];
+    assert_eq!(
+        (running.sha.as_str(), running.phase),
+        ("r1", Some(Phase::Executing))
+    );
+    assert_eq!(running.trigger, Trigger::Manual);
+    assert_eq!(running.change_set_id.as_deref(), Some("cs-1"));
+    // The queued job is claimed (its lane is free).
+    let claimed = s.claim(4).unwrap();
+    assert_eq!(
+        claimed.iter().map(|j| j.sha.as_str()).collect::<Vec<_>>(),
+        ["q1"]
+    );
+    // The ledger keeps its rows, with and without identities.
+    assert_eq!(
+        s.deployed("acme/infra").unwrap(),
+        [
+            ("db".into(), "r0".into(), false),
+            ("old".into(), "o0".into(), true)
+        ]
+    );
+    let db = s.ledger_row("acme/infra", "db").unwrap().unwrap();
+    assert_eq!(db.identity.map(|i| i.name).as_deref(), Some("db-stack"));
+    // The unposted status posts, and a comment written now goes after it.
+    let st = s.unposted_statuses(10).unwrap();
+    assert_eq!(st.len(), 1);
+    assert_eq!(
+        (st[0].context.as_str(), st[0].state),
+        ("stackgate/db", StatusState::Pending)
+    );
+    let comment = CommentUpdate {
+        repo: "acme/infra".into(),
+        pr: 7,
+        body: "plan".into(),
+    };
+    s.finish_with(
+        running.id,
+        JobState::Succeeded,
+        &serde_json::json!({}),
+        Some(&comment),
+        &[],
+        None,
+    )
+    .unwrap();
+    let waiting = s.unposted_comments(10).unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert!(waiting[0].after_status >= st[0].id);
+    s.statuses_posted(&[st[0].id]).unwrap();
+    s.comment_posted(waiting[0].id, Some(("acme/infra", 7, 99)))
+        .unwrap();
+    assert!(s.unposted_statuses(10).unwrap().is_empty());
+    assert!(s.unposted_comments(10).unwrap().is_empty());
+    assert_eq!(s.pr_comment("acme/infra", 7).unwrap(), Some(99));
+}
