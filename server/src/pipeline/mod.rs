@@ -278,7 +278,9 @@ pub(super) fn hand_over(
         repo: job.repo.clone(),
         sha: head,
         trigger: job.trigger,
-        ..Default::default()
+        stack: None,
+        pr: None,
+        fork: false,
     }])?;
     Ok(JobState::Superseded)
 }

@@ -18,8 +18,9 @@ pub use sqlite::Store;
 #[error("state database: {0}")]
 pub struct StoreError(pub Box<dyn std::error::Error + Send + Sync>);
 
-/// A job to enqueue.
-#[derive(Debug, Clone, Default)]
+/// A job to enqueue. No `Default`: a job that forgot its kind or trigger would be a sync,
+/// or a push, which changes the policy event and what it is folded into.
+#[derive(Debug, Clone)]
 pub struct NewJob {
     pub kind: Kind,
     pub repo: String,

@@ -188,7 +188,8 @@ mod tests {
             stack: Some("web".into()),
             sha: "a".into(),
             trigger: Trigger::Push,
-            ..Default::default()
+            pr: None,
+            fork: false,
         };
         let sync = NewJob {
             kind: Kind::Sync,

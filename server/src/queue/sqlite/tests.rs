@@ -41,7 +41,8 @@ fn deploy(sha: &str) -> NewJob {
         stack: Some("web".into()),
         sha: sha.into(),
         trigger: Trigger::Push,
-        ..Default::default()
+        pr: None,
+        fork: false,
     }
 }
 
@@ -318,7 +319,9 @@ fn a_burst_of_pushes_runs_one_sync() {
         repo: "acme/infra".into(),
         sha: sha.into(),
         trigger: Trigger::Push,
-        ..Default::default()
+        stack: None,
+        pr: None,
+        fork: false,
     };
     s.enqueue(&[sync("a")], &none, &superseded).unwrap();
     assert!(
@@ -384,7 +387,7 @@ fn preview(sha: &str) -> NewJob {
         pr: Some(7),
         fork: true,
         trigger: Trigger::PullRequest,
-        ..Default::default()
+        stack: None,
     }
 }
 
