@@ -211,10 +211,22 @@ mod tests {
     #[test]
     fn a_job_names_its_kind_and_trigger() {
         // A default would make a forgotten field a sync, or a push.
-        assert!(!Probe::<Kind>::DEFAULT);
-        assert!(!Probe::<Trigger>::DEFAULT);
-        assert!(!Probe::<crate::queue::NewJob>::DEFAULT);
-        assert!(Probe::<JobId>::DEFAULT, "the probe sees a Default");
+        let defaults = [
+            ("Kind", Probe::<Kind>::DEFAULT),
+            ("Trigger", Probe::<Trigger>::DEFAULT),
+            ("NewJob", Probe::<crate::queue::NewJob>::DEFAULT),
+            // The probe does see a Default.
+            ("JobId", Probe::<JobId>::DEFAULT),
+        ];
+        assert_eq!(
+            defaults,
+            [
+                ("Kind", false),
+                ("Trigger", false),
+                ("NewJob", false),
+                ("JobId", true)
+            ]
+        );
     }
 
     #[test]
