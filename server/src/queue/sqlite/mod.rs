@@ -53,7 +53,7 @@ impl From<rusqlite::Error> for StoreError {
 /// the queue goes on.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{table} row {id}, column {column}: {name}; the row was written by another version of stackgate, which this one cannot run"
+    "{table} row {id}, column {column}: {name}; the row was written by another version of stackgate, so this one ends it: redo its work (a redeploy, a push) or run that version"
 )]
 pub struct UnreadableRow {
     pub table: &'static str,
