@@ -118,20 +118,6 @@ names!(
     }
 );
 
-impl Default for Kind {
-    /// For building jobs in code: a job names its kind unless it is a sync.
-    fn default() -> Self {
-        Kind::Sync
-    }
-}
-
-impl Default for Trigger {
-    /// For building jobs in code: every webhook-less path names its trigger.
-    fn default() -> Self {
-        Trigger::Push
-    }
-}
-
 /// Jobs in one lane run one at a time, and a newer one supersedes the queued ones.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Lane(pub String);
@@ -208,6 +194,39 @@ mod tests {
         assert!("Succeeded".parse::<JobState>().is_err());
         assert!("waiting".parse::<Phase>().is_err());
         assert!("ok".parse::<StatusState>().is_err());
+    }
+
+    /// Whether `T: Default`, asked at compile time: the inherent const, where its bound
+    /// holds, is chosen over the trait's.
+    struct Probe<T>(std::marker::PhantomData<T>);
+    trait NoDefault {
+        const DEFAULT: bool = false;
+    }
+    impl<T> NoDefault for Probe<T> {}
+    impl<T: Default> Probe<T> {
+        #[allow(dead_code)]
+        const DEFAULT: bool = true;
+    }
+
+    #[test]
+    fn a_job_names_its_kind_and_trigger() {
+        // A default would make a forgotten field a sync, or a push.
+        let defaults = [
+            ("Kind", Probe::<Kind>::DEFAULT),
+            ("Trigger", Probe::<Trigger>::DEFAULT),
+            ("NewJob", Probe::<crate::queue::NewJob>::DEFAULT),
+            // The probe does see a Default.
+            ("JobId", Probe::<JobId>::DEFAULT),
+        ];
+        assert_eq!(
+            defaults,
+            [
+                ("Kind", false),
+                ("Trigger", false),
+                ("NewJob", false),
+                ("JobId", true)
+            ]
+        );
     }
 
     #[test]

@@ -96,3 +96,30 @@ fn no_file_imports_itself_around_a_loop() {
             .join("; ")
     );
 }
+
+#[test]
+fn no_module_re_exports_another_modules_names() {
+    // A `pub use crate::…` outside the root keeps an old path alive: importers should name
+    // the item where it lives.
+    let src = src();
+    let shims: Vec<String> = imports::rust_files(&src)
+        .iter()
+        .filter(|f| f.parent() != Some(src.as_path()) || !f.ends_with("lib.rs"))
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            let rel = f.strip_prefix(&src).unwrap_or(f).display().to_string();
+            text.lines()
+                .filter(|l| {
+                    let l = l.trim_start();
+                    l.starts_with("pub use crate::") || l.starts_with("pub use super::")
+                })
+                .map(|l| format!("{rel}: {}", l.trim()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        shims.is_empty(),
+        "re-exports of other modules' names:\n{}",
+        shims.join("\n")
+    );
+}

@@ -87,7 +87,8 @@ pub fn cycles(graph: &Graph) -> Vec<Vec<String>> {
     out
 }
 
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
+/// Every `.rs` file under `dir`.
+pub fn rust_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     for entry in entries {
@@ -143,7 +144,7 @@ fn use_paths(text: &str) -> Vec<String> {
         }
         after_cfg_test = false;
         // Comments name modules without importing them.
-        code.push_str(line.split("//").next().unwrap_or_default());
+        code.push_str(without_comment(line));
         code.push('\n');
     }
     let mut out = Vec::new();
@@ -187,6 +188,24 @@ fn use_paths(text: &str) -> Vec<String> {
         expand("", tree.trim_end_matches(':'), &mut out);
     }
     out
+}
+
+/// A line up to its `//` comment; a `//` inside a string (`"http://…"`) is not one.
+fn without_comment(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    let (mut i, mut in_string) = (0, false);
+    while i < bytes.len() {
+        match (in_string, bytes[i]) {
+            (true, b'\\') => i += 1,
+            (_, b'"') => in_string = !in_string,
+            // `'"'` opens no string.
+            (false, b'\'') if bytes.get(i + 1..i + 3) == Some(&b"\"'"[..]) => i += 2,
+            (false, b'/') if bytes.get(i + 1) == Some(&b'/') => return &line[..i],
+            _ => {}
+        }
+        i += 1;
+    }
+    line
 }
 
 /// Expands one use tree (without spaces) under `prefix`.
@@ -299,6 +318,37 @@ mod tests {
             ("d.rs", "use crate::a::One;\n"),
         ]);
         assert_eq!(cycles(&graph(&src)), [["a", "b", "c"]]);
+        std::fs::remove_dir_all(&src).unwrap();
+    }
+
+    #[test]
+    fn reads_past_test_declarations_super_climbs_and_urls() {
+        let src = crate_with(&[
+            ("lib.rs", ""),
+            // A test module declared, not inlined: the rest of the file still counts.
+            ("q/mod.rs", "#[cfg(test)]\nmod tests;\n\nuse crate::x::Y;\n"),
+            ("q/inner.rs", "use super::super::w::V;\n"),
+            (
+                "u.rs",
+                "fn f() { let u = \"http://a\"; crate::z::f(); } // crate::x\n",
+            ),
+            ("w.rs", ""),
+            ("x.rs", ""),
+            ("z.rs", ""),
+        ]);
+        let g = graph(&src);
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(g["q"], names(&["x"]), "{g:?}");
+        assert_eq!(
+            g["q::inner"],
+            names(&["w"]),
+            "a super:: climb out of q counts"
+        );
+        assert_eq!(
+            g["u"],
+            names(&["z"]),
+            "code after a `//` inside a string counts"
+        );
         std::fs::remove_dir_all(&src).unwrap();
     }
 }

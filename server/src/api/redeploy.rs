@@ -146,7 +146,8 @@ pub async fn redeploy(
         stack: Some(stack),
         sha: sha.clone(),
         trigger: Trigger::Manual,
-        ..Default::default()
+        pr: None,
+        fork: false,
     };
     match crate::pipeline::enqueue(app.queue.as_ref(), &app.cfg, &app.wake, &[job]) {
         Ok(ids) => {

@@ -98,7 +98,9 @@ pub fn jobs(event: &str, payload: Payload, repo_cfg: &RepoConfig) -> Result<Vec<
                 repo: repo_cfg.name.clone(),
                 sha: push.after,
                 trigger: Trigger::Push,
-                ..Default::default()
+                stack: None,
+                pr: None,
+                fork: false,
             }]
         }
         (_, Payload::PullRequest(ev)) => {
@@ -132,7 +134,7 @@ pub fn jobs(event: &str, payload: Payload, repo_cfg: &RepoConfig) -> Result<Vec<
                 pr: Some(ev.pull_request.number),
                 fork,
                 trigger: Trigger::PullRequest,
-                ..Default::default()
+                stack: None,
             }]
         }
         ("", _) => {

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::cloud::deployer::{DeployError, Origin, Progress};
 use crate::config::RepoConfig;
+use crate::domain::StackIdentity;
 use crate::domain::{JobState, Phase, StatusState, Trigger};
 use crate::policy::Verdict;
 use crate::queue::{Job, LedgerEntry, StatusUpdate};
@@ -14,7 +15,7 @@ use crate::report::redact::Redactor;
 use crate::report::statuses::{policy_status, stack_status};
 use crate::stack::Stack;
 use crate::stack::claims;
-use crate::stack::ownership::{Owner, StackIdentity};
+use crate::stack::ownership::Owner;
 
 use super::changes::stale_against_head;
 use super::{JobError, Pipeline, hand_over};

@@ -2,12 +2,12 @@
 //! on the live stacks.
 
 use crate::config::RepoConfig;
+use crate::domain::StackIdentity;
 use crate::git::Snapshot;
 use crate::policy::input::EventInfo;
 use crate::policy::{Report, Verdict};
 use crate::stack::Stack;
 use crate::stack::claims::{self, Claims};
-use crate::stack::ownership::StackIdentity;
 
 use super::{JobError, Pipeline};
 

@@ -20,12 +20,11 @@ use tracing::Instrument;
 use crate::cloud::deployer::Deployer;
 use crate::config::{Config, RepoConfig};
 use crate::domain::{JobId, JobState, Kind, StatusState, short};
-use crate::git::checkout::CheckoutError;
-use crate::git::{Heads, MirrorError, Mirrors, Snapshot};
+use crate::git::{CheckoutError, Heads, MirrorError, Mirrors, Snapshot};
 use crate::policy::PolicyHost;
-use crate::queue::{Job, NewJob, Queue, StoreError, Wake};
+use crate::queue::{Announce, Job, NewJob, Queue, StoreError, Wake};
 use crate::report::metrics::Metrics;
-use crate::report::statuses::{job_status, queued_statuses, superseded_statuses};
+use crate::report::statuses::{Announcer, job_status};
 
 pub use resume::recover;
 
@@ -118,8 +117,10 @@ pub fn enqueue(
     wake: &Wake,
     jobs: &[NewJob],
 ) -> Result<Vec<JobId>, StoreError> {
-    let ids = queue.enqueue(jobs, &|j, id| queued_statuses(cfg, j, id), &|o, n| {
-        superseded_statuses(cfg, o, n)
+    // Worded as the recorder words a webhook's jobs.
+    let announce = Announcer(cfg);
+    let ids = queue.enqueue(jobs, &|j, id| announce.queued(j, id), &|o, n| {
+        announce.superseded(o, n)
     })?;
     wake.jobs.notify_one();
     wake.outbox.notify_one();
@@ -277,7 +278,9 @@ pub(super) fn hand_over(
         repo: job.repo.clone(),
         sha: head,
         trigger: job.trigger,
-        ..Default::default()
+        stack: None,
+        pr: None,
+        fork: false,
     }])?;
     Ok(JobState::Superseded)
 }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use crate::cloud::cfn;
 use crate::cloud::deployer::Progress;
+use crate::domain::StackIdentity;
 use crate::domain::{JobState, Phase};
 use crate::queue::Job;
 use crate::report::redact::Redactor;
 use crate::stack::Stack;
-use crate::stack::ownership::StackIdentity;
 
 use super::deploy::{Events, finish_deploy, identity_in, job_region, record, remove};
 use super::{JobError, Pipeline, end_in_error, supervise};

@@ -161,7 +161,8 @@ pub(super) async fn sync(app: &Pipeline, job: &Job) -> Result<JobState, JobError
             stack: Some(stack),
             sha: job.sha.clone(),
             trigger: job.trigger,
-            ..Default::default()
+            pr: None,
+            fork: false,
         })
         .collect();
     if !jobs.is_empty() {

@@ -68,7 +68,9 @@ mod tests {
             repo: "acme/infra".into(),
             stack: Some(stack.into()),
             sha: sha.into(),
-            ..Default::default()
+            pr: None,
+            fork: false,
+            trigger: Trigger::Push,
         }
     }
 

@@ -18,8 +18,9 @@ pub use sqlite::Store;
 #[error("state database: {0}")]
 pub struct StoreError(pub Box<dyn std::error::Error + Send + Sync>);
 
-/// A job to enqueue.
-#[derive(Debug, Clone, Default)]
+/// A job to enqueue. No `Default`: a job that forgot its kind or trigger would be a sync,
+/// or a push, which changes the policy event and what it is folded into.
+#[derive(Debug, Clone)]
 pub struct NewJob {
     pub kind: Kind,
     pub repo: String,
@@ -55,6 +56,19 @@ pub struct Job {
 }
 
 impl Job {
+    /// The job as it was asked for.
+    pub fn as_new(&self) -> NewJob {
+        NewJob {
+            kind: self.kind,
+            repo: self.repo.clone(),
+            stack: self.stack.clone(),
+            sha: self.sha.clone(),
+            pr: self.pr,
+            fork: self.fork,
+            trigger: self.trigger,
+        }
+    }
+
     /// A job of a batch as stored when a later job of the batch superseded it at birth.
     pub fn superseded(id: JobId, job: &NewJob, by: JobId, at: i64) -> Job {
         Job {

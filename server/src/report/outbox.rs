@@ -229,7 +229,8 @@ mod tests {
             sha: sha.into(),
             pr: Some(7),
             trigger: Trigger::PullRequest,
-            ..Default::default()
+            stack: None,
+            fork: false,
         }
     }
 

@@ -1,6 +1,8 @@
 //! Commit statuses: what each step says, on which context, in at most 140 characters,
 //! linking to the run page.
 
+use std::borrow::Borrow;
+
 use crate::config::Config;
 use crate::domain::{Context, JobId, Kind, StatusState, short};
 use crate::policy::{Verdict, truncate};
@@ -109,7 +111,7 @@ pub fn job_status(
 }
 
 /// Statuses posted when a job is enqueued.
-pub fn queued_statuses(cfg: &Config, job: &NewJob, id: JobId) -> Vec<StatusUpdate> {
+fn queued_statuses(cfg: &Config, job: &NewJob, id: JobId) -> Vec<StatusUpdate> {
     let context = match (job.kind, &job.stack) {
         (Kind::Deploy, Some(stack)) => Context::Stack(stack.to_string()),
         (Kind::Deploy, None) => return Vec::new(),
@@ -127,7 +129,7 @@ pub fn queued_statuses(cfg: &Config, job: &NewJob, id: JobId) -> Vec<StatusUpdat
 }
 
 /// The superseded commit's status says so.
-pub fn superseded_statuses(cfg: &Config, old: &Job, new: &NewJob) -> Vec<StatusUpdate> {
+fn superseded_statuses(cfg: &Config, old: &Job, new: &NewJob) -> Vec<StatusUpdate> {
     vec![job_status(
         cfg,
         old,
@@ -139,16 +141,17 @@ pub fn superseded_statuses(cfg: &Config, old: &Job, new: &NewJob) -> Vec<StatusU
     )]
 }
 
-/// The statuses of queued and superseded jobs, worded for this server's run pages.
-pub struct Announcer(pub Config);
+/// The statuses of queued and superseded jobs, worded for this server's run pages: owning
+/// its configuration (the recorder's) or borrowing it (an enqueue's).
+pub struct Announcer<C = Config>(pub C);
 
-impl Announce for Announcer {
+impl<C: Borrow<Config> + Send + Sync> Announce for Announcer<C> {
     fn queued(&self, job: &NewJob, id: JobId) -> Vec<StatusUpdate> {
-        queued_statuses(&self.0, job, id)
+        queued_statuses(self.0.borrow(), job, id)
     }
 
     fn superseded(&self, old: &Job, new: &NewJob) -> Vec<StatusUpdate> {
-        superseded_statuses(&self.0, old, new)
+        superseded_statuses(self.0.borrow(), old, new)
     }
 }
 
@@ -185,7 +188,8 @@ mod tests {
             stack: Some("web".into()),
             sha: "a".into(),
             trigger: Trigger::Push,
-            ..Default::default()
+            pr: None,
+            fork: false,
         };
         let sync = NewJob {
             kind: Kind::Sync,

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::domain::StackIdentity;
 use crate::stack::Stack;
-use crate::stack::ownership::{self, Owner, StackIdentity};
+use crate::stack::ownership::{self, Owner};
 
 /// A stack's identity: the deployment file's region, else the server's.
 pub fn identity(account: &str, default_region: &str, stack: &Stack) -> StackIdentity {

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::domain::StackIdentity;
+
 pub const MANAGED_BY: &str = "managed-by";
 pub const STACKGATE: &str = "stackgate";
 pub const REPO_TAG: &str = "stackgate:repo";
@@ -15,8 +17,6 @@ pub const SHA_TAG: &str = "stackgate:sha";
 pub fn reserved_tag(key: &str) -> bool {
     key == MANAGED_BY || key.starts_with("stackgate:")
 }
-
-pub use crate::domain::StackIdentity;
 
 /// The repository (when known) and stack folder that own a stack.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -19,7 +19,9 @@ pub async fn run(app: Arc<Pipeline>, repo: RepoConfig, every: Duration) {
                     repo: repo.name.clone(),
                     sha: sha.clone(),
                     trigger: Trigger::Poll,
-                    ..Default::default()
+                    stack: None,
+                    pr: None,
+                    fork: false,
                 };
                 match app.enqueue(&[job]) {
                     Ok(_) => last = Some(sha),

@@ -248,7 +248,8 @@ fn job(kind: Kind, stack: Option<&str>, sha: String) -> NewJob {
         stack: stack.map(str::to_string),
         sha,
         trigger: Trigger::Push,
-        ..Default::default()
+        pr: None,
+        fork: false,
     }
 }
 

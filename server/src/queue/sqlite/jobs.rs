@@ -4,7 +4,10 @@ use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{JOB_COLUMNS, Store, add_comment, add_status, job_from_row, text};
+use super::{
+    JOB_COLUMNS, Store, add_comment, add_status, end_unreadable, job_from_row, read_jobs,
+    unreadable,
+};
 use crate::domain::{JobId, JobState, Lane, Phase};
 use crate::queue::lanes::{self, Place};
 use crate::queue::{
@@ -36,7 +39,12 @@ impl Jobs for Store {
             let running: i64 = tx.query_row("SELECT COUNT(*) FROM jobs WHERE state = 'running'", [], |r| r.get(0))?;
             let room = limit.saturating_sub(running as usize);
             let mut claimed = Vec::new();
-            if room > 0 {
+            // Again after a row this version cannot read was ended: its lane is free.
+            loop {
+                let room = room.saturating_sub(claimed.len());
+                if room == 0 {
+                    break;
+                }
                 let ids: Vec<JobId> = {
                     // A sync waits out SYNC_DEBOUNCE_MS so that a burst of pushes runs once:
                     // a newer push supersedes it meanwhile. Without INDEXED BY the planner
@@ -51,16 +59,29 @@ impl Jobs for Store {
                     stmt.query_map(params![room as i64, now() - SYNC_DEBOUNCE_MS], |r| r.get(0))?
                         .collect::<Result<_, _>>()?
                 };
+                let mut ended = false;
                 for id in ids {
                     tx.execute(
                         "UPDATE jobs SET state = 'running', started_at = ?2, attempts = attempts + 1 WHERE id = ?1",
                         params![id, now()],
                     )?;
-                    claimed.push(tx.query_row(
+                    match tx.query_row(
                         &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
                         [id],
                         job_from_row,
-                    )?);
+                    ) {
+                        Ok(job) => claimed.push(job),
+                        Err(e) => match unreadable(&e) {
+                            Some(bad) => {
+                                end_unreadable(&tx, bad)?;
+                                ended = true;
+                            }
+                            None => return Err(e),
+                        },
+                    }
+                }
+                if !ended {
+                    break;
                 }
             }
             tx.commit()?;
@@ -81,19 +102,21 @@ impl Jobs for Store {
 
     fn jobs_in_state(&self, state: JobState) -> Result<Vec<Job>, StoreError> {
         self.with(|c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY id"
-            ))?;
-            stmt.query_map([state.as_str()], job_from_row)?.collect()
+            read_jobs(
+                c,
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY id"),
+                [state.as_str()],
+            )
         })
     }
 
     fn recent_jobs(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
         self.with(|c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?1"
-            ))?;
-            stmt.query_map([limit as i64], job_from_row)?.collect()
+            read_jobs(
+                c,
+                &format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?1"),
+                [limit as i64],
+            )
         })
     }
 
@@ -265,23 +288,16 @@ pub(super) fn enqueue_tx(
         }
         let newest = *place == Place::Newest;
         if !queued.contains_key(lane) {
-            let q = tx
-                .prepare_cached(
-                    "SELECT id, sha, fork, trigger FROM jobs INDEXED BY jobs_queued
-                     WHERE lane = ?1 AND state = 'queued' ORDER BY id DESC LIMIT 1",
-                )?
-                .query_row(params![lane.as_str()], |r| {
-                    Ok((
-                        r.get(0)?,
-                        NewJob {
-                            sha: r.get(1)?,
-                            fork: r.get(2)?,
-                            trigger: text(r, 3)?,
-                            ..Default::default()
-                        },
-                    ))
-                })
-                .optional()?;
+            let q = read_jobs(
+                tx,
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_queued
+                     WHERE lane = ?1 AND state = 'queued' ORDER BY id DESC LIMIT 1"
+                ),
+                params![lane.as_str()],
+            )?
+            .pop()
+            .map(|q| (q.id, q.as_new()));
             queued.insert(lane, q);
         }
         let same_as_queued = queued
@@ -368,13 +384,11 @@ pub(super) fn supersede_queued(
     at: i64,
     superseded_status: SupersededStatuses<'_>,
 ) -> rusqlite::Result<()> {
-    let older: Vec<Job> = {
-        let mut stmt = tx.prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE lane = ?1 AND state = 'queued' AND id < ?2"
-        ))?;
-        stmt.query_map(params![lane.as_str(), id], job_from_row)?
-            .collect::<Result<_, _>>()?
-    };
+    let older = read_jobs(
+        tx,
+        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE lane = ?1 AND state = 'queued' AND id < ?2"),
+        params![lane.as_str(), id],
+    )?;
     for old in &older {
         tx.prepare_cached(
             "UPDATE jobs SET state = 'superseded', superseded_by = ?2, finished_at = ?3 WHERE id = ?1",

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, Transaction, params};
 
 use crate::config::Synchronous;
-use crate::domain::JobId;
+use crate::domain::{JobId, UnknownName};
 use crate::queue::{CommentUpdate, Job, StatusUpdate, StoreError, now};
 
 impl rusqlite::ToSql for JobId {
@@ -33,7 +33,40 @@ impl rusqlite::types::FromSql for JobId {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError(Box::new(e))
+        // An unreadable row says so itself, without rusqlite's "Conversion error" wrapping.
+        match e {
+            rusqlite::Error::FromSqlConversionFailure(i, t, b) => {
+                match b.downcast::<UnreadableRow>() {
+                    Ok(bad) => StoreError(bad),
+                    Err(b) => {
+                        StoreError(Box::new(rusqlite::Error::FromSqlConversionFailure(i, t, b)))
+                    }
+                }
+            }
+            e => StoreError(Box::new(e)),
+        }
+    }
+}
+
+/// A row holding a name this version has no value for (a kind, a state…): it was written
+/// by another version of stackgate. It is left out of what is read, and ended; the rest of
+/// the queue goes on.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{table} row {id}, column {column}: {name}; the row was written by another version of stackgate, so this one ends it: redo its work (a redeploy, a push) or run that version"
+)]
+pub struct UnreadableRow {
+    pub table: &'static str,
+    pub id: i64,
+    pub column: String,
+    pub name: UnknownName,
+}
+
+/// The unreadable row behind a read's error, if that is what it is.
+fn unreadable(e: &rusqlite::Error) -> Option<&UnreadableRow> {
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(_, _, b) => b.downcast_ref(),
+        _ => None,
     }
 }
 
@@ -44,14 +77,21 @@ pub struct Store {
 
 const JOB_COLUMNS: &str = "id, kind, repo, stack, sha, pr, fork, trigger, state, phase, change_set_id, stack_id, detail, created_at, started_at, finished_at, superseded_by, attempts";
 
-/// A stored name read back as its type; an unknown one is an error, not a default.
-fn text<T>(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<T>
+/// A stored name read back as its type; an unknown one is an error, not a default. The
+/// row's id is its first column.
+fn text<T>(r: &rusqlite::Row<'_>, table: &'static str, i: usize) -> rusqlite::Result<T>
 where
-    T: std::str::FromStr<Err = crate::domain::UnknownName>,
+    T: std::str::FromStr<Err = UnknownName>,
 {
     let s: String = r.get(i)?;
-    s.parse().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    s.parse().map_err(|name| {
+        let bad = UnreadableRow {
+            table,
+            id: r.get(0).unwrap_or_default(),
+            column: r.as_ref().column_name(i).unwrap_or("?").to_string(),
+            name,
+        };
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(bad))
     })
 }
 
@@ -60,16 +100,16 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     let phase: Option<String> = r.get(9)?;
     Ok(Job {
         id: r.get(0)?,
-        kind: text(r, 1)?,
+        kind: text(r, "jobs", 1)?,
         repo: r.get(2)?,
         stack: r.get(3)?,
         sha: r.get(4)?,
         pr: r.get::<_, Option<i64>>(5)?.map(|p| p as u64),
         fork: r.get::<_, i64>(6)? != 0,
-        trigger: text(r, 7)?,
-        state: text(r, 8)?,
+        trigger: text(r, "jobs", 7)?,
+        state: text(r, "jobs", 8)?,
         phase: match phase {
-            Some(_) => Some(text(r, 9)?),
+            Some(_) => Some(text(r, "jobs", 9)?),
             None => None,
         },
         change_set_id: r.get(10)?,
@@ -81,6 +121,50 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         superseded_by: r.get(16)?,
         attempts: r.get(17)?,
     })
+}
+
+/// Reads jobs, leaving out the rows this version cannot read (each logged). A live one,
+/// queued or running, ends in error: it would otherwise hold its lane forever.
+fn read_jobs(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<Job>> {
+    let rows: Vec<rusqlite::Result<Job>> = c
+        .prepare_cached(sql)?
+        .query_map(params, job_from_row)?
+        .collect();
+    let mut jobs = Vec::with_capacity(rows.len());
+    for row in rows {
+        match row {
+            Ok(job) => jobs.push(job),
+            Err(e) => match unreadable(&e) {
+                Some(bad) => end_unreadable(c, bad)?,
+                None => return Err(e),
+            },
+        }
+    }
+    Ok(jobs)
+}
+
+/// Ends a live job this version cannot read in error, saying why in its detail.
+fn end_unreadable(c: &Connection, bad: &UnreadableRow) -> rusqlite::Result<()> {
+    let ended = c
+        .prepare_cached(
+            "UPDATE jobs SET state = 'error', finished_at = ?2, detail = ?3
+             WHERE id = ?1 AND state IN ('queued', 'running')",
+        )?
+        .execute(params![
+            bad.id,
+            now(),
+            serde_json::json!({ "error": bad.to_string() }).to_string()
+        ])?;
+    if ended > 0 {
+        tracing::error!(error = %bad, "ended a job this version cannot read in error");
+    } else {
+        tracing::warn!(error = %bad, "left out a job this version cannot read");
+    }
+    Ok(())
 }
 
 impl Store {

@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, add_status, text, unsynced};
+use super::{Store, add_status, text, unreadable, unsynced};
 use crate::domain::JobId;
 use crate::queue::{Outbox, PendingComment, PendingStatus, StatusUpdate, StoreError, now};
 
@@ -28,19 +28,36 @@ impl Outbox for Store {
                 "SELECT id, repo, sha, context, state, description, target_url, attempts
                  FROM statuses WHERE posted_at IS NULL ORDER BY id LIMIT ?1",
             )?;
-            stmt.query_map([limit as i64], |r| {
-                Ok(PendingStatus {
-                    id: r.get(0)?,
-                    repo: r.get(1)?,
-                    sha: r.get(2)?,
-                    context: r.get(3)?,
-                    state: text(r, 4)?,
-                    description: r.get(5)?,
-                    target_url: r.get(6)?,
-                    attempts: r.get(7)?,
-                })
-            })?
-            .collect()
+            let rows: Vec<rusqlite::Result<PendingStatus>> = stmt
+                .query_map([limit as i64], |r| {
+                    Ok(PendingStatus {
+                        id: r.get(0)?,
+                        repo: r.get(1)?,
+                        sha: r.get(2)?,
+                        context: r.get(3)?,
+                        state: text(r, "statuses", 4)?,
+                        description: r.get(5)?,
+                        target_url: r.get(6)?,
+                        attempts: r.get(7)?,
+                    })
+                })?
+                .collect();
+            drop(stmt);
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                match row {
+                    Ok(s) => out.push(s),
+                    // Another version's status: given up on, so that the rest posts.
+                    Err(e) => match unreadable(&e) {
+                        Some(bad) => {
+                            tracing::error!(error = %bad, "gave up on a status this version cannot read");
+                            mark_failed(c, "statuses", bad.id, &bad.to_string(), true)?;
+                        }
+                        None => return Err(e),
+                    },
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -127,15 +144,23 @@ impl Outbox for Store {
 impl Store {
     /// Counts a failed post of an outbox row; given up on, it is never posted (-1).
     fn failed(&self, table: &str, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute(
-                &format!(
-                    "UPDATE {table} SET attempts = attempts + 1, last_error = ?2,
-                        posted_at = CASE WHEN ?3 THEN -1 ELSE NULL END WHERE id = ?1"
-                ),
-                params![id, error, give_up],
-            )
-        })?;
+        self.with(|c| mark_failed(c, table, id, error, give_up))?;
         Ok(())
     }
+}
+
+fn mark_failed(
+    c: &rusqlite::Connection,
+    table: &str,
+    id: i64,
+    error: &str,
+    give_up: bool,
+) -> rusqlite::Result<usize> {
+    c.execute(
+        &format!(
+            "UPDATE {table} SET attempts = attempts + 1, last_error = ?2,
+                posted_at = CASE WHEN ?3 THEN -1 ELSE NULL END WHERE id = ?1"
+        ),
+        params![id, error, give_up],
+    )
 }

@@ -41,7 +41,8 @@ fn deploy(sha: &str) -> NewJob {
         stack: Some("web".into()),
         sha: sha.into(),
         trigger: Trigger::Push,
-        ..Default::default()
+        pr: None,
+        fork: false,
     }
 }
 
@@ -318,7 +319,9 @@ fn a_burst_of_pushes_runs_one_sync() {
         repo: "acme/infra".into(),
         sha: sha.into(),
         trigger: Trigger::Push,
-        ..Default::default()
+        stack: None,
+        pr: None,
+        fork: false,
     };
     s.enqueue(&[sync("a")], &none, &superseded).unwrap();
     assert!(
@@ -384,7 +387,7 @@ fn preview(sha: &str) -> NewJob {
         pr: Some(7),
         fork: true,
         trigger: Trigger::PullRequest,
-        ..Default::default()
+        stack: None,
     }
 }
 
@@ -568,15 +571,312 @@ fn running_deploy_survives_a_restart(level: Synchronous) {
     assert_eq!(resume[0].phase, Some(Phase::Executing));
 }
 
+fn deploy_of(stack: &str, sha: &str) -> NewJob {
+    NewJob {
+        stack: Some(stack.into()),
+        ..deploy(sha)
+    }
+}
+
+/// A job's state and stored error as an operator reads them with `sqlite3`: the row
+/// cannot be read as a `Job`, whose kind has no value for it.
+fn raw_state(s: &Store, id: JobId) -> (String, String) {
+    s.with(|c| {
+        c.query_row("SELECT state, detail FROM jobs WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+    })
+    .unwrap()
+}
+
 #[test]
 fn a_stored_job_of_an_unknown_kind_is_an_error_not_a_sync() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
-    let id = s.enqueue(&[deploy("a")], &none, &superseded).unwrap()[0];
-    s.with(|c| c.execute("UPDATE jobs SET kind = 'redeploy' WHERE id = ?1", [id]))
+    let ids = s
+        .enqueue(
+            &[deploy_of("a", "1"), deploy_of("b", "2")],
+            &none,
+            &superseded,
+        )
         .unwrap();
-    let e = s.job(id).unwrap_err().to_string();
+    s.with(|c| c.execute("UPDATE jobs SET kind = 'redeploy' WHERE id = ?1", [ids[0]]))
+        .unwrap();
+    let e = s.job(ids[0]).unwrap_err().to_string();
     assert!(e.contains("unknown job kind `redeploy`"), "{e}");
-    // Nor is it claimed as something else.
-    assert!(s.claim(4).is_err());
+    // The good job runs; the bad one is not run as something else but ends in error,
+    // saying where and why.
+    let claimed = s.claim(4).unwrap();
+    assert_eq!(
+        claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [ids[1]],
+        "{claimed:?}"
+    );
+    let (state, detail) = raw_state(&s, ids[0]);
+    assert_eq!(state, "error");
+    for part in [
+        "jobs row 1",
+        "column kind",
+        "`redeploy`",
+        "another version of stackgate",
+    ] {
+        assert!(detail.contains(part), "{part}: {detail}");
+    }
+    assert!(s.claim(4).unwrap().is_empty());
+    // The pages list the jobs they can read.
+    let recent: Vec<JobId> = s.recent_jobs(10).unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(recent, [ids[1]]);
+}
+
+#[test]
+fn a_bad_running_job_ends_in_error_and_the_others_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let ids = s
+        .enqueue(
+            &[deploy_of("a", "1"), deploy_of("b", "2")],
+            &none,
+            &superseded,
+        )
+        .unwrap();
+    assert_eq!(s.claim(4).unwrap().len(), 2);
+    s.with(|c| c.execute("UPDATE jobs SET phase = 'warping' WHERE id = ?1", [ids[0]]))
+        .unwrap();
+    let r = s.recover().unwrap();
+    assert_eq!(r.resume.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[1]]);
+    assert!(r.poisoned.is_empty());
+    let (state, detail) = raw_state(&s, ids[0]);
+    assert_eq!(state, "error");
+    assert!(detail.contains("column phase"), "{detail}");
+    // Its lane is free again.
+    s.enqueue(&[deploy_of("a", "3")], &none, &superseded)
+        .unwrap();
+    assert_eq!(s.claim(4).unwrap()[0].sha, "3");
+}
+
+#[test]
+fn a_bad_queued_job_does_not_fail_the_enqueue_of_its_lane_or_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let old = s
+        .enqueue(&[deploy_of("a", "1")], &none, &superseded)
+        .unwrap()[0];
+    s.with(|c| c.execute("UPDATE jobs SET trigger = 'cron' WHERE id = ?1", [old]))
+        .unwrap();
+    let d = |id: &str, stack: &str, sha: &str| DeliveryRecord {
+        delivery: id.into(),
+        event: "push".into(),
+        repo: Some("acme/infra".into()),
+        jobs: vec![deploy_of(stack, sha)],
+    };
+    let got = s
+        .record_deliveries(
+            &[d("d1", "a", "2"), d("d2", "b", "3")],
+            &queued,
+            &superseded,
+        )
+        .unwrap();
+    assert!(got.iter().all(Option::is_some), "{got:?}");
+    let (state, detail) = raw_state(&s, old);
+    assert_eq!(state, "error");
+    assert!(
+        detail.contains("column trigger") && detail.contains("`cron`"),
+        "{detail}"
+    );
+    let shas: Vec<String> = s.claim(4).unwrap().into_iter().map(|j| j.sha).collect();
+    assert_eq!(shas, ["2", "3"]);
+}
+
+#[test]
+fn a_bad_status_is_given_up_on_and_the_rest_posts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let status = |sha: &str| StatusUpdate {
+        repo: "acme/infra".into(),
+        sha: sha.into(),
+        context: Context::Policy,
+        state: StatusState::Pending,
+        description: "queued".into(),
+        target_url: String::new(),
+    };
+    s.add_statuses(None, &[status("1"), status("2")]).unwrap();
+    s.with(|c| c.execute("UPDATE statuses SET state = 'neutral' WHERE sha = '1'", []))
+        .unwrap();
+    let left = s.unposted_statuses(10).unwrap();
+    assert_eq!(
+        left.iter().map(|p| p.sha.as_str()).collect::<Vec<_>>(),
+        ["2"]
+    );
+    let (posted, error): (i64, String) = s
+        .with(|c| {
+            c.query_row(
+                "SELECT posted_at, last_error FROM statuses WHERE sha = '1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+        .unwrap();
+    assert_eq!(posted, -1, "given up on");
+    for part in [
+        "statuses row 1",
+        "column state",
+        "`neutral`",
+        "another version of stackgate",
+    ] {
+        assert!(error.contains(part), "{part}: {error}");
+    }
+}
+
+/// The schema of a state file written at commit ff596f4 (before the comments table), as
+/// that version's `open` left it: its SCHEMA, then the ledger's identity columns.
+const SCHEMA_FF596F4: &str = "
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    event TEXT NOT NULL,
+    repo TEXT,
+    received_at INTEGER NOT NULL,
+    jobs INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    stack TEXT,
+    sha TEXT NOT NULL,
+    lane TEXT NOT NULL,
+    pr INTEGER,
+    fork INTEGER NOT NULL DEFAULT 0,
+    trigger TEXT NOT NULL,
+    delivery TEXT,
+    state TEXT NOT NULL,
+    phase TEXT,
+    change_set_id TEXT,
+    stack_id TEXT,
+    detail TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    superseded_by INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+-- Partial indexes: only the live jobs, so that finished ones cost no index writes.
+DROP INDEX IF EXISTS jobs_lane_state;
+DROP INDEX IF EXISTS jobs_state;
+CREATE INDEX IF NOT EXISTS jobs_queued ON jobs(lane) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS jobs_running ON jobs(lane) WHERE state = 'running';
+CREATE TABLE IF NOT EXISTS deployed (
+    repo TEXT NOT NULL,
+    stack TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    removed INTEGER NOT NULL DEFAULT 0,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (repo, stack)
+);
+CREATE TABLE IF NOT EXISTS statuses (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job INTEGER,
+    repo TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    context TEXT NOT NULL,
+    state TEXT NOT NULL,
+    description TEXT NOT NULL,
+    target_url TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    posted_at INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+DROP INDEX IF EXISTS statuses_unposted;
+CREATE INDEX IF NOT EXISTS statuses_waiting ON statuses(id) WHERE posted_at IS NULL;
+CREATE TABLE IF NOT EXISTS pr_comments (
+    repo TEXT NOT NULL,
+    pr INTEGER NOT NULL,
+    comment_id INTEGER NOT NULL,
+    PRIMARY KEY (repo, pr)
+);
+";
+
+#[test]
+fn a_state_file_from_ff596f4_opens_with_its_work_and_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(SCHEMA_FF596F4).unwrap();
+        for col in ["stack_name", "region", "account"] {
+            c.execute_batch(&format!("ALTER TABLE deployed ADD COLUMN {col} TEXT"))
+                .unwrap();
+        }
+        c.execute_batch(
+            "INSERT INTO jobs (kind, repo, stack, sha, lane, trigger, state, created_at)
+               VALUES ('deploy', 'acme/infra', 'web', 'q1', 'acme/infra#stack:web', 'push', 'queued', 1);
+             INSERT INTO jobs (kind, repo, stack, sha, lane, trigger, state, phase, change_set_id,
+                               stack_id, created_at, started_at, attempts)
+               VALUES ('deploy', 'acme/infra', 'db', 'r1', 'acme/infra#stack:db', 'manual', 'running',
+                       'executing', 'cs-1', 'st-1', 1, 2, 1);
+             INSERT INTO statuses (job, repo, sha, context, state, description, target_url, created_at)
+               VALUES (2, 'acme/infra', 'r1', 'stackgate/db', 'pending', 'deploying', '', 2);
+             INSERT INTO deployed (repo, stack, sha, removed, at, stack_name, region, account)
+               VALUES ('acme/infra', 'db', 'r0', 0, 1, 'db-stack', 'eu-west-1', '123456789012'),
+                      ('acme/infra', 'old', 'o0', 1, 1, NULL, NULL, NULL);",
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path, Synchronous::Full).unwrap();
+    // The running deploy resumes where it stood.
+    let r = s.recover().unwrap();
+    assert_eq!(r.resume.len(), 1, "{r:?}");
+    let running = &r.resume[0];
+    assert_eq!(
+        (running.sha.as_str(), running.phase),
+        ("r1", Some(Phase::Executing))
+    );
+    assert_eq!(running.trigger, Trigger::Manual);
+    assert_eq!(running.change_set_id.as_deref(), Some("cs-1"));
+    // The queued job is claimed (its lane is free).
+    let claimed = s.claim(4).unwrap();
+    assert_eq!(
+        claimed.iter().map(|j| j.sha.as_str()).collect::<Vec<_>>(),
+        ["q1"]
+    );
+    // The ledger keeps its rows, with and without identities.
+    assert_eq!(
+        s.deployed("acme/infra").unwrap(),
+        [
+            ("db".into(), "r0".into(), false),
+            ("old".into(), "o0".into(), true)
+        ]
+    );
+    let db = s.ledger_row("acme/infra", "db").unwrap().unwrap();
+    assert_eq!(db.identity.map(|i| i.name).as_deref(), Some("db-stack"));
+    // The unposted status posts, and a comment written now goes after it.
+    let st = s.unposted_statuses(10).unwrap();
+    assert_eq!(st.len(), 1);
+    assert_eq!(
+        (st[0].context.as_str(), st[0].state),
+        ("stackgate/db", StatusState::Pending)
+    );
+    let comment = CommentUpdate {
+        repo: "acme/infra".into(),
+        pr: 7,
+        body: "plan".into(),
+    };
+    s.finish_with(
+        running.id,
+        JobState::Succeeded,
+        &serde_json::json!({}),
+        Some(&comment),
+        &[],
+        None,
+    )
+    .unwrap();
+    let waiting = s.unposted_comments(10).unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert!(waiting[0].after_status >= st[0].id);
+    s.statuses_posted(&[st[0].id]).unwrap();
+    s.comment_posted(waiting[0].id, Some(("acme/infra", 7, 99)))
+        .unwrap();
+    assert!(s.unposted_statuses(10).unwrap().is_empty());
+    assert!(s.unposted_comments(10).unwrap().is_empty());
+    assert_eq!(s.pr_comment("acme/infra", 7).unwrap(), Some(99));
 }
