@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::github::{GitHub, StatusPost};
-use crate::queue::{PendingComment, PendingStatus, Queue, blocking};
+use crate::queue::{Outbox, PendingComment, PendingStatus, Queue, blocking};
 
 /// Statuses read from the queue at a time.
 pub const STATUS_BATCH: usize = 100;
@@ -18,6 +18,9 @@ const COMMENT_BATCH: usize = 20;
 const MAX_TRIES: i64 = 20;
 /// How long the poster lets a burst of wake-ups gather.
 const GATHER: Duration = Duration::from_millis(10);
+/// The first wait after a stalled round; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// What one round did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -30,79 +33,89 @@ pub struct Round {
     pub behind: bool,
 }
 
-/// Posts what is waiting, once, in order: each comment after the statuses recorded before
-/// it. Every transition is posted, unless this is behind: then a status that a newer one of
-/// the same commit and context replaces is skipped (a status is a state).
-pub async fn post_round(queue: &Arc<dyn Queue>, github: &dyn GitHub) -> Round {
-    let statuses = match blocking(queue, |q| q.unposted_statuses(STATUS_BATCH)).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the statuses to post");
-            return Round::default();
-        }
-    };
-    let comments = blocking(queue, |q| q.unposted_comments(COMMENT_BATCH))
-        .await
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot read the comments to post");
-            Vec::new()
-        });
-    let behind = statuses.len() >= STATUS_BATCH;
-    let more_comments = comments.len() >= COMMENT_BATCH;
-    // A comment whose earlier statuses are not all in this batch waits for the next round.
-    let horizon = match statuses.last() {
-        Some(last) if behind => last.id,
-        _ => i64::MAX,
-    };
-    let mut comments = comments
-        .into_iter()
-        .filter(|c| c.after_status <= horizon)
-        .peekable();
-    let mut round = Round {
-        behind: behind || more_comments,
-        ..Round::default()
-    };
-    let mut posted = Vec::new();
-    'statuses: for (i, s) in statuses.iter().enumerate() {
-        while let Some(c) = comments.next_if(|c| c.after_status < s.id) {
-            if !post_comment(queue, github, &c, &mut round).await {
-                round.stalled = true;
-                break 'statuses;
+/// The outbox poster, and what it remembers between rounds.
+#[derive(Default)]
+pub struct Poster {}
+
+impl Poster {
+    /// Posts what is waiting, once, in order: each comment after the statuses recorded
+    /// before it. Every transition is posted, unless this is behind: then a status that a
+    /// newer one of the same commit and context replaces is skipped (a status is a state).
+    pub async fn round<Q: Outbox + Send + Sync + ?Sized + 'static>(
+        &mut self,
+        queue: &Arc<Q>,
+        github: &dyn GitHub,
+    ) -> Round {
+        let statuses = match blocking(queue, |q| q.unposted_statuses(STATUS_BATCH)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the statuses to post");
+                return Round::default();
             }
-        }
-        let replaced = behind
-            && statuses[i + 1..]
-                .iter()
-                .any(|n| n.context == s.context && n.sha == s.sha && n.repo == s.repo);
-        if replaced {
-            posted.push(s.id);
-            continue;
-        }
-        if !post_status(queue, github, s, &mut posted).await {
-            round.stalled = true;
-            break;
-        }
-    }
-    if !round.stalled {
-        for c in comments {
-            if !post_comment(queue, github, &c, &mut round).await {
+        };
+        let comments = blocking(queue, |q| q.unposted_comments(COMMENT_BATCH))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the comments to post");
+                Vec::new()
+            });
+        let behind = statuses.len() >= STATUS_BATCH;
+        let more_comments = comments.len() >= COMMENT_BATCH;
+        // A comment whose earlier statuses are not all in this batch waits for the next round.
+        let horizon = match statuses.last() {
+            Some(last) if behind => last.id,
+            _ => i64::MAX,
+        };
+        let mut comments = comments
+            .into_iter()
+            .filter(|c| c.after_status <= horizon)
+            .peekable();
+        let mut round = Round {
+            behind: behind || more_comments,
+            ..Round::default()
+        };
+        let mut posted = Vec::new();
+        'statuses: for (i, s) in statuses.iter().enumerate() {
+            while let Some(c) = comments.next_if(|c| c.after_status < s.id) {
+                if !post_comment(queue, github, &c, &mut round).await {
+                    round.stalled = true;
+                    break 'statuses;
+                }
+            }
+            let replaced = behind
+                && statuses[i + 1..]
+                    .iter()
+                    .any(|n| n.context == s.context && n.sha == s.sha && n.repo == s.repo);
+            if replaced {
+                posted.push(s.id);
+                continue;
+            }
+            if !post_status(queue, github, s, &mut posted).await {
                 round.stalled = true;
                 break;
             }
         }
+        if !round.stalled {
+            for c in comments {
+                if !post_comment(queue, github, &c, &mut round).await {
+                    round.stalled = true;
+                    break;
+                }
+            }
+        }
+        round.statuses = posted.len();
+        // One transaction for the batch. A crash before it re-posts them: harmless, a status
+        // is a state, not an event.
+        if let Err(e) = blocking(queue, move |q| q.statuses_posted(&posted)).await {
+            tracing::error!(error = %e, "cannot mark statuses posted");
+        }
+        round
     }
-    round.statuses = posted.len();
-    // One transaction for the batch. A crash before it re-posts them: harmless, a status is
-    // a state, not an event.
-    if let Err(e) = blocking(queue, move |q| q.statuses_posted(&posted)).await {
-        tracing::error!(error = %e, "cannot mark statuses posted");
-    }
-    round
 }
 
 /// Posts one status; `false` when a retryable failure must hold back what follows.
-async fn post_status(
-    queue: &Arc<dyn Queue>,
+async fn post_status<Q: Outbox + Send + Sync + ?Sized + 'static>(
+    queue: &Arc<Q>,
     github: &dyn GitHub,
     s: &PendingStatus,
     posted: &mut Vec<i64>,
@@ -138,8 +151,8 @@ async fn post_status(
 
 /// Posts one comment into the pull request's comment (updated, or made the first time);
 /// `false` when a retryable failure must hold back what follows.
-async fn post_comment(
-    queue: &Arc<dyn Queue>,
+async fn post_comment<Q: Outbox + Send + Sync + ?Sized + 'static>(
+    queue: &Arc<Q>,
     github: &dyn GitHub,
     c: &PendingComment,
     round: &mut Round,
@@ -185,17 +198,43 @@ async fn post_comment(
     }
 }
 
+/// The wait after each stalled round: it starts again after a round that posted something,
+/// so intermittent failures in a long queue do not grow it to a minute.
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: FIRST_BACKOFF,
+        }
+    }
+}
+
+impl Backoff {
+    /// How long to wait before the next round; `None` when this one did not stall.
+    fn after(&mut self, round: &Round) -> Option<Duration> {
+        if !round.stalled {
+            self.next = FIRST_BACKOFF;
+            return None;
+        }
+        let progress = round.statuses + round.comments > 0;
+        let wait = if progress { FIRST_BACKOFF } else { self.next };
+        self.next = (wait * 2).min(MAX_BACKOFF);
+        Some(wait)
+    }
+}
+
 /// Posts forever: at once when woken, every 2 s otherwise, backing off while GitHub fails.
 pub async fn run(queue: Arc<dyn Queue>, github: Arc<dyn GitHub>, wake: Arc<Notify>) {
-    let mut backoff = Duration::from_millis(250);
+    let (mut poster, mut backoff) = (Poster::default(), Backoff::default());
     loop {
-        let round = post_round(&queue, github.as_ref()).await;
-        if round.stalled {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(60));
+        let round = poster.round(&queue, github.as_ref()).await;
+        if let Some(wait) = backoff.after(&round) {
+            tokio::time::sleep(wait).await;
             continue;
         }
-        backoff = Duration::from_millis(250);
         if !round.behind
             && tokio::time::timeout(Duration::from_secs(2), wake.notified())
                 .await
@@ -210,16 +249,120 @@ pub async fn run(queue: Arc<dyn Queue>, github: Arc<dyn GitHub>, wake: Arc<Notif
 mod tests {
     use super::*;
     use crate::config::{Config, Synchronous};
-    use crate::domain::{JobState, Kind, Trigger};
+    use crate::domain::{JobId, JobState, Kind, Trigger};
     use crate::github::fake::{Call, FakeGithub};
     use crate::github::{GithubError, GithubErrorKind};
-    use crate::queue::{Announce, CommentUpdate, NewJob, Store};
+    use crate::queue::{Announce, CommentUpdate, NewJob, StatusUpdate, Store, StoreError};
     use crate::report::statuses::{Announcer, policy_status};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     fn queue() -> (tempfile::TempDir, Arc<dyn Queue>) {
         let dir = tempfile::tempdir().unwrap();
         let q = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
         (dir, Arc::new(q))
+    }
+
+    /// One round of a poster that starts afresh.
+    async fn post_round<Q: Outbox + Send + Sync + ?Sized + 'static>(
+        q: &Arc<Q>,
+        gh: &dyn GitHub,
+    ) -> Round {
+        Poster::default().round(q, gh).await
+    }
+
+    fn rate_limited() -> GithubError {
+        GithubError {
+            operation: "create comment",
+            message: "429 too many requests".into(),
+            kind: GithubErrorKind::RateLimited,
+        }
+    }
+
+    /// The outbox of a real queue, misbehaving on request.
+    struct Faulty {
+        inner: Arc<dyn Queue>,
+        /// Runs as the comments are next read, before the read.
+        before_comments: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+        /// How many of the next marks of a comment as posted fail.
+        failing_marks: AtomicUsize,
+        /// Every read of a PR's comment id fails.
+        failing_pr_comment: AtomicBool,
+    }
+
+    impl Faulty {
+        fn new(inner: &Arc<dyn Queue>) -> Arc<Faulty> {
+            Arc::new(Faulty {
+                inner: inner.clone(),
+                before_comments: Mutex::new(None),
+                failing_marks: AtomicUsize::new(0),
+                failing_pr_comment: AtomicBool::new(false),
+            })
+        }
+    }
+
+    fn broken() -> StoreError {
+        StoreError(Box::new(std::io::Error::other("disk I/O error")))
+    }
+
+    impl Outbox for Faulty {
+        fn add_statuses(&self, job: Option<JobId>, s: &[StatusUpdate]) -> Result<(), StoreError> {
+            self.inner.add_statuses(job, s)
+        }
+        fn unposted_statuses(&self, limit: usize) -> Result<Vec<PendingStatus>, StoreError> {
+            self.inner.unposted_statuses(limit)
+        }
+        fn statuses_posted(&self, ids: &[i64]) -> Result<(), StoreError> {
+            self.inner.statuses_posted(ids)
+        }
+        fn status_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
+            self.inner.status_failed(id, error, give_up)
+        }
+        fn unposted_comments(&self, limit: usize) -> Result<Vec<PendingComment>, StoreError> {
+            if let Some(hook) = self.before_comments.lock().unwrap().take() {
+                hook();
+            }
+            self.inner.unposted_comments(limit)
+        }
+        fn comment_posted(
+            &self,
+            id: i64,
+            comment: Option<(&str, u64, u64)>,
+        ) -> Result<(), StoreError> {
+            let fail = self
+                .failing_marks
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            if fail.is_ok() {
+                return Err(broken());
+            }
+            self.inner.comment_posted(id, comment)
+        }
+        fn comment_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
+            self.inner.comment_failed(id, error, give_up)
+        }
+        fn pr_comment(&self, repo: &str, pr: u64) -> Result<Option<u64>, StoreError> {
+            if self.failing_pr_comment.load(Ordering::SeqCst) {
+                return Err(broken());
+            }
+            self.inner.pr_comment(repo, pr)
+        }
+    }
+
+    /// Queues a deploy in another repository: its "queued" status.
+    fn enqueue_deploy(q: &Arc<dyn Queue>, repo: &str, sha: &str) -> JobId {
+        let announce = Announcer(Config::default());
+        let job = NewJob {
+            kind: Kind::Deploy,
+            repo: repo.into(),
+            stack: Some("web".into()),
+            sha: sha.into(),
+            trigger: Trigger::Push,
+            ..Default::default()
+        };
+        q.enqueue(&[job], &|j, id| announce.queued(j, id), &|o, n| {
+            announce.superseded(o, n)
+        })
+        .unwrap()[0]
     }
 
     fn preview(sha: &str) -> NewJob {
@@ -247,7 +390,7 @@ mod tests {
         .unwrap();
     }
 
-    fn finish_preview(q: &Arc<dyn Queue>, sha: &str) {
+    fn finish_preview(q: &Arc<dyn Queue>, sha: &str) -> JobId {
         let job = q.claim(1).unwrap().remove(0);
         let comment = CommentUpdate {
             repo: job.repo.clone(),
@@ -269,6 +412,7 @@ mod tests {
             None,
         )
         .unwrap();
+        job.id
     }
 
     fn said(call: &Call) -> String {
@@ -368,5 +512,94 @@ mod tests {
             ]
         );
         assert_eq!(post_round(&q, &gh).await, Round::default());
+    }
+
+    fn says(gh: &FakeGithub) -> Vec<String> {
+        gh.calls().iter().map(said).collect()
+    }
+
+    #[test]
+    fn the_backoff_starts_again_after_a_round_that_posted_something() {
+        let mut b = Backoff::default();
+        let nothing = Round {
+            stalled: true,
+            ..Round::default()
+        };
+        let some = Round {
+            statuses: 99,
+            stalled: true,
+            ..Round::default()
+        };
+        let ms = Duration::from_millis;
+        let waits: Vec<_> = [&nothing, &nothing, &some, &some, &nothing]
+            .map(|r| b.after(r))
+            .to_vec();
+        assert_eq!(
+            waits,
+            [
+                Some(ms(250)),
+                Some(ms(500)),
+                Some(ms(250)),
+                Some(ms(250)),
+                Some(ms(500))
+            ]
+        );
+        assert_eq!(b.after(&Round::default()), None);
+        assert_eq!(b.after(&nothing), Some(ms(250)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn without_github_the_comment_is_marked_posted_and_no_comment_id_kept() {
+        let (_dir, q) = queue();
+        run_preview(&q, "aaaaaaa1");
+        let round = post_round(&q, &crate::github::log_only::LogOnly).await;
+        assert_eq!((round.statuses, round.comments), (2, 1));
+        assert!(q.unposted_comments(20).unwrap().is_empty());
+        assert_eq!(q.pr_comment("acme/infra", 7).unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_queued_comment_is_posted_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let q: Arc<dyn Queue> = Arc::new(Store::open(&path, Synchronous::Full).unwrap());
+        run_preview(&q, "aaaaaaa1");
+        drop(q);
+        let q: Arc<dyn Queue> = Arc::new(Store::open(&path, Synchronous::Full).unwrap());
+        let gh = FakeGithub::default();
+        post_round(&q, &gh).await;
+        assert_eq!(
+            says(&gh),
+            [
+                "aaaaaaa1 pending: queued",
+                "comment 1001 (was None): dry run for aaaaaaa1",
+                "aaaaaaa1 success: 1 stack(s) checked",
+            ]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn pruning_forgets_comments_posted_or_given_up_on_and_keeps_the_waiting_one() {
+        let (_dir, q) = queue();
+        let gh = FakeGithub::default();
+        run_preview(&q, "aaaaaaa1");
+        post_round(&q, &gh).await;
+        run_preview(&q, "bbbbbbb2");
+        gh.fail_next_comment(GithubError {
+            operation: "update comment",
+            message: "403 forbidden".into(),
+            kind: GithubErrorKind::Permission,
+        });
+        post_round(&q, &gh).await;
+        run_preview(&q, "ccccccc3");
+        let pruned = q.prune(crate::queue::now() + 60_000, 100).unwrap();
+        assert_eq!(pruned.comments, 2);
+        let left: Vec<String> = q
+            .unposted_comments(20)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.body)
+            .collect();
+        assert_eq!(left, ["dry run for ccccccc3"]);
     }
 }

@@ -25,8 +25,10 @@ impl Outbox for Store {
     fn unposted_statuses(&self, limit: usize) -> Result<Vec<PendingStatus>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, repo, sha, context, state, description, target_url, attempts
-                 FROM statuses WHERE posted_at IS NULL ORDER BY id LIMIT ?1",
+                "SELECT s.id, s.repo, s.sha, s.context, s.state, s.description, s.target_url,
+                        s.attempts, j.pr
+                 FROM statuses s LEFT JOIN jobs j ON j.id = s.job
+                 WHERE s.posted_at IS NULL ORDER BY s.id LIMIT ?1",
             )?;
             stmt.query_map([limit as i64], |r| {
                 Ok(PendingStatus {
@@ -38,6 +40,7 @@ impl Outbox for Store {
                     description: r.get(5)?,
                     target_url: r.get(6)?,
                     attempts: r.get(7)?,
+                    pr: r.get::<_, Option<i64>>(8)?.map(|p| p as u64),
                 })
             })?
             .collect()
