@@ -46,6 +46,14 @@ impl Poster {
         queue: &Arc<Q>,
         github: &dyn GitHub,
     ) -> Round {
+        // Comments first: every status recorded before a comment read here is then in the
+        // statuses read next (or past the horizon), even if a job ends between the reads.
+        let comments = blocking(queue, |q| q.unposted_comments(COMMENT_BATCH))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the comments to post");
+                Vec::new()
+            });
         let statuses = match blocking(queue, |q| q.unposted_statuses(STATUS_BATCH)).await {
             Ok(s) => s,
             Err(e) => {
@@ -53,12 +61,6 @@ impl Poster {
                 return Round::default();
             }
         };
-        let comments = blocking(queue, |q| q.unposted_comments(COMMENT_BATCH))
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot read the comments to post");
-                Vec::new()
-            });
         let behind = statuses.len() >= STATUS_BATCH;
         let more_comments = comments.len() >= COMMENT_BATCH;
         // A comment whose earlier statuses are not all in this batch waits for the next round.
@@ -601,5 +603,30 @@ mod tests {
             .map(|c| c.body)
             .collect();
         assert_eq!(left, ["dry run for ccccccc3"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_status_recorded_while_the_round_reads_goes_before_the_comment_after_it() {
+        let (_dir, q) = queue();
+        let gh = FakeGithub::default();
+        enqueue_preview(&q, "aaaaaaa1");
+        post_round(&q, &gh).await;
+        let faulty = Faulty::new(&q);
+        let inner = q.clone();
+        *faulty.before_comments.lock().unwrap() = Some(Box::new(move || {
+            enqueue_deploy(&inner, "acme/other", "ccccccc3");
+            finish_preview(&inner, "aaaaaaa1");
+        }));
+        post_round(&faulty, &gh).await;
+        post_round(&faulty, &gh).await;
+        assert_eq!(
+            says(&gh),
+            [
+                "aaaaaaa1 pending: queued",
+                "ccccccc3 pending: queued",
+                "comment 1001 (was None): dry run for aaaaaaa1",
+                "aaaaaaa1 success: 1 stack(s) checked",
+            ]
+        );
     }
 }
