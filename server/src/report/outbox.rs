@@ -1,7 +1,9 @@
 //! The one outbox poster: posts the commit statuses and PR comments the queue holds, in
 //! the order they were recorded. A failure is retried with backoff, and the row stays in
-//! the queue until GitHub has it.
+//! the queue until GitHub has it. A status GitHub refuses for now holds back the whole
+//! stream; a comment only its pull request's later statuses and comments.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +16,11 @@ use crate::queue::{Outbox, PendingComment, PendingStatus, Queue, blocking};
 pub const STATUS_BATCH: usize = 100;
 /// Comments read at a time: a comment is one per pull request push, and large.
 const COMMENT_BATCH: usize = 20;
-/// A row GitHub keeps refusing with a retryable error is given up on after this many tries.
+/// A status GitHub keeps refusing with a retryable error is given up on after this many tries.
 const MAX_TRIES: i64 = 20;
+/// A comment, after this many: the first and five retries, as when the preview posted it
+/// itself. Its pull request's statuses wait behind it meanwhile.
+const COMMENT_TRIES: i64 = 6;
 /// How long the poster lets a burst of wake-ups gather.
 const GATHER: Duration = Duration::from_millis(10);
 /// The first wait after a stalled round; it doubles up to [`MAX_BACKOFF`].
@@ -27,7 +32,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub struct Round {
     pub statuses: usize,
     pub comments: usize,
-    /// A retryable failure stopped the round; what follows waits, in order.
+    /// A retryable failure held something back (what follows a status, or a pull
+    /// request's items after its comment); it waits, in order.
     pub stalled: bool,
     /// There was more than one batch waiting.
     pub behind: bool,
@@ -77,12 +83,15 @@ impl Poster {
             ..Round::default()
         };
         let mut posted = Vec::new();
+        // The pull requests whose comment waits on a retry: their later items wait with it.
+        let mut held = HashSet::new();
+        let mut stopped = false;
         'statuses: for (i, s) in statuses.iter().enumerate() {
             while let Some(c) = comments.next_if(|c| c.after_status < s.id) {
-                if !post_comment(queue, github, &c, &mut round).await {
-                    round.stalled = true;
-                    break 'statuses;
-                }
+                post_comment(queue, github, &c, &mut held, &mut round).await;
+            }
+            if s.pr.is_some_and(|pr| held.contains(&(s.repo.clone(), pr))) {
+                continue 'statuses;
             }
             let replaced = behind
                 && statuses[i + 1..]
@@ -94,15 +103,13 @@ impl Poster {
             }
             if !post_status(queue, github, s, &mut posted).await {
                 round.stalled = true;
+                stopped = true;
                 break;
             }
         }
-        if !round.stalled {
+        if !stopped {
             for c in comments {
-                if !post_comment(queue, github, &c, &mut round).await {
-                    round.stalled = true;
-                    break;
-                }
+                post_comment(queue, github, &c, &mut held, &mut round).await;
             }
         }
         round.statuses = posted.len();
@@ -151,20 +158,28 @@ async fn post_status<Q: Outbox + Send + Sync + ?Sized + 'static>(
     }
 }
 
-/// Posts one comment into the pull request's comment (updated, or made the first time);
-/// `false` when a retryable failure must hold back what follows.
+/// Posts one comment into the pull request's comment (updated, or made the first time),
+/// unless an earlier one of its pull request waits; a retryable failure adds its pull
+/// request to `held`.
 async fn post_comment<Q: Outbox + Send + Sync + ?Sized + 'static>(
     queue: &Arc<Q>,
     github: &dyn GitHub,
     c: &PendingComment,
+    held: &mut HashSet<(String, u64)>,
     round: &mut Round,
-) -> bool {
+) {
+    let key = (c.repo.clone(), c.pr);
+    if held.contains(&key) {
+        return;
+    }
     let (repo, pr) = (c.repo.clone(), c.pr);
     let existing = match blocking(queue, move |q| q.pr_comment(&repo, pr)).await {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the pull request's comment id");
-            return false;
+            held.insert(key);
+            round.stalled = true;
+            return;
         }
     };
     tracing::debug!(pr = c.pr, ?existing, "pull request comment");
@@ -182,10 +197,9 @@ async fn post_comment<Q: Outbox + Send + Sync + ?Sized + 'static>(
                 tracing::error!(error = %e, "cannot mark the comment posted");
             }
             round.comments += 1;
-            true
         }
         Err(e) => {
-            let retry = e.retryable() && c.attempts < MAX_TRIES;
+            let retry = e.retryable() && c.attempts + 1 < COMMENT_TRIES;
             if retry {
                 tracing::warn!(error = %e, pr = c.pr, attempt = c.attempts + 1, "pull request comment not posted; retrying");
             } else {
@@ -195,7 +209,10 @@ async fn post_comment<Q: Outbox + Send + Sync + ?Sized + 'static>(
             if let Err(e) = blocking(queue, move |q| q.comment_failed(id, &error, !retry)).await {
                 tracing::error!(error = %e, "cannot record a failed comment");
             }
-            !retry
+            if retry {
+                held.insert(key);
+                round.stalled = true;
+            }
         }
     }
 }
@@ -628,5 +645,61 @@ mod tests {
                 "aaaaaaa1 success: 1 stack(s) checked",
             ]
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_comment_github_refuses_for_now_holds_back_only_its_pull_request() {
+        let (_dir, q) = queue();
+        let gh = FakeGithub::default();
+        enqueue_preview(&q, "aaaaaaa1");
+        post_round(&q, &gh).await;
+        finish_preview(&q, "aaaaaaa1");
+        enqueue_deploy(&q, "acme/other", "ccccccc3");
+        for _ in 0..3 {
+            gh.fail_next_comment(rate_limited());
+        }
+        let mut poster = Poster::default();
+        let round = poster.round(&q, &gh).await;
+        assert!(round.stalled);
+        assert_eq!(
+            says(&gh),
+            ["aaaaaaa1 pending: queued", "ccccccc3 pending: queued"],
+            "the other repository's status goes in the first round"
+        );
+        for _ in 0..3 {
+            poster.round(&q, &gh).await;
+        }
+        assert_eq!(
+            says(&gh),
+            [
+                "aaaaaaa1 pending: queued",
+                "ccccccc3 pending: queued",
+                "comment 1001 (was None): dry run for aaaaaaa1",
+                "aaaaaaa1 success: 1 stack(s) checked",
+            ]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_comment_github_keeps_refusing_for_now_is_given_up_on_after_a_few_tries() {
+        let (_dir, q) = queue();
+        let gh = FakeGithub::default();
+        run_preview(&q, "aaaaaaa1");
+        for _ in 0..COMMENT_TRIES {
+            gh.fail_next_comment(rate_limited());
+        }
+        let mut poster = Poster::default();
+        for _ in 0..COMMENT_TRIES {
+            poster.round(&q, &gh).await;
+        }
+        assert_eq!(
+            says(&gh),
+            [
+                "aaaaaaa1 pending: queued",
+                "aaaaaaa1 success: 1 stack(s) checked"
+            ],
+            "given up on after {COMMENT_TRIES} tries, and what followed it goes"
+        );
+        assert_eq!(poster.round(&q, &gh).await, Round::default());
     }
 }
