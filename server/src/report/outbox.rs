@@ -41,7 +41,17 @@ pub struct Round {
 
 /// The outbox poster, and what it remembers between rounds.
 #[derive(Default)]
-pub struct Poster {}
+pub struct Poster {
+    /// Comments GitHub has, not yet marked posted in the queue. Marked before anything
+    /// else goes: posted again, a PR's first comment would be a second one.
+    unsaved: Vec<Unsaved>,
+}
+
+/// A comment to mark posted: its row, and the PR's comment id to remember.
+struct Unsaved {
+    id: i64,
+    comment: Option<(String, u64, u64)>,
+}
 
 impl Poster {
     /// Posts what is waiting, once, in order: each comment after the statuses recorded
@@ -52,6 +62,12 @@ impl Poster {
         queue: &Arc<Q>,
         github: &dyn GitHub,
     ) -> Round {
+        if !self.mark_unsaved(queue).await {
+            return Round {
+                stalled: true,
+                ..Round::default()
+            };
+        }
         // Comments first: every status recorded before a comment read here is then in the
         // statuses read next (or past the horizon), even if a job ends between the reads.
         let comments = blocking(queue, |q| q.unposted_comments(COMMENT_BATCH))
@@ -88,7 +104,12 @@ impl Poster {
         let mut stopped = false;
         'statuses: for (i, s) in statuses.iter().enumerate() {
             while let Some(c) = comments.next_if(|c| c.after_status < s.id) {
-                post_comment(queue, github, &c, &mut held, &mut round).await;
+                post_comment(queue, github, &c, &mut held, &mut round, &mut self.unsaved).await;
+                if !self.mark_unsaved(queue).await {
+                    round.stalled = true;
+                    stopped = true;
+                    break 'statuses;
+                }
             }
             if s.pr.is_some_and(|pr| held.contains(&(s.repo.clone(), pr))) {
                 continue 'statuses;
@@ -109,7 +130,11 @@ impl Poster {
         }
         if !stopped {
             for c in comments {
-                post_comment(queue, github, &c, &mut held, &mut round).await;
+                post_comment(queue, github, &c, &mut held, &mut round, &mut self.unsaved).await;
+                if !self.mark_unsaved(queue).await {
+                    round.stalled = true;
+                    break;
+                }
             }
         }
         round.statuses = posted.len();
@@ -119,6 +144,26 @@ impl Poster {
             tracing::error!(error = %e, "cannot mark statuses posted");
         }
         round
+    }
+
+    /// Marks the comments GitHub has; `false` while the queue cannot, and nothing may go.
+    async fn mark_unsaved<Q: Outbox + Send + Sync + ?Sized + 'static>(
+        &mut self,
+        queue: &Arc<Q>,
+    ) -> bool {
+        while let Some(u) = self.unsaved.first() {
+            let (id, comment) = (u.id, u.comment.clone());
+            let saved = blocking(queue, move |q| {
+                q.comment_posted(id, comment.as_ref().map(|(r, p, w)| (r.as_str(), *p, *w)))
+            })
+            .await;
+            if let Err(e) = saved {
+                tracing::error!(error = %e, "cannot mark the comment posted; nothing more goes until it is");
+                return false;
+            }
+            self.unsaved.remove(0);
+        }
+        true
     }
 }
 
@@ -160,13 +205,14 @@ async fn post_status<Q: Outbox + Send + Sync + ?Sized + 'static>(
 
 /// Posts one comment into the pull request's comment (updated, or made the first time),
 /// unless an earlier one of its pull request waits; a retryable failure adds its pull
-/// request to `held`.
+/// request to `held`; one GitHub has goes to `unsaved`, to mark.
 async fn post_comment<Q: Outbox + Send + Sync + ?Sized + 'static>(
     queue: &Arc<Q>,
     github: &dyn GitHub,
     c: &PendingComment,
     held: &mut HashSet<(String, u64)>,
     round: &mut Round,
+    unsaved: &mut Vec<Unsaved>,
 ) {
     let key = (c.repo.clone(), c.pr);
     if held.contains(&key) {
@@ -177,8 +223,8 @@ async fn post_comment<Q: Outbox + Send + Sync + ?Sized + 'static>(
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the pull request's comment id");
-            held.insert(key);
-            round.stalled = true;
+            // Counted as a try, so that a lasting failure gives up like GitHub's would.
+            comment_failed(queue, c, e.to_string(), true, key, held, round).await;
             return;
         }
     };
@@ -188,32 +234,42 @@ async fn post_comment<Q: Outbox + Send + Sync + ?Sized + 'static>(
         .await
     {
         Ok(written) => {
-            let (id, repo, pr) = (c.id, c.repo.clone(), c.pr);
-            let saved = blocking(queue, move |q| {
-                q.comment_posted(id, written.map(|w| (repo.as_str(), pr, w)))
-            })
-            .await;
-            if let Err(e) = saved {
-                tracing::error!(error = %e, "cannot mark the comment posted");
-            }
             round.comments += 1;
+            unsaved.push(Unsaved {
+                id: c.id,
+                comment: written.map(|w| (c.repo.clone(), c.pr, w)),
+            });
         }
         Err(e) => {
-            let retry = e.retryable() && c.attempts + 1 < COMMENT_TRIES;
-            if retry {
-                tracing::warn!(error = %e, pr = c.pr, attempt = c.attempts + 1, "pull request comment not posted; retrying");
-            } else {
-                tracing::warn!(error = %e, pr = c.pr, "cannot post the pull request comment; giving up on it");
-            }
-            let (id, error) = (c.id, e.to_string());
-            if let Err(e) = blocking(queue, move |q| q.comment_failed(id, &error, !retry)).await {
-                tracing::error!(error = %e, "cannot record a failed comment");
-            }
-            if retry {
-                held.insert(key);
-                round.stalled = true;
-            }
+            let retryable = e.retryable();
+            comment_failed(queue, c, e.to_string(), retryable, key, held, round).await;
         }
+    }
+}
+
+/// Counts a failed try of a comment: retried (its pull request held back) or given up on.
+async fn comment_failed<Q: Outbox + Send + Sync + ?Sized + 'static>(
+    queue: &Arc<Q>,
+    c: &PendingComment,
+    error: String,
+    retryable: bool,
+    key: (String, u64),
+    held: &mut HashSet<(String, u64)>,
+    round: &mut Round,
+) {
+    let retry = retryable && c.attempts + 1 < COMMENT_TRIES;
+    if retry {
+        tracing::warn!(%error, pr = c.pr, attempt = c.attempts + 1, "pull request comment not posted; retrying");
+    } else {
+        tracing::warn!(%error, pr = c.pr, "cannot post the pull request comment; giving up on it");
+    }
+    let id = c.id;
+    if let Err(e) = blocking(queue, move |q| q.comment_failed(id, &error, !retry)).await {
+        tracing::error!(error = %e, "cannot record a failed comment");
+    }
+    if retry {
+        held.insert(key);
+        round.stalled = true;
     }
 }
 
@@ -701,5 +757,55 @@ mod tests {
             "given up on after {COMMENT_TRIES} tries, and what followed it goes"
         );
         assert_eq!(poster.round(&q, &gh).await, Round::default());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_comment_github_has_but_the_queue_could_not_mark_is_not_posted_again() {
+        let (_dir, q) = queue();
+        let gh = FakeGithub::default();
+        enqueue_preview(&q, "aaaaaaa1");
+        post_round(&q, &gh).await;
+        finish_preview(&q, "aaaaaaa1");
+        let faulty = Faulty::new(&q);
+        faulty.failing_marks.store(1, Ordering::SeqCst);
+        let mut poster = Poster::default();
+        let round = poster.round(&faulty, &gh).await;
+        assert!(round.stalled);
+        assert_eq!(
+            says(&gh).len(),
+            2,
+            "nothing after the comment goes while it is not marked"
+        );
+        poster.round(&faulty, &gh).await;
+        assert_eq!(
+            says(&gh),
+            [
+                "aaaaaaa1 pending: queued",
+                "comment 1001 (was None): dry run for aaaaaaa1",
+                "aaaaaaa1 success: 1 stack(s) checked",
+            ]
+        );
+        assert_eq!(q.pr_comment("acme/infra", 7).unwrap(), Some(1001));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_comment_whose_pr_comment_id_cannot_be_read_counts_its_tries() {
+        let (_dir, q) = queue();
+        let gh = FakeGithub::default();
+        run_preview(&q, "aaaaaaa1");
+        let faulty = Faulty::new(&q);
+        faulty.failing_pr_comment.store(true, Ordering::SeqCst);
+        let mut poster = Poster::default();
+        for _ in 0..COMMENT_TRIES {
+            poster.round(&faulty, &gh).await;
+        }
+        assert_eq!(
+            says(&gh),
+            [
+                "aaaaaaa1 pending: queued",
+                "aaaaaaa1 success: 1 stack(s) checked"
+            ],
+            "given up on, and what followed it goes"
+        );
     }
 }
