@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::github::{GitHub, StatusPost};
+use crate::policy::truncate;
 use crate::queue::{Outbox, PendingComment, PendingStatus, Queue, blocking};
 
 /// Statuses read from the queue at a time.
@@ -21,6 +22,8 @@ const MAX_TRIES: i64 = 20;
 /// A comment, after this many: the first and five retries, as when the preview posted it
 /// itself. Its pull request's statuses wait behind it meanwhile.
 const COMMENT_TRIES: i64 = 6;
+/// The most characters of a failed comment's note on its job.
+const NOTE_MAX: usize = 200;
 /// How long the poster lets a burst of wake-ups gather.
 const GATHER: Duration = Duration::from_millis(10);
 /// The first wait after a stalled round; it doubles up to [`MAX_BACKOFF`].
@@ -263,8 +266,17 @@ async fn comment_failed<Q: Outbox + Send + Sync + ?Sized + 'static>(
     } else {
         tracing::warn!(%error, pr = c.pr, "cannot post the pull request comment; giving up on it");
     }
-    let id = c.id;
-    if let Err(e) = blocking(queue, move |q| q.comment_failed(id, &error, !retry)).await {
+    // The job's run page shows it: GitHub's words are not secret, but may be a whole page.
+    let note = if retry {
+        format!(
+            "not posted yet (try {} of {COMMENT_TRIES}, retrying): {error}",
+            c.attempts + 1
+        )
+    } else {
+        format!("not posted: {error}")
+    };
+    let (id, note) = (c.id, truncate(&note, NOTE_MAX));
+    if let Err(e) = blocking(queue, move |q| q.comment_failed(id, &note, !retry)).await {
         tracing::error!(error = %e, "cannot record a failed comment");
     }
     if retry {
@@ -807,5 +819,43 @@ mod tests {
             ],
             "given up on, and what followed it goes"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_comment_not_posted_shows_on_the_run_page_and_in_the_job() {
+        let (_dir, q) = queue();
+        let gh = FakeGithub::default();
+        enqueue_preview(&q, "aaaaaaa1");
+        let id = finish_preview(&q, "aaaaaaa1");
+        gh.fail_next_comment(rate_limited());
+        post_round(&q, &gh).await;
+        let job = q.job(id).unwrap().unwrap();
+        let json = serde_json::to_value(&job).unwrap();
+        let error = json["detail"]["comment_error"].as_str().unwrap_or_default();
+        assert!(error.contains("429 too many requests"), "{json}");
+        assert!(error.contains("retrying"), "{error}");
+        post_round(&q, &gh).await;
+        let job = q.job(id).unwrap().unwrap();
+        assert!(job.detail.get("comment_error").is_none(), "posted since");
+        assert!(!crate::report::pages::run_page(&job).contains("PR comment"));
+
+        run_preview(&q, "bbbbbbb2");
+        gh.fail_next_comment(GithubError {
+            operation: "update comment",
+            message: format!(
+                "403 Resource not accessible by integration {}",
+                "x".repeat(500)
+            ),
+            kind: GithubErrorKind::Permission,
+        });
+        post_round(&q, &gh).await;
+        let job = q.job(JobId(2)).unwrap().unwrap();
+        let page = crate::report::pages::run_page(&job);
+        assert!(
+            page.contains("PR comment not posted: GitHub update comment: 403 Resource not accessible by integration"),
+            "{page}"
+        );
+        let error = job.detail["comment_error"].as_str().unwrap_or_default();
+        assert!(error.chars().count() <= 200, "kept short: {error}");
     }
 }

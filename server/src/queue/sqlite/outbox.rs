@@ -1,6 +1,6 @@
 //! The outbox: commit statuses and PR comments still to post, and the PR comment ids.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, add_status, text, unsynced};
 use crate::domain::JobId;
@@ -68,7 +68,7 @@ impl Outbox for Store {
     }
 
     fn status_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
-        self.failed("statuses", id, error, give_up)
+        self.with(|c| count_failure(c, "statuses", id, error, give_up))
     }
 
     fn pr_comment(&self, repo: &str, pr: u64) -> Result<Option<u64>, StoreError> {
@@ -111,6 +111,12 @@ impl Outbox for Store {
                 "UPDATE comments SET posted_at = ?2 WHERE id = ?1",
                 params![id, now()],
             )?;
+            tx.execute(
+                "UPDATE jobs SET detail = json_remove(detail, '$.comment_error')
+                 WHERE id = (SELECT job FROM comments WHERE id = ?1)
+                   AND json_extract(detail, '$.comment_error') IS NOT NULL",
+                [id],
+            )?;
             if let Some((repo, pr, comment)) = comment {
                 tx.execute(
                     "INSERT INTO pr_comments (repo, pr, comment_id) VALUES (?1, ?2, ?3)
@@ -123,22 +129,33 @@ impl Outbox for Store {
     }
 
     fn comment_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
-        self.failed("comments", id, error, give_up)
+        self.with(|c| {
+            let tx = c.transaction()?;
+            count_failure(&tx, "comments", id, error, give_up)?;
+            tx.execute(
+                "UPDATE jobs SET detail = json_set(detail, '$.comment_error', ?2)
+                 WHERE id = (SELECT job FROM comments WHERE id = ?1)",
+                params![id, error],
+            )?;
+            tx.commit()
+        })
     }
 }
 
-impl Store {
-    /// Counts a failed post of an outbox row; given up on, it is never posted (-1).
-    fn failed(&self, table: &str, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute(
-                &format!(
-                    "UPDATE {table} SET attempts = attempts + 1, last_error = ?2,
-                        posted_at = CASE WHEN ?3 THEN -1 ELSE NULL END WHERE id = ?1"
-                ),
-                params![id, error, give_up],
-            )
-        })?;
-        Ok(())
-    }
+/// Counts a failed post of an outbox row; given up on, it is never posted (-1).
+fn count_failure(
+    c: &Connection,
+    table: &str,
+    id: i64,
+    error: &str,
+    give_up: bool,
+) -> rusqlite::Result<()> {
+    c.execute(
+        &format!(
+            "UPDATE {table} SET attempts = attempts + 1, last_error = ?2,
+                posted_at = CASE WHEN ?3 THEN -1 ELSE NULL END WHERE id = ?1"
+        ),
+        params![id, error, give_up],
+    )?;
+    Ok(())
 }
