@@ -601,6 +601,14 @@ mod tests {
         assert_eq!(post_round(&q, &gh).await, Round::default());
     }
 
+    /// A deploy's status in another repository, then the preview's comment and status.
+    const OTHER_REPO_FIRST: [&str; 4] = [
+        "aaaaaaa1 pending: queued",
+        "ccccccc3 pending: queued",
+        "comment 1001 (was None): dry run for aaaaaaa1",
+        "aaaaaaa1 success: 1 stack(s) checked",
+    ];
+
     fn says(gh: &FakeGithub) -> Vec<String> {
         gh.calls().iter().map(said).collect()
     }
@@ -704,15 +712,7 @@ mod tests {
         }));
         post_round(&faulty, &gh).await;
         post_round(&faulty, &gh).await;
-        assert_eq!(
-            says(&gh),
-            [
-                "aaaaaaa1 pending: queued",
-                "ccccccc3 pending: queued",
-                "comment 1001 (was None): dry run for aaaaaaa1",
-                "aaaaaaa1 success: 1 stack(s) checked",
-            ]
-        );
+        assert_eq!(says(&gh), OTHER_REPO_FIRST);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -737,15 +737,7 @@ mod tests {
         for _ in 0..3 {
             poster.round(&q, &gh).await;
         }
-        assert_eq!(
-            says(&gh),
-            [
-                "aaaaaaa1 pending: queued",
-                "ccccccc3 pending: queued",
-                "comment 1001 (was None): dry run for aaaaaaa1",
-                "aaaaaaa1 success: 1 stack(s) checked",
-            ]
-        );
+        assert_eq!(says(&gh), OTHER_REPO_FIRST);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
