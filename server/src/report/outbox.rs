@@ -3,9 +3,9 @@
 //! the queue until GitHub has it. A status GitHub refuses for now holds back the whole
 //! stream; a comment only its pull request's later statuses and comments.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -22,6 +22,9 @@ const MAX_TRIES: i64 = 20;
 /// A comment, after this many: the first and five retries, as when the preview posted it
 /// itself. Its pull request's statuses wait behind it meanwhile.
 const COMMENT_TRIES: i64 = 6;
+/// The wait before a comment's first retry, doubled for each next one (0.4 s … 6.4 s: the
+/// last try some 12 s after the first, however fast the rest of the stream goes).
+const COMMENT_WAIT: Duration = Duration::from_millis(400);
 /// The most characters of a failed comment's note on its job.
 const NOTE_MAX: usize = 200;
 /// How long the poster lets a burst of wake-ups gather.
@@ -43,11 +46,23 @@ pub struct Round {
 }
 
 /// The outbox poster, and what it remembers between rounds.
-#[derive(Default)]
 pub struct Poster {
     /// Comments GitHub has, not yet marked posted in the queue. Marked before anything
     /// else goes: posted again, a PR's first comment would be a second one.
     unsaved: Vec<Unsaved>,
+    /// When each comment GitHub refused for now may be tried again.
+    retry_at: HashMap<i64, Instant>,
+    comment_wait: Duration,
+}
+
+impl Default for Poster {
+    fn default() -> Self {
+        Poster {
+            unsaved: Vec::new(),
+            retry_at: HashMap::new(),
+            comment_wait: COMMENT_WAIT,
+        }
+    }
 }
 
 /// A comment to mark posted: its row, and the PR's comment id to remember.
@@ -107,7 +122,8 @@ impl Poster {
         let mut stopped = false;
         'statuses: for (i, s) in statuses.iter().enumerate() {
             while let Some(c) = comments.next_if(|c| c.after_status < s.id) {
-                post_comment(queue, github, &c, &mut held, &mut round, &mut self.unsaved).await;
+                self.post_comment(queue, github, &c, &mut held, &mut round)
+                    .await;
                 if !self.mark_unsaved(queue).await {
                     round.stalled = true;
                     stopped = true;
@@ -133,7 +149,8 @@ impl Poster {
         }
         if !stopped {
             for c in comments {
-                post_comment(queue, github, &c, &mut held, &mut round, &mut self.unsaved).await;
+                self.post_comment(queue, github, &c, &mut held, &mut round)
+                    .await;
                 if !self.mark_unsaved(queue).await {
                     round.stalled = true;
                     break;
@@ -147,6 +164,100 @@ impl Poster {
             tracing::error!(error = %e, "cannot mark statuses posted");
         }
         round
+    }
+
+    /// Posts one comment into the pull request's comment (updated, or made the first time),
+    /// unless an earlier one of its pull request waits; a retryable failure adds its pull
+    /// request to `held` until its next try; one GitHub has goes to `unsaved`, to mark.
+    async fn post_comment<Q: Outbox + Send + Sync + ?Sized + 'static>(
+        &mut self,
+        queue: &Arc<Q>,
+        github: &dyn GitHub,
+        c: &PendingComment,
+        held: &mut HashSet<(String, u64)>,
+        round: &mut Round,
+    ) {
+        if held.contains(&(c.repo.clone(), c.pr)) {
+            return;
+        }
+        if self
+            .retry_at
+            .get(&c.id)
+            .is_some_and(|at| Instant::now() < *at)
+        {
+            held.insert((c.repo.clone(), c.pr));
+            round.stalled = true;
+            return;
+        }
+        let (repo, pr) = (c.repo.clone(), c.pr);
+        let existing = match blocking(queue, move |q| q.pr_comment(&repo, pr)).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the pull request's comment id");
+                // Counted as a try, so that a lasting failure gives up like GitHub's would.
+                self.comment_failed(queue, c, e.to_string(), true, held, round)
+                    .await;
+                return;
+            }
+        };
+        tracing::debug!(pr = c.pr, ?existing, "pull request comment");
+        match github
+            .upsert_comment(&c.repo, c.pr, existing, &c.body)
+            .await
+        {
+            Ok(written) => {
+                round.comments += 1;
+                self.retry_at.remove(&c.id);
+                self.unsaved.push(Unsaved {
+                    id: c.id,
+                    comment: written.map(|w| (c.repo.clone(), c.pr, w)),
+                });
+            }
+            Err(e) => {
+                let retryable = e.retryable();
+                self.comment_failed(queue, c, e.to_string(), retryable, held, round)
+                    .await;
+            }
+        }
+    }
+
+    /// Counts a failed try of a comment: retried (its pull request held back) or given up on.
+    async fn comment_failed<Q: Outbox + Send + Sync + ?Sized + 'static>(
+        &mut self,
+        queue: &Arc<Q>,
+        c: &PendingComment,
+        error: String,
+        retryable: bool,
+        held: &mut HashSet<(String, u64)>,
+        round: &mut Round,
+    ) {
+        let retry = retryable && c.attempts + 1 < COMMENT_TRIES;
+        if retry {
+            tracing::warn!(%error, pr = c.pr, attempt = c.attempts + 1, "pull request comment not posted; retrying");
+        } else {
+            tracing::warn!(%error, pr = c.pr, "cannot post the pull request comment; giving up on it");
+        }
+        // The job's run page shows it: GitHub's words are not secret, but may be a whole page.
+        let note = if retry {
+            format!(
+                "not posted yet (try {} of {COMMENT_TRIES}, retrying): {error}",
+                c.attempts + 1
+            )
+        } else {
+            format!("not posted: {error}")
+        };
+        let (id, note) = (c.id, truncate(&note, NOTE_MAX));
+        if let Err(e) = blocking(queue, move |q| q.comment_failed(id, &note, !retry)).await {
+            tracing::error!(error = %e, "cannot record a failed comment");
+        }
+        if retry {
+            let wait = self.comment_wait * 2u32.pow(c.attempts.clamp(0, 8) as u32);
+            self.retry_at.insert(c.id, Instant::now() + wait);
+            held.insert((c.repo.clone(), c.pr));
+            round.stalled = true;
+        } else {
+            self.retry_at.remove(&c.id);
+        }
     }
 
     /// Marks the comments GitHub has; `false` while the queue cannot, and nothing may go.
@@ -203,85 +314,6 @@ async fn post_status<Q: Outbox + Send + Sync + ?Sized + 'static>(
             }
             !retry
         }
-    }
-}
-
-/// Posts one comment into the pull request's comment (updated, or made the first time),
-/// unless an earlier one of its pull request waits; a retryable failure adds its pull
-/// request to `held`; one GitHub has goes to `unsaved`, to mark.
-async fn post_comment<Q: Outbox + Send + Sync + ?Sized + 'static>(
-    queue: &Arc<Q>,
-    github: &dyn GitHub,
-    c: &PendingComment,
-    held: &mut HashSet<(String, u64)>,
-    round: &mut Round,
-    unsaved: &mut Vec<Unsaved>,
-) {
-    let key = (c.repo.clone(), c.pr);
-    if held.contains(&key) {
-        return;
-    }
-    let (repo, pr) = (c.repo.clone(), c.pr);
-    let existing = match blocking(queue, move |q| q.pr_comment(&repo, pr)).await {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the pull request's comment id");
-            // Counted as a try, so that a lasting failure gives up like GitHub's would.
-            comment_failed(queue, c, e.to_string(), true, key, held, round).await;
-            return;
-        }
-    };
-    tracing::debug!(pr = c.pr, ?existing, "pull request comment");
-    match github
-        .upsert_comment(&c.repo, c.pr, existing, &c.body)
-        .await
-    {
-        Ok(written) => {
-            round.comments += 1;
-            unsaved.push(Unsaved {
-                id: c.id,
-                comment: written.map(|w| (c.repo.clone(), c.pr, w)),
-            });
-        }
-        Err(e) => {
-            let retryable = e.retryable();
-            comment_failed(queue, c, e.to_string(), retryable, key, held, round).await;
-        }
-    }
-}
-
-/// Counts a failed try of a comment: retried (its pull request held back) or given up on.
-async fn comment_failed<Q: Outbox + Send + Sync + ?Sized + 'static>(
-    queue: &Arc<Q>,
-    c: &PendingComment,
-    error: String,
-    retryable: bool,
-    key: (String, u64),
-    held: &mut HashSet<(String, u64)>,
-    round: &mut Round,
-) {
-    let retry = retryable && c.attempts + 1 < COMMENT_TRIES;
-    if retry {
-        tracing::warn!(%error, pr = c.pr, attempt = c.attempts + 1, "pull request comment not posted; retrying");
-    } else {
-        tracing::warn!(%error, pr = c.pr, "cannot post the pull request comment; giving up on it");
-    }
-    // The job's run page shows it: GitHub's words are not secret, but may be a whole page.
-    let note = if retry {
-        format!(
-            "not posted yet (try {} of {COMMENT_TRIES}, retrying): {error}",
-            c.attempts + 1
-        )
-    } else {
-        format!("not posted: {error}")
-    };
-    let (id, note) = (c.id, truncate(&note, NOTE_MAX));
-    if let Err(e) = blocking(queue, move |q| q.comment_failed(id, &note, !retry)).await {
-        tracing::error!(error = %e, "cannot record a failed comment");
-    }
-    if retry {
-        held.insert(key);
-        round.stalled = true;
     }
 }
 
@@ -356,6 +388,14 @@ mod tests {
         gh: &dyn GitHub,
     ) -> Round {
         Poster::default().round(q, gh).await
+    }
+
+    /// A poster that tries a refused comment again in the very next round.
+    fn eager() -> Poster {
+        Poster {
+            comment_wait: Duration::ZERO,
+            ..Poster::default()
+        }
     }
 
     fn rate_limited() -> GithubError {
@@ -726,7 +766,7 @@ mod tests {
         for _ in 0..3 {
             gh.fail_next_comment(rate_limited());
         }
-        let mut poster = Poster::default();
+        let mut poster = eager();
         let round = poster.round(&q, &gh).await;
         assert!(round.stalled);
         assert_eq!(
@@ -748,7 +788,7 @@ mod tests {
         for _ in 0..COMMENT_TRIES {
             gh.fail_next_comment(rate_limited());
         }
-        let mut poster = Poster::default();
+        let mut poster = eager();
         for _ in 0..COMMENT_TRIES {
             poster.round(&q, &gh).await;
         }
@@ -799,7 +839,7 @@ mod tests {
         run_preview(&q, "aaaaaaa1");
         let faulty = Faulty::new(&q);
         faulty.failing_pr_comment.store(true, Ordering::SeqCst);
-        let mut poster = Poster::default();
+        let mut poster = eager();
         for _ in 0..COMMENT_TRIES {
             poster.round(&faulty, &gh).await;
         }
@@ -849,5 +889,28 @@ mod tests {
         );
         let error = job.detail["comment_error"].as_str().unwrap_or_default();
         assert!(error.chars().count() <= 200, "kept short: {error}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_comment_github_refuses_for_now_is_not_tried_again_before_its_wait() {
+        let (_dir, q) = queue();
+        let gh = FakeGithub::default();
+        enqueue_preview(&q, "aaaaaaa1");
+        let id = finish_preview(&q, "aaaaaaa1");
+        gh.fail_next_comment(rate_limited());
+        gh.fail_next_comment(rate_limited());
+        let mut poster = Poster::default();
+        poster.round(&q, &gh).await;
+        let round = poster.round(&q, &gh).await;
+        assert!(round.stalled, "its pull request still waits");
+        assert_eq!(says(&gh), ["aaaaaaa1 pending: queued"]);
+        let job = q.job(id).unwrap().unwrap();
+        assert!(
+            job.detail["comment_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("try 1 of 6")),
+            "one try so far: {}",
+            job.detail
+        );
     }
 }
