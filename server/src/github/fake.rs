@@ -31,6 +31,7 @@ pub enum Call {
 pub struct FakeGithub {
     calls: Mutex<Vec<Call>>,
     failures: Mutex<VecDeque<GithubError>>,
+    comment_failures: Mutex<VecDeque<GithubError>>,
     next_comment: Mutex<u64>,
 }
 
@@ -43,6 +44,14 @@ impl FakeGithub {
     /// The next call fails with `e`.
     pub fn fail_next(&self, e: GithubError) {
         self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(e);
+    }
+
+    /// The next comment call fails with `e`; status calls go on.
+    pub fn fail_next_comment(&self, e: GithubError) {
+        self.comment_failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push_back(e);
@@ -88,7 +97,13 @@ impl GitHub for FakeGithub {
         existing: Option<u64>,
         body: &'a str,
     ) -> Reply<'a, Option<u64>> {
-        let out = match self.failure() {
+        let failure = self
+            .comment_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+            .or_else(|| self.failure());
+        let out = match failure {
             Some(e) => Err(e),
             None => {
                 let id = existing.unwrap_or_else(|| {

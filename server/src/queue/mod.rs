@@ -115,6 +115,8 @@ pub struct PendingStatus {
     pub description: String,
     pub target_url: String,
     pub attempts: i64,
+    /// The pull request of the job that recorded it: it waits behind that PR's comment.
+    pub pr: Option<u64>,
 }
 
 /// A status to record; the outbox poster posts it later, in order.
@@ -213,9 +215,9 @@ pub fn now() -> i64 {
 
 /// Runs queue work off the async workers (a commit may wait on fsync), in the caller's
 /// span.
-pub async fn blocking<T: Send + 'static>(
-    queue: &std::sync::Arc<dyn Queue>,
-    f: impl FnOnce(&dyn Queue) -> Result<T, StoreError> + Send + 'static,
+pub async fn blocking<Q: ?Sized + Send + Sync + 'static, T: Send + 'static>(
+    queue: &std::sync::Arc<Q>,
+    f: impl FnOnce(&Q) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     let (queue, span) = (queue.clone(), tracing::Span::current());
     tokio::task::spawn_blocking(move || span.in_scope(|| f(queue.as_ref())))
@@ -355,6 +357,8 @@ pub trait Outbox {
     /// as without GitHub).
     fn comment_posted(&self, id: i64, comment: Option<(&str, u64, u64)>) -> Result<(), StoreError>;
 
+    /// Counts a failed post of a comment; `error` also goes on its job's detail as
+    /// `comment_error`, for the run page, until the comment is posted.
     fn comment_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError>;
 
     /// The id of the comment stackgate wrote on a pull request.

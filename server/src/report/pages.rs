@@ -73,12 +73,16 @@ pub fn run_page(job: &Job) -> String {
             ));
         }
     }
+    let comment = job.detail["comment_error"]
+        .as_str()
+        .map(|e| format!("<p class=\"error\">PR comment {}</p>", esc(e)))
+        .unwrap_or_default();
     let detail = serde_json::to_string_pretty(&job.detail).unwrap_or_default();
     format!(
         "<!doctype html><title>stackgate run {id}</title>{STYLE}<p><a href=\"/\">all runs</a></p>\
          <h1>Run {id}: <span class=\"{state}\">{state}</span></h1>\
          <table><tr><th>kind</th><td>{kind:?}</td></tr><tr><th>repository</th><td>{repo}</td></tr><tr><th>stack</th><td>{stack}</td></tr>\
-         <tr><th>commit</th><td><code>{sha}</code></td></tr><tr><th>trigger</th><td>{trigger}</td></tr><tr><th>phase</th><td>{phase}</td></tr></table>\
+         <tr><th>commit</th><td><code>{sha}</code></td></tr><tr><th>trigger</th><td>{trigger}</td></tr><tr><th>phase</th><td>{phase}</td></tr></table>{comment}\
          <h2>Policy findings</h2><table><tr><th>stack</th><th>rule / policy</th><th>severity</th><th>resource</th><th>message</th></tr>{findings}</table>\
          <h2>Events</h2><pre>{events}</pre><h2>Detail</h2><pre>{detail}</pre>",
         id = job.id,

@@ -25,8 +25,10 @@ impl Outbox for Store {
     fn unposted_statuses(&self, limit: usize) -> Result<Vec<PendingStatus>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, repo, sha, context, state, description, target_url, attempts
-                 FROM statuses WHERE posted_at IS NULL ORDER BY id LIMIT ?1",
+                "SELECT s.id, s.repo, s.sha, s.context, s.state, s.description, s.target_url,
+                        s.attempts, j.pr
+                 FROM statuses s LEFT JOIN jobs j ON j.id = s.job
+                 WHERE s.posted_at IS NULL ORDER BY s.id LIMIT ?1",
             )?;
             let rows: Vec<rusqlite::Result<PendingStatus>> = stmt
                 .query_map([limit as i64], |r| {
@@ -39,6 +41,7 @@ impl Outbox for Store {
                         description: r.get(5)?,
                         target_url: r.get(6)?,
                         attempts: r.get(7)?,
+                        pr: r.get::<_, Option<i64>>(8)?.map(|p| p as u64),
                     })
                 })?
                 .collect();
@@ -82,7 +85,7 @@ impl Outbox for Store {
     }
 
     fn status_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
-        self.failed("statuses", id, error, give_up)
+        self.with(|c| mark_failed(c, "statuses", id, error, give_up).map(drop))
     }
 
     fn pr_comment(&self, repo: &str, pr: u64) -> Result<Option<u64>, StoreError> {
@@ -125,6 +128,12 @@ impl Outbox for Store {
                 "UPDATE comments SET posted_at = ?2 WHERE id = ?1",
                 params![id, now()],
             )?;
+            tx.execute(
+                "UPDATE jobs SET detail = json_remove(detail, '$.comment_error')
+                 WHERE id = (SELECT job FROM comments WHERE id = ?1)
+                   AND json_extract(detail, '$.comment_error') IS NOT NULL",
+                [id],
+            )?;
             if let Some((repo, pr, comment)) = comment {
                 tx.execute(
                     "INSERT INTO pr_comments (repo, pr, comment_id) VALUES (?1, ?2, ?3)
@@ -137,15 +146,16 @@ impl Outbox for Store {
     }
 
     fn comment_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
-        self.failed("comments", id, error, give_up)
-    }
-}
-
-impl Store {
-    /// Counts a failed post of an outbox row; given up on, it is never posted (-1).
-    fn failed(&self, table: &str, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
-        self.with(|c| mark_failed(c, table, id, error, give_up))?;
-        Ok(())
+        self.with(|c| {
+            let tx = c.transaction()?;
+            mark_failed(&tx, "comments", id, error, give_up)?;
+            tx.execute(
+                "UPDATE jobs SET detail = json_set(detail, '$.comment_error', ?2)
+                 WHERE id = (SELECT job FROM comments WHERE id = ?1)",
+                params![id, error],
+            )?;
+            tx.commit()
+        })
     }
 }
 
