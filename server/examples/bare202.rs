@@ -2,12 +2,13 @@
 //! tokio stack as `stackgate serve`, answering `202 Accepted` to `POST /webhooks/github`.
 //!
 //! - `bare202 PORT`: nothing behind the answer: no signature check, no JSON, no SQLite.
-//! - `bare202 PORT JOURNAL`: the cheapest durable intake there is. Each request's
-//!   `X-GitHub-Delivery` is written to JOURNAL and answered once it is fdatasync'd, by one
-//!   writer thread that group-commits whatever is waiting (as stackgate's writer does). The
-//!   file is preallocated and written in place, so an fdatasync flushes data only, as for
-//!   SQLite's reused log. No signature check, no JSON, no SQLite: what durability alone
-//!   costs on this machine.
+//! - `bare202 PORT JOURNAL`: the floor of this job, the cheapest intake that does what each
+//!   delivery needs. It checks the `X-Hub-Signature-256` HMAC on the raw body (the secret
+//!   from `BENCH_HOOK_SECRET`), parses the event with stackgate's own parser, then writes
+//!   the `X-GitHub-Delivery` to JOURNAL and answers once it is fdatasync'd, by one writer
+//!   thread that group-commits whatever is waiting (as stackgate's writer does). The file is
+//!   preallocated and written in place, so an fdatasync flushes data only, as for SQLite's
+//!   reused log. No queue, no SQLite: what verify + parse + durability cost here.
 //!
 //! ```text
 //! cargo build --release -p stackgate --example bare202
@@ -18,23 +19,38 @@
 
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use stackgate::intake::{events, signature};
 use tokio::sync::oneshot;
 
-type Journal = Option<mpsc::Sender<(Vec<u8>, oneshot::Sender<()>)>>;
+/// The journal writer and the webhook secret.
+type Journal = Option<(mpsc::Sender<(Vec<u8>, oneshot::Sender<()>)>, Arc<[u8]>)>;
 
-/// Reads the whole body (as stackgate's handler does) and accepts it, once journaled.
+/// Reads the whole body (as stackgate's handler does) and accepts it: at once, or (with a
+/// journal) once verified, parsed and journaled.
 async fn accept(State(journal): State<Journal>, headers: HeaderMap, body: Bytes) -> StatusCode {
     std::hint::black_box(body.len());
-    let Some(journal) = journal else {
+    let Some((journal, secret)) = journal else {
         return StatusCode::ACCEPTED;
     };
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    if !signature::verify(&secret, &body, header("x-hub-signature-256")) {
+        return StatusCode::UNAUTHORIZED;
+    }
+    if std::hint::black_box(events::parse(header("x-github-event"), &body)).is_err() {
+        return StatusCode::BAD_REQUEST;
+    }
     let mut line = headers
         .get("x-github-delivery")
         .map(|v| v.as_bytes().to_vec())
@@ -88,7 +104,9 @@ fn main() {
     let port: u16 = match args.next().map(|p| p.parse()) {
         Some(Ok(p)) => p,
         _ => {
-            eprintln!("usage: bare202 PORT [JOURNAL]   (binds 127.0.0.1:PORT)");
+            eprintln!(
+                "usage: bare202 PORT [JOURNAL]   (binds 127.0.0.1:PORT; JOURNAL needs BENCH_HOOK_SECRET)"
+            );
             std::process::exit(2);
         }
     };
@@ -108,9 +126,12 @@ fn main() {
         }
         file.sync_all()
             .unwrap_or_else(|e| panic!("cannot sync {path}: {e}"));
+        let secret = std::env::var("BENCH_HOOK_SECRET").unwrap_or_else(|_| {
+            panic!("BENCH_HOOK_SECRET: the webhook secret, for the journal floor")
+        });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || journal_writer(file, rx));
-        tx
+        (tx, Arc::from(secret.into_bytes()))
     });
     // The same runtime as `stackgate serve`: multi-threaded, one worker per core.
     let rt = tokio::runtime::Builder::new_multi_thread()
