@@ -15,8 +15,15 @@ export STACKGATE_EMULATOR_PORT="${STACKGATE_TEST_EMULATOR_PORT:-4599}"
 # Restarted, so that it runs the launcher's current patches and starts empty.
 deploy/local/emulator.sh stop >/dev/null 2>&1 || true
 deploy/local/emulator.sh start
-trap 'STACKGATE_EMULATOR_PORT='"$STACKGATE_EMULATOR_PORT"' deploy/local/emulator.sh stop >/dev/null 2>&1 || true' EXIT
+# A throwaway PostgreSQL cluster of its own; each test makes its own database in it.
+PG_PORT="${STACKGATE_TEST_PG_PORT:-5498}"
+trap 'STACKGATE_EMULATOR_PORT='"$STACKGATE_EMULATOR_PORT"' deploy/local/emulator.sh stop >/dev/null 2>&1 || true
+deploy/local/postgres.sh stop '"$PG_PORT"' >/dev/null 2>&1 || true' EXIT
 export STACKGATE_TEST_AWS_ENDPOINT="http://127.0.0.1:$STACKGATE_EMULATOR_PORT"
+deploy/local/postgres.sh stop "$PG_PORT" >/dev/null 2>&1 || true
+deploy/local/postgres.sh start "$PG_PORT"
+STACKGATE_TEST_POSTGRES_URL="$(deploy/local/postgres.sh url "$PG_PORT")"
+export STACKGATE_TEST_POSTGRES_URL
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

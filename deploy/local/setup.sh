@@ -7,7 +7,9 @@
 # Steps:
 #   1. Debian packages, only the missing ones: pkg-config libssl-dev (git2), openssl and git
 #      (service tests), wrk
-#      (benchmarks), sqlite3, curl (deploy/local/emulator.sh).
+#      (benchmarks), sqlite3, curl (deploy/local/emulator.sh), postgresql-15 (the PostgreSQL
+#      backend's tests, deploy/local/postgres.sh; binaries in /usr/lib/postgresql/15/bin; the
+#      `main` cluster its postinst may create is not used).
 #   2. rustup target wasm32-unknown-unknown (the policies), if not installed.
 #   3. Python venv .local/venv with deploy/local/requirements.txt (moto, cfn-lint, pytest,
 #      boto3, ...), reinstalled only when that file (or the Python) changed since the
@@ -24,7 +26,7 @@ LOCAL="$ROOT/.local"
 STAMPS="$LOCAL/stamps"
 VENV="$LOCAL/venv"
 REQUIREMENTS="$ROOT/deploy/local/requirements.txt"
-APT_PACKAGES=(pkg-config libssl-dev wrk sqlite3 curl openssl git)
+APT_PACKAGES=(pkg-config libssl-dev wrk sqlite3 curl openssl git postgresql-15)
 WASM_TARGET=wasm32-unknown-unknown
 export DEBIAN_FRONTEND=noninteractive
 
