@@ -3,7 +3,11 @@
 //! them in one file (WAL); `lanes` holds the pure rules of which job runs or supersedes.
 //! Every change that must not be lost is one transaction.
 
+#[cfg(test)]
+pub mod conformance;
 pub mod lanes;
+pub mod migrations;
+pub mod postgres;
 pub mod recorder;
 pub mod sqlite;
 
@@ -17,6 +21,20 @@ pub use sqlite::Store;
 #[derive(Debug, thiserror::Error)]
 #[error("state database: {0}")]
 pub struct StoreError(pub Box<dyn std::error::Error + Send + Sync>);
+
+/// A row holding a name this version has no value for (a kind, a state…): it was written
+/// by another version of stackgate. It is left out of what is read, and ended; the rest of
+/// the queue goes on.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{table} row {id}, column {column}: {name}; the row was written by another version of stackgate, so this one ends it: redo its work (a redeploy, a push) or run that version"
+)]
+pub struct UnreadableRow {
+    pub table: &'static str,
+    pub id: i64,
+    pub column: String,
+    pub name: crate::domain::UnknownName,
+}
 
 /// A job to enqueue. No `Default`: a job that forgot its kind or trigger would be a sync,
 /// or a push, which changes the policy event and what it is folded into.
@@ -340,6 +358,13 @@ pub trait Jobs {
 
 /// What is still to tell GitHub: commit statuses and PR comments, posted in order.
 pub trait Outbox {
+    /// Whether this process is the one poster now. With several replicas on one database
+    /// one of them posts at a time, so that each status and comment goes once and in order;
+    /// the others stand by and ask again. A backend of one process always is.
+    fn may_post(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
     /// Queues statuses outside a job's end (e.g. "pending" as a step starts).
     fn add_statuses(&self, job: Option<JobId>, statuses: &[StatusUpdate])
     -> Result<(), StoreError>;

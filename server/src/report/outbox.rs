@@ -32,6 +32,8 @@ const GATHER: Duration = Duration::from_millis(10);
 /// The first wait after a stalled round; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often a replica standing by asks whether it may post.
+const STANDBY: Duration = Duration::from_secs(2);
 
 /// What one round did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -348,7 +350,22 @@ impl Backoff {
 /// Posts forever: at once when woken, every 2 s otherwise, backing off while GitHub fails.
 pub async fn run(queue: Arc<dyn Queue>, github: Arc<dyn GitHub>, wake: Arc<Notify>) {
     let (mut poster, mut backoff) = (Poster::default(), Backoff::default());
+    let mut standby = FIRST_BACKOFF;
     loop {
+        // With several replicas, one posts; the others ask again now and then.
+        match blocking(&queue, |q| q.may_post()).await {
+            Ok(true) => standby = FIRST_BACKOFF,
+            Ok(false) => {
+                tokio::time::sleep(STANDBY).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot tell whether this replica posts; waiting");
+                tokio::time::sleep(standby).await;
+                standby = (standby * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        }
         let round = poster.round(&queue, github.as_ref()).await;
         if let Some(wait) = backoff.after(&round) {
             tokio::time::sleep(wait).await;

@@ -17,7 +17,7 @@ use rusqlite::{Connection, Transaction, params};
 
 use crate::config::Synchronous;
 use crate::domain::{JobId, UnknownName};
-use crate::queue::{CommentUpdate, Job, StatusUpdate, StoreError, now};
+use crate::queue::{CommentUpdate, Job, StatusUpdate, StoreError, UnreadableRow, now};
 
 impl rusqlite::ToSql for JobId {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
@@ -46,20 +46,6 @@ impl From<rusqlite::Error> for StoreError {
             e => StoreError(Box::new(e)),
         }
     }
-}
-
-/// A row holding a name this version has no value for (a kind, a state…): it was written
-/// by another version of stackgate. It is left out of what is read, and ended; the rest of
-/// the queue goes on.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "{table} row {id}, column {column}: {name}; the row was written by another version of stackgate, so this one ends it: redo its work (a redeploy, a push) or run that version"
-)]
-pub struct UnreadableRow {
-    pub table: &'static str,
-    pub id: i64,
-    pub column: String,
-    pub name: UnknownName,
 }
 
 /// The unreadable row behind a read's error, if that is what it is.
@@ -169,14 +155,12 @@ fn end_unreadable(c: &Connection, bad: &UnreadableRow) -> rusqlite::Result<()> {
 
 impl Store {
     pub fn open(path: &Path, synchronous: Synchronous) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", synchronous.pragma())?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(schema::SCHEMA)?;
-        schema::migrate_deployed(&conn)?;
-        schema::migrate_jobs(&conn)?;
+        schema::migrate(&mut conn)?;
         // SQLite's own checkpoints, on the writing connection after a commit that takes the
         // log past 1,000 pages: only a checkpoint that runs between two writes lets the next
         // write start the log over, so under a steady load one on another thread leaves the

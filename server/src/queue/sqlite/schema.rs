@@ -1,6 +1,55 @@
-//! The schema, and the migrations that bring an older state file up to it.
+//! The schema as numbered migrations, applied once each under `BEGIN IMMEDIATE` (one
+//! writer: two processes opening one file together migrate once). Version 1 is the schema
+//! as it was before migrations were numbered, with the upgrades that brought older files up
+//! to it: a file from before has no `schema_migrations` table, and gets version 1 with its
+//! rows kept.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::queue::StoreError;
+use crate::queue::migrations::{Migration, newer_than_known};
+
+/// The migrations, in order; a released one is never edited, only followed by another.
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "the queue: deliveries, jobs, ledger, outbox",
+    sql: SCHEMA,
+}];
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY,
+             name TEXT NOT NULL,
+             applied_at INTEGER NOT NULL
+         )",
+    )?;
+    let have: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    newer_than_known(have, MIGRATIONS)?;
+    for m in MIGRATIONS.iter().filter(|m| m.version > have) {
+        tx.execute_batch(m.sql)?;
+        if m.version == 1 {
+            migrate_deployed(&tx)?;
+            migrate_jobs(&tx)?;
+        }
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            rusqlite::params![m.version, m.name, crate::queue::now()],
+        )?;
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "migrated the state database"
+        );
+    }
+    tx.commit()?;
+    Ok(())
+}
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -83,8 +132,8 @@ CREATE TABLE IF NOT EXISTS pr_comments (
 );
 ";
 
-/// Brings a state file written by an older stackgate up to this schema.
-pub(super) fn migrate_jobs(conn: &Connection) -> rusqlite::Result<()> {
+/// Brings a state file written by an older stackgate up to version 1.
+fn migrate_jobs(conn: &Connection) -> rusqlite::Result<()> {
     let has_attempts = conn
         .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'attempts'")?
         .exists([])?;
@@ -96,7 +145,7 @@ pub(super) fn migrate_jobs(conn: &Connection) -> rusqlite::Result<()> {
 
 /// State files from before the ledger kept each stack's CloudFormation identity get the
 /// columns, empty; the next deploy of each folder fills them in.
-pub(super) fn migrate_deployed(conn: &Connection) -> rusqlite::Result<()> {
+fn migrate_deployed(conn: &Connection) -> rusqlite::Result<()> {
     let have: Vec<String> = conn
         .prepare("SELECT name FROM pragma_table_info('deployed')")?
         .query_map([], |r| r.get(0))?

@@ -1,0 +1,132 @@
+//! The outbox: statuses and comments in order, failures noted, unreadable rows given up on.
+
+use crate::domain::{Context, JobState, StatusState};
+use crate::queue::conformance::*;
+use crate::queue::*;
+
+pub fn a_bad_status_is_given_up_on_and_the_rest_posts(h: &dyn Harness) {
+    let s = h.open();
+    let status = |sha: &str| StatusUpdate {
+        repo: "acme/infra".into(),
+        sha: sha.into(),
+        context: Context::Policy,
+        state: StatusState::Pending,
+        description: "queued".into(),
+        target_url: String::new(),
+    };
+    s.add_statuses(None, &[status("1"), status("2")]).unwrap();
+    h.exec("UPDATE statuses SET state = 'neutral' WHERE sha = '1'");
+    let left = s.unposted_statuses(10).unwrap();
+    assert_eq!(
+        left.iter().map(|p| p.sha.as_str()).collect::<Vec<_>>(),
+        ["2"]
+    );
+    let mut row = h
+        .query("SELECT CAST(posted_at AS TEXT), last_error FROM statuses WHERE sha = '1'")
+        .remove(0);
+    let (posted, error) = (row.remove(0).unwrap(), row.remove(0).unwrap());
+    assert_eq!(posted, "-1", "given up on");
+    for part in [
+        "statuses row 1",
+        "column state",
+        "`neutral`",
+        "another version of stackgate",
+    ] {
+        assert!(error.contains(part), "{part}: {error}");
+    }
+}
+
+fn status(sha: &str, description: &str) -> StatusUpdate {
+    StatusUpdate {
+        repo: "acme/infra".into(),
+        sha: sha.into(),
+        context: Context::Policy,
+        state: StatusState::Success,
+        description: description.into(),
+        target_url: String::new(),
+    }
+}
+
+pub fn a_comment_goes_after_the_statuses_before_it_and_remembers_its_id(h: &dyn Harness) {
+    let s = h.open();
+    let id = s.enqueue(&[preview("a")], &none, &superseded).unwrap()[0];
+    s.claim(1).unwrap();
+    s.add_statuses(Some(id), &[status("a", "planning")])
+        .unwrap();
+    let comment = CommentUpdate {
+        repo: "acme/infra".into(),
+        pr: 7,
+        body: "the plan".into(),
+    };
+    s.finish_with(
+        id,
+        JobState::Succeeded,
+        &serde_json::json!({"plan": 1}),
+        Some(&comment),
+        &[status("a", "planned")],
+        None,
+    )
+    .unwrap();
+    let st = s.unposted_statuses(10).unwrap();
+    assert_eq!(
+        st.iter()
+            .map(|p| p.description.as_str())
+            .collect::<Vec<_>>(),
+        ["planning", "planned"]
+    );
+    assert!(st.iter().all(|p| p.pr == Some(7)), "{st:?}");
+    let c = s.unposted_comments(10).unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!((c[0].body.as_str(), c[0].pr), ("the plan", 7));
+    // Recorded before the job's last statuses: after "planning", before "planned".
+    assert!(c[0].after_status >= st[0].id && c[0].after_status < st[1].id);
+    assert_eq!(s.pr_comment("acme/infra", 7).unwrap(), None);
+    s.comment_posted(c[0].id, Some(("acme/infra", 7, 4242)))
+        .unwrap();
+    s.statuses_posted(&[st[0].id, st[1].id]).unwrap();
+    assert!(s.unposted_comments(10).unwrap().is_empty());
+    assert!(s.unposted_statuses(10).unwrap().is_empty());
+    assert_eq!(s.pr_comment("acme/infra", 7).unwrap(), Some(4242));
+    // A later comment of the pull request updates the same one.
+    s.comment_posted(c[0].id, Some(("acme/infra", 7, 4343)))
+        .unwrap();
+    assert_eq!(s.pr_comment("acme/infra", 7).unwrap(), Some(4343));
+    assert_eq!(s.pr_comment("acme/infra", 8).unwrap(), None);
+}
+
+pub fn a_failed_comment_is_noted_on_its_job_until_posted(h: &dyn Harness) {
+    let s = h.open();
+    let id = s.enqueue(&[preview("a")], &none, &superseded).unwrap()[0];
+    s.claim(1).unwrap();
+    let comment = CommentUpdate {
+        repo: "acme/infra".into(),
+        pr: 7,
+        body: "the plan".into(),
+    };
+    s.finish_with(
+        id,
+        JobState::Succeeded,
+        &serde_json::json!({"plan": 1}),
+        Some(&comment),
+        &[],
+        None,
+    )
+    .unwrap();
+    let c = s.unposted_comments(10).unwrap().remove(0);
+    s.comment_failed(c.id, "502 bad gateway", false).unwrap();
+    let detail = s.job(id).unwrap().unwrap().detail;
+    assert_eq!(detail["comment_error"], "502 bad gateway");
+    assert_eq!(detail["plan"], 1);
+    let again = s.unposted_comments(10).unwrap().remove(0);
+    assert_eq!(again.attempts, 1);
+    s.comment_posted(c.id, None).unwrap();
+    let detail = s.job(id).unwrap().unwrap().detail;
+    assert!(detail.get("comment_error").is_none(), "{detail}");
+    assert_eq!(detail["plan"], 1);
+    // Given up on: not posted again.
+    s.finish_with(id, JobState::Succeeded, &detail, Some(&comment), &[], None)
+        .unwrap();
+    let c = s.unposted_comments(10).unwrap().remove(0);
+    s.comment_failed(c.id, "422 no", true).unwrap();
+    assert!(s.unposted_comments(10).unwrap().is_empty());
+}

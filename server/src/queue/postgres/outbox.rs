@@ -1,0 +1,220 @@
+//! The outbox: commit statuses and PR comments still to post, and the PR comment ids. One
+//! replica posts at a time: it holds a session advisory lock on a connection of its own, so
+//! that each row goes once and in the order it was recorded (row claims would let two
+//! replicas post one commit's statuses out of order). The lock goes with its connection: a
+//! replica that loses it stops posting at its next round, and another takes over.
+
+use deadpool_postgres::GenericClient;
+
+use super::{LOCK_POSTER, Store, add_status, execute, lock_outbox, name, query, query_opt};
+use crate::domain::JobId;
+use crate::queue::{Outbox, PendingComment, PendingStatus, StatusUpdate, StoreError, now};
+
+impl Outbox for Store {
+    fn may_post(&self) -> Result<bool, StoreError> {
+        let mut held = self.poster.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = held.as_ref().filter(|p| p.client.is_closed()) {
+            if p.locked {
+                tracing::warn!("lost the connection that held the poster lock; standing by");
+            }
+            *held = None;
+        }
+        if held.as_ref().is_some_and(|p| p.locked) {
+            return Ok(true);
+        }
+        let pg = self.pg.clone();
+        let client = held.take().map(|p| p.client);
+        let (client, locked) = self.run(async move {
+            let client = match client {
+                Some(c) => c,
+                None => {
+                    let (client, connection) = pg.connect(tokio_postgres::NoTls).await?;
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::warn!(error = %e, "the poster's connection ended");
+                        }
+                    });
+                    client
+                }
+            };
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1, 0)", &[&LOCK_POSTER])
+                .await?
+                .get(0);
+            Ok((client, locked))
+        })?;
+        if locked {
+            tracing::info!("this replica posts the outbox now");
+        }
+        *held = Some(super::Poster { client, locked });
+        Ok(locked)
+    }
+
+    fn add_statuses(
+        &self,
+        job: Option<JobId>,
+        statuses: &[StatusUpdate],
+    ) -> Result<(), StoreError> {
+        if statuses.is_empty() {
+            return Ok(());
+        }
+        self.tx(async |tx| {
+            lock_outbox(tx).await?;
+            for s in statuses {
+                add_status(tx, job, s).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn unposted_statuses(&self, limit: usize) -> Result<Vec<PendingStatus>, StoreError> {
+        self.conn(async |c| {
+            let rows = query(
+                c,
+                "SELECT s.id, s.repo, s.sha, s.context, s.state, s.description, s.target_url,
+                        s.attempts, j.pr
+                 FROM statuses s LEFT JOIN jobs j ON j.id = s.job
+                 WHERE s.posted_at IS NULL ORDER BY s.id LIMIT $1",
+                &[&(limit as i64)],
+            )
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                match name(r, "statuses", 4) {
+                    Ok(state) => out.push(PendingStatus {
+                        id: r.get(0),
+                        repo: r.get(1),
+                        sha: r.get(2),
+                        context: r.get(3),
+                        state,
+                        description: r.get(5),
+                        target_url: r.get(6),
+                        attempts: r.get(7),
+                        pr: r.get::<_, Option<i64>>(8).map(|p| p as u64),
+                    }),
+                    // Another version's status: given up on, so that the rest posts.
+                    Err(bad) => {
+                        tracing::error!(error = %bad, "gave up on a status this version cannot read");
+                        mark_failed(c, "statuses", bad.id, &bad.to_string(), true).await?;
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn statuses_posted(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.conn(async |c| {
+            execute(
+                c,
+                "UPDATE statuses SET posted_at = $2 WHERE id = ANY($1)",
+                &[&ids, &now()],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn status_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
+        self.conn(async |c| mark_failed(c, "statuses", id, error, give_up).await)
+    }
+
+    fn pr_comment(&self, repo: &str, pr: u64) -> Result<Option<u64>, StoreError> {
+        self.conn(async |c| {
+            let row = query_opt(
+                c,
+                "SELECT comment_id FROM pr_comments WHERE repo = $1 AND pr = $2",
+                &[&repo, &(pr as i64)],
+            )
+            .await?;
+            Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+        })
+    }
+
+    fn unposted_comments(&self, limit: usize) -> Result<Vec<PendingComment>, StoreError> {
+        self.conn(async |c| {
+            let rows = query(
+                c,
+                "SELECT id, repo, pr, body, after_status, attempts
+                 FROM comments WHERE posted_at IS NULL ORDER BY id LIMIT $1",
+                &[&(limit as i64)],
+            )
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| PendingComment {
+                    id: r.get(0),
+                    repo: r.get(1),
+                    pr: r.get::<_, i64>(2) as u64,
+                    body: r.get(3),
+                    after_status: r.get(4),
+                    attempts: r.get(5),
+                })
+                .collect())
+        })
+    }
+
+    fn comment_posted(&self, id: i64, comment: Option<(&str, u64, u64)>) -> Result<(), StoreError> {
+        self.tx(async |tx| {
+            execute(
+                tx,
+                "UPDATE comments SET posted_at = $2 WHERE id = $1",
+                &[&id, &now()],
+            )
+            .await?;
+            execute(
+                tx,
+                "UPDATE jobs SET detail = detail - 'comment_error'
+                 WHERE id = (SELECT job FROM comments WHERE id = $1) AND detail ? 'comment_error'",
+                &[&id],
+            )
+            .await?;
+            if let Some((repo, pr, comment)) = comment {
+                execute(
+                    tx,
+                    "INSERT INTO pr_comments (repo, pr, comment_id) VALUES ($1, $2, $3)
+                     ON CONFLICT (repo, pr) DO UPDATE SET comment_id = excluded.comment_id",
+                    &[&repo, &(pr as i64), &(comment as i64)],
+                )
+                .await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn comment_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
+        self.tx(async |tx| {
+            mark_failed(tx, "comments", id, error, give_up).await?;
+            execute(
+                tx,
+                "UPDATE jobs SET detail = jsonb_set(detail, '{comment_error}', to_jsonb($2::text))
+                 WHERE id = (SELECT job FROM comments WHERE id = $1)",
+                &[&id, &error],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+async fn mark_failed<C: GenericClient>(
+    c: &C,
+    table: &str,
+    id: i64,
+    error: &str,
+    give_up: bool,
+) -> Result<(), StoreError> {
+    execute(
+        c,
+        &format!(
+            "UPDATE {table} SET attempts = attempts + 1, last_error = $2,
+                posted_at = CASE WHEN $3 THEN -1 ELSE NULL END WHERE id = $1"
+        ),
+        &[&id, &error, &give_up],
+    )
+    .await?;
+    Ok(())
+}
