@@ -24,6 +24,9 @@ deploy/local/postgres.sh stop "$PG_PORT" >/dev/null 2>&1 || true
 deploy/local/postgres.sh start "$PG_PORT"
 STACKGATE_TEST_POSTGRES_URL="$(deploy/local/postgres.sh url "$PG_PORT")"
 export STACKGATE_TEST_POSTGRES_URL
+# The outage tests stop and start clusters of their own, on the next ports.
+export STACKGATE_TEST_PG_OUTAGE_PORT="${STACKGATE_TEST_PG_OUTAGE_PORT:-$((PG_PORT + 1))}"
+export STACKGATE_TEST_PG_HTTP_OUTAGE_PORT="${STACKGATE_TEST_PG_HTTP_OUTAGE_PORT:-$((PG_PORT + 2))}"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

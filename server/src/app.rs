@@ -71,11 +71,23 @@ fn policies(cfg: &Config, state_dir: &std::path::Path) -> anyhow::Result<PolicyH
     Ok(policies)
 }
 
+/// The state database: PostgreSQL when `[state] url` is set (shared by every replica), else
+/// the SQLite file.
+pub fn open_queue(state: &crate::config::StateConfig) -> anyhow::Result<Arc<dyn Queue>> {
+    Ok(match &state.url {
+        Some(url) => {
+            tracing::info!(url = %url.redacted(), "state in PostgreSQL");
+            Arc::new(crate::queue::postgres::Store::open(url.expose())?)
+        }
+        None => Arc::new(Store::open(&state.path, state.synchronous)?),
+    })
+}
+
 /// Builds the service from its configuration.
 pub async fn build(cfg: Config) -> anyhow::Result<App> {
     let state_dir = cfg.state.dir();
     std::fs::create_dir_all(&state_dir)?;
-    let queue: Arc<dyn Queue> = Arc::new(Store::open(&cfg.state.path, cfg.state.synchronous)?);
+    let queue = open_queue(&cfg.state)?;
     let policies = policies(&cfg, &state_dir)?;
 
     let aws = Aws::connect(&AwsTarget {

@@ -106,6 +106,46 @@ pub struct StateConfig {
     /// statuses and delivery ids. 0 keeps everything.
     #[serde(default = "default_retain_days")]
     pub retain_days: u64,
+    /// `postgres://…`: the queue in PostgreSQL, shared by every replica, instead of the
+    /// SQLite file (whose folder still holds git mirrors and the policy cache).
+    #[serde(default)]
+    pub url: Option<StateUrl>,
+}
+
+/// The state database's URL. It may hold a password: its `Debug` and [`StateUrl::redacted`]
+/// hide it, and only the store reads it whole.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct StateUrl(String);
+
+impl StateUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        StateUrl(url.into())
+    }
+
+    /// The whole URL, password and all: for connecting, never for logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with its password, if any, as `***`.
+    pub fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("***"));
+                }
+                u.to_string()
+            }
+            Err(_) => "(an unreadable URL)".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for StateUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 fn default_retain_days() -> u64 {
@@ -146,6 +186,7 @@ impl Default for StateConfig {
             path: default_state_path(),
             synchronous: Synchronous::default(),
             retain_days: default_retain_days(),
+            url: None,
         }
     }
 }
@@ -431,6 +472,15 @@ impl Config {
 
     /// Checks the values, and writes each repository's `stacks_dir` in one form.
     fn validate(&mut self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.state.url {
+            let scheme = url::Url::parse(url.expose()).map(|u| u.scheme().to_string());
+            if !matches!(scheme.as_deref(), Ok("postgres" | "postgresql")) {
+                return Err(ConfigError::Invalid(format!(
+                    "state.url = {}: a postgres://user:password@host:port/database URL",
+                    url.redacted()
+                )));
+            }
+        }
         let keep = self.state.retain_days;
         if keep > 36_500 {
             return Err(ConfigError::Invalid(format!(
@@ -538,7 +588,7 @@ fn apply_env(
         "public_outputs",
     ];
     const SECTIONS: &[(&str, &[&str])] = &[
-        ("state", &["path", "synchronous", "retain_days"]),
+        ("state", &["path", "synchronous", "retain_days", "url"]),
         (
             "aws",
             &["region", "endpoint_url", "artifact_bucket", "poll_seconds"],
@@ -702,6 +752,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("STACKGATE_AWS_ENDPOIN"), "{err}");
+    }
+
+    #[test]
+    fn the_state_url_picks_postgres_env_wins_and_its_password_never_shows() {
+        assert!(parse("", &[]).unwrap().state.url.is_none());
+        let c = parse(
+            "[state]\nurl = 'postgres://sg:file-secret@db:5432/sg'\n",
+            &[(
+                "STACKGATE_STATE_URL",
+                "postgres://sg:env-secret@db2:5432/sg",
+            )],
+        )
+        .unwrap();
+        let url = c.state.url.as_ref().unwrap();
+        assert_eq!(url.expose(), "postgres://sg:env-secret@db2:5432/sg");
+        assert_eq!(url.redacted(), "postgres://sg:***@db2:5432/sg");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("env-secret"), "{shown}");
+        let err = parse("[state]\nurl = 'mysql://u:pw@h/d'\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("state.url") && !err.contains("pw@"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,9 @@ fn reply(
         .into_response()
 }
 
+/// What a delivery that could not be recorded (the state database is away) is told.
+const RETRY_AFTER_SECONDS: &str = "10";
+
 /// Bodies up to this size are verified on the async worker (well under a millisecond).
 const INLINE_VERIFY: usize = 64 * 1024;
 
@@ -219,12 +222,17 @@ pub async fn receive(
         Err(e) => {
             tracing::error!(error = %e, "cannot record a delivery");
             // Not recorded: GitHub's redelivery of it will be new.
-            reply(
+            let mut r = reply(
                 &app,
                 "error",
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cannot record the delivery; redeliver it",
-            )
+            );
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+            r
         }
     }
 }

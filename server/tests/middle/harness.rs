@@ -95,6 +95,44 @@ impl Reply {
     }
 }
 
+/// A throwaway PostgreSQL cluster of a test's own (`deploy/local/postgres.sh`), stopped and
+/// removed when dropped.
+pub struct Cluster {
+    pub port: String,
+}
+
+impl Cluster {
+    /// On port `$var`, else `default`.
+    pub fn start(var: &str, default: &str) -> Cluster {
+        let c = Cluster {
+            port: std::env::var(var).unwrap_or_else(|_| default.to_string()),
+        };
+        c.run("start");
+        c
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// `pause` (the server stops, its data stays) or `resume`.
+    pub fn run(&self, cmd: &str) {
+        let status = Command::new("bash")
+            .arg(root().join("deploy/local/postgres.sh"))
+            .args([cmd, &self.port])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run deploy/local/postgres.sh");
+        assert!(status.success(), "postgres.sh {cmd} {}", self.port);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.run("stop");
+    }
+}
+
 /// One stackgate, its state and its git remote in a temp dir.
 pub struct TestApp {
     pub app: Arc<App>,
@@ -107,6 +145,11 @@ impl TestApp {
     /// A remote whose `master` holds `files` (paths from the repository root), and stackgate
     /// configured for it.
     pub async fn new(files: &[(&str, &str)]) -> Self {
+        Self::with_state(files, None).await
+    }
+
+    /// As [`TestApp::new`], its queue in the PostgreSQL database at `state_url` if given.
+    pub async fn with_state(files: &[(&str, &str)], state_url: Option<&str>) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let origin = tmp.path().join("origin");
         std::fs::create_dir_all(&origin).expect("mkdir");
@@ -122,6 +165,7 @@ api_tokens = ["{token}"]
 [state]
 path = "{state}"
 synchronous = "normal"
+{url}
 
 [aws]
 region = "us-east-1"
@@ -136,6 +180,9 @@ webhook_secret_file = "{secret}"
 "#,
             token = hex::encode(Sha256::digest(API_TOKEN.as_bytes())),
             state = tmp.path().join("state/stackgate.db").display(),
+            url = state_url
+                .map(|u| format!("url = \"{u}\""))
+                .unwrap_or_default(),
             origin = origin.display(),
             secret = secret.display(),
         );

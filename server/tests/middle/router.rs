@@ -25,6 +25,46 @@ async fn app() -> TestApp {
     TestApp::new(&files(&passing_stack("web"))).await
 }
 
+/// While the state database is away a delivery is refused with 503 and Retry-After, never
+/// accepted without its row; once it is back, GitHub's redelivery is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_while_postgres_is_down_gets_503_and_its_redelivery_is_recorded() {
+    let db = Cluster::start("STACKGATE_TEST_PG_HTTP_OUTAGE_PORT", "5495");
+    let t = TestApp::with_state(&files(&passing_stack("web")), Some(&db.url())).await;
+    let mut push = push_example();
+    let r = t.deliver("push", "d-up-1", &push).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let first = r.json()["jobs"][0].as_i64().expect("a job id");
+
+    db.run("pause");
+    push["after"] = json!("0000000000000000000000000000000000000002");
+    let r = t.deliver("push", "d-down-2", &push).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.headers[header::RETRY_AFTER], "10");
+    assert_eq!(r.json()["result"], "error");
+    assert!(r.body.contains("redeliver"), "{}", r.body);
+
+    db.run("resume");
+    let r = t.deliver("push", "d-down-2", &push).await;
+    assert_eq!(
+        r.status,
+        StatusCode::ACCEPTED,
+        "the redelivery is new: {}",
+        r.body
+    );
+    let second = r.json()["jobs"][0].as_i64().expect("a job id");
+    assert!(second > first);
+    let r = t.deliver("push", "d-up-1", &push_example()).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "kept across the outage: {}",
+        r.body
+    );
+    assert_eq!(r.json()["result"], "duplicate");
+    assert_eq!(t.job(first).await["state"], "superseded");
+}
+
 #[tokio::test]
 async fn a_signed_push_is_accepted_with_its_job() {
     let t = app().await;

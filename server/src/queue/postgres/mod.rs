@@ -18,6 +18,8 @@ mod deliveries;
 mod history;
 mod jobs;
 mod ledger;
+#[cfg(test)]
+mod outage;
 mod outbox;
 mod schema;
 #[cfg(test)]
@@ -50,16 +52,8 @@ const LOCK_MIGRATE: i32 = 0x5347_0003;
 const LOCK_POSTER: i32 = 0x5347_0004;
 
 /// A connection URL with its password hidden, for logs and errors.
-pub fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) => "(an unreadable postgres:// URL)".into(),
-    }
+fn redacted(url: &str) -> String {
+    crate::config::StateUrl::new(url).redacted()
 }
 
 impl From<tokio_postgres::Error> for StoreError {
