@@ -1,4 +1,4 @@
-//! The command line: `stackgate plan | deploy | remove | check | serve`.
+//! The command line: `stackgate plan | deploy | remove | check | serve | state`.
 
 mod local;
 
@@ -81,6 +81,11 @@ pub enum Command {
         #[arg(long, default_value = "stacks")]
         seed: PathBuf,
     },
+    /// The state database: `state copy` moves an installation from SQLite to PostgreSQL.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
     /// Run the policies on stack folders or bare template files (no AWS calls).
     Check {
         #[arg(required = true)]
@@ -95,6 +100,21 @@ pub enum Command {
         /// Region for `AWS::Region` when the deployment file names none.
         #[arg(long, default_value = "us-east-1")]
         region: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StateCommand {
+    /// Copy jobs (ids kept), the deployed ledger, the outbox (statuses, comments, pull
+    /// request comment ids) and delivery ids into an empty PostgreSQL database, in one
+    /// transaction. Stop stackgate first; then point `[state] url` at the target.
+    Copy {
+        /// `sqlite:PATH`, the state file (`[state] path`).
+        #[arg(long)]
+        from: String,
+        /// `postgres://user:password@host:port/database` (default: STACKGATE_STATE_URL).
+        #[arg(long, env = "STACKGATE_STATE_URL", hide_env_values = true)]
+        to: String,
     },
 }
 
@@ -177,6 +197,9 @@ async fn run(command: Command) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::State {
+            command: StateCommand::Copy { from, to },
+        } => state_copy(from, to).await,
         Command::Check {
             paths,
             format,
@@ -184,6 +207,30 @@ async fn run(command: Command) -> ExitCode {
             policies,
             region,
         } => check_command(&paths, format, settings.as_deref(), &policies, &region).await,
+    }
+}
+
+async fn state_copy(from: String, to: String) -> ExitCode {
+    let Some(path) = from.strip_prefix("sqlite:").map(PathBuf::from) else {
+        eprintln!("error: --from {from}: a SQLite state file, as sqlite:PATH");
+        return ExitCode::from(2);
+    };
+    let target = crate::config::StateUrl::new(to.as_str());
+    let (p, t) = (path.clone(), to.clone());
+    let copied =
+        tokio::task::spawn_blocking(move || crate::queue::copy::sqlite_to_postgres(&p, &t))
+            .await
+            .unwrap_or_else(|e| Err(crate::queue::StoreError(Box::new(e))));
+    let path = path.display();
+    match copied {
+        Ok(copied) => {
+            println!("copied {copied} from {path} to {}", target.redacted());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: copy from {path} to {}: {e}", target.redacted());
+            ExitCode::from(1)
+        }
     }
 }
 

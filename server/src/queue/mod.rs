@@ -5,6 +5,7 @@
 
 #[cfg(test)]
 pub mod conformance;
+pub mod copy;
 pub mod lanes;
 pub mod migrations;
 pub mod postgres;

@@ -16,6 +16,7 @@
 
 mod deliveries;
 mod history;
+mod import;
 mod jobs;
 mod ledger;
 #[cfg(test)]

@@ -1,0 +1,304 @@
+//! Moving an installation over: every row of one backend as it is stored, for another to
+//! take in whole (`stackgate state copy`). Names are copied as text, unread: a row this
+//! version cannot read moves over too, and is dealt with where it lands.
+
+/// What a copy moved, table by table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Copied {
+    pub jobs: usize,
+    pub deliveries: usize,
+    pub ledger: usize,
+    pub statuses: usize,
+    pub comments: usize,
+    pub pr_comments: usize,
+}
+
+impl std::fmt::Display for Copied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} jobs, {} delivery ids, {} ledger rows, {} statuses, {} comments, {} pull request comment ids",
+            self.jobs, self.deliveries, self.ledger, self.statuses, self.comments, self.pr_comments
+        )
+    }
+}
+
+/// Every row of a state database.
+#[derive(Debug, Default, Clone)]
+pub struct Rows {
+    pub jobs: Vec<JobRow>,
+    pub deliveries: Vec<DeliveryRow>,
+    pub ledger: Vec<LedgerRow>,
+    pub statuses: Vec<StatusRow>,
+    pub comments: Vec<CommentRow>,
+    pub pr_comments: Vec<(String, i64, i64)>,
+}
+
+impl Rows {
+    pub fn counts(&self) -> Copied {
+        Copied {
+            jobs: self.jobs.len(),
+            deliveries: self.deliveries.len(),
+            ledger: self.ledger.len(),
+            statuses: self.statuses.len(),
+            comments: self.comments.len(),
+            pr_comments: self.pr_comments.len(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: i64,
+    pub kind: String,
+    pub repo: String,
+    pub stack: Option<String>,
+    pub sha: String,
+    pub lane: String,
+    pub pr: Option<i64>,
+    pub fork: bool,
+    pub trigger: String,
+    pub delivery: Option<String>,
+    pub state: String,
+    pub phase: Option<String>,
+    pub change_set_id: Option<String>,
+    pub stack_id: Option<String>,
+    pub detail: serde_json::Value,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub superseded_by: Option<i64>,
+    pub attempts: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub event: String,
+    pub repo: Option<String>,
+    pub received_at: i64,
+    pub jobs: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct LedgerRow {
+    pub repo: String,
+    pub stack: String,
+    pub sha: String,
+    pub removed: bool,
+    pub at: i64,
+    pub stack_name: Option<String>,
+    pub region: Option<String>,
+    pub account: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusRow {
+    pub id: i64,
+    pub job: Option<i64>,
+    pub repo: String,
+    pub sha: String,
+    pub context: String,
+    pub state: String,
+    pub description: String,
+    pub target_url: String,
+    pub created_at: i64,
+    pub posted_at: Option<i64>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommentRow {
+    pub id: i64,
+    pub job: Option<i64>,
+    pub repo: String,
+    pub pr: i64,
+    pub body: String,
+    pub after_status: i64,
+    pub created_at: i64,
+    pub posted_at: Option<i64>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// Copies the SQLite state file at `from` into the empty PostgreSQL database at `to`, in
+/// one PostgreSQL transaction.
+pub fn sqlite_to_postgres(from: &std::path::Path, to: &str) -> Result<Copied, super::StoreError> {
+    if !from.exists() {
+        return Err(super::StoreError(
+            format!("{}: no such state file", from.display()).into(),
+        ));
+    }
+    let rows = super::sqlite::Store::open(from, crate::config::Synchronous::Full)?.export()?;
+    super::postgres::Store::open(to)?.import(&rows)?;
+    Ok(rows.counts())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Context, JobId, JobState, StackIdentity, StatusState};
+    use crate::queue::conformance::{deploy_of, preview, queued, superseded};
+    use crate::queue::postgres::testdb::TestDb;
+    use crate::queue::*;
+
+    fn all_of(q: &dyn Queue) -> String {
+        let jobs = serde_json::to_string_pretty(&q.recent_jobs(1000).unwrap()).unwrap();
+        let statuses = serde_json::to_string_pretty(&q.unposted_statuses(1000).unwrap()).unwrap();
+        let comments: Vec<String> = q
+            .unposted_comments(100)
+            .unwrap()
+            .iter()
+            .map(|c| format!("{c:?}"))
+            .collect();
+        format!(
+            "{jobs}\n{statuses}\n{comments:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            q.deployed("acme/infra").unwrap(),
+            q.ledger_row("acme/infra", "web").unwrap(),
+            q.live_identities().unwrap(),
+            q.pr_comment("acme/infra", 7).unwrap(),
+            q.delivery_count().unwrap(),
+            q.depth().unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_sqlite_state_file_copies_into_postgres_whole_and_only_into_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let s = crate::queue::sqlite::Store::open(&path, crate::config::Synchronous::Full).unwrap();
+        // Rows of every kind: a delivery and its job, finished, running, queued and
+        // superseded jobs, posted and waiting statuses, a comment, a PR's comment id, and
+        // the ledger with and without identities.
+        let d = DeliveryRecord {
+            delivery: "d1".into(),
+            event: "push".into(),
+            repo: Some("acme/infra".into()),
+            jobs: vec![deploy_of("web", "w1")],
+        };
+        let web1 = s.record_deliveries(&[d], &queued, &superseded).unwrap()[0]
+            .clone()
+            .unwrap()[0];
+        assert_eq!(s.claim(4).unwrap()[0].id, web1);
+        let id = StackIdentity {
+            account: "123456789012".into(),
+            region: "eu-west-1".into(),
+            name: "web-prod".into(),
+        };
+        s.finish(
+            web1,
+            JobState::Succeeded,
+            &serde_json::json!({"outputs": {"Url": "x"}}),
+            &[StatusUpdate {
+                repo: "acme/infra".into(),
+                sha: "w1".into(),
+                context: Context::Stack("web".into()),
+                state: StatusState::Success,
+                description: "deployed".into(),
+                target_url: "https://sg/runs/1".into(),
+            }],
+            Some(LedgerEntry {
+                repo: "acme/infra",
+                stack: "web",
+                sha: "w1",
+                removed: false,
+                identity: Some(&id),
+            }),
+        )
+        .unwrap();
+        let p = s.enqueue(&[preview("p1")], &queued, &superseded).unwrap()[0];
+        assert_eq!(s.claim(4).unwrap()[0].id, p);
+        s.finish_with(
+            p,
+            JobState::Succeeded,
+            &serde_json::json!({}),
+            Some(&CommentUpdate {
+                repo: "acme/infra".into(),
+                pr: 7,
+                body: "plan".into(),
+            }),
+            &[],
+            None,
+        )
+        .unwrap();
+        let c = s.unposted_comments(10).unwrap().remove(0);
+        s.comment_posted(c.id, Some(("acme/infra", 7, 99))).unwrap();
+        s.finish_with(
+            p,
+            JobState::Succeeded,
+            &serde_json::json!({}),
+            Some(&CommentUpdate {
+                repo: "acme/infra".into(),
+                pr: 7,
+                body: "plan 2".into(),
+            }),
+            &[],
+            None,
+        )
+        .unwrap();
+        let running = s
+            .enqueue(&[deploy_of("api", "a1")], &queued, &superseded)
+            .unwrap()[0];
+        assert_eq!(s.claim(4).unwrap()[0].id, running);
+        s.set_phase(
+            running,
+            crate::domain::Phase::Executing,
+            Some("cs-1"),
+            Some("st-1"),
+        )
+        .unwrap();
+        s.enqueue(&[deploy_of("db", "x1")], &queued, &superseded)
+            .unwrap();
+        s.enqueue(&[deploy_of("db", "x2")], &queued, &superseded)
+            .unwrap();
+        let posted: Vec<i64> = s
+            .unposted_statuses(2)
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        s.statuses_posted(&posted).unwrap();
+        let before = all_of(&s);
+        drop(s);
+
+        let db = TestDb::new();
+        let copied = sqlite_to_postgres(&path, &db.url).unwrap();
+        assert_eq!(
+            copied,
+            Copied {
+                jobs: 5,
+                deliveries: 1,
+                ledger: 1,
+                statuses: 7,
+                comments: 2,
+                pr_comments: 1
+            }
+        );
+        let pg = db.store();
+        assert_eq!(all_of(&pg), before);
+        // The running deploy resumes; the delivery is a duplicate; new ids go past the old.
+        let r = pg.recover().unwrap();
+        assert_eq!(r.resume.iter().map(|j| j.id).collect::<Vec<_>>(), [running]);
+        let again = DeliveryRecord {
+            delivery: "d1".into(),
+            event: "push".into(),
+            repo: Some("acme/infra".into()),
+            jobs: vec![deploy_of("web", "w9")],
+        };
+        assert_eq!(
+            pg.record_deliveries(&[again], &queued, &superseded)
+                .unwrap(),
+            [None]
+        );
+        let next = pg
+            .enqueue(&[deploy_of("new", "n1")], &queued, &superseded)
+            .unwrap()[0];
+        assert_eq!(next, JobId(6));
+        let last_status = pg.unposted_statuses(100).unwrap().last().unwrap().id;
+        assert!(last_status > 7, "{last_status}");
+
+        let e = sqlite_to_postgres(&path, &db.url).unwrap_err().to_string();
+        assert!(e.contains("already holds 6 jobs"), "{e}");
+    }
+}
