@@ -39,6 +39,8 @@ pub struct SqliteHarness {
     dir: tempfile::TempDir,
 }
 
+// `new` makes a folder, `PostgresHarness::new` a database: neither is a default value.
+#[allow(clippy::new_without_default)]
 impl SqliteHarness {
     pub fn new() -> Self {
         SqliteHarness {
@@ -77,6 +79,7 @@ pub struct PostgresHarness {
     pub db: crate::queue::postgres::testdb::TestDb,
 }
 
+#[allow(clippy::new_without_default)]
 impl PostgresHarness {
     pub fn new() -> Self {
         PostgresHarness {

@@ -75,6 +75,8 @@ pub struct TestDb {
     name: String,
 }
 
+// `new` makes a database: not a default value.
+#[allow(clippy::new_without_default)]
 impl TestDb {
     pub fn new() -> TestDb {
         Self::on(&cluster_url())
