@@ -139,7 +139,7 @@ impl Store {
         };
         store
             .run(schema::migrate(&store.pool))
-            .map_err(|e| StoreError(format!("PostgreSQL at {}: {e}", redacted(url)).into()))?;
+            .map_err(|e| StoreError(format!("PostgreSQL at {}: {}", redacted(url), e.0).into()))?;
         Ok(store)
     }
 
