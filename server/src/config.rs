@@ -106,10 +106,18 @@ pub struct StateConfig {
     /// statuses and delivery ids. 0 keeps everything.
     #[serde(default = "default_retain_days")]
     pub retain_days: u64,
+    /// How long a claim on a running job holds without renewal: the heartbeat renews it
+    /// every third of it, and a job whose replica stopped renewing is taken over after it.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
 }
 
 fn default_retain_days() -> u64 {
     30
+}
+
+fn default_lease_seconds() -> u64 {
+    10
 }
 
 /// GitHub redelivers a delivery, under its old id, for up to 3 days: its id must be kept
@@ -146,6 +154,7 @@ impl Default for StateConfig {
             path: default_state_path(),
             synchronous: Synchronous::default(),
             retain_days: default_retain_days(),
+            lease_seconds: default_lease_seconds(),
         }
     }
 }
@@ -444,6 +453,12 @@ impl Config {
                  everything"
             )));
         }
+        if !(1..=3600).contains(&self.state.lease_seconds) {
+            return Err(ConfigError::Invalid(format!(
+                "state.lease_seconds = {}: between 1 and 3600",
+                self.state.lease_seconds
+            )));
+        }
         if !(1..=3600).contains(&self.git_timeout_seconds) {
             return Err(ConfigError::Invalid(format!(
                 "git_timeout_seconds = {}: between 1 and 3600",
@@ -538,7 +553,10 @@ fn apply_env(
         "public_outputs",
     ];
     const SECTIONS: &[(&str, &[&str])] = &[
-        ("state", &["path", "synchronous", "retain_days"]),
+        (
+            "state",
+            &["path", "synchronous", "retain_days", "lease_seconds"],
+        ),
         (
             "aws",
             &["region", "endpoint_url", "artifact_bucket", "poll_seconds"],
@@ -715,6 +733,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("off"), "{err}");
+    }
+
+    #[test]
+    fn lease_seconds_default_to_ten_and_are_bounded() {
+        assert_eq!(parse("", &[]).unwrap().state.lease_seconds, 10);
+        let c = parse("", &[("STACKGATE_STATE_LEASE_SECONDS", "3")]).unwrap();
+        assert_eq!(c.state.lease_seconds, 3);
+        let err = parse("[state]\nlease_seconds = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("state.lease_seconds"), "{err}");
     }
 
     #[test]

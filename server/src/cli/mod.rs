@@ -403,6 +403,7 @@ async fn stack_command(dir: &Path, args: &AwsArgs, action: Action<'_>) -> ExitCo
                 &stack.name,
                 &origin.owner(&stack.folder),
                 origin.adopt,
+                &origin.guard,
                 &mut sink,
             )
             .await

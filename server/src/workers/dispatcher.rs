@@ -8,7 +8,7 @@ use crate::pipeline::{self, Pipeline};
 
 pub async fn run(app: Arc<Pipeline>) {
     loop {
-        match app.queue.claim(app.cfg.max_parallel_jobs.max(1)) {
+        match app.claim(app.cfg.max_parallel_jobs.max(1)) {
             Ok(jobs) => {
                 for job in jobs {
                     tokio::spawn(pipeline::run(app.clone(), job));

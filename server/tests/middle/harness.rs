@@ -252,7 +252,7 @@ webhook_secret_file = "{secret}"
     /// Claims every runnable job and runs each to its end, as the dispatcher does.
     pub async fn run_queued(&self) {
         loop {
-            let jobs = self.app.pipeline.queue.claim(16).expect("claim");
+            let jobs = self.app.pipeline.claim(16).expect("claim");
             if jobs.is_empty() {
                 return;
             }
@@ -265,12 +265,12 @@ webhook_secret_file = "{secret}"
     /// Claims every runnable job, and ends each in `state` with `detail`, as a pipeline step
     /// would have (no statuses, no ledger).
     pub fn finish_queued(&self, state: JobState, detail: &Value) -> Vec<JobId> {
-        let jobs = self.app.pipeline.queue.claim(16).expect("claim");
+        let jobs = self.app.pipeline.claim(16).expect("claim");
         for j in &jobs {
             self.app
                 .pipeline
                 .queue
-                .finish(j.id, state, detail, &[], None)
+                .finish(j.claim(), state, detail, &[], None)
                 .expect("finish");
         }
         jobs.iter().map(|j| j.id).collect()
@@ -278,7 +278,7 @@ webhook_secret_file = "{secret}"
 
     /// Claims the runnable jobs and leaves them running.
     pub fn start_queued(&self) -> Vec<JobId> {
-        let jobs = self.app.pipeline.queue.claim(16).expect("claim");
+        let jobs = self.app.pipeline.claim(16).expect("claim");
         jobs.iter().map(|j| j.id).collect()
     }
 

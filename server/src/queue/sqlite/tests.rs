@@ -6,7 +6,21 @@ use super::Store;
 use super::schema::SCHEMA;
 use crate::config::Synchronous;
 use crate::domain::{Context, JobId, JobState, Kind, Phase, StackIdentity, StatusState, Trigger};
+use crate::queue::lease::{Claim, Lease, Orphans, Replica};
 use crate::queue::*;
+
+/// A lease of a new replica at each call: a claim and a later recovery are two processes.
+fn lease() -> Lease {
+    Lease {
+        owner: Replica::new(),
+        length: std::time::Duration::from_secs(60),
+    }
+}
+
+/// The claim that holds a job now.
+fn held(s: &Store, id: JobId) -> Claim {
+    s.job(id).unwrap().unwrap().claim()
+}
 
 fn none(_: &NewJob, _: JobId) -> Vec<StatusUpdate> {
     Vec::new()
@@ -216,9 +230,9 @@ fn a_manual_redeploy_is_its_own_job_and_requeued_jobs_are_superseded() {
 
     // x was running when the process died and went back to the queue behind y.
     let x = s.enqueue(&[deploy("x")], &queued, &superseded).unwrap()[0];
-    assert!(s.claim(1).unwrap().iter().any(|j| j.id == x));
+    assert!(s.claim(&lease(), 1).unwrap().iter().any(|j| j.id == x));
     let y = s.enqueue(&[deploy("y")], &queued, &superseded).unwrap();
-    s.requeue(x).unwrap();
+    s.requeue(held(&s, x)).unwrap();
     assert_eq!(s.enqueue(&[deploy("y")], &queued, &superseded).unwrap(), y);
     let left: Vec<JobId> = s
         .jobs_in_state(JobState::Queued)
@@ -246,8 +260,8 @@ fn old_history_is_forgotten_but_live_work_and_each_lanes_last_run_stay() {
     };
     let run = |job: NewJob, end: JobState| {
         let id = s.enqueue(&[job], &queued, &superseded).unwrap()[0];
-        assert!(s.claim(4).unwrap().iter().any(|j| j.id == id));
-        s.finish(id, end, &serde_json::json!({}), &[], None)
+        assert!(s.claim(&lease(), 4).unwrap().iter().any(|j| j.id == id));
+        s.finish(held(&s, id), end, &serde_json::json!({}), &[], None)
             .unwrap();
         id
     };
@@ -325,14 +339,14 @@ fn a_burst_of_pushes_runs_one_sync() {
     };
     s.enqueue(&[sync("a")], &none, &superseded).unwrap();
     assert!(
-        s.claim(4).unwrap().is_empty(),
+        s.claim(&lease(), 4).unwrap().is_empty(),
         "a sync waits out the debounce"
     );
     s.enqueue(&[sync("b")], &none, &superseded).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(
         SYNC_DEBOUNCE_MS as u64 + 50,
     ));
-    let run = s.claim(4).unwrap();
+    let run = s.claim(&lease(), 4).unwrap();
     assert_eq!(
         run.iter().map(|j| j.sha.as_str()).collect::<Vec<_>>(),
         ["b"]
@@ -344,12 +358,12 @@ fn one_job_per_lane_and_newer_commits_supersede_queued_ones() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
     s.enqueue(&[deploy("a")], &none, &superseded).unwrap();
-    let running = s.claim(4).unwrap();
+    let running = s.claim(&lease(), 4).unwrap();
     assert_eq!(running.len(), 1);
     s.enqueue(&[deploy("b")], &none, &superseded).unwrap();
     s.enqueue(&[deploy("c")], &none, &superseded).unwrap();
     // The lane is busy: nothing more runs.
-    assert!(s.claim(4).unwrap().is_empty());
+    assert!(s.claim(&lease(), 4).unwrap().is_empty());
     let b = s.jobs_in_state(JobState::Superseded).unwrap();
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].sha, "b");
@@ -357,7 +371,7 @@ fn one_job_per_lane_and_newer_commits_supersede_queued_ones() {
     assert_eq!(st.len(), 1);
     assert_eq!(st[0].description, "superseded by c");
     s.finish(
-        running[0].id,
+        running[0].claim(),
         JobState::Succeeded,
         &serde_json::json!({}),
         &[],
@@ -370,7 +384,7 @@ fn one_job_per_lane_and_newer_commits_supersede_queued_ones() {
         }),
     )
     .unwrap();
-    let next = s.claim(4).unwrap();
+    let next = s.claim(&lease(), 4).unwrap();
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].sha, "c");
     assert_eq!(
@@ -400,32 +414,38 @@ fn a_job_that_takes_the_process_down_twice_is_not_run_again() {
     // Claimed, then the process dies mid-job: requeued once.
     for attempt in 1..=MAX_ATTEMPTS {
         let s = open();
-        let r = s.recover().unwrap();
+        let r = s.recover(&lease(), Orphans::All).unwrap();
         assert!(r.poisoned.is_empty() && r.resume.is_empty());
-        let j = s.claim(1).unwrap().remove(0);
+        let j = s.claim(&lease(), 1).unwrap().remove(0);
         assert_eq!((j.id, j.attempts), (id, attempt));
     }
     // The second crash: it comes back poisoned, not queued.
     let s = open();
-    let r = s.recover().unwrap();
+    let r = s.recover(&lease(), Orphans::All).unwrap();
     assert_eq!(r.poisoned.len(), 1);
     assert_eq!(r.poisoned[0].id, id);
-    assert!(s.claim(1).unwrap().is_empty());
-    s.finish(id, JobState::Error, &serde_json::json!({}), &[], None)
-        .unwrap();
+    assert!(s.claim(&lease(), 1).unwrap().is_empty());
+    s.finish(
+        held(&s, id),
+        JobState::Error,
+        &serde_json::json!({}),
+        &[],
+        None,
+    )
+    .unwrap();
     // A resumed deploy counts too.
     let d = s.enqueue(&[deploy("b")], &none, &superseded).unwrap()[0];
-    let j = s.claim(1).unwrap().remove(0);
+    let j = s.claim(&lease(), 1).unwrap().remove(0);
     assert_eq!(j.id, d);
-    s.set_phase(d, Phase::Executing, Some("cs"), Some("st"))
+    s.set_phase(held(&s, d), Phase::Executing, Some("cs"), Some("st"))
         .unwrap();
     drop(s);
     let s = open();
-    let r = s.recover().unwrap();
+    let r = s.recover(&lease(), Orphans::All).unwrap();
     assert_eq!(r.resume.len(), 1);
-    s.attempt(d).unwrap();
+    s.attempt(held(&s, d)).unwrap();
     drop(s);
-    let r = open().recover().unwrap();
+    let r = open().recover(&lease(), Orphans::All).unwrap();
     assert!(r.poisoned.iter().any(|j| j.id == d), "{r:?}");
 }
 
@@ -447,8 +467,13 @@ fn a_state_file_from_before_attempts_opens_and_counts() {
         .unwrap();
     }
     let s = Store::open(&path, Synchronous::Normal).unwrap();
-    assert!(s.recover().unwrap().poisoned.is_empty());
-    let j = s.claim(1).unwrap().remove(0);
+    assert!(
+        s.recover(&lease(), Orphans::All)
+            .unwrap()
+            .poisoned
+            .is_empty()
+    );
+    let j = s.claim(&lease(), 1).unwrap().remove(0);
     assert_eq!(j.attempts, 1);
     drop(s);
     // Opening again does not migrate twice.
@@ -483,7 +508,7 @@ fn an_old_ledger_gains_identities_and_keeps_its_rows() {
         name: "web-prod".into(),
     };
     s.enqueue(&[deploy("b")], &none, &superseded).unwrap();
-    let j = s.claim(1).unwrap().remove(0);
+    let j = s.claim(&lease(), 1).unwrap().remove(0);
     let entry = |sha, identity| LedgerEntry {
         repo: "acme/infra",
         stack: "web",
@@ -492,7 +517,7 @@ fn an_old_ledger_gains_identities_and_keeps_its_rows() {
         identity,
     };
     s.finish(
-        j.id,
+        j.claim(),
         JobState::Succeeded,
         &serde_json::json!({}),
         &[],
@@ -501,8 +526,10 @@ fn an_old_ledger_gains_identities_and_keeps_its_rows() {
     .unwrap();
     // Opening again migrates nothing twice; a later entry without identity keeps it.
     let s = Store::open(&path, Synchronous::Full).unwrap();
+    s.enqueue(&[deploy("c")], &none, &superseded).unwrap();
+    let j = s.claim(&lease(), 1).unwrap().remove(0);
     s.finish(
-        j.id,
+        j.claim(),
         JobState::Succeeded,
         &serde_json::json!({}),
         &[],
@@ -527,12 +554,18 @@ fn pending_deploys_are_each_stacks_newest_live_job() {
         ..deploy(sha)
     };
     let done = s.enqueue(&[api("a0")], &none, &superseded).unwrap()[0];
-    s.claim(4).unwrap();
-    s.finish(done, JobState::Succeeded, &serde_json::json!({}), &[], None)
-        .unwrap();
+    s.claim(&lease(), 4).unwrap();
+    s.finish(
+        held(&s, done),
+        JobState::Succeeded,
+        &serde_json::json!({}),
+        &[],
+        None,
+    )
+    .unwrap();
     assert!(s.pending_deploys("acme/infra").unwrap().is_empty());
     s.enqueue(&[deploy("w1")], &none, &superseded).unwrap();
-    assert_eq!(s.claim(4).unwrap().len(), 1, "w1 runs");
+    assert_eq!(s.claim(&lease(), 4).unwrap().len(), 1, "w1 runs");
     s.enqueue(&[deploy("w2"), api("a1")], &none, &superseded)
         .unwrap();
     let mut pending = s.pending_deploys("acme/infra").unwrap();
@@ -560,12 +593,12 @@ fn running_deploy_survives_a_restart(level: Synchronous) {
     {
         let s = Store::open(&path, level).unwrap();
         s.enqueue(&[deploy("a")], &none, &superseded).unwrap();
-        let j = s.claim(1).unwrap().remove(0);
-        s.set_phase(j.id, Phase::Executing, Some("cs-1"), Some("stack-1"))
+        let j = s.claim(&lease(), 1).unwrap().remove(0);
+        s.set_phase(j.claim(), Phase::Executing, Some("cs-1"), Some("stack-1"))
             .unwrap();
     }
     let s = Store::open(&path, level).unwrap();
-    let resume = s.recover().unwrap().resume;
+    let resume = s.recover(&lease(), Orphans::All).unwrap().resume;
     assert_eq!(resume.len(), 1);
     assert_eq!(resume[0].change_set_id.as_deref(), Some("cs-1"));
     assert_eq!(resume[0].phase, Some(Phase::Executing));
@@ -606,7 +639,7 @@ fn a_stored_job_of_an_unknown_kind_is_an_error_not_a_sync() {
     assert!(e.contains("unknown job kind `redeploy`"), "{e}");
     // The good job runs; the bad one is not run as something else but ends in error,
     // saying where and why.
-    let claimed = s.claim(4).unwrap();
+    let claimed = s.claim(&lease(), 4).unwrap();
     assert_eq!(
         claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
         [ids[1]],
@@ -622,7 +655,7 @@ fn a_stored_job_of_an_unknown_kind_is_an_error_not_a_sync() {
     ] {
         assert!(detail.contains(part), "{part}: {detail}");
     }
-    assert!(s.claim(4).unwrap().is_empty());
+    assert!(s.claim(&lease(), 4).unwrap().is_empty());
     // The pages list the jobs they can read.
     let recent: Vec<JobId> = s.recent_jobs(10).unwrap().iter().map(|j| j.id).collect();
     assert_eq!(recent, [ids[1]]);
@@ -639,10 +672,10 @@ fn a_bad_running_job_ends_in_error_and_the_others_resume() {
             &superseded,
         )
         .unwrap();
-    assert_eq!(s.claim(4).unwrap().len(), 2);
+    assert_eq!(s.claim(&lease(), 4).unwrap().len(), 2);
     s.with(|c| c.execute("UPDATE jobs SET phase = 'warping' WHERE id = ?1", [ids[0]]))
         .unwrap();
-    let r = s.recover().unwrap();
+    let r = s.recover(&lease(), Orphans::All).unwrap();
     assert_eq!(r.resume.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[1]]);
     assert!(r.poisoned.is_empty());
     let (state, detail) = raw_state(&s, ids[0]);
@@ -651,7 +684,7 @@ fn a_bad_running_job_ends_in_error_and_the_others_resume() {
     // Its lane is free again.
     s.enqueue(&[deploy_of("a", "3")], &none, &superseded)
         .unwrap();
-    assert_eq!(s.claim(4).unwrap()[0].sha, "3");
+    assert_eq!(s.claim(&lease(), 4).unwrap()[0].sha, "3");
 }
 
 #[test]
@@ -683,7 +716,12 @@ fn a_bad_queued_job_does_not_fail_the_enqueue_of_its_lane_or_batch() {
         detail.contains("column trigger") && detail.contains("`cron`"),
         "{detail}"
     );
-    let shas: Vec<String> = s.claim(4).unwrap().into_iter().map(|j| j.sha).collect();
+    let shas: Vec<String> = s
+        .claim(&lease(), 4)
+        .unwrap()
+        .into_iter()
+        .map(|j| j.sha)
+        .collect();
     assert_eq!(shas, ["2", "3"]);
 }
 
@@ -824,7 +862,7 @@ fn a_state_file_from_ff596f4_opens_with_its_work_and_runs_it() {
     }
     let s = Store::open(&path, Synchronous::Full).unwrap();
     // The running deploy resumes where it stood.
-    let r = s.recover().unwrap();
+    let r = s.recover(&lease(), Orphans::All).unwrap();
     assert_eq!(r.resume.len(), 1, "{r:?}");
     let running = &r.resume[0];
     assert_eq!(
@@ -834,7 +872,7 @@ fn a_state_file_from_ff596f4_opens_with_its_work_and_runs_it() {
     assert_eq!(running.trigger, Trigger::Manual);
     assert_eq!(running.change_set_id.as_deref(), Some("cs-1"));
     // The queued job is claimed (its lane is free).
-    let claimed = s.claim(4).unwrap();
+    let claimed = s.claim(&lease(), 4).unwrap();
     assert_eq!(
         claimed.iter().map(|j| j.sha.as_str()).collect::<Vec<_>>(),
         ["q1"]
@@ -862,7 +900,7 @@ fn a_state_file_from_ff596f4_opens_with_its_work_and_runs_it() {
         body: "plan".into(),
     };
     s.finish_with(
-        running.id,
+        running.claim(),
         JobState::Succeeded,
         &serde_json::json!({}),
         Some(&comment),
