@@ -182,7 +182,7 @@ pub async fn run(
     // A clean stop (systemd, a rolling upgrade) is not a crash: a long deploy that spans a
     // few of them resumes each time instead of being failed as poisoned.
     // No more AWS writes from this process's workers, then the leases go back.
-    p.leases.revoke_all();
+    p.leases.stop();
     match p.queue.release(&p.leases.lease) {
         Ok(0) => {}
         Ok(n) => tracing::info!(jobs = n, "stopping; running jobs resume on the next start"),

@@ -5,6 +5,7 @@
 //! write the pipeline asks it, with a margin, and sends nothing once it may have lapsed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,6 +90,8 @@ pub struct Leases {
     pub lease: Lease,
     margin: Duration,
     held: Mutex<HashMap<JobId, Arc<LeaseGuard>>>,
+    /// Set by a clean stop: nothing more is claimed or taken over here.
+    stopping: AtomicBool,
 }
 
 impl Leases {
@@ -101,7 +104,13 @@ impl Leases {
             lease,
             margin,
             held: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
         }
+    }
+
+    /// Whether this replica is stopping: it takes no more jobs.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// Records a claim (or takeover) asked at `asked`; its guard.
@@ -156,8 +165,10 @@ impl Leases {
         }
     }
 
-    /// Every lease ends here (a clean stop hands them back).
-    pub fn revoke_all(&self) {
+    /// A clean stop: no more claims or takeovers here, and no more AWS writes by the jobs
+    /// still running; their leases go back to the queue next.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         for g in self.map().values() {
             g.revoke();
         }
@@ -199,6 +210,10 @@ mod tests {
         let g = l.guard(claim(1, 1));
         assert!(g.check("CreateChangeSet").is_ok());
         assert_eq!(g.token().as_deref(), Some("stackgate-1-1"));
+        // Within CloudFormation's pattern and length for any job and fence.
+        let longest = token(claim(i64::MAX, i64::MAX));
+        assert!(crate::cloud::guard::valid_token(&longest), "{longest}");
+        assert!(!crate::cloud::guard::valid_token("1-starts-with-a-digit"));
         assert!(
             l.guard(claim(1, 2)).check("x").is_err(),
             "another fence is another claim"
@@ -225,7 +240,8 @@ mod tests {
         // A revoked guard stays revoked, even if a later renewal names its claim.
         l.renewed(Instant::now(), &[claim(2, 1)]);
         assert!(l.guard(claim(2, 1)).check("x").is_err());
-        l.revoke_all();
+        l.stop();
         assert!(l.guard(claim(1, 1)).check("x").is_err());
+        assert!(l.stopping());
     }
 }

@@ -156,6 +156,9 @@ pub fn enqueue(
 impl Pipeline {
     /// Claims up to `limit` runnable jobs into this replica's leases.
     pub fn claim(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        if self.leases.stopping() {
+            return Ok(Vec::new());
+        }
         let asked = Instant::now();
         let jobs = self.queue.claim(&self.leases.lease, limit)?;
         for j in &jobs {

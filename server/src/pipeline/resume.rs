@@ -113,6 +113,9 @@ async fn resumed_redactor(app: &Pipeline, job: &Job, stack_name: &str) -> Redact
 /// Takes over the jobs whose worker is gone (`orphans`: those whose lease expired, or at
 /// start-up with SQLite every one of the dead process) and resumes, reruns or ends each.
 pub async fn recover(app: &Arc<Pipeline>, orphans: Orphans) {
+    if app.leases.stopping() {
+        return;
+    }
     let asked = Instant::now();
     let recovered = match app.queue.recover(&app.leases.lease, orphans) {
         Ok(r) => r,
