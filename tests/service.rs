@@ -2832,3 +2832,63 @@ fn a_job_that_takes_the_service_down_twice_is_failed_not_retried() {
     slow_call(&name, "DescribeStacks", 0.0);
     assert!(stack_exists(&name).is_none());
 }
+
+/// The ClientRequestToken on each of a stack's events, oldest first, with its status.
+fn event_tokens(stack: &str) -> Vec<(String, Option<String>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let out = rt
+        .block_on(cfn().describe_stack_events().stack_name(stack).send())
+        .expect("DescribeStackEvents");
+    out.stack_events()
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e.resource_status()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                e.client_request_token().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_events_of_a_deploy_carry_the_token_of_the_jobs_claim() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-token");
+    param_stack(&repo, "app", &name, "one");
+    let sha1 = repo.commit("first");
+    let server = Server::start(&repo, &gh, "");
+    let deploy = |before: &str, sha: &str| {
+        let (code, body) = server.push(before, sha, &["stacks/app/deployment.yaml"]);
+        assert_eq!(code, 202, "{body}");
+        let done = wait_for(60, "the deploy's final status", || {
+            final_state(&gh.statuses(sha), "stackgate/app")
+        });
+        assert_eq!(done.0, "success", "{done:?}\n{}", server.logs());
+    };
+    deploy(ZERO, &sha1);
+    param_stack(&repo, "app", &name, "two");
+    let sha2 = repo.commit("second");
+    deploy(&sha1, &sha2);
+    let shas = [sha1, sha2];
+    // Each execution's events carry its job's claim: stackgate-<job>-<fence>.
+    let tokens = event_tokens(&name);
+    for (sha, status) in shas.iter().zip(["CREATE_COMPLETE", "UPDATE_COMPLETE"]) {
+        let id = job_of(&gh, sha, "stackgate/app").expect("a job id on the status");
+        let job = server.job(id);
+        let want = format!("stackgate-{id}-{}", job["fence"]);
+        assert!(
+            tokens
+                .iter()
+                .any(|(s, t)| s == status && t.as_deref() == Some(want.as_str())),
+            "{status} with {want}: {tokens:?}"
+        );
+    }
+    gh.assert_all_valid();
+}

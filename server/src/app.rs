@@ -13,8 +13,10 @@ use crate::cloud::{Aws, AwsTarget};
 use crate::config::Config;
 use crate::git::{Mirror, Mirrors};
 use crate::github::GitHub;
+use crate::pipeline::lease::Leases;
 use crate::pipeline::{self, Pipeline};
 use crate::policy::{Limits, PolicyHost, PolicySource};
+use crate::queue::lease::{Lease, Orphans, Replica};
 use crate::queue::recorder::Recorder;
 use crate::queue::{Queue, Store, Wake};
 use crate::report::metrics::Metrics;
@@ -89,6 +91,11 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
     std::fs::create_dir_all(&state_dir)?;
     let queue = open_queue(&cfg.state)?;
     let policies = policies(&cfg, &state_dir)?;
+    let lease = Lease {
+        owner: Replica::new(),
+        length: Duration::from_secs(cfg.state.lease_seconds),
+    };
+    tracing::info!(replica = %lease.owner, lease_seconds = cfg.state.lease_seconds, "leases");
 
     let aws = Aws::connect(&AwsTarget {
         region: cfg.aws.region.clone(),
@@ -146,6 +153,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         mirrors,
         metrics,
         wake,
+        leases: Arc::new(Leases::new(lease)),
     });
     Ok(App {
         http,
@@ -161,7 +169,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let p = app.pipeline.clone();
-    pipeline::recover(&p).await;
+    // SQLite: this process alone owns the file, so what ran before it is dead; resumed at
+    // once rather than after its lease.
+    pipeline::recover(&p, Orphans::All).await;
+    tokio::spawn(crate::workers::heartbeat::run(p.clone()));
+    tokio::spawn(crate::workers::takeover::run(p.clone()));
     tokio::spawn(crate::workers::dispatcher::run(p.clone()));
     tokio::spawn(crate::report::outbox::run(
         p.queue.clone(),
@@ -181,7 +193,9 @@ pub async fn run(
     crate::intake::listener::serve(listener, router, &p.cfg.listener, shutdown).await;
     // A clean stop (systemd, a rolling upgrade) is not a crash: a long deploy that spans a
     // few of them resumes each time instead of being failed as poisoned.
-    match p.queue.release_running() {
+    // No more AWS writes from this process's workers, then the leases go back.
+    p.leases.stop();
+    match p.queue.release(&p.leases.lease) {
         Ok(0) => {}
         Ok(n) => tracing::info!(jobs = n, "stopping; running jobs resume on the next start"),
         Err(e) => tracing::error!(error = %e, "cannot release the running jobs"),

@@ -110,6 +110,10 @@ pub struct StateConfig {
     /// SQLite file (whose folder still holds git mirrors and the policy cache).
     #[serde(default)]
     pub url: Option<StateUrl>,
+    /// How long a claim on a running job holds without renewal: the heartbeat renews it
+    /// every third of it, and a job whose replica stopped renewing is taken over after it.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
 }
 
 /// The state database's URL. It may hold a password: its `Debug` and [`StateUrl::redacted`]
@@ -152,6 +156,10 @@ fn default_retain_days() -> u64 {
     30
 }
 
+fn default_lease_seconds() -> u64 {
+    10
+}
+
 /// GitHub redelivers a delivery, under its old id, for up to 3 days: its id must be kept
 /// at least that long to be recognised.
 pub const MIN_RETAIN_DAYS: u64 = 3;
@@ -187,6 +195,7 @@ impl Default for StateConfig {
             synchronous: Synchronous::default(),
             retain_days: default_retain_days(),
             url: None,
+            lease_seconds: default_lease_seconds(),
         }
     }
 }
@@ -494,6 +503,12 @@ impl Config {
                  everything"
             )));
         }
+        if !(1..=3600).contains(&self.state.lease_seconds) {
+            return Err(ConfigError::Invalid(format!(
+                "state.lease_seconds = {}: between 1 and 3600",
+                self.state.lease_seconds
+            )));
+        }
         if !(1..=3600).contains(&self.git_timeout_seconds) {
             return Err(ConfigError::Invalid(format!(
                 "git_timeout_seconds = {}: between 1 and 3600",
@@ -588,7 +603,10 @@ fn apply_env(
         "public_outputs",
     ];
     const SECTIONS: &[(&str, &[&str])] = &[
-        ("state", &["path", "synchronous", "retain_days", "url"]),
+        (
+            "state",
+            &["path", "synchronous", "retain_days", "url", "lease_seconds"],
+        ),
         (
             "aws",
             &["region", "endpoint_url", "artifact_bucket", "poll_seconds"],
@@ -787,6 +805,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("off"), "{err}");
+    }
+
+    #[test]
+    fn lease_seconds_default_to_ten_and_are_bounded() {
+        assert_eq!(parse("", &[]).unwrap().state.lease_seconds, 10);
+        let c = parse("", &[("STACKGATE_STATE_LEASE_SECONDS", "3")]).unwrap();
+        assert_eq!(c.state.lease_seconds, 3);
+        let err = parse("[state]\nlease_seconds = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("state.lease_seconds"), "{err}");
     }
 
     #[test]

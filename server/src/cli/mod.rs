@@ -450,6 +450,7 @@ async fn stack_command(dir: &Path, args: &AwsArgs, action: Action<'_>) -> ExitCo
                 &stack.name,
                 &origin.owner(&stack.folder),
                 origin.adopt,
+                &origin.guard,
                 &mut sink,
             )
             .await

@@ -85,6 +85,8 @@ pub struct ChangeSetRequest<'a> {
     pub capabilities: Vec<&'static str>,
     pub tags: Vec<(String, String)>,
     pub description: &'a str,
+    /// `ClientToken`: a retry of this request is the same request.
+    pub client_token: Option<String>,
 }
 
 /// The messages CloudFormation uses for "nothing to do".
@@ -210,6 +212,7 @@ pub async fn create_change_set(
         ))
         .set_tags(Some(tags))
         .description(req.description)
+        .set_client_token(req.client_token.clone())
         .send()
         .await
         .map_err(|e| AwsError::from_sdk("CreateChangeSet", e))?;
@@ -316,9 +319,16 @@ pub async fn change_set_execution(
     }
 }
 
-pub async fn execute_change_set(cfn: &Client, id: &str) -> Result<(), AwsError> {
+/// Executes a change set; `token` (`ClientRequestToken`) marks the stack events it causes,
+/// and makes a repeat of the same request the same execution.
+pub async fn execute_change_set(
+    cfn: &Client,
+    id: &str,
+    token: Option<String>,
+) -> Result<(), AwsError> {
     cfn.execute_change_set()
         .change_set_name(id)
+        .set_client_request_token(token)
         .send()
         .await
         .map_err(|e| AwsError::from_sdk("ExecuteChangeSet", e))?;
@@ -334,9 +344,14 @@ pub async fn delete_change_set(cfn: &Client, id: &str) -> Result<(), AwsError> {
     Ok(())
 }
 
-pub async fn delete_stack(cfn: &Client, stack: &str) -> Result<(), AwsError> {
+pub async fn delete_stack(
+    cfn: &Client,
+    stack: &str,
+    token: Option<String>,
+) -> Result<(), AwsError> {
     cfn.delete_stack()
         .stack_name(stack)
+        .set_client_request_token(token)
         .send()
         .await
         .map_err(|e| AwsError::from_sdk("DeleteStack", e))?;

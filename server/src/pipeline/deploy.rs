@@ -35,7 +35,8 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
     let events: Events = Default::default();
     let say = |state: StatusState, d: String| stack_status(&app.cfg, job, &stack_name, state, d);
 
-    app.queue.set_phase(job.id, Phase::Checkout, None, None)?;
+    app.queue
+        .set_phase(job.claim(), Phase::Checkout, None, None)?;
     if let Some(head) = stale_against_head(app, &repo, job, &stack_name).await? {
         return hand_over(app, &repo, job, head);
     }
@@ -48,7 +49,7 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
                 repo.stacks_dir
             );
             app.queue.finish(
-                job.id,
+                job.claim(),
                 JobState::Succeeded,
                 &json!({"message": d}),
                 &[say(StatusState::Success, d.clone())],
@@ -69,7 +70,7 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
                 repo.stacks_dir
             );
             app.queue.finish(
-                job.id,
+                job.claim(),
                 JobState::Failed,
                 &json!({"error": d}),
                 &[say(StatusState::Failure, d.clone())],
@@ -83,7 +84,7 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
         Ok(s) => s,
         Err(e) => {
             app.queue.finish(
-                job.id,
+                job.claim(),
                 JobState::Failed,
                 &json!({"error": e.to_string()}),
                 &[say(StatusState::Failure, format!("bad input: {e}"))],
@@ -94,7 +95,8 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
     };
 
     // The gate, every time: a manual redeploy must pass it as a push does.
-    app.queue.set_phase(job.id, Phase::Policy, None, None)?;
+    app.queue
+        .set_phase(job.claim(), Phase::Policy, None, None)?;
     let report = app
         .gate((&stack, &files), job.trigger.as_str(), &job.sha, true)
         .await;
@@ -102,7 +104,7 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
     detail["policy"] = json!(report);
     if job.trigger == Trigger::Manual {
         app.queue.add_statuses(
-            Some(job.id),
+            Some(job.claim()),
             &[policy_status(
                 &app.cfg,
                 job,
@@ -114,7 +116,7 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
     if report.verdict != Verdict::Pass {
         redact.json(&mut detail);
         app.queue.finish(
-            job.id,
+            job.claim(),
             JobState::Failed,
             &detail,
             &[say(
@@ -130,7 +132,7 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
     let deployer = app.regions.get(region.as_deref()).await?;
     // Where to resume after a restart.
     detail["region"] = json!(region);
-    app.queue.set_detail(job.id, &detail)?;
+    app.queue.set_detail(job.claim(), &detail)?;
     // One stack, one folder: a manual redeploy is checked as a sync is.
     let account = app.deployer.aws.account().await?.to_string();
     let identity = claims::identity(&account, &app.deployer.aws.region, &stack);
@@ -139,7 +141,7 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
         detail["error"] = json!(refusal.detail);
         let d = refusal.status;
         app.queue.finish(
-            job.id,
+            job.claim(),
             JobState::Failed,
             &detail,
             &[say(StatusState::Failure, d)],
@@ -156,12 +158,14 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
     }
 
     app.queue.add_statuses(
-        Some(job.id),
+        Some(job.claim()),
         &[say(StatusState::Pending, "deploying…".into())],
     )?;
     app.wake.outbox.notify_one();
-    app.queue.set_phase(job.id, Phase::Planning, None, None)?;
+    app.queue
+        .set_phase(job.claim(), Phase::Planning, None, None)?;
     let mut origin = origin_of(job, &repo, &stack_name);
+    origin.guard = app.guard(job);
     origin.moved_from = moved.as_ref().map(|f| app.stacks_path(&job.repo, f));
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
@@ -172,10 +176,15 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
     detail["changes"] = json!(planned.changes);
     let Some(_) = &planned.changes else {
         deployer
-            .discard(&planned.change_set_id, &planned.stack_id, planned.create)
+            .discard(
+                &planned.change_set_id,
+                &planned.stack_id,
+                planned.create,
+                &planned.guard,
+            )
             .await;
         app.queue.finish(
-            job.id,
+            job.claim(),
             JobState::Succeeded,
             &detail,
             &[say(StatusState::Success, "no changes".into())],
@@ -191,12 +200,12 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
     };
     // Written before the call: after a crash, resume asks AWS whether it ran.
     app.queue.set_phase(
-        job.id,
+        job.claim(),
         Phase::Executing,
         Some(&planned.change_set_id),
         Some(&planned.stack_id),
     )?;
-    app.queue.set_detail(job.id, &detail)?;
+    app.queue.set_detail(job.claim(), &detail)?;
     let total = stack.template.resources().len();
     let result = deployer.execute(&planned, total, &mut sink).await;
     let state = finish_deploy(app, job, &stack_name, detail, events, result, &redact)?;
@@ -235,11 +244,15 @@ pub(super) fn fail(
     e: DeployError,
     redact: &Redactor,
 ) -> Result<JobState, JobError> {
+    // Not a failure of the deploy: this replica stops, and the job's holder goes on.
+    if let DeployError::LeaseLapsed(e) = e {
+        return Err(e.into());
+    }
     detail["events"] = json!(*events.lock().unwrap_or_else(|p| p.into_inner()));
     detail["error"] = json!(e.to_string());
     redact.json(&mut detail);
     app.queue.finish(
-        job.id,
+        job.claim(),
         JobState::Failed,
         &detail,
         &[say(StatusState::Failure, public_reason(&e))],
@@ -302,7 +315,9 @@ pub(super) fn public_reason(e: &DeployError) -> String {
             f.logical_id, f.resource_type, f.status
         ),
         DeployError::Failed { status, .. } => format!("{status}; see the run page"),
-        DeployError::RollbackComplete { .. } | DeployError::Busy { .. } => e.to_string(),
+        DeployError::RollbackComplete { .. }
+        | DeployError::Busy { .. }
+        | DeployError::LeaseLapsed(_) => e.to_string(),
     }
 }
 
@@ -320,7 +335,7 @@ pub(super) fn succeed(
     detail["events"] = json!(*events.lock().unwrap_or_else(|p| p.into_inner()));
     redact.json(&mut detail);
     app.queue.finish(
-        job.id,
+        job.claim(),
         JobState::Succeeded,
         &detail,
         &[final_status],
@@ -370,22 +385,27 @@ pub(super) async fn remove(
     let stack_name = identity.name.as_str();
     let say = |state: StatusState, d: String| stack_status(&app.cfg, job, folder, state, d);
     app.queue.add_statuses(
-        Some(job.id),
+        Some(job.claim()),
         &[say(StatusState::Pending, "removing…".into())],
     )?;
     app.wake.outbox.notify_one();
-    app.queue.set_phase(job.id, Phase::Removing, None, None)?;
+    app.queue
+        .set_phase(job.claim(), Phase::Removing, None, None)?;
     detail["stack_name"] = json!(stack_name);
     detail["identity"] = json!(identity);
     // A resumed removal waits for the delete where it runs.
     detail["region"] = json!(identity.region);
-    app.queue.set_detail(job.id, &detail)?;
+    app.queue.set_detail(job.claim(), &detail)?;
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
     let owner = owner_of(job, repo, folder);
     // The identity's region: a prune has no deployment file to say it.
     let deployer = app.regions.get(Some(identity.region.as_str())).await?;
-    match deployer.remove(stack_name, &owner, false, &mut sink).await {
+    let guard = app.guard(job);
+    match deployer
+        .remove(stack_name, &owner, false, &guard, &mut sink)
+        .await
+    {
         Ok(r) => {
             detail["removed"] = json!(r);
             succeed(

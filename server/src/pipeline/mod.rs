@@ -7,6 +7,7 @@
 mod changes;
 mod deploy;
 mod gate;
+pub mod lease;
 mod preview;
 mod resume;
 mod sync;
@@ -14,10 +15,13 @@ mod sync;
 use std::sync::Arc;
 use std::time::Instant;
 
+use lease::Leases;
+
 use serde_json::json;
 use tracing::Instrument;
 
 use crate::cloud::deployer::Deployer;
+use crate::cloud::guard::{Guard, LeaseLapsed};
 use crate::config::{Config, RepoConfig};
 use crate::domain::{JobId, JobState, Kind, StatusState, short};
 use crate::git::{CheckoutError, Heads, MirrorError, Mirrors, Snapshot};
@@ -32,7 +36,11 @@ pub use resume::recover;
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error(transparent)]
-    Store(#[from] crate::queue::StoreError),
+    Store(crate::queue::StoreError),
+    /// This replica no longer holds the job (a write was fenced off, or an AWS call was
+    /// not sent): the worker stops at once, posting nothing; the job's holder ends it.
+    #[error("{0}")]
+    LeaseLost(String),
     #[error(transparent)]
     Checkout(#[from] CheckoutError),
     #[error(transparent)]
@@ -52,12 +60,28 @@ pub enum JobError {
     Poisoned(i64),
 }
 
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::LeaseLost(_) => JobError::LeaseLost(e.to_string()),
+            e => JobError::Store(e),
+        }
+    }
+}
+
+impl From<LeaseLapsed> for JobError {
+    fn from(e: LeaseLapsed) -> Self {
+        JobError::LeaseLost(e.to_string())
+    }
+}
+
 impl JobError {
     /// What a commit status says: no git or AWS error text (it may name accounts, ARNs or
     /// URLs); the run page has the whole error.
     fn public(&self) -> String {
         let what = match self {
             JobError::Store(_) => "cannot read or write the state database",
+            JobError::LeaseLost(_) => "this replica lost the job's lease",
             JobError::Checkout(CheckoutError::Timeout { seconds, .. }) => {
                 return format!("stackgate error: git fetch cut off after {seconds} s");
             }
@@ -107,6 +131,8 @@ pub struct Pipeline {
     pub mirrors: Arc<Mirrors>,
     pub metrics: Arc<Metrics>,
     pub wake: Arc<Wake>,
+    /// This replica's leases on the jobs it runs.
+    pub leases: Arc<Leases>,
 }
 
 /// Enqueues jobs with their "queued" statuses (and the superseded ones' statuses), then
@@ -128,6 +154,24 @@ pub fn enqueue(
 }
 
 impl Pipeline {
+    /// Claims up to `limit` runnable jobs into this replica's leases.
+    pub fn claim(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        if self.leases.stopping() {
+            return Ok(Vec::new());
+        }
+        let asked = Instant::now();
+        let jobs = self.queue.claim(&self.leases.lease, limit)?;
+        for j in &jobs {
+            self.leases.hold(j.claim(), asked);
+        }
+        Ok(jobs)
+    }
+
+    /// The guard of a job's AWS writes.
+    pub(crate) fn guard(&self, job: &Job) -> Guard {
+        self.leases.guard(job.claim())
+    }
+
     pub fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<JobId>, StoreError> {
         enqueue(self.queue.as_ref(), &self.cfg, &self.wake, jobs)
     }
@@ -209,12 +253,20 @@ pub(super) async fn supervise(app: Arc<Pipeline>, job: Job, resume: Option<resum
     };
     let state = match outcome {
         Ok(Ok(s)) => s,
+        Ok(Err(JobError::LeaseLost(why))) => {
+            // Not ended, nothing posted: whoever holds the job now finishes it.
+            span.in_scope(|| tracing::warn!(reason = %why, "stopped: the job's lease is lost"));
+            app.leases.end(job.claim());
+            app.wake.jobs.notify_one();
+            return;
+        }
         Ok(Err(e)) => span.in_scope(|| end_in_error(&app, &job, &e)),
         Err(e) => {
             span.in_scope(|| tracing::error!(error = %e, "job crashed"));
             return stopped(&app, &job);
         }
     };
+    app.leases.end(job.claim());
     app.metrics.job(
         kind.as_str(),
         state.as_str(),
@@ -229,9 +281,10 @@ pub(super) async fn supervise(app: Arc<Pipeline>, job: Job, resume: Option<resum
 fn stopped(app: &Pipeline, job: &Job) {
     if job.kind == Kind::Deploy || job.attempts >= crate::queue::MAX_ATTEMPTS {
         end_in_error(app, job, &JobError::Poisoned(job.attempts));
-    } else if let Err(e) = app.queue.requeue(job.id) {
+    } else if let Err(e) = app.queue.requeue(job.claim()) {
         tracing::error!(error = %e, "cannot requeue");
     }
+    app.leases.end(job.claim());
     app.wake.jobs.notify_one();
     app.wake.outbox.notify_one();
 }
@@ -241,7 +294,7 @@ pub(super) fn end_in_error(app: &Pipeline, job: &Job, e: &JobError) -> JobState 
     tracing::error!(error = %e, "job failed");
     let statuses = vec![job_status(&app.cfg, job, StatusState::Error, e.public())];
     if let Err(err) = app.queue.finish(
-        job.id,
+        job.claim(),
         JobState::Error,
         &json!({"error": e.to_string()}),
         &statuses,
@@ -267,7 +320,7 @@ pub(super) fn hand_over(
     );
     let superseded = job_status(&app.cfg, job, StatusState::Error, description);
     app.queue.finish(
-        job.id,
+        job.claim(),
         JobState::Superseded,
         &json!({"superseded_by": head}),
         &[superseded],

@@ -61,7 +61,8 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
         let planned = if report.verdict != Verdict::Pass || job.fork || stack.deployment.remove {
             None
         } else {
-            let origin = origin_of(job, &repo, name);
+            let mut origin = origin_of(job, &repo, name);
+            origin.guard = app.guard(job);
             let mut sink = |_p: Progress<'_>| {};
             Some(
                 match app.regions.get(stack.deployment.region.as_deref()).await {
@@ -73,6 +74,9 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
                 },
             )
         };
+        if let Some(Err(DeployError::LeaseLapsed(e))) = planned {
+            return Err(e.into());
+        }
         let reason = match &planned {
             Some(Err(e)) => public_reason(e),
             _ => String::new(),
@@ -142,7 +146,7 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
         body,
     };
     app.queue
-        .finish_with(job.id, state, &detail, Some(&comment), &statuses, None)?;
+        .finish_with(job.claim(), state, &detail, Some(&comment), &statuses, None)?;
     Ok(state)
 }
 
@@ -180,7 +184,7 @@ fn pr_superseded(app: &Pipeline, job: &Job, pr: u64, head: &str) -> Result<JobSt
         ),
     );
     app.queue.finish(
-        job.id,
+        job.claim(),
         JobState::Superseded,
         &json!({"superseded_by": head}),
         &[said],

@@ -3,12 +3,14 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::cloud::cfn;
 use crate::cloud::deployer::Progress;
 use crate::domain::StackIdentity;
 use crate::domain::{JobState, Phase};
 use crate::queue::Job;
+use crate::queue::lease::Orphans;
 use crate::report::redact::Redactor;
 use crate::stack::Stack;
 
@@ -52,7 +54,9 @@ pub(super) async fn resume_deploy(
             let exec = cfn::change_set_execution(cfn_client, &cs).await?;
             if exec == Some(aws_sdk_cloudformation::types::ExecutionStatus::Available) {
                 tracing::info!("the change set never ran; executing it now");
-                cfn::execute_change_set(cfn_client, &cs).await?;
+                let guard = app.guard(job);
+                guard.check("ExecuteChangeSet")?;
+                cfn::execute_change_set(cfn_client, &cs, guard.token()).await?;
             } else {
                 tracing::info!(?exec, "the change set already ran; following the stack");
             }
@@ -106,9 +110,14 @@ async fn resumed_redactor(app: &Pipeline, job: &Job, stack_name: &str) -> Redact
     }
 }
 
-/// What to do with deploys that were running when the process died.
-pub async fn recover(app: &Arc<Pipeline>) {
-    let recovered = match app.queue.recover() {
+/// Takes over the jobs whose worker is gone (`orphans`: those whose lease expired, or at
+/// start-up with SQLite every one of the dead process) and resumes, reruns or ends each.
+pub async fn recover(app: &Arc<Pipeline>, orphans: Orphans) {
+    if app.leases.stopping() {
+        return;
+    }
+    let asked = Instant::now();
+    let recovered = match app.queue.recover(&app.leases.lease, orphans) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot read jobs to resume");
@@ -123,10 +132,14 @@ pub async fn recover(app: &Arc<Pipeline>) {
         );
         end_in_error(app, &job, &JobError::Poisoned(job.attempts));
     }
+    if !recovered.resume.is_empty() {
+        tracing::info!(jobs = recovered.resume.len(), ?orphans, "took over deploys");
+    }
     for job in recovered.resume {
+        app.leases.hold(job.claim(), asked);
         if let Some(phase @ (Phase::Executing | Phase::Removing)) = job.phase {
             tracing::info!(job = job.id.0, %phase, "resuming a deploy that was in flight");
-            if let Err(e) = app.queue.attempt(job.id) {
+            if let Err(e) = app.queue.attempt(job.claim()) {
                 tracing::error!(error = %e, "cannot count the attempt");
             }
             tokio::spawn(supervise(app.clone(), job, Some(Resume { phase })));
@@ -135,15 +148,17 @@ pub async fn recover(app: &Arc<Pipeline>) {
             if let Some(cs) = &job.change_set_id {
                 match app.regions.get(job_region(&job.detail)).await {
                     Ok(d) => {
-                        d.discard(cs, job.stack_id.as_deref().unwrap_or(""), true)
+                        let guard = app.guard(&job);
+                        d.discard(cs, job.stack_id.as_deref().unwrap_or(""), true, &guard)
                             .await
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot discard the change set"),
                 }
             }
-            if let Err(e) = app.queue.requeue(job.id) {
+            if let Err(e) = app.queue.requeue(job.claim()) {
                 tracing::error!(error = %e, "cannot requeue");
             }
+            app.leases.end(job.claim());
         }
     }
     app.wake.jobs.notify_one();

@@ -152,7 +152,8 @@ pub(super) async fn sync(app: &Pipeline, job: &Job) -> Result<JobState, JobError
         JobState::Failed
     };
     detail["deploys"] = json!(deploys);
-    app.queue.finish(job.id, state, &detail, &statuses, None)?;
+    app.queue
+        .finish(job.claim(), state, &detail, &statuses, None)?;
     let jobs: Vec<NewJob> = deploys
         .into_iter()
         .map(|stack| NewJob {

@@ -7,6 +7,7 @@
 pub mod conformance;
 pub mod copy;
 pub mod lanes;
+pub mod lease;
 pub mod migrations;
 pub mod postgres;
 pub mod recorder;
@@ -15,13 +16,27 @@ pub mod sqlite;
 use serde::Serialize;
 
 use crate::domain::{Context, JobId, JobState, Kind, Phase, StackIdentity, StatusState, Trigger};
+use lease::{Claim, Lease, Orphans};
 
 pub use sqlite::Store;
 
-/// The state database failed; the backend's error, whatever the backend.
+/// The state database failed, or refused a write of a worker that no longer holds its job.
 #[derive(Debug, thiserror::Error)]
-#[error("state database: {0}")]
-pub struct StoreError(pub Box<dyn std::error::Error + Send + Sync>);
+pub enum StoreError {
+    /// The backend's error, whatever the backend (an unreadable row says so itself).
+    #[error("state database: {0}")]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+    /// The write named a claim whose fence is no longer the job's: another replica took the
+    /// job over (or it ended). Nothing was changed; the worker must stop, posting nothing.
+    #[error("{0}: lease lost; another worker took the job over, or it ended; nothing written")]
+    LeaseLost(Claim),
+}
+
+impl StoreError {
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
 
 /// A row holding a name this version has no value for (a kind, a state…): it was written
 /// by another version of stackgate. It is left out of what is read, and ended; the rest of
@@ -72,9 +87,23 @@ pub struct Job {
     pub superseded_by: Option<JobId>,
     /// How many times a worker took it up: claimed, or resumed after a restart.
     pub attempts: i64,
+    /// The fencing token of its latest claim or takeover: grows on each.
+    pub fence: i64,
+    /// The replica holding its lease while it runs.
+    pub owner: Option<String>,
+    /// Until when (ms since the epoch) the owner's lease holds, unless renewed.
+    pub lease_until: Option<i64>,
 }
 
 impl Job {
+    /// What a worker names in its writes to this job.
+    pub fn claim(&self) -> Claim {
+        Claim {
+            job: self.id,
+            fence: self.fence,
+        }
+    }
+
     /// The job as it was asked for.
     pub fn as_new(&self) -> NewJob {
         NewJob {
@@ -109,6 +138,9 @@ impl Job {
             finished_at: Some(at),
             superseded_by: Some(by),
             attempts: 0,
+            fence: 0,
+            owner: None,
+            lease_until: None,
         }
     }
 }
@@ -190,7 +222,7 @@ pub struct LedgerRow {
     pub identity: Option<StackIdentity>,
 }
 
-/// What [`Jobs::recover`] found running after a restart.
+/// What [`Jobs::recover`] took over: jobs whose worker died (or lost its lease).
 #[derive(Debug, Default)]
 pub struct Recovered {
     /// Deploys to resume or run again.
@@ -241,7 +273,7 @@ pub async fn blocking<Q: ?Sized + Send + Sync + 'static, T: Send + 'static>(
     let (queue, span) = (queue.clone(), tracing::Span::current());
     tokio::task::spawn_blocking(move || span.in_scope(|| f(queue.as_ref())))
         .await
-        .map_err(|e| StoreError(Box::new(e)))?
+        .map_err(StoreError::backend)?
 }
 
 /// The statuses a job gets when it is queued.
@@ -269,7 +301,9 @@ pub trait Deliveries {
     fn delivery_count(&self) -> Result<i64, StoreError>;
 }
 
-/// Jobs: enqueued by lane, claimed one per lane, ended once.
+/// Jobs: enqueued by lane, claimed one per lane under a lease, ended once. Every write a
+/// worker makes to its job names its [`Claim`] and fails with [`StoreError::LeaseLost`],
+/// changing nothing, when the claim's fence is no longer the job's.
 pub trait Jobs {
     /// Enqueues jobs (manual, poll, or a sync's expansion), superseding queued ones.
     fn enqueue(
@@ -279,8 +313,18 @@ pub trait Jobs {
         superseded_status: SupersededStatuses<'_>,
     ) -> Result<Vec<JobId>, StoreError>;
 
-    /// Claims up to `limit` queued jobs whose lane has nothing running, oldest first.
-    fn claim(&self, limit: usize) -> Result<Vec<Job>, StoreError>;
+    /// Claims up to `limit` queued jobs whose lane has nothing running, oldest first, each
+    /// into a lease of `lease.owner` for `lease.length`, under a new fence.
+    fn claim(&self, lease: &Lease, limit: usize) -> Result<Vec<Job>, StoreError>;
+
+    /// Extends every lease `lease.owner` holds by `lease.length` from now; the claims it
+    /// still holds (a job taken over by another replica is not among them).
+    fn renew(&self, lease: &Lease) -> Result<Vec<Claim>, StoreError>;
+
+    /// Takes over running jobs of other owners (`orphans`: those whose lease expired, or
+    /// all): owner set, a new fence, a fresh lease. The jobs as now held; their attempt is
+    /// counted where work resumes ([`Jobs::attempt`]) or by the next claim.
+    fn take_over(&self, lease: &Lease, orphans: Orphans) -> Result<Vec<Job>, StoreError>;
 
     fn job(&self, id: JobId) -> Result<Option<Job>, StoreError>;
 
@@ -288,31 +332,33 @@ pub trait Jobs {
 
     fn recent_jobs(&self, limit: usize) -> Result<Vec<Job>, StoreError>;
 
-    /// Takes back the attempt of each running job when the service stops cleanly: only a
-    /// crash counts towards [`MAX_ATTEMPTS`]. Returns how many jobs were running.
-    fn release_running(&self) -> Result<usize, StoreError>;
+    /// Hands back the leases of `lease.owner` when the service stops cleanly: expired at
+    /// once, for the next start or another replica to take over, and the attempt taken
+    /// back (only a crash counts towards [`MAX_ATTEMPTS`]). How many jobs were running.
+    fn release(&self, lease: &Lease) -> Result<usize, StoreError>;
 
-    /// Counts one more attempt of a running job (a deploy resumed after a restart).
-    fn attempt(&self, id: JobId) -> Result<(), StoreError>;
+    /// Counts one more attempt of a running job (a deploy resumed after a takeover).
+    fn attempt(&self, claim: Claim) -> Result<(), StoreError>;
 
-    fn requeue(&self, id: JobId) -> Result<(), StoreError>;
+    /// Puts a running job back in the queue; its lease ends.
+    fn requeue(&self, claim: Claim) -> Result<(), StoreError>;
 
     /// Records where a deploy stands; written before each step that AWS cannot undo.
     fn set_phase(
         &self,
-        id: JobId,
+        claim: Claim,
         phase: Phase,
         change_set_id: Option<&str>,
         stack_id: Option<&str>,
     ) -> Result<(), StoreError>;
 
-    fn set_detail(&self, id: JobId, detail: &serde_json::Value) -> Result<(), StoreError>;
+    fn set_detail(&self, claim: Claim, detail: &serde_json::Value) -> Result<(), StoreError>;
 
     /// Ends a job, queues its statuses and comment, and writes its ledger line, in one
     /// transaction. The comment goes before the statuses.
     fn finish_with(
         &self,
-        id: JobId,
+        claim: Claim,
         state: JobState,
         detail: &serde_json::Value,
         comment: Option<&CommentUpdate>,
@@ -323,13 +369,13 @@ pub trait Jobs {
     /// Ends a job and queues its statuses in one transaction.
     fn finish(
         &self,
-        id: JobId,
+        claim: Claim,
         state: JobState,
         detail: &serde_json::Value,
         statuses: &[StatusUpdate],
         deployed: Option<LedgerEntry<'_>>,
     ) -> Result<(), StoreError> {
-        self.finish_with(id, state, detail, None, statuses, deployed)
+        self.finish_with(claim, state, detail, None, statuses, deployed)
     }
 
     /// The commit of each stack's newest queued or running deploy: what the stack will be
@@ -339,18 +385,19 @@ pub trait Jobs {
     /// (queued, running) job counts.
     fn depth(&self) -> Result<(i64, i64), StoreError>;
 
-    /// Puts jobs that were running when the process died back in the queue (sync and
-    /// preview jobs are idempotent) and returns the deploys to resume. Jobs that were
-    /// running at [`MAX_ATTEMPTS`] crashes are not: they come back in `poisoned`, to end.
-    fn recover(&self) -> Result<Recovered, StoreError> {
+    /// Takes over the running jobs whose worker is gone ([`Jobs::take_over`]), puts the
+    /// sync and preview jobs among them back in the queue (they are idempotent) and returns
+    /// the deploys to resume. Jobs that were running at [`MAX_ATTEMPTS`] crashes are not:
+    /// they come back in `poisoned`, to end.
+    fn recover(&self, lease: &Lease, orphans: Orphans) -> Result<Recovered, StoreError> {
         let mut out = Recovered::default();
-        for job in self.jobs_in_state(JobState::Running)? {
+        for job in self.take_over(lease, orphans)? {
             if job.attempts >= MAX_ATTEMPTS {
                 out.poisoned.push(job);
             } else if job.kind == Kind::Deploy {
                 out.resume.push(job);
             } else {
-                self.requeue(job.id)?;
+                self.requeue(job.claim())?;
             }
         }
         Ok(out)
@@ -366,8 +413,9 @@ pub trait Outbox {
         Ok(true)
     }
 
-    /// Queues statuses outside a job's end (e.g. "pending" as a step starts).
-    fn add_statuses(&self, job: Option<JobId>, statuses: &[StatusUpdate])
+    /// Queues statuses outside a job's end (e.g. "pending" as a step starts). With a
+    /// claim, only while it holds the job ([`StoreError::LeaseLost`] otherwise).
+    fn add_statuses(&self, job: Option<Claim>, statuses: &[StatusUpdate])
     -> Result<(), StoreError>;
 
     fn unposted_statuses(&self, limit: usize) -> Result<Vec<PendingStatus>, StoreError>;

@@ -446,11 +446,15 @@ mod tests {
     }
 
     fn broken() -> StoreError {
-        StoreError(Box::new(std::io::Error::other("disk I/O error")))
+        StoreError::backend(std::io::Error::other("disk I/O error"))
     }
 
     impl Outbox for Faulty {
-        fn add_statuses(&self, job: Option<JobId>, s: &[StatusUpdate]) -> Result<(), StoreError> {
+        fn add_statuses(
+            &self,
+            job: Option<crate::queue::lease::Claim>,
+            s: &[StatusUpdate],
+        ) -> Result<(), StoreError> {
             self.inner.add_statuses(job, s)
         }
         fn unposted_statuses(&self, limit: usize) -> Result<Vec<PendingStatus>, StoreError> {
@@ -537,7 +541,11 @@ mod tests {
     }
 
     fn finish_preview(q: &Arc<dyn Queue>, sha: &str) -> JobId {
-        let job = q.claim(1).unwrap().remove(0);
+        let lease = crate::queue::lease::Lease {
+            owner: crate::queue::lease::Replica::new(),
+            length: std::time::Duration::from_secs(60),
+        };
+        let job = q.claim(&lease, 1).unwrap().remove(0);
         let comment = CommentUpdate {
             repo: job.repo.clone(),
             pr: 7,
@@ -550,7 +558,7 @@ mod tests {
             "1 stack(s) checked".into(),
         );
         q.finish_with(
-            job.id,
+            job.claim(),
             JobState::Succeeded,
             &serde_json::json!({}),
             Some(&comment),

@@ -15,7 +15,7 @@ pub fn backoff(failures: u32) -> Duration {
 pub async fn run(app: Arc<Pipeline>) {
     let mut failures = 0u32;
     loop {
-        match app.queue.claim(app.cfg.max_parallel_jobs.max(1)) {
+        match app.claim(app.cfg.max_parallel_jobs.max(1)) {
             Ok(jobs) => {
                 if failures > 0 {
                     tracing::info!(failures, "claiming jobs again");

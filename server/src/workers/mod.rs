@@ -1,9 +1,12 @@
-//! workers: the background loops. The dispatcher runs claimed jobs, the pollers watch
+//! workers: the background loops. The dispatcher runs claimed jobs, the heartbeat renews
+//! their leases, the takeover loop resumes jobs whose worker is gone, the pollers watch
 //! branch heads, the pruner forgets old history. (The outbox poster is `report::outbox`.)
 
 pub mod dispatcher;
+pub mod heartbeat;
 pub mod poller;
 pub mod pruner;
+pub mod takeover;
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! stackgate built in-process from a config in a temp dir: SQLite state and a local git
 //! repository there, no GitHub (statuses and comments stay in state), and an AWS endpoint
-//! nothing listens on. Requests go through the router with `oneshot`, without a socket.
+//! nothing listens on (or, for the pipeline tests, the emulator). Requests go through the
+//! router with `oneshot`, without a socket.
 //!
 //! Every use of the crate's API by the middle layer goes through this file, so that a move
 //! inside `server/src` is re-pointed here once.
@@ -18,9 +19,11 @@ use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 
 pub use stackgate::cloud::cfn::Change;
+pub use stackgate::domain::Phase;
 pub use stackgate::domain::{JobId, JobState, Kind, Trigger};
+pub use stackgate::github::fake::{Call, FakeGithub};
 pub use stackgate::policy::PolicyHost;
-pub use stackgate::queue::{NewJob, PendingStatus};
+pub use stackgate::queue::{Job, NewJob, PendingStatus};
 pub use stackgate::report::check;
 pub use stackgate::report::render;
 
@@ -145,11 +148,39 @@ impl TestApp {
     /// A remote whose `master` holds `files` (paths from the repository root), and stackgate
     /// configured for it.
     pub async fn new(files: &[(&str, &str)]) -> Self {
-        Self::with_state(files, None).await
+        // Nothing listens here: no call of these tests can reach a real AWS account.
+        Self::build(files, "http://127.0.0.1:9", "").await
     }
 
     /// As [`TestApp::new`], its queue in the PostgreSQL database at `state_url` if given.
     pub async fn with_state(files: &[(&str, &str)], state_url: Option<&str>) -> Self {
+        let url = state_url
+            .map(|u| format!("url = \"{u}\""))
+            .unwrap_or_default();
+        Self::build(files, "http://127.0.0.1:9", &url).await
+    }
+
+    /// The same on the AWS emulator, with `state` added to the `[state]` section.
+    pub async fn on_emulator(files: &[(&str, &str)], state: &str) -> Self {
+        Self::build(files, &aws_endpoint(), state).await
+    }
+
+    async fn build(files: &[(&str, &str)], endpoint: &str, state_extra: &str) -> Self {
+        static CREDENTIALS: std::sync::Once = std::sync::Once::new();
+        // The emulator's fake credentials, for every app of this binary. Set first thing
+        // of the first build: every test that builds an app (and so an AWS client, or a
+        // git repository, whose C code reads the environment) waits here until it is set.
+        CREDENTIALS.call_once(|| {
+            for (k, v) in [
+                ("AWS_ACCESS_KEY_ID", "stackgate-test"),
+                ("AWS_SECRET_ACCESS_KEY", "stackgate-test"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ] {
+                // SAFETY: see above; the other tests of this binary read the environment
+                // through std (which locks it) or only after their own build passed here.
+                unsafe { std::env::set_var(k, v) };
+            }
+        });
         let tmp = tempfile::tempdir().expect("tempdir");
         let origin = tmp.path().join("origin");
         std::fs::create_dir_all(&origin).expect("mkdir");
@@ -165,12 +196,12 @@ api_tokens = ["{token}"]
 [state]
 path = "{state}"
 synchronous = "normal"
-{url}
+{state_extra}
 
 [aws]
 region = "us-east-1"
-# Nothing listens here: no call of these tests can reach a real AWS account.
-endpoint_url = "http://127.0.0.1:9"
+endpoint_url = "{endpoint}"
+poll_seconds = 0.1
 
 [[repos]]
 name = "{REPO}"
@@ -180,9 +211,6 @@ webhook_secret_file = "{secret}"
 "#,
             token = hex::encode(Sha256::digest(API_TOKEN.as_bytes())),
             state = tmp.path().join("state/stackgate.db").display(),
-            url = state_url
-                .map(|u| format!("url = \"{u}\""))
-                .unwrap_or_default(),
             origin = origin.display(),
             secret = secret.display(),
         );
@@ -299,7 +327,7 @@ webhook_secret_file = "{secret}"
     /// Claims every runnable job and runs each to its end, as the dispatcher does.
     pub async fn run_queued(&self) {
         loop {
-            let jobs = self.app.pipeline.queue.claim(16).expect("claim");
+            let jobs = self.app.pipeline.claim(16).expect("claim");
             if jobs.is_empty() {
                 return;
             }
@@ -312,12 +340,12 @@ webhook_secret_file = "{secret}"
     /// Claims every runnable job, and ends each in `state` with `detail`, as a pipeline step
     /// would have (no statuses, no ledger).
     pub fn finish_queued(&self, state: JobState, detail: &Value) -> Vec<JobId> {
-        let jobs = self.app.pipeline.queue.claim(16).expect("claim");
+        let jobs = self.app.pipeline.claim(16).expect("claim");
         for j in &jobs {
             self.app
                 .pipeline
                 .queue
-                .finish(j.id, state, detail, &[], None)
+                .finish(j.claim(), state, detail, &[], None)
                 .expect("finish");
         }
         jobs.iter().map(|j| j.id).collect()
@@ -325,8 +353,64 @@ webhook_secret_file = "{secret}"
 
     /// Claims the runnable jobs and leaves them running.
     pub fn start_queued(&self) -> Vec<JobId> {
-        let jobs = self.app.pipeline.queue.claim(16).expect("claim");
+        let jobs = self.app.pipeline.claim(16).expect("claim");
         jobs.iter().map(|j| j.id).collect()
+    }
+
+    /// Claims the runnable jobs into this replica's leases, as the dispatcher does.
+    pub fn claim(&self) -> Vec<Job> {
+        self.app.pipeline.claim(16).expect("claim")
+    }
+
+    /// Runs a claimed job in its own task, as the dispatcher does.
+    pub fn spawn_run(&self, job: Job) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(stackgate::pipeline::run(self.app.pipeline.clone(), job))
+    }
+
+    /// A job as stored.
+    pub fn stored(&self, id: JobId) -> Job {
+        self.app
+            .pipeline
+            .queue
+            .job(id)
+            .expect("read the job")
+            .expect("the job")
+    }
+
+    /// Another replica, `name`, takes over the running jobs whose lease expired.
+    pub fn take_over_as(&self, name: &str) -> Vec<Job> {
+        let other = stackgate::queue::lease::Lease {
+            owner: stackgate::queue::lease::Replica::named(name),
+            length: std::time::Duration::from_secs(60),
+        };
+        self.app
+            .pipeline
+            .queue
+            .take_over(&other, stackgate::queue::lease::Orphans::Expired)
+            .expect("take over")
+    }
+
+    /// Whether CloudFormation has a stack `name` (in any state but deleted).
+    pub async fn stack_exists(&self, name: &str) -> bool {
+        stackgate::cloud::cfn::describe_stack(&self.app.pipeline.deployer.aws.cfn, name)
+            .await
+            .expect("DescribeStacks")
+            .is_some()
+    }
+
+    /// Posts the outbox to `github` until nothing is left in it.
+    pub async fn post_outbox(&self, github: &FakeGithub) {
+        let mut poster = stackgate::report::outbox::Poster::default();
+        for _ in 0..20 {
+            poster.round(&self.app.pipeline.queue, github).await;
+            let queue = &self.app.pipeline.queue;
+            if queue.unposted_statuses(1).expect("statuses").is_empty()
+                && queue.unposted_comments(1).expect("comments").is_empty()
+            {
+                return;
+            }
+        }
+        panic!("the outbox did not empty");
     }
 
     /// Commit statuses waiting for GitHub for `sha`, in order: what GitHub will show.
@@ -345,6 +429,52 @@ webhook_secret_file = "{secret}"
     pub fn policies(&self) -> &PolicyHost {
         &self.app.pipeline.policies
     }
+}
+
+/// The AWS emulator tests/run.sh started (`STACKGATE_TEST_AWS_ENDPOINT`), or one started
+/// here on the shared port, as the end-to-end tests do.
+pub fn aws_endpoint() -> String {
+    static ENDPOINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ENDPOINT
+        .get_or_init(|| {
+            if let Ok(e) = std::env::var("STACKGATE_TEST_AWS_ENDPOINT") {
+                return e;
+            }
+            let port = "4599";
+            let ok = Command::new("bash")
+                .arg(root().join("deploy/local/emulator.sh"))
+                .arg("start")
+                .env("STACKGATE_EMULATOR_PORT", port)
+                .status()
+                .expect("run deploy/local/emulator.sh")
+                .success();
+            assert!(
+                ok,
+                "the AWS emulator did not start; run deploy/local/setup.sh"
+            );
+            format!("http://127.0.0.1:{port}")
+        })
+        .clone()
+}
+
+/// The emulator's slow knob: its answer to CloudFormation's `operation` naming `stack`
+/// comes `seconds` late (0 switches it off).
+pub fn slow_call(stack: &str, operation: &str, seconds: f64) {
+    let rule = json!({"stack": stack, "operation": operation, "seconds": seconds});
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-f",
+            "--max-time",
+            "10",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args(["--data-binary", &rule.to_string()])
+        .arg(format!("{}/stackgate-api/slow", aws_endpoint()))
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "the emulator's slow knob: {out:?}");
 }
 
 /// Runs a pull request's dry run of a commit holding `stacks` through the pipeline (the

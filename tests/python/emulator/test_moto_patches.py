@@ -954,6 +954,69 @@ def test_gap_update_change_set_tags_ignored_without_patch(emulators) -> None:
     assert _tags(cf, "tagged") == {"owner": "a"}
 
 
+# ------------------------------------------------------------ client_request_token
+
+TOKEN = "stackgate-7-2"
+
+
+def _execute_with_token(cf: Any) -> tuple[str, str]:
+    """A stack created by a change set executed with TOKEN; (stack id, change set id)."""
+    out = cf.create_change_set(StackName="tokened", ChangeSetName="cs-1",
+                               TemplateBody=json.dumps(QUEUE), ChangeSetType="CREATE",
+                               ClientToken=TOKEN)
+    cf.execute_change_set(ChangeSetName=out["Id"], ClientRequestToken=TOKEN)
+    return out["StackId"], out["Id"]
+
+
+def _tokens(cf: Any, stack_id: str) -> list[tuple[str, str | None]]:
+    return [(e["ResourceStatus"], e.get("ClientRequestToken")) for e in events(cf, stack_id)]
+
+
+def test_execute_and_delete_tokens_mark_their_events(patched: Emulator) -> None:
+    cf = patched.client("cloudformation")
+    stack_id, change_set = _execute_with_token(cf)
+    seen = _tokens(cf, stack_id)
+    assert ("CREATE_COMPLETE", TOKEN) in seen, seen
+    assert ("REVIEW_IN_PROGRESS", None) in seen, "the change set's creation is no execution"
+    # The same request again is the same execution: it does not run twice.
+    cf.execute_change_set(ChangeSetName=change_set, ClientRequestToken=TOKEN)
+    assert _tokens(cf, stack_id) == seen
+    # Another token is another request, and the change set has run.
+    with pytest.raises(ClientError) as refused:
+        cf.execute_change_set(ChangeSetName=change_set, ClientRequestToken="stackgate-7-3")
+    assert refused.value.response["Error"]["Code"] == "InvalidChangeSetStatus"
+    assert _tokens(cf, stack_id) == seen
+    cf.delete_stack(StackName="tokened", ClientRequestToken="stackgate-8-1")
+    assert ("DELETE_COMPLETE", "stackgate-8-1") in _tokens(cf, stack_id)
+
+
+@pytest.mark.parametrize("token", ["7-starts-with-a-digit", "has_underscore", "x" * 129])
+def test_tokens_outside_the_documented_pattern_are_refused(patched: Emulator, token: str) -> None:
+    cf = patched.client("cloudformation")
+    with pytest.raises(ClientError) as refused:
+        cf.create_change_set(StackName="tokened", ChangeSetName="cs-1",
+                             TemplateBody=json.dumps(QUEUE), ChangeSetType="CREATE",
+                             ClientToken=token)
+    assert refused.value.response["Error"]["Code"] == "ValidationError"
+    out = cf.create_change_set(StackName="tokened", ChangeSetName="cs-1",
+                               TemplateBody=json.dumps(QUEUE), ChangeSetType="CREATE")
+    for call in (lambda: cf.execute_change_set(ChangeSetName=out["Id"], ClientRequestToken=token),
+                 lambda: cf.delete_stack(StackName="tokened", ClientRequestToken=token)):
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert refused.value.response["Error"]["Code"] == "ValidationError"
+    assert stack(cf, "tokened")["StackStatus"] == "REVIEW_IN_PROGRESS", "nothing ran"
+
+
+def test_gap_tokens_ignored_and_change_sets_rerun_without_patch(emulators) -> None:
+    cf = unpatched(emulators, "client_request_token").client("cloudformation")
+    stack_id, change_set = _execute_with_token(cf)
+    seen = _tokens(cf, stack_id)
+    assert all(token is None for _, token in seen), seen
+    cf.execute_change_set(ChangeSetName=change_set, ClientRequestToken="stackgate-7-3")
+    assert len(_tokens(cf, stack_id)) > len(seen), "moto ran the change set again"
+
+
 def test_hybrid_stack_deletion_order() -> None:
     """delete_order deletes the new resources before what they hang on."""
     from moto.cloudformation.models import Stack
@@ -1123,7 +1186,8 @@ def test_patch_selection() -> None:
     every = list(launcher.PATCHES)
     assert every == ["changeset_outputs", "delete_order", "create_rollback", "template_errors",
                      "changeset_param_changes", "route_table_association", "bucket_policy",
-                     "instance_primary_eni", "expected_bucket_owner", "changeset_tags"]
+                     "instance_primary_eni", "expected_bucket_owner", "changeset_tags",
+                     "client_request_token"]
     assert launcher.select_patches(None) == every
     assert launcher.select_patches("none") == []
     assert launcher.select_patches("all,-delete_order") == [p for p in every if p != "delete_order"]

@@ -20,6 +20,7 @@ NAMES = (
     "instance_primary_eni",
     "expected_bucket_owner",
     "changeset_tags",
+    "client_request_token",
 )
 
 PATCHES: dict[str, Callable[[], None]] = {

@@ -14,8 +14,13 @@ impl Deployer {
     ) -> Result<Deployed, DeployError> {
         let planned = self.prepare(files, stack, origin, sink).await?;
         if planned.changes.is_none() {
-            self.discard(&planned.change_set_id, &planned.stack_id, planned.create)
-                .await;
+            self.discard(
+                &planned.change_set_id,
+                &planned.stack_id,
+                planned.create,
+                &planned.guard,
+            )
+            .await;
             let info = cfn::describe_stack(&self.aws.cfn, &planned.stack_id).await?;
             return Ok(Deployed {
                 stack_name: stack.name.clone(),
@@ -38,7 +43,9 @@ impl Deployer {
         // Events from before the execution belong to earlier deploys.
         let mut seen = HashSet::new();
         cfn::new_events(&self.aws.cfn, &planned.stack_id, &mut seen).await?;
-        cfn::execute_change_set(&self.aws.cfn, &planned.change_set_id).await?;
+        planned.guard.check("ExecuteChangeSet")?;
+        cfn::execute_change_set(&self.aws.cfn, &planned.change_set_id, planned.guard.token())
+            .await?;
         sink(Progress::Note("executing change set"));
         self.follow(&planned.stack_name, &planned.stack_id, seen, total, sink)
             .await?
@@ -100,6 +107,7 @@ impl Deployer {
         stack_name: &str,
         owner: &Owner,
         adopt: bool,
+        guard: &Guard,
         sink: Sink<'_>,
     ) -> Result<Removed, DeployError> {
         let Some(info) = cfn::describe_stack(&self.aws.cfn, stack_name).await? else {
@@ -138,6 +146,7 @@ impl Deployer {
                 continue;
             }
             let account = self.aws.account().await?;
+            guard.check("DeleteObjects")?;
             let n = s3::empty_bucket(&self.aws.s3, physical, account).await?;
             sink(Progress::Note(&format!(
                 "emptied bucket {physical}: {n} object versions"
@@ -146,7 +155,8 @@ impl Deployer {
         }
         let mut seen = HashSet::new();
         cfn::new_events(&self.aws.cfn, &info.id, &mut seen).await?;
-        cfn::delete_stack(&self.aws.cfn, &info.id).await?;
+        guard.check("DeleteStack")?;
+        cfn::delete_stack(&self.aws.cfn, &info.id, guard.token()).await?;
         sink(Progress::Note("deleting stack"));
         let settled = self
             .follow(stack_name, &info.id, seen, resources.len(), sink)

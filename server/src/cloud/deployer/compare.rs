@@ -62,8 +62,10 @@ impl Deployer {
         let needs_bucket = !stack.deployment.artifacts.is_empty()
             || !children.is_empty()
             || stack.template.body.len() > TEMPLATE_BODY_LIMIT;
+        let guard = &origin.guard;
         let account = if needs_bucket {
             let account = self.aws.account().await?;
+            guard.check("CreateBucket")?;
             s3::ensure_artifact_bucket(
                 &self.aws.s3,
                 &self.artifact_bucket,
@@ -79,6 +81,7 @@ impl Deployer {
         let body = if children.is_empty() {
             stack.template.body.clone()
         } else {
+            guard.check("PutObject")?;
             let body = crate::cloud::nested::package(
                 &self.aws,
                 &self.artifact_bucket,
@@ -99,6 +102,7 @@ impl Deployer {
             let artifact = pkg.artifact.clone();
             let key = pkg.key(&stack.name);
             let size = pkg.bytes.len();
+            guard.check("PutObject")?;
             let put = s3::put_verified(
                 &self.aws.s3,
                 &self.artifact_bucket,
@@ -125,6 +129,7 @@ impl Deployer {
         let template_url = if body.len() > TEMPLATE_BODY_LIMIT {
             let digest = hex::encode(Sha256::digest(body.as_bytes()));
             let key = format!("stackgate/{}/templates/{digest}.template", stack.name);
+            guard.check("PutObject")?;
             s3::put_verified(
                 &self.aws.s3,
                 &self.artifact_bucket,
@@ -177,7 +182,9 @@ impl Deployer {
                 .collect(),
             tags,
             description: &description,
+            client_token: guard.token(),
         };
+        guard.check("CreateChangeSet")?;
         let (id, stack_id) = cfn::create_change_set(&self.aws.cfn, &request).await?;
         sink(Progress::Note(&format!(
             "change set {change_set_name} ({})",
@@ -187,7 +194,7 @@ impl Deployer {
             Ok(o) => o,
             Err(e) => {
                 // Leave nothing behind when the change set itself failed.
-                self.discard(&id, &stack_id, create).await;
+                self.discard(&id, &stack_id, create, guard).await;
                 return Err(e.into());
             }
         };
@@ -207,6 +214,7 @@ impl Deployer {
             stack_id,
             create,
             changes,
+            guard: guard.clone(),
         })
     }
 
@@ -238,15 +246,25 @@ impl Deployer {
         Ok(())
     }
 
-    /// Deletes a change set that will not run, and the review-only stack that held it.
-    pub async fn discard(&self, change_set_id: &str, stack_id: &str, create: bool) {
+    /// Deletes a change set that will not run, and the review-only stack that held it;
+    /// nothing when the job's lease may have lapsed (whoever holds it now cleans up).
+    pub async fn discard(&self, change_set_id: &str, stack_id: &str, create: bool, guard: &Guard) {
+        if let Err(e) = guard.check("DeleteChangeSet") {
+            tracing::warn!(error = %e, "change set left for the job's new holder");
+            return;
+        }
         if let Err(e) = cfn::delete_change_set(&self.aws.cfn, change_set_id).await {
             tracing::warn!(error = %e, "could not delete change set");
         }
         if create {
             match cfn::describe_stack(&self.aws.cfn, stack_id).await {
                 Ok(Some(s)) if s.status == "REVIEW_IN_PROGRESS" => {
-                    if let Err(e) = cfn::delete_stack(&self.aws.cfn, stack_id).await {
+                    if let Err(e) = guard.check("DeleteStack") {
+                        tracing::warn!(error = %e, "review-only stack left for the job's new holder");
+                        return;
+                    }
+                    // No token: the job's token names its own stack's delete, not this one.
+                    if let Err(e) = cfn::delete_stack(&self.aws.cfn, stack_id, None).await {
                         tracing::warn!(error = %e, "could not delete review-only stack");
                     }
                 }
@@ -265,8 +283,13 @@ impl Deployer {
         sink: Sink<'_>,
     ) -> Result<Planned, DeployError> {
         let planned = self.prepare(files, stack, origin, sink).await?;
-        self.discard(&planned.change_set_id, &planned.stack_id, planned.create)
-            .await;
+        self.discard(
+            &planned.change_set_id,
+            &planned.stack_id,
+            planned.create,
+            &origin.guard,
+        )
+        .await;
         Ok(planned)
     }
 }

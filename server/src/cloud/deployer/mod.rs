@@ -13,6 +13,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::cloud::cfn::{self, Change, ChangeSetOutcome, ChangeSetRequest, Event};
+use crate::cloud::guard::{Guard, LeaseLapsed};
 use crate::cloud::package;
 use crate::cloud::{Aws, AwsError, s3};
 use crate::stack::ownership::{self, Claim, NotOwned, Owner};
@@ -29,6 +30,9 @@ pub enum DeployError {
     S3(#[from] s3::S3Error),
     #[error(transparent)]
     NotOwned(#[from] NotOwned),
+    /// A call that changes AWS was not sent: the job's lease may have lapsed.
+    #[error(transparent)]
+    LeaseLapsed(#[from] LeaseLapsed),
     #[error(
         "stack `{stack}`: cannot read its deployed template to tell which buckets it retains \
          ({message}); nothing emptied or deleted"
@@ -84,6 +88,8 @@ pub struct Origin {
     /// The path of a folder of this repository, gone at this commit, whose stack this
     /// folder now names: the stack moves with the folder.
     pub moved_from: Option<String>,
+    /// Asked before every call that changes AWS; names the calls' tokens.
+    pub guard: Guard,
 }
 
 impl Origin {
@@ -120,6 +126,9 @@ pub struct Planned {
     pub create: bool,
     /// `None` when CloudFormation found nothing to change.
     pub changes: Option<Vec<Change>>,
+    /// The guard of the job that planned it: its execution is asked too.
+    #[serde(skip)]
+    pub guard: Guard,
 }
 
 /// The end of a deploy.

@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{
-    JOB_COLUMNS, Store, add_comment, add_status, end_unreadable, job_from_row, read_jobs,
+    JOB_COLUMNS, Store, add_comment, add_status, end_unreadable, fenced, job_from_row, read_jobs,
     unreadable,
 };
 use crate::domain::{JobId, JobState, Lane, Phase};
 use crate::queue::lanes::{self, Place};
+use crate::queue::lease::{Claim, Lease, Orphans};
 use crate::queue::{
     CommentUpdate, Job, Jobs, LedgerEntry, NewJob, QueuedStatuses, SYNC_DEBOUNCE_MS, StatusUpdate,
     StoreError, SupersededStatuses, now,
@@ -33,10 +34,15 @@ impl Jobs for Store {
     }
 
     /// Claims up to `limit` queued jobs whose lane has nothing running, oldest first.
-    fn claim(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+    fn claim(&self, lease: &Lease, limit: usize) -> Result<Vec<Job>, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction()?;
-            let running: i64 = tx.query_row("SELECT COUNT(*) FROM jobs WHERE state = 'running'", [], |r| r.get(0))?;
+            // The parallel limit is each replica's own.
+            let running: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM jobs INDEXED BY jobs_running WHERE state = 'running' AND owner = ?1",
+                [lease.owner.as_str()],
+                |r| r.get(0),
+            )?;
             let room = limit.saturating_sub(running as usize);
             let mut claimed = Vec::new();
             // Again after a row this version cannot read was ended: its lane is free.
@@ -61,9 +67,11 @@ impl Jobs for Store {
                 };
                 let mut ended = false;
                 for id in ids {
+                    let at = now();
                     tx.execute(
-                        "UPDATE jobs SET state = 'running', started_at = ?2, attempts = attempts + 1 WHERE id = ?1",
-                        params![id, now()],
+                        "UPDATE jobs SET state = 'running', started_at = ?2, attempts = attempts + 1,
+                                         owner = ?3, lease_until = ?4, fence = fence + 1 WHERE id = ?1",
+                        params![id, at, lease.owner.as_str(), at.saturating_add(lease.millis())],
                     )?;
                     match tx.query_row(
                         &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
@@ -120,78 +128,165 @@ impl Jobs for Store {
         })
     }
 
-    fn release_running(&self) -> Result<usize, StoreError> {
+    fn renew(&self, lease: &Lease) -> Result<Vec<Claim>, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.prepare_cached(
+                "UPDATE jobs SET lease_until = ?2 WHERE state = 'running' AND owner = ?1",
+            )?
+            .execute(params![
+                lease.owner.as_str(),
+                now().saturating_add(lease.millis())
+            ])?;
+            let held = tx
+                .prepare_cached(
+                    "SELECT id, fence FROM jobs INDEXED BY jobs_running
+                     WHERE state = 'running' AND owner = ?1 ORDER BY id",
+                )?
+                .query_map([lease.owner.as_str()], |r| {
+                    Ok(Claim {
+                        job: r.get(0)?,
+                        fence: r.get(1)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            Ok(held)
+        })
+    }
+
+    fn take_over(&self, lease: &Lease, orphans: Orphans) -> Result<Vec<Job>, StoreError> {
+        self.with(|c| {
+            // One transaction: SQLite's single writer is what PostgreSQL's
+            // FOR UPDATE SKIP LOCKED gives several replicas, each orphan taken once.
+            let tx = c.transaction()?;
+            let at = now();
+            let expired_before = match orphans {
+                Orphans::Expired => at,
+                Orphans::All => i64::MAX,
+            };
+            let ids: Vec<JobId> = tx
+                .prepare_cached(
+                    "SELECT id FROM jobs INDEXED BY jobs_running
+                     WHERE state = 'running' AND owner IS NOT ?1
+                       AND (lease_until IS NULL OR lease_until < ?2)
+                     ORDER BY id",
+                )?
+                .query_map(params![lease.owner.as_str(), expired_before], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut taken = Vec::with_capacity(ids.len());
+            for id in ids {
+                tx.prepare_cached(
+                    "UPDATE jobs SET owner = ?2, lease_until = ?3, fence = fence + 1 WHERE id = ?1",
+                )?
+                .execute(params![
+                    id,
+                    lease.owner.as_str(),
+                    at.saturating_add(lease.millis())
+                ])?;
+                match tx.query_row(
+                    &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                    [id],
+                    job_from_row,
+                ) {
+                    Ok(job) => taken.push(job),
+                    Err(e) => match unreadable(&e) {
+                        Some(bad) => end_unreadable(&tx, bad)?,
+                        None => return Err(e),
+                    },
+                }
+            }
+            tx.commit()?;
+            Ok(taken)
+        })
+    }
+
+    fn release(&self, lease: &Lease) -> Result<usize, StoreError> {
         self.with(|c| {
             c.execute(
-                "UPDATE jobs SET attempts = MAX(attempts - 1, 0) WHERE state = 'running'",
-                [],
+                "UPDATE jobs SET attempts = MAX(attempts - 1, 0), owner = NULL, lease_until = 0
+                 WHERE state = 'running' AND owner = ?1",
+                [lease.owner.as_str()],
             )
         })
     }
 
-    /// Counts one more attempt of a running job (a deploy resumed after a restart).
-    fn attempt(&self, id: JobId) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE jobs SET attempts = attempts + 1 WHERE id = ?1",
-                [id],
+    /// Counts one more attempt of a running job (a deploy resumed after a takeover).
+    fn attempt(&self, claim: Claim) -> Result<(), StoreError> {
+        self.with_store(|c| {
+            fenced(
+                c,
+                claim,
+                "UPDATE jobs SET attempts = attempts + 1
+                 WHERE id = ?1 AND fence = ?2 AND state = 'running'",
+                &[],
             )
-        })?;
-        Ok(())
+        })
     }
 
-    fn requeue(&self, id: JobId) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE jobs SET state = 'queued', phase = NULL WHERE id = ?1",
-                [id],
+    fn requeue(&self, claim: Claim) -> Result<(), StoreError> {
+        self.with_store(|c| {
+            fenced(
+                c,
+                claim,
+                "UPDATE jobs SET state = 'queued', phase = NULL, owner = NULL, lease_until = NULL
+                 WHERE id = ?1 AND fence = ?2 AND state = 'running'",
+                &[],
             )
-        })?;
-        Ok(())
+        })
     }
 
     /// Records where a deploy stands; written before each step that AWS cannot undo.
     fn set_phase(
         &self,
-        id: JobId,
+        claim: Claim,
         phase: Phase,
         change_set_id: Option<&str>,
         stack_id: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE jobs SET phase = ?2, change_set_id = COALESCE(?3, change_set_id),
-                                 stack_id = COALESCE(?4, stack_id) WHERE id = ?1",
-                params![id, phase.as_str(), change_set_id, stack_id],
+        self.with_store(|c| {
+            fenced(
+                c,
+                claim,
+                "UPDATE jobs SET phase = ?3, change_set_id = COALESCE(?4, change_set_id),
+                                 stack_id = COALESCE(?5, stack_id)
+                 WHERE id = ?1 AND fence = ?2 AND state = 'running'",
+                &[&phase.as_str(), &change_set_id, &stack_id],
             )
-        })?;
-        Ok(())
+        })
     }
 
-    fn set_detail(&self, id: JobId, detail: &serde_json::Value) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE jobs SET detail = ?2 WHERE id = ?1",
-                params![id, detail.to_string()],
+    fn set_detail(&self, claim: Claim, detail: &serde_json::Value) -> Result<(), StoreError> {
+        self.with_store(|c| {
+            fenced(
+                c,
+                claim,
+                "UPDATE jobs SET detail = ?3 WHERE id = ?1 AND fence = ?2 AND state = 'running'",
+                &[&detail.to_string()],
             )
-        })?;
-        Ok(())
+        })
     }
 
     fn finish_with(
         &self,
-        id: JobId,
+        claim: Claim,
         state: JobState,
         detail: &serde_json::Value,
         comment: Option<&CommentUpdate>,
         statuses: &[StatusUpdate],
         deployed: Option<LedgerEntry<'_>>,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
+        let id = claim.job;
+        self.with_store(|c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "UPDATE jobs SET state = ?2, detail = ?3, finished_at = ?4, phase = 'done' WHERE id = ?1",
-                params![id, state.as_str(), detail.to_string(), now()],
+            // Nothing of a lost claim's end is written: no status, comment or ledger line.
+            fenced(
+                &tx,
+                claim,
+                "UPDATE jobs SET state = ?3, detail = ?4, finished_at = ?5, phase = 'done',
+                                 lease_until = NULL
+                 WHERE id = ?1 AND fence = ?2 AND state = 'running'",
+                &[&state.as_str(), &detail.to_string(), &now()],
             )?;
             if let Some(c) = comment {
                 add_comment(&tx, Some(id), c)?;
@@ -220,7 +315,7 @@ impl Jobs for Store {
                     ],
                 )?;
             }
-            tx.commit()
+            Ok(tx.commit()?)
         })
     }
 

@@ -18,6 +18,7 @@ use rusqlite::{Connection, Transaction, params};
 
 use crate::config::Synchronous;
 use crate::domain::{JobId, UnknownName};
+use crate::queue::lease::Claim;
 use crate::queue::{CommentUpdate, Job, StatusUpdate, StoreError, UnreadableRow, now};
 
 impl rusqlite::ToSql for JobId {
@@ -38,13 +39,13 @@ impl From<rusqlite::Error> for StoreError {
         match e {
             rusqlite::Error::FromSqlConversionFailure(i, t, b) => {
                 match b.downcast::<UnreadableRow>() {
-                    Ok(bad) => StoreError(bad),
+                    Ok(bad) => StoreError::Backend(bad),
                     Err(b) => {
-                        StoreError(Box::new(rusqlite::Error::FromSqlConversionFailure(i, t, b)))
+                        StoreError::backend(rusqlite::Error::FromSqlConversionFailure(i, t, b))
                     }
                 }
             }
-            e => StoreError(Box::new(e)),
+            e => StoreError::backend(e),
         }
     }
 }
@@ -62,7 +63,7 @@ pub struct Store {
     synchronous: Synchronous,
 }
 
-const JOB_COLUMNS: &str = "id, kind, repo, stack, sha, pr, fork, trigger, state, phase, change_set_id, stack_id, detail, created_at, started_at, finished_at, superseded_by, attempts";
+const JOB_COLUMNS: &str = "id, kind, repo, stack, sha, pr, fork, trigger, state, phase, change_set_id, stack_id, detail, created_at, started_at, finished_at, superseded_by, attempts, fence, owner, lease_until";
 
 /// A stored name read back as its type; an unknown one is an error, not a default. The
 /// row's id is its first column.
@@ -107,6 +108,9 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         finished_at: r.get(15)?,
         superseded_by: r.get(16)?,
         attempts: r.get(17)?,
+        fence: r.get(18)?,
+        owner: r.get(19)?,
+        lease_until: r.get(20)?,
     })
 }
 
@@ -178,9 +182,17 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
+        self.with_store(|c| f(c).map_err(StoreError::from))
+    }
+
+    /// [`Store::with`] for work that may fail with a store error of its own (a lost lease).
+    fn with_store<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let run = || {
             let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn).map_err(StoreError::from)
+            f(&mut conn)
         };
         // Called from async code, a commit may wait on fsync or on the writer thread's
         // batch: hand this worker's other tasks to the rest of the runtime meanwhile.
@@ -206,6 +218,34 @@ fn unsynced<T>(
     let out = f(c);
     c.prepare_cached("PRAGMA synchronous = FULL")?.execute([])?;
     out
+}
+
+/// Checks, inside a write's transaction, that `claim` still holds its running job.
+fn holds(c: &Connection, claim: Claim) -> Result<(), StoreError> {
+    let held = c
+        .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1 AND fence = ?2 AND state = 'running'")?
+        .exists(params![claim.job, claim.fence])?;
+    if held {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseLost(claim))
+    }
+}
+
+/// A worker's update of its job: changes nothing, and says so, once the claim is lost.
+fn fenced(
+    c: &Connection,
+    claim: Claim,
+    sql: &str,
+    p: &[&dyn rusqlite::ToSql],
+) -> Result<(), StoreError> {
+    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&claim.job, &claim.fence];
+    args.extend_from_slice(p);
+    let n = c.prepare_cached(sql)?.execute(args.as_slice())?;
+    if n == 0 {
+        return Err(StoreError::LeaseLost(claim));
+    }
+    Ok(())
 }
 
 fn add_status(

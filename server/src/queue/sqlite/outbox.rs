@@ -2,23 +2,26 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, add_status, text, unreadable, unsynced};
-use crate::domain::JobId;
+use super::{Store, add_status, holds, text, unreadable, unsynced};
+use crate::queue::lease::Claim;
 use crate::queue::{Outbox, PendingComment, PendingStatus, StatusUpdate, StoreError, now};
 
 impl Outbox for Store {
     /// Queues statuses outside a job's end (e.g. "pending" as a step starts).
     fn add_statuses(
         &self,
-        job: Option<JobId>,
+        job: Option<Claim>,
         statuses: &[StatusUpdate],
     ) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.with_store(|c| {
             let tx = c.transaction()?;
-            for s in statuses {
-                add_status(&tx, job, s)?;
+            if let Some(claim) = job {
+                holds(&tx, claim)?;
             }
-            tx.commit()
+            for s in statuses {
+                add_status(&tx, job.map(|c| c.job), s)?;
+            }
+            Ok(tx.commit()?)
         })
     }
 

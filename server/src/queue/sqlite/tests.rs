@@ -7,7 +7,21 @@ use super::Store;
 use super::schema::SCHEMA;
 use crate::config::Synchronous;
 use crate::domain::{Context, JobId, JobState, Kind, Phase, StackIdentity, StatusState, Trigger};
+use crate::queue::lease::{Claim, Lease, Orphans, Replica};
 use crate::queue::*;
+
+/// A lease of a new replica at each call: a claim and a later recovery are two processes.
+fn lease() -> Lease {
+    Lease {
+        owner: Replica::new(),
+        length: std::time::Duration::from_secs(60),
+    }
+}
+
+/// The claim that holds a job now.
+fn held(s: &Store, id: JobId) -> Claim {
+    s.job(id).unwrap().unwrap().claim()
+}
 
 fn none(_: &NewJob, _: JobId) -> Vec<StatusUpdate> {
     Vec::new()
@@ -54,8 +68,13 @@ fn a_state_file_from_before_attempts_opens_and_counts() {
         .unwrap();
     }
     let s = Store::open(&path, Synchronous::Normal).unwrap();
-    assert!(s.recover().unwrap().poisoned.is_empty());
-    let j = s.claim(1).unwrap().remove(0);
+    assert!(
+        s.recover(&lease(), Orphans::All)
+            .unwrap()
+            .poisoned
+            .is_empty()
+    );
+    let j = s.claim(&lease(), 1).unwrap().remove(0);
     assert_eq!(j.attempts, 1);
     drop(s);
     // Opening again does not migrate twice.
@@ -90,7 +109,7 @@ fn an_old_ledger_gains_identities_and_keeps_its_rows() {
         name: "web-prod".into(),
     };
     s.enqueue(&[deploy("b")], &none, &superseded).unwrap();
-    let j = s.claim(1).unwrap().remove(0);
+    let j = s.claim(&lease(), 1).unwrap().remove(0);
     let entry = |sha, identity| LedgerEntry {
         repo: "acme/infra",
         stack: "web",
@@ -99,7 +118,7 @@ fn an_old_ledger_gains_identities_and_keeps_its_rows() {
         identity,
     };
     s.finish(
-        j.id,
+        j.claim(),
         JobState::Succeeded,
         &serde_json::json!({}),
         &[],
@@ -108,8 +127,10 @@ fn an_old_ledger_gains_identities_and_keeps_its_rows() {
     .unwrap();
     // Opening again migrates nothing twice; a later entry without identity keeps it.
     let s = Store::open(&path, Synchronous::Full).unwrap();
+    s.enqueue(&[deploy("c")], &none, &superseded).unwrap();
+    let j = s.claim(&lease(), 1).unwrap().remove(0);
     s.finish(
-        j.id,
+        j.claim(),
         JobState::Succeeded,
         &serde_json::json!({}),
         &[],
@@ -138,12 +159,12 @@ fn running_deploy_survives_a_restart(level: Synchronous) {
     {
         let s = Store::open(&path, level).unwrap();
         s.enqueue(&[deploy("a")], &none, &superseded).unwrap();
-        let j = s.claim(1).unwrap().remove(0);
-        s.set_phase(j.id, Phase::Executing, Some("cs-1"), Some("stack-1"))
+        let j = s.claim(&lease(), 1).unwrap().remove(0);
+        s.set_phase(j.claim(), Phase::Executing, Some("cs-1"), Some("stack-1"))
             .unwrap();
     }
     let s = Store::open(&path, level).unwrap();
-    let resume = s.recover().unwrap().resume;
+    let resume = s.recover(&lease(), Orphans::All).unwrap().resume;
     assert_eq!(resume.len(), 1);
     assert_eq!(resume[0].change_set_id.as_deref(), Some("cs-1"));
     assert_eq!(resume[0].phase, Some(Phase::Executing));
@@ -246,7 +267,7 @@ fn a_state_file_from_ff596f4_opens_with_its_work_and_runs_it() {
     }
     let s = Store::open(&path, Synchronous::Full).unwrap();
     // The running deploy resumes where it stood.
-    let r = s.recover().unwrap();
+    let r = s.recover(&lease(), Orphans::All).unwrap();
     assert_eq!(r.resume.len(), 1, "{r:?}");
     let running = &r.resume[0];
     assert_eq!(
@@ -256,7 +277,7 @@ fn a_state_file_from_ff596f4_opens_with_its_work_and_runs_it() {
     assert_eq!(running.trigger, Trigger::Manual);
     assert_eq!(running.change_set_id.as_deref(), Some("cs-1"));
     // The queued job is claimed (its lane is free).
-    let claimed = s.claim(4).unwrap();
+    let claimed = s.claim(&lease(), 4).unwrap();
     assert_eq!(
         claimed.iter().map(|j| j.sha.as_str()).collect::<Vec<_>>(),
         ["q1"]
@@ -284,7 +305,7 @@ fn a_state_file_from_ff596f4_opens_with_its_work_and_runs_it() {
         body: "plan".into(),
     };
     s.finish_with(
-        running.id,
+        running.claim(),
         JobState::Succeeded,
         &serde_json::json!({}),
         Some(&comment),
