@@ -8,10 +8,11 @@ use crate::queue::StoreError;
 use crate::queue::migrations::{Migration, newer_than_known};
 
 /// The migrations, in order; a released one is never edited, only followed by another.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "the queue: deliveries, jobs, ledger, outbox",
-    sql: "
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "the queue: deliveries, jobs, ledger, outbox",
+        sql: "
 CREATE TABLE deliveries (
     id TEXT PRIMARY KEY,
     event TEXT NOT NULL,
@@ -93,7 +94,19 @@ CREATE TABLE pr_comments (
     PRIMARY KEY (repo, pr)
 );
 ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "leases: a running job's owner, expiry and fence",
+        // Who holds a running job, until when (ms), under which fence: every claim and
+        // takeover grows the fence, and a worker's write names the fence it holds.
+        sql: "
+ALTER TABLE jobs ADD COLUMN owner TEXT;
+ALTER TABLE jobs ADD COLUMN lease_until BIGINT;
+ALTER TABLE jobs ADD COLUMN fence BIGINT NOT NULL DEFAULT 0;
+",
+    },
+];
 
 /// Applies the migrations this database lacks, each in its own transaction, holding the
 /// migration lock throughout: a replica starting meanwhile waits, then finds none to do.

@@ -10,11 +10,18 @@ use crate::queue::StoreError;
 use crate::queue::migrations::{Migration, newer_than_known};
 
 /// The migrations, in order; a released one is never edited, only followed by another.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "the queue: deliveries, jobs, ledger, outbox",
-    sql: SCHEMA,
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "the queue: deliveries, jobs, ledger, outbox",
+        sql: SCHEMA,
+    },
+    Migration {
+        version: 2,
+        name: "leases: a running job's owner, expiry and fence",
+        sql: LEASES,
+    },
+];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -79,11 +86,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at INTEGER,
     finished_at INTEGER,
     superseded_by INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    -- The lease of a running job: who holds it, until when (ms), under which fence.
-    owner TEXT,
-    lease_until INTEGER,
-    fence INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0
 );
 -- Partial indexes: only the live jobs, so that finished ones cost no index writes.
 DROP INDEX IF EXISTS jobs_lane_state;
@@ -136,22 +139,22 @@ CREATE TABLE IF NOT EXISTS pr_comments (
 );
 ";
 
-/// Brings a state file written by an older stackgate up to version 1. A job running
-/// in a file from before leases has no owner and no lease: it is an orphan, taken over.
+/// Version 2: the lease of a running job, who holds it, until when (ms), under which fence.
+/// A job left running by a version before it has no owner and no lease: an orphan, taken
+/// over at the next start.
+const LEASES: &str = "
+ALTER TABLE jobs ADD COLUMN owner TEXT;
+ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
+ALTER TABLE jobs ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Brings a state file written by an older stackgate up to version 1.
 fn migrate_jobs(conn: &Connection) -> rusqlite::Result<()> {
-    let have: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info('jobs')")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    for (col, ty) in [
-        ("attempts", "INTEGER NOT NULL DEFAULT 0"),
-        ("owner", "TEXT"),
-        ("lease_until", "INTEGER"),
-        ("fence", "INTEGER NOT NULL DEFAULT 0"),
-    ] {
-        if !have.iter().any(|h| h == col) {
-            conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {col} {ty}"))?;
-        }
+    let has_attempts = conn
+        .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'attempts'")?
+        .exists([])?;
+    if !has_attempts {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")?;
     }
     Ok(())
 }
