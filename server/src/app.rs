@@ -16,7 +16,7 @@ use crate::github::GitHub;
 use crate::pipeline::lease::Leases;
 use crate::pipeline::{self, Pipeline};
 use crate::policy::{Limits, PolicyHost, PolicySource};
-use crate::queue::lease::{Lease, Orphans, Replica};
+use crate::queue::lease::{Lease, Replica};
 use crate::queue::recorder::Recorder;
 use crate::queue::{Queue, Store, Wake};
 use crate::report::metrics::Metrics;
@@ -169,9 +169,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let p = app.pipeline.clone();
-    // SQLite: this process alone owns the file, so what ran before it is dead; resumed at
-    // once rather than after its lease.
-    pipeline::recover(&p, Orphans::All).await;
+    // The backend says what a starting replica may take: SQLite's file is this process's
+    // alone, so what ran before it is dead and resumes at once; a shared database's live
+    // leases are other replicas' work.
+    pipeline::recover(&p, p.queue.orphans_at_start()).await;
     tokio::spawn(crate::workers::heartbeat::run(p.clone()));
     tokio::spawn(crate::workers::takeover::run(p.clone()));
     tokio::spawn(crate::workers::dispatcher::run(p.clone()));

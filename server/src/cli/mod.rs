@@ -220,7 +220,7 @@ async fn state_copy(from: String, to: String) -> ExitCode {
     let copied =
         tokio::task::spawn_blocking(move || crate::queue::copy::sqlite_to_postgres(&p, &t))
             .await
-            .unwrap_or_else(|e| Err(crate::queue::StoreError(Box::new(e))));
+            .unwrap_or_else(|e| Err(crate::queue::StoreError::Backend(Box::new(e))));
     let path = path.display();
     match copied {
         Ok(copied) => {

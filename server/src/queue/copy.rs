@@ -69,6 +69,12 @@ pub struct JobRow {
     pub finished_at: Option<i64>,
     pub superseded_by: Option<i64>,
     pub attempts: i64,
+    /// The lease as it is: stackgate stopped cleanly before the copy and handed its leases
+    /// back (expired), so a replica on the copy takes the running jobs over at once. The
+    /// fence goes along, so that fences keep growing.
+    pub owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub fence: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -126,7 +132,7 @@ pub struct CommentRow {
 /// one PostgreSQL transaction.
 pub fn sqlite_to_postgres(from: &std::path::Path, to: &str) -> Result<Copied, super::StoreError> {
     if !from.exists() {
-        return Err(super::StoreError(
+        return Err(super::StoreError::Backend(
             format!("{}: no such state file", from.display()).into(),
         ));
     }
@@ -142,6 +148,17 @@ mod tests {
     use crate::queue::conformance::{deploy_of, preview, queued, superseded};
     use crate::queue::postgres::testdb::TestDb;
     use crate::queue::*;
+
+    fn lease() -> crate::queue::lease::Lease {
+        crate::queue::lease::Lease {
+            owner: crate::queue::lease::Replica::new(),
+            length: std::time::Duration::from_secs(60),
+        }
+    }
+
+    fn held(q: &dyn Queue, id: JobId) -> crate::queue::lease::Claim {
+        q.job(id).unwrap().unwrap().claim()
+    }
 
     fn all_of(q: &dyn Queue) -> String {
         let jobs = serde_json::to_string_pretty(&q.recent_jobs(1000).unwrap()).unwrap();
@@ -180,14 +197,14 @@ mod tests {
         let web1 = s.record_deliveries(&[d], &queued, &superseded).unwrap()[0]
             .clone()
             .unwrap()[0];
-        assert_eq!(s.claim(4).unwrap()[0].id, web1);
+        assert_eq!(s.claim(&lease(), 4).unwrap()[0].id, web1);
         let id = StackIdentity {
             account: "123456789012".into(),
             region: "eu-west-1".into(),
             name: "web-prod".into(),
         };
         s.finish(
-            web1,
+            held(&s, web1),
             JobState::Succeeded,
             &serde_json::json!({"outputs": {"Url": "x"}}),
             &[StatusUpdate {
@@ -208,9 +225,9 @@ mod tests {
         )
         .unwrap();
         let p = s.enqueue(&[preview("p1")], &queued, &superseded).unwrap()[0];
-        assert_eq!(s.claim(4).unwrap()[0].id, p);
+        assert_eq!(s.claim(&lease(), 4).unwrap()[0].id, p);
         s.finish_with(
-            p,
+            held(&s, p),
             JobState::Succeeded,
             &serde_json::json!({}),
             Some(&CommentUpdate {
@@ -224,8 +241,11 @@ mod tests {
         .unwrap();
         let c = s.unposted_comments(10).unwrap().remove(0);
         s.comment_posted(c.id, Some(("acme/infra", 7, 99))).unwrap();
+        // A second plan of the PR, its comment still to post.
+        let p2 = s.enqueue(&[preview("p2")], &queued, &superseded).unwrap()[0];
+        assert_eq!(s.claim(&lease(), 4).unwrap()[0].id, p2);
         s.finish_with(
-            p,
+            held(&s, p2),
             JobState::Succeeded,
             &serde_json::json!({}),
             Some(&CommentUpdate {
@@ -240,9 +260,10 @@ mod tests {
         let running = s
             .enqueue(&[deploy_of("api", "a1")], &queued, &superseded)
             .unwrap()[0];
-        assert_eq!(s.claim(4).unwrap()[0].id, running);
+        let lease = lease();
+        assert_eq!(s.claim(&lease, 4).unwrap()[0].id, running);
         s.set_phase(
-            running,
+            held(&s, running),
             crate::domain::Phase::Executing,
             Some("cs-1"),
             Some("st-1"),
@@ -259,6 +280,8 @@ mod tests {
             .map(|p| p.id)
             .collect();
         s.statuses_posted(&posted).unwrap();
+        // A clean stop: the running deploy's lease is handed back.
+        assert_eq!(s.release(&lease).unwrap(), 1);
         let before = all_of(&s);
         drop(s);
 
@@ -267,10 +290,10 @@ mod tests {
         assert_eq!(
             copied,
             Copied {
-                jobs: 5,
+                jobs: 6,
                 deliveries: 1,
                 ledger: 1,
-                statuses: 7,
+                statuses: 8,
                 comments: 2,
                 pr_comments: 1
             }
@@ -278,7 +301,7 @@ mod tests {
         let pg = db.store();
         assert_eq!(all_of(&pg), before);
         // The running deploy resumes; the delivery is a duplicate; new ids go past the old.
-        let r = pg.recover().unwrap();
+        let r = pg.recover(&lease, pg.orphans_at_start()).unwrap();
         assert_eq!(r.resume.iter().map(|j| j.id).collect::<Vec<_>>(), [running]);
         let again = DeliveryRecord {
             delivery: "d1".into(),
@@ -294,11 +317,11 @@ mod tests {
         let next = pg
             .enqueue(&[deploy_of("new", "n1")], &queued, &superseded)
             .unwrap()[0];
-        assert_eq!(next, JobId(6));
+        assert_eq!(next, JobId(7));
         let last_status = pg.unposted_statuses(100).unwrap().last().unwrap().id;
-        assert!(last_status > 7, "{last_status}");
+        assert!(last_status > 8, "{last_status}");
 
         let e = sqlite_to_postgres(&path, &db.url).unwrap_err().to_string();
-        assert!(e.contains("already holds 6 jobs"), "{e}");
+        assert!(e.contains("already holds 7 jobs"), "{e}");
     }
 }

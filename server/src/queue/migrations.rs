@@ -25,7 +25,10 @@ pub struct NewerSchema {
 pub fn newer_than_known(found: i64, known: &[Migration]) -> Result<(), StoreError> {
     let last = known.last().map_or(0, |m| m.version);
     if found > last {
-        return Err(StoreError(Box::new(NewerSchema { found, known: last })));
+        return Err(StoreError::Backend(Box::new(NewerSchema {
+            found,
+            known: last,
+        })));
     }
     Ok(())
 }

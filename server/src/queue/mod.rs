@@ -326,6 +326,11 @@ pub trait Jobs {
     /// counted where work resumes ([`Jobs::attempt`]) or by the next claim.
     fn take_over(&self, lease: &Lease, orphans: Orphans) -> Result<Vec<Job>, StoreError>;
 
+    /// Which running jobs a starting replica takes over: [`Orphans::All`] on a backend one
+    /// process owns (whatever ran before it is dead), [`Orphans::Expired`] on one shared by
+    /// replicas (a live lease is another replica's work).
+    fn orphans_at_start(&self) -> Orphans;
+
     fn job(&self, id: JobId) -> Result<Option<Job>, StoreError>;
 
     fn jobs_in_state(&self, state: JobState) -> Result<Vec<Job>, StoreError>;

@@ -106,6 +106,11 @@ pub fn a_bad_queued_job_does_not_fail_the_enqueue_of_its_lane_or_batch(h: &dyn H
         detail.contains("column trigger") && detail.contains("`cron`"),
         "{detail}"
     );
-    let shas: Vec<String> = s.claim(4).unwrap().into_iter().map(|j| j.sha).collect();
+    let shas: Vec<String> = s
+        .claim(&lease(), 4)
+        .unwrap()
+        .into_iter()
+        .map(|j| j.sha)
+        .collect();
     assert_eq!(shas, ["2", "3"]);
 }

@@ -19,8 +19,8 @@ pub fn old_history_is_forgotten_but_live_work_and_each_lanes_last_run_stay(h: &d
     };
     let run = |job: NewJob, end: JobState| {
         let id = s.enqueue(&[job], &queued, &superseded).unwrap()[0];
-        assert!(s.claim(4).unwrap().iter().any(|j| j.id == id));
-        s.finish(id, end, &serde_json::json!({}), &[], None)
+        assert!(s.claim(&lease(), 4).unwrap().iter().any(|j| j.id == id));
+        s.finish(held(&*s, id), end, &serde_json::json!({}), &[], None)
             .unwrap();
         id
     };

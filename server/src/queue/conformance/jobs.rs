@@ -92,9 +92,9 @@ pub fn a_manual_redeploy_is_its_own_job_and_requeued_jobs_are_superseded(h: &dyn
 
     // x was running when the process died and went back to the queue behind y.
     let x = s.enqueue(&[deploy("x")], &queued, &superseded).unwrap()[0];
-    assert!(s.claim(1).unwrap().iter().any(|j| j.id == x));
+    assert!(s.claim(&lease(), 1).unwrap().iter().any(|j| j.id == x));
     let y = s.enqueue(&[deploy("y")], &queued, &superseded).unwrap();
-    s.requeue(x).unwrap();
+    s.requeue(held(&*s, x)).unwrap();
     assert_eq!(s.enqueue(&[deploy("y")], &queued, &superseded).unwrap(), y);
     let left: Vec<JobId> = s
         .jobs_in_state(JobState::Queued)
@@ -118,14 +118,14 @@ pub fn a_burst_of_pushes_runs_one_sync(h: &dyn Harness) {
     };
     s.enqueue(&[sync("a")], &none, &superseded).unwrap();
     assert!(
-        s.claim(4).unwrap().is_empty(),
+        s.claim(&lease(), 4).unwrap().is_empty(),
         "a sync waits out the debounce"
     );
     s.enqueue(&[sync("b")], &none, &superseded).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(
         SYNC_DEBOUNCE_MS as u64 + 50,
     ));
-    let run = s.claim(4).unwrap();
+    let run = s.claim(&lease(), 4).unwrap();
     assert_eq!(
         run.iter().map(|j| j.sha.as_str()).collect::<Vec<_>>(),
         ["b"]
@@ -135,12 +135,12 @@ pub fn a_burst_of_pushes_runs_one_sync(h: &dyn Harness) {
 pub fn one_job_per_lane_and_newer_commits_supersede_queued_ones(h: &dyn Harness) {
     let s = h.open();
     s.enqueue(&[deploy("a")], &none, &superseded).unwrap();
-    let running = s.claim(4).unwrap();
+    let running = s.claim(&lease(), 4).unwrap();
     assert_eq!(running.len(), 1);
     s.enqueue(&[deploy("b")], &none, &superseded).unwrap();
     s.enqueue(&[deploy("c")], &none, &superseded).unwrap();
     // The lane is busy: nothing more runs.
-    assert!(s.claim(4).unwrap().is_empty());
+    assert!(s.claim(&lease(), 4).unwrap().is_empty());
     let b = s.jobs_in_state(JobState::Superseded).unwrap();
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].sha, "b");
@@ -148,7 +148,7 @@ pub fn one_job_per_lane_and_newer_commits_supersede_queued_ones(h: &dyn Harness)
     assert_eq!(st.len(), 1);
     assert_eq!(st[0].description, "superseded by c");
     s.finish(
-        running[0].id,
+        running[0].claim(),
         JobState::Succeeded,
         &serde_json::json!({}),
         &[],
@@ -161,7 +161,7 @@ pub fn one_job_per_lane_and_newer_commits_supersede_queued_ones(h: &dyn Harness)
         }),
     )
     .unwrap();
-    let next = s.claim(4).unwrap();
+    let next = s.claim(&lease(), 4).unwrap();
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].sha, "c");
     assert_eq!(
@@ -176,32 +176,46 @@ pub fn a_job_that_takes_the_process_down_twice_is_not_run_again(h: &dyn Harness)
     // Claimed, then the process dies mid-job: requeued once.
     for attempt in 1..=MAX_ATTEMPTS {
         let s = open();
-        let r = s.recover().unwrap();
+        let r = s
+            .recover(&lease(), crate::queue::lease::Orphans::All)
+            .unwrap();
         assert!(r.poisoned.is_empty() && r.resume.is_empty());
-        let j = s.claim(1).unwrap().remove(0);
+        let j = s.claim(&lease(), 1).unwrap().remove(0);
         assert_eq!((j.id, j.attempts), (id, attempt));
     }
     // The second crash: it comes back poisoned, not queued.
     let s = open();
-    let r = s.recover().unwrap();
+    let r = s
+        .recover(&lease(), crate::queue::lease::Orphans::All)
+        .unwrap();
     assert_eq!(r.poisoned.len(), 1);
     assert_eq!(r.poisoned[0].id, id);
-    assert!(s.claim(1).unwrap().is_empty());
-    s.finish(id, JobState::Error, &serde_json::json!({}), &[], None)
-        .unwrap();
+    assert!(s.claim(&lease(), 1).unwrap().is_empty());
+    s.finish(
+        held(&*s, id),
+        JobState::Error,
+        &serde_json::json!({}),
+        &[],
+        None,
+    )
+    .unwrap();
     // A resumed deploy counts too.
     let d = s.enqueue(&[deploy("b")], &none, &superseded).unwrap()[0];
-    let j = s.claim(1).unwrap().remove(0);
+    let j = s.claim(&lease(), 1).unwrap().remove(0);
     assert_eq!(j.id, d);
-    s.set_phase(d, Phase::Executing, Some("cs"), Some("st"))
+    s.set_phase(held(&*s, d), Phase::Executing, Some("cs"), Some("st"))
         .unwrap();
     drop(s);
     let s = open();
-    let r = s.recover().unwrap();
+    let r = s
+        .recover(&lease(), crate::queue::lease::Orphans::All)
+        .unwrap();
     assert_eq!(r.resume.len(), 1);
-    s.attempt(d).unwrap();
+    s.attempt(held(&*s, d)).unwrap();
     drop(s);
-    let r = open().recover().unwrap();
+    let r = open()
+        .recover(&lease(), crate::queue::lease::Orphans::All)
+        .unwrap();
     assert!(r.poisoned.iter().any(|j| j.id == d), "{r:?}");
 }
 
@@ -212,12 +226,18 @@ pub fn pending_deploys_are_each_stacks_newest_live_job(h: &dyn Harness) {
         ..deploy(sha)
     };
     let done = s.enqueue(&[api("a0")], &none, &superseded).unwrap()[0];
-    s.claim(4).unwrap();
-    s.finish(done, JobState::Succeeded, &serde_json::json!({}), &[], None)
-        .unwrap();
+    s.claim(&lease(), 4).unwrap();
+    s.finish(
+        held(&*s, done),
+        JobState::Succeeded,
+        &serde_json::json!({}),
+        &[],
+        None,
+    )
+    .unwrap();
     assert!(s.pending_deploys("acme/infra").unwrap().is_empty());
     s.enqueue(&[deploy("w1")], &none, &superseded).unwrap();
-    assert_eq!(s.claim(4).unwrap().len(), 1, "w1 runs");
+    assert_eq!(s.claim(&lease(), 4).unwrap().len(), 1, "w1 runs");
     s.enqueue(&[deploy("w2"), api("a1")], &none, &superseded)
         .unwrap();
     let mut pending = s.pending_deploys("acme/infra").unwrap();
@@ -249,7 +269,7 @@ pub fn a_stored_job_of_an_unknown_kind_is_an_error_not_a_sync(h: &dyn Harness) {
     assert!(e.contains("unknown job kind `redeploy`"), "{e}");
     // The good job runs; the bad one is not run as something else but ends in error,
     // saying where and why.
-    let claimed = s.claim(4).unwrap();
+    let claimed = s.claim(&lease(), 4).unwrap();
     assert_eq!(
         claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
         [ids[1]],
@@ -265,7 +285,7 @@ pub fn a_stored_job_of_an_unknown_kind_is_an_error_not_a_sync(h: &dyn Harness) {
     ] {
         assert!(detail.contains(part), "{part}: {detail}");
     }
-    assert!(s.claim(4).unwrap().is_empty());
+    assert!(s.claim(&lease(), 4).unwrap().is_empty());
     // The pages list the jobs they can read.
     let recent: Vec<JobId> = s.recent_jobs(10).unwrap().iter().map(|j| j.id).collect();
     assert_eq!(recent, [ids[1]]);
@@ -280,12 +300,14 @@ pub fn a_bad_running_job_ends_in_error_and_the_others_resume(h: &dyn Harness) {
             &superseded,
         )
         .unwrap();
-    assert_eq!(s.claim(4).unwrap().len(), 2);
+    assert_eq!(s.claim(&lease(), 4).unwrap().len(), 2);
     h.exec(&format!(
         "UPDATE jobs SET phase = 'warping' WHERE id = {}",
         ids[0]
     ));
-    let r = s.recover().unwrap();
+    let r = s
+        .recover(&lease(), crate::queue::lease::Orphans::All)
+        .unwrap();
     assert_eq!(r.resume.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[1]]);
     assert!(r.poisoned.is_empty());
     let (state, detail) = raw_state(h, ids[0]);
@@ -294,19 +316,22 @@ pub fn a_bad_running_job_ends_in_error_and_the_others_resume(h: &dyn Harness) {
     // Its lane is free again.
     s.enqueue(&[deploy_of("a", "3")], &none, &superseded)
         .unwrap();
-    assert_eq!(s.claim(4).unwrap()[0].sha, "3");
+    assert_eq!(s.claim(&lease(), 4).unwrap()[0].sha, "3");
 }
 
 pub fn a_running_deploy_survives_a_restart(h: &dyn Harness) {
     {
         let s = h.open();
         s.enqueue(&[deploy("a")], &none, &superseded).unwrap();
-        let j = s.claim(1).unwrap().remove(0);
-        s.set_phase(j.id, Phase::Executing, Some("cs-1"), Some("stack-1"))
+        let j = s.claim(&lease(), 1).unwrap().remove(0);
+        s.set_phase(j.claim(), Phase::Executing, Some("cs-1"), Some("stack-1"))
             .unwrap();
     }
     let s = h.open();
-    let resume = s.recover().unwrap().resume;
+    let resume = s
+        .recover(&lease(), crate::queue::lease::Orphans::All)
+        .unwrap()
+        .resume;
     assert_eq!(resume.len(), 1);
     assert_eq!(resume[0].change_set_id.as_deref(), Some("cs-1"));
     assert_eq!(resume[0].phase, Some(Phase::Executing));

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::domain::{Context, JobId, JobState, Kind, Phase, StatusState, Trigger};
+use crate::queue::conformance::Harness;
 use crate::queue::lease::{Claim, Lease, Orphans, Replica};
 use crate::queue::{CommentUpdate, Job, LedgerEntry, NewJob, Queue, StatusUpdate, StoreError, now};
 
@@ -61,7 +62,9 @@ fn lost<T: std::fmt::Debug>(r: Result<T, StoreError>, claim: Claim, what: &str) 
     }
 }
 
-pub fn a_claim_sets_owner_expiry_and_fence(q: &dyn Queue) {
+pub fn a_claim_sets_owner_expiry_and_fence(h: &dyn Harness) {
+    let q = h.open();
+    let q = q.as_ref();
     let id = enqueue(q, &[deploy("web", "a")])[0];
     assert_eq!(job(q, id).owner, None);
     let before = now();
@@ -83,7 +86,9 @@ pub fn a_claim_sets_owner_expiry_and_fence(q: &dyn Queue) {
     );
 }
 
-pub fn a_takeover_and_the_next_claim_grow_the_fence(q: &dyn Queue) {
+pub fn a_takeover_and_the_next_claim_grow_the_fence(h: &dyn Harness) {
+    let q = h.open();
+    let q = q.as_ref();
     let id = enqueue(q, &[deploy("web", "a")])[0];
     let first = q.claim(&lease("r1", 0), 1).expect("claim").remove(0);
     expire();
@@ -102,7 +107,9 @@ pub fn a_takeover_and_the_next_claim_grow_the_fence(q: &dyn Queue) {
     assert!(again.fence > t.fence, "{} then {}", t.fence, again.fence);
 }
 
-pub fn a_write_under_an_old_fence_changes_nothing_and_says_lease_lost(q: &dyn Queue) {
+pub fn a_write_under_an_old_fence_changes_nothing_and_says_lease_lost(h: &dyn Harness) {
+    let q = h.open();
+    let q = q.as_ref();
     let id = enqueue(q, &[deploy("web", "a")])[0];
     let old = q.claim(&lease("r1", 0), 1).expect("claim").remove(0);
     q.set_phase(old.claim(), Phase::Planning, None, None)
@@ -195,7 +202,9 @@ pub fn a_write_under_an_old_fence_changes_nothing_and_says_lease_lost(q: &dyn Qu
     assert_eq!(job(q, id).state, JobState::Succeeded);
 }
 
-pub fn a_renewal_extends_only_its_owners_leases(q: &dyn Queue) {
+pub fn a_renewal_extends_only_its_owners_leases(h: &dyn Harness) {
+    let q = h.open();
+    let q = q.as_ref();
     let ids = enqueue(q, &[deploy("web", "a"), deploy("api", "b")]);
     let mine = q.claim(&lease("r1", 1_000), 1).expect("claim").remove(0);
     let theirs = q.claim(&lease("r2", 1_000), 1).expect("claim").remove(0);
@@ -221,7 +230,9 @@ pub fn a_renewal_extends_only_its_owners_leases(q: &dyn Queue) {
     assert_eq!(job(q, mine.id).owner.as_deref(), Some("r3"));
 }
 
-pub fn a_takeover_takes_only_expired_leases_of_others(q: &dyn Queue) {
+pub fn a_takeover_takes_only_expired_leases_of_others(h: &dyn Harness) {
+    let q = h.open();
+    let q = q.as_ref();
     let ids = enqueue(
         q,
         &[deploy("web", "a"), deploy("api", "b"), deploy("db", "c")],
@@ -257,7 +268,9 @@ pub fn a_takeover_takes_only_expired_leases_of_others(q: &dyn Queue) {
     );
 }
 
-pub fn a_clean_stop_hands_its_leases_back(q: &dyn Queue) {
+pub fn a_clean_stop_hands_its_leases_back(h: &dyn Harness) {
+    let q = h.open();
+    let q = q.as_ref();
     let id = enqueue(q, &[deploy("web", "a")])[0];
     let j = q.claim(&lease("r1", 60_000), 1).expect("claim").remove(0);
     assert_eq!(j.attempts, 1);

@@ -15,9 +15,9 @@ pub fn a_finished_deploy_writes_the_ledger_and_keeps_identities(h: &dyn Harness)
         let j = s
             .enqueue(&[deploy_of(stack, sha)], &none, &superseded)
             .unwrap()[0];
-        assert_eq!(s.claim(4).unwrap()[0].id, j);
+        assert_eq!(s.claim(&lease(), 4).unwrap()[0].id, j);
         s.finish(
-            j,
+            held(&*s, j),
             JobState::Succeeded,
             &serde_json::json!({}),
             &[],

@@ -6,6 +6,7 @@
 pub mod deliveries;
 pub mod history;
 pub mod jobs;
+pub mod leases;
 pub mod ledger;
 pub mod migrations;
 pub mod outbox;
@@ -98,6 +99,19 @@ impl Harness for PostgresHarness {
     fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
         crate::queue::postgres::testdb::query_text(&self.db.url, sql)
     }
+}
+
+/// The lease of a new replica at each call: a claim and a later recovery are two processes.
+pub fn lease() -> crate::queue::lease::Lease {
+    crate::queue::lease::Lease {
+        owner: crate::queue::lease::Replica::new(),
+        length: std::time::Duration::from_secs(60),
+    }
+}
+
+/// The claim that holds a job now.
+pub fn held(q: &dyn Queue, id: JobId) -> crate::queue::lease::Claim {
+    q.job(id).unwrap().unwrap().claim()
 }
 
 /// The one text value of a query.
@@ -223,6 +237,15 @@ macro_rules! suite {
             migrations: [
                 opening_again_applies_no_migration_twice,
                 a_database_newer_than_this_binary_refuses_to_open,
+                a_database_at_version_1_gains_leases_and_its_running_job_is_taken_over,
+            ];
+            leases: [
+                a_claim_sets_owner_expiry_and_fence,
+                a_takeover_and_the_next_claim_grow_the_fence,
+                a_write_under_an_old_fence_changes_nothing_and_says_lease_lost,
+                a_renewal_extends_only_its_owners_leases,
+                a_takeover_takes_only_expired_leases_of_others,
+                a_clean_stop_hands_its_leases_back,
             ];
         }
     };
@@ -242,6 +265,10 @@ mod postgres {
             two_enqueues_at_once_supersede_as_one_process_would,
             two_stores_opening_a_new_database_at_once_migrate_once,
             one_store_posts_at_a_time,
+            two_stores_taking_over_at_once_never_take_the_same_job,
+            a_store_whose_lease_was_taken_over_gets_lease_lost_and_writes_nothing,
+            a_renewal_by_one_store_never_extends_anothers_lease,
+            a_starting_replica_takes_over_only_expired_leases,
         ];
     }
 }

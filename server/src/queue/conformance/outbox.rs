@@ -50,8 +50,8 @@ fn status(sha: &str, description: &str) -> StatusUpdate {
 pub fn a_comment_goes_after_the_statuses_before_it_and_remembers_its_id(h: &dyn Harness) {
     let s = h.open();
     let id = s.enqueue(&[preview("a")], &none, &superseded).unwrap()[0];
-    s.claim(1).unwrap();
-    s.add_statuses(Some(id), &[status("a", "planning")])
+    s.claim(&lease(), 1).unwrap();
+    s.add_statuses(Some(held(&*s, id)), &[status("a", "planning")])
         .unwrap();
     let comment = CommentUpdate {
         repo: "acme/infra".into(),
@@ -59,7 +59,7 @@ pub fn a_comment_goes_after_the_statuses_before_it_and_remembers_its_id(h: &dyn 
         body: "the plan".into(),
     };
     s.finish_with(
-        id,
+        held(&*s, id),
         JobState::Succeeded,
         &serde_json::json!({"plan": 1}),
         Some(&comment),
@@ -97,14 +97,14 @@ pub fn a_comment_goes_after_the_statuses_before_it_and_remembers_its_id(h: &dyn 
 pub fn a_failed_comment_is_noted_on_its_job_until_posted(h: &dyn Harness) {
     let s = h.open();
     let id = s.enqueue(&[preview("a")], &none, &superseded).unwrap()[0];
-    s.claim(1).unwrap();
+    s.claim(&lease(), 1).unwrap();
     let comment = CommentUpdate {
         repo: "acme/infra".into(),
         pr: 7,
         body: "the plan".into(),
     };
     s.finish_with(
-        id,
+        held(&*s, id),
         JobState::Succeeded,
         &serde_json::json!({"plan": 1}),
         Some(&comment),
@@ -123,9 +123,18 @@ pub fn a_failed_comment_is_noted_on_its_job_until_posted(h: &dyn Harness) {
     let detail = s.job(id).unwrap().unwrap().detail;
     assert!(detail.get("comment_error").is_none(), "{detail}");
     assert_eq!(detail["plan"], 1);
-    // Given up on: not posted again.
-    s.finish_with(id, JobState::Succeeded, &detail, Some(&comment), &[], None)
-        .unwrap();
+    // Given up on: not posted again. (A job ends once: the next plan's comment.)
+    let next = s.enqueue(&[preview("b")], &none, &superseded).unwrap()[0];
+    s.claim(&lease(), 1).unwrap();
+    s.finish_with(
+        held(&*s, next),
+        JobState::Succeeded,
+        &detail,
+        Some(&comment),
+        &[],
+        None,
+    )
+    .unwrap();
     let c = s.unposted_comments(10).unwrap().remove(0);
     s.comment_failed(c.id, "422 no", true).unwrap();
     assert!(s.unposted_comments(10).unwrap().is_empty());

@@ -13,7 +13,7 @@ impl Store {
             super::lock_outbox(tx).await?;
             let jobs: i64 = query(tx, "SELECT COUNT(*) FROM jobs", &[]).await?[0].get(0);
             if jobs > 0 {
-                return Err(StoreError(
+                return Err(StoreError::Backend(
                     format!(
                         "the target already holds {jobs} jobs: copy into a new, empty database"
                     )
@@ -25,9 +25,9 @@ impl Store {
                     tx,
                     "INSERT INTO jobs (id, kind, repo, stack, sha, lane, pr, fork, trigger, delivery,
                        state, phase, change_set_id, stack_id, detail, created_at, started_at,
-                       finished_at, superseded_by, attempts)
+                       finished_at, superseded_by, attempts, owner, lease_until, fence)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                       $16, $17, $18, $19, $20)",
+                       $16, $17, $18, $19, $20, $21, $22, $23)",
                     &[
                         &j.id,
                         &j.kind,
@@ -49,6 +49,9 @@ impl Store {
                         &j.finished_at,
                         &j.superseded_by,
                         &j.attempts,
+                        &j.owner,
+                        &j.lease_until,
+                        &j.fence,
                     ],
                 )
                 .await?;

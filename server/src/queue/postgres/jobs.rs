@@ -11,6 +11,7 @@ use super::{
 };
 use crate::domain::{JobId, JobState, Lane, Phase};
 use crate::queue::lanes::{self, Place};
+use crate::queue::lease::{Claim, Lease, Orphans};
 use crate::queue::{
     CommentUpdate, Job, Jobs, LedgerEntry, NewJob, QueuedStatuses, SYNC_DEBOUNCE_MS, StatusUpdate,
     StoreError, SupersededStatuses, now,
@@ -33,12 +34,17 @@ impl Jobs for Store {
     /// candidate is locked (`FOR UPDATE SKIP LOCKED`: another replica's candidates are
     /// skipped), then its lane (`pg_try_advisory_xact_lock`: a lane another replica is
     /// claiming or enqueuing into is skipped), then checked again under the lane's lock.
-    /// `limit` counts every replica's running jobs, as `max_parallel_jobs` does for one.
-    fn claim(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+    /// Each claimed job goes into a lease of `lease.owner` under a new fence. `limit` counts
+    /// this replica's own running jobs: `max_parallel_jobs` is each replica's.
+    fn claim(&self, lease: &Lease, limit: usize) -> Result<Vec<Job>, StoreError> {
         self.tx(async |tx| {
-            let running: i64 = query(tx, "SELECT COUNT(*) FROM jobs WHERE state = 'running'", &[])
-                .await?[0]
-                .get(0);
+            let running: i64 = query(
+                tx,
+                "SELECT COUNT(*) FROM jobs WHERE state = 'running' AND owner = $1",
+                &[&lease.owner.as_str()],
+            )
+            .await?[0]
+            .get(0);
             let room = limit.saturating_sub(running.max(0) as usize);
             if room == 0 {
                 return Ok(Vec::new());
@@ -67,16 +73,24 @@ impl Jobs for Store {
                     continue;
                 }
                 // Under the lane's lock: what other replicas committed in it is seen now.
+                let at = now();
                 let row = query_opt(
                     tx,
                     &format!(
-                        "UPDATE jobs SET state = 'running', started_at = $2, attempts = attempts + 1
+                        "UPDATE jobs SET state = 'running', started_at = $2, attempts = attempts + 1,
+                                         owner = $4, lease_until = $5, fence = fence + 1
                          WHERE id = $1 AND state = 'queued'
                            AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.lane = $3 AND r.state = 'running')
                            AND id = (SELECT MIN(id) FROM jobs q WHERE q.lane = $3 AND q.state = 'queued')
                          RETURNING {JOB_COLUMNS}"
                     ),
-                    &[&id, &now(), &lane],
+                    &[
+                        &id,
+                        &at,
+                        &lane,
+                        &lease.owner.as_str(),
+                        &at.saturating_add(lease.millis()),
+                    ],
                 )
                 .await?;
                 let Some(row) = row else { continue };
@@ -90,6 +104,11 @@ impl Jobs for Store {
         })
     }
 
+    /// Other replicas share the database: only leases that ran out are orphans.
+    fn orphans_at_start(&self) -> Orphans {
+        Orphans::Expired
+    }
+
     fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         self.conn(async |c| {
             let row = query_opt(
@@ -98,7 +117,7 @@ impl Jobs for Store {
                 &[&id.0],
             )
             .await?;
-            row.map(|r| job_from_row(&r).map_err(|bad| StoreError(Box::new(bad))))
+            row.map(|r| job_from_row(&r).map_err(|bad| StoreError::Backend(Box::new(bad))))
                 .transpose()
         })
     }
@@ -125,87 +144,162 @@ impl Jobs for Store {
         })
     }
 
-    fn release_running(&self) -> Result<usize, StoreError> {
+    /// Extends this owner's leases. A replica that took one of its jobs over changed the
+    /// owner under a row lock: the update, re-checked against the row as committed, skips it.
+    fn renew(&self, lease: &Lease) -> Result<Vec<Claim>, StoreError> {
+        self.conn(async |c| {
+            let rows = query(
+                c,
+                "UPDATE jobs SET lease_until = $2 WHERE state = 'running' AND owner = $1
+                 RETURNING id, fence",
+                &[&lease.owner.as_str(), &now().saturating_add(lease.millis())],
+            )
+            .await?;
+            let mut held: Vec<Claim> = rows
+                .iter()
+                .map(|r| Claim {
+                    job: JobId(r.get(0)),
+                    fence: r.get(1),
+                })
+                .collect();
+            held.sort_by_key(|c| c.job);
+            Ok(held)
+        })
+    }
+
+    /// Takes over other owners' running jobs whose lease ran out (or all of them). The rows
+    /// are locked `FOR UPDATE SKIP LOCKED`: two replicas taking over at once each get other
+    /// jobs, and a row renewed or taken meanwhile is re-checked as committed, so it is
+    /// taken once, and never while its lease is live.
+    fn take_over(&self, lease: &Lease, orphans: Orphans) -> Result<Vec<Job>, StoreError> {
+        self.tx(async |tx| {
+            let at = now();
+            let expired_before = match orphans {
+                Orphans::Expired => at,
+                Orphans::All => i64::MAX,
+            };
+            let rows = query(
+                tx,
+                &format!(
+                    "UPDATE jobs SET owner = $1, lease_until = $3, fence = fence + 1
+                     WHERE id IN (
+                         SELECT id FROM jobs
+                         WHERE state = 'running' AND owner IS DISTINCT FROM $1
+                           AND (lease_until IS NULL OR lease_until < $2)
+                         ORDER BY id FOR UPDATE SKIP LOCKED)
+                     RETURNING {JOB_COLUMNS}"
+                ),
+                &[
+                    &lease.owner.as_str(),
+                    &expired_before,
+                    &at.saturating_add(lease.millis()),
+                ],
+            )
+            .await?;
+            let mut taken = Vec::with_capacity(rows.len());
+            for row in &rows {
+                match job_from_row(row) {
+                    Ok(job) => taken.push(job),
+                    Err(bad) => end_unreadable(tx, &bad).await?,
+                }
+            }
+            taken.sort_by_key(|j| j.id);
+            Ok(taken)
+        })
+    }
+
+    /// Hands back this owner's leases, expired at once, and their attempt; another
+    /// replica's running jobs are not touched.
+    fn release(&self, lease: &Lease) -> Result<usize, StoreError> {
         self.conn(async |c| {
             let n = execute(
                 c,
-                "UPDATE jobs SET attempts = GREATEST(attempts - 1, 0) WHERE state = 'running'",
-                &[],
+                "UPDATE jobs SET attempts = GREATEST(attempts - 1, 0), owner = NULL, lease_until = 0
+                 WHERE state = 'running' AND owner = $1",
+                &[&lease.owner.as_str()],
             )
             .await?;
             Ok(n as usize)
         })
     }
 
-    fn attempt(&self, id: JobId) -> Result<(), StoreError> {
+    fn attempt(&self, claim: Claim) -> Result<(), StoreError> {
         self.conn(async |c| {
-            execute(
+            fenced(
                 c,
-                "UPDATE jobs SET attempts = attempts + 1 WHERE id = $1",
-                &[&id.0],
+                claim,
+                "UPDATE jobs SET attempts = attempts + 1
+                 WHERE id = $1 AND fence = $2 AND state = 'running'",
+                &[],
             )
-            .await?;
-            Ok(())
+            .await
         })
     }
 
-    fn requeue(&self, id: JobId) -> Result<(), StoreError> {
+    fn requeue(&self, claim: Claim) -> Result<(), StoreError> {
         self.conn(async |c| {
-            execute(
+            fenced(
                 c,
-                "UPDATE jobs SET state = 'queued', phase = NULL WHERE id = $1",
-                &[&id.0],
+                claim,
+                "UPDATE jobs SET state = 'queued', phase = NULL, owner = NULL, lease_until = NULL
+                 WHERE id = $1 AND fence = $2 AND state = 'running'",
+                &[],
             )
-            .await?;
-            Ok(())
+            .await
         })
     }
 
     fn set_phase(
         &self,
-        id: JobId,
+        claim: Claim,
         phase: Phase,
         change_set_id: Option<&str>,
         stack_id: Option<&str>,
     ) -> Result<(), StoreError> {
         self.conn(async |c| {
-            execute(
+            fenced(
                 c,
-                "UPDATE jobs SET phase = $2, change_set_id = COALESCE($3, change_set_id),
-                                 stack_id = COALESCE($4, stack_id) WHERE id = $1",
-                &[&id.0, &phase.as_str(), &change_set_id, &stack_id],
+                claim,
+                "UPDATE jobs SET phase = $3, change_set_id = COALESCE($4, change_set_id),
+                                 stack_id = COALESCE($5, stack_id)
+                 WHERE id = $1 AND fence = $2 AND state = 'running'",
+                &[&phase.as_str(), &change_set_id, &stack_id],
             )
-            .await?;
-            Ok(())
+            .await
         })
     }
 
-    fn set_detail(&self, id: JobId, detail: &serde_json::Value) -> Result<(), StoreError> {
+    fn set_detail(&self, claim: Claim, detail: &serde_json::Value) -> Result<(), StoreError> {
         self.conn(async |c| {
-            execute(
+            fenced(
                 c,
-                "UPDATE jobs SET detail = $2 WHERE id = $1",
-                &[&id.0, detail],
+                claim,
+                "UPDATE jobs SET detail = $3 WHERE id = $1 AND fence = $2 AND state = 'running'",
+                &[detail],
             )
-            .await?;
-            Ok(())
+            .await
         })
     }
 
     fn finish_with(
         &self,
-        id: JobId,
+        claim: Claim,
         state: JobState,
         detail: &serde_json::Value,
         comment: Option<&CommentUpdate>,
         statuses: &[StatusUpdate],
         deployed: Option<LedgerEntry<'_>>,
     ) -> Result<(), StoreError> {
+        let id = claim.job;
         self.tx(async |tx| {
-            execute(
+            // Nothing of a lost claim's end is written: no status, comment or ledger line.
+            fenced(
                 tx,
-                "UPDATE jobs SET state = $2, detail = $3, finished_at = $4, phase = 'done' WHERE id = $1",
-                &[&id.0, &state.as_str(), detail, &now()],
+                claim,
+                "UPDATE jobs SET state = $3, detail = $4, finished_at = $5, phase = 'done',
+                                 lease_until = NULL
+                 WHERE id = $1 AND fence = $2 AND state = 'running'",
+                &[&state.as_str(), detail, &now()],
             )
             .await?;
             if comment.is_some() || !statuses.is_empty() {
@@ -269,6 +363,39 @@ impl Jobs for Store {
             .await?;
             Ok((r[0].get(0), r[0].get(1)))
         })
+    }
+}
+
+/// A worker's update of its job (`$1` its id, `$2` its fence, then `p`): changes nothing,
+/// and says so, once the claim is lost. Under READ COMMITTED an update that waited on a
+/// takeover re-checks the fence against the row as committed, and so matches nothing.
+pub(super) async fn fenced<C: GenericClient>(
+    c: &C,
+    claim: Claim,
+    sql: &str,
+    p: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<(), StoreError> {
+    let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        vec![&claim.job.0, &claim.fence];
+    args.extend_from_slice(p);
+    if execute(c, sql, &args).await? == 0 {
+        return Err(StoreError::LeaseLost(claim));
+    }
+    Ok(())
+}
+
+/// Whether `claim` still holds its job, the row share-locked until the transaction ends:
+/// a takeover cannot commit in between (it skips the row, and takes it at its next round).
+pub(super) async fn holds<C: GenericClient>(c: &C, claim: Claim) -> Result<(), StoreError> {
+    let held = query_opt(
+        c,
+        "SELECT 1 FROM jobs WHERE id = $1 AND fence = $2 AND state = 'running' FOR SHARE",
+        &[&claim.job.0, &claim.fence],
+    )
+    .await?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(StoreError::LeaseLost(claim)),
     }
 }
 

@@ -59,13 +59,13 @@ fn redacted(url: &str) -> String {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError(Box::new(e))
+        StoreError::Backend(Box::new(e))
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError(format!("no connection to PostgreSQL: {e}").into())
+        StoreError::Backend(format!("no connection to PostgreSQL: {e}").into())
     }
 }
 
@@ -101,7 +101,7 @@ impl Store {
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let mut pg: tokio_postgres::Config = url
             .parse()
-            .map_err(|e| StoreError(format!("state.url {}: {e}", redacted(url)).into()))?;
+            .map_err(|e| StoreError::Backend(format!("state.url {}: {e}", redacted(url)).into()))?;
         pg.application_name("stackgate")
             .connect_timeout(POOL_TIMEOUT)
             .keepalives(true)
@@ -111,7 +111,7 @@ impl Store {
             .thread_name("state-db")
             .enable_all()
             .build()
-            .map_err(|e| StoreError(Box::new(e)))?;
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let manager = Manager::from_config(
             pg.clone(),
             NoTls,
@@ -128,7 +128,7 @@ impl Store {
                 .create_timeout(Some(POOL_TIMEOUT))
                 .recycle_timeout(Some(POOL_TIMEOUT))
                 .build()
-                .map_err(|e| StoreError(Box::new(e)))?
+                .map_err(|e| StoreError::Backend(Box::new(e)))?
         };
         let store = Store {
             pool,
@@ -139,7 +139,12 @@ impl Store {
         };
         store
             .run(schema::migrate(&store.pool))
-            .map_err(|e| StoreError(format!("PostgreSQL at {}: {}", redacted(url), e.0).into()))?;
+            .map_err(|e| match e {
+                StoreError::Backend(e) => {
+                    StoreError::Backend(format!("PostgreSQL at {}: {e}", redacted(url)).into())
+                }
+                e => e,
+            })?;
         Ok(store)
     }
 
@@ -152,7 +157,7 @@ impl Store {
                 tokio::time::timeout(CALL_TIMEOUT, call)
                     .await
                     .map_err(|_| {
-                        StoreError(
+                        StoreError::Backend(
                             format!("PostgreSQL did not answer within {CALL_TIMEOUT:?}").into(),
                         )
                     })?
@@ -218,7 +223,7 @@ async fn lock_outbox<C: GenericClient>(tx: &C) -> Result<(), StoreError> {
     Ok(())
 }
 
-const JOB_COLUMNS: &str = "id, kind, repo, stack, sha, pr, fork, trigger, state, phase, change_set_id, stack_id, detail, created_at, started_at, finished_at, superseded_by, attempts";
+const JOB_COLUMNS: &str = "id, kind, repo, stack, sha, pr, fork, trigger, state, phase, change_set_id, stack_id, detail, created_at, started_at, finished_at, superseded_by, attempts, fence, owner, lease_until";
 
 /// A stored name read back as its type; an unknown one is an unreadable row.
 fn name<T>(r: &Row, table: &'static str, i: usize) -> Result<T, UnreadableRow>
@@ -258,6 +263,9 @@ fn job_from_row(r: &Row) -> Result<Job, UnreadableRow> {
         finished_at: r.get(15),
         superseded_by: r.get::<_, Option<i64>>(16).map(JobId),
         attempts: r.get(17),
+        fence: r.get(18),
+        owner: r.get(19),
+        lease_until: r.get(20),
     })
 }
 

@@ -53,7 +53,11 @@ fn calls_fail_fast_while_the_database_is_down_and_the_same_store_works_once_it_i
 
     cluster("pause", &port);
     let t = Instant::now();
-    let claim = s.claim(4);
+    let lease = crate::queue::lease::Lease {
+        owner: crate::queue::lease::Replica::new(),
+        length: std::time::Duration::from_secs(60),
+    };
+    let claim = s.claim(&lease, 4);
     let record = s.record_deliveries(&[push("d2", "b")], &none, &|_, _| Vec::new());
     let took = t.elapsed();
     eprintln!("two calls against a stopped database failed in {took:?}");
@@ -71,7 +75,12 @@ fn calls_fail_fast_while_the_database_is_down_and_the_same_store_works_once_it_i
         .unwrap();
     assert!(again[0].is_some(), "d2 was never recorded: {again:?}");
     assert!(again[1].is_none(), "d1 was kept: {again:?}");
-    let claimed: Vec<String> = s.claim(4).unwrap().into_iter().map(|j| j.sha).collect();
+    let claimed: Vec<String> = s
+        .claim(&lease, 4)
+        .unwrap()
+        .into_iter()
+        .map(|j| j.sha)
+        .collect();
     assert_eq!(claimed, ["a", "b"]);
     assert_eq!(s.jobs_in_state(JobState::Running).unwrap().len(), 2);
     drop(s);

@@ -7,7 +7,7 @@
 use deadpool_postgres::GenericClient;
 
 use super::{LOCK_POSTER, Store, add_status, execute, lock_outbox, name, query, query_opt};
-use crate::domain::JobId;
+use crate::queue::lease::Claim;
 use crate::queue::{Outbox, PendingComment, PendingStatus, StatusUpdate, StoreError, now};
 
 impl Outbox for Store {
@@ -52,16 +52,20 @@ impl Outbox for Store {
 
     fn add_statuses(
         &self,
-        job: Option<JobId>,
+        job: Option<Claim>,
         statuses: &[StatusUpdate],
     ) -> Result<(), StoreError> {
-        if statuses.is_empty() {
+        if statuses.is_empty() && job.is_none() {
             return Ok(());
         }
         self.tx(async |tx| {
+            // The job's row first (as a worker's other writes do), then the outbox.
+            if let Some(claim) = job {
+                super::jobs::holds(tx, claim).await?;
+            }
             lock_outbox(tx).await?;
             for s in statuses {
-                add_status(tx, job, s).await?;
+                add_status(tx, job.map(|c| c.job), s).await?;
             }
             Ok(())
         })

@@ -11,7 +11,7 @@ impl Store {
             let mut q = c.prepare(
                 "SELECT id, kind, repo, stack, sha, lane, pr, fork, trigger, delivery, state, phase,
                         change_set_id, stack_id, detail, created_at, started_at, finished_at,
-                        superseded_by, attempts FROM jobs ORDER BY id",
+                        superseded_by, attempts, owner, lease_until, fence FROM jobs ORDER BY id",
             )?;
             rows.jobs = q
                 .query_map([], |r| {
@@ -38,6 +38,9 @@ impl Store {
                         finished_at: r.get(17)?,
                         superseded_by: r.get(18)?,
                         attempts: r.get(19)?,
+                        owner: r.get(20)?,
+                        lease_until: r.get(21)?,
+                        fence: r.get(22)?,
                     })
                 })?
                 .collect::<Result<_, _>>()?;

@@ -97,6 +97,11 @@ impl Jobs for Store {
         })
     }
 
+    /// The file is this process's alone: what ran before it is dead.
+    fn orphans_at_start(&self) -> Orphans {
+        Orphans::All
+    }
+
     fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         self.with(|c| {
             c.query_row(

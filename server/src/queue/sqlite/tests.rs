@@ -323,3 +323,22 @@ fn a_state_file_from_ff596f4_opens_with_its_work_and_runs_it() {
     assert!(s.unposted_comments(10).unwrap().is_empty());
     assert_eq!(s.pr_comment("acme/infra", 7).unwrap(), Some(99));
 }
+
+#[test]
+fn a_starting_process_takes_over_every_running_job_of_its_file() {
+    // The file is one process's: whatever held a job when it stopped is dead, lease or not.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let id = {
+        let s = Store::open(&path, Synchronous::Full).unwrap();
+        let id = s.enqueue(&[deploy("a")], &none, &superseded).unwrap()[0];
+        s.claim(&lease(), 1).unwrap();
+        s.set_phase(held(&s, id), Phase::Executing, Some("cs-1"), None)
+            .unwrap();
+        id
+    };
+    let s = Store::open(&path, Synchronous::Full).unwrap();
+    assert_eq!(s.orphans_at_start(), Orphans::All);
+    let r = s.recover(&lease(), s.orphans_at_start()).unwrap();
+    assert_eq!(r.resume.iter().map(|j| j.id).collect::<Vec<_>>(), [id]);
+}
