@@ -78,9 +78,29 @@ fn all_jobs(server: &Server) -> Vec<Value> {
     out
 }
 
+/// [`wait_for`], and the replicas' logs when it times out.
+fn wait_logged<T>(
+    servers: &[Server],
+    secs: u64,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = servers.iter().map(Server::logs).collect();
+            panic!("timed out waiting for {what}\n{}", logs.join("\n-----\n"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The replica whose process holds the job's lease.
 fn holder<'a>(servers: &'a mut [Server], job: &Value) -> Option<&'a mut Server> {
-    let owner = job["lease_owner"].as_str()?.to_string();
+    let owner = job["owner"].as_str()?.to_string();
     servers.iter_mut().find(|s| {
         s.pid().is_some_and(|pid| {
             owner
@@ -173,12 +193,12 @@ fn a_replica_killed_mid_deploy_is_taken_over_and_reports_once_in_20_of_20() {
         slow_stack(&name, 0.0);
 
         // Another replica takes the lease over, with a newer fencing token, and finishes.
-        let taken = wait_for(30, "the takeover", || {
+        let taken = wait_logged(&servers, 30, "the takeover", || {
             let j = servers.iter().find(|s| s.pid().is_some())?.job(id);
             (j["fence"].as_i64() > Some(fence)).then_some(j)
         });
         takeovers.push(killed.elapsed());
-        assert_ne!(taken["lease_owner"], job["lease_owner"], "{taken:#}");
+        assert_ne!(taken["owner"], job["owner"], "{taken:#}");
         let live = servers.iter().find(|s| s.pid().is_some()).expect("a live replica");
         let done = wait_for(60, "the taken-over deploy's end", || {
             let j = live.job(id);
@@ -335,7 +355,7 @@ fn a_database_restart_mid_deploy_loses_nothing_and_does_nothing_twice() {
         let (code, _) = servers[1].webhook("push", &id, &body, Some(HOOK_SECRET));
         (code == 202).then_some(())
     });
-    let first = wait_for(90, "the first deploy's end", || {
+    let first = wait_logged(&servers, 90, "the first deploy's end", || {
         final_state(&gh.statuses(&sha), "stackgate/app")
     });
     assert_eq!(first.0, "success", "{first:?}\n{}", servers[0].logs());

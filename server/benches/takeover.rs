@@ -36,7 +36,7 @@ fn job_of(gh: &StandIn, sha: &str) -> Option<i64> {
 }
 
 fn holds(server: &Server, job: &Value) -> bool {
-    let owner = job["lease_owner"].as_str().unwrap_or("");
+    let owner = job["owner"].as_str().unwrap_or("");
     server.pid().is_some_and(|pid| {
         owner
             .split(|c: char| !c.is_ascii_digit())
