@@ -250,4 +250,5 @@ pub const GATE_CASES: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
+pub mod postgres;
 pub mod service;

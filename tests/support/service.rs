@@ -252,6 +252,19 @@ pub fn param_stack(repo: &GitRepo, folder: &str, stack_name: &str, value: &str) 
     );
 }
 
+/// What [`Server::start_opts`] takes beyond the repository and the stand-in.
+#[derive(Default)]
+pub struct Opts<'a> {
+    /// Top-level config lines.
+    pub extra: &'a str,
+    /// Lines for the `[state]` table.
+    pub state_extra: &'a str,
+    /// `ulimit -v` for the process, in KiB.
+    pub address_space_kib: Option<u64>,
+    /// Environment for every spawn.
+    pub env: Vec<(&'static str, String)>,
+}
+
 /// A running `stackgate serve`.
 pub struct Server {
     pub url: String,
@@ -284,6 +297,25 @@ impl Server {
         extra: &str,
         address_space_kib: Option<u64>,
     ) -> Self {
+        Self::start_opts(
+            repo,
+            standin,
+            Opts {
+                extra,
+                address_space_kib,
+                ..Opts::default()
+            },
+        )
+    }
+
+    /// Started with more options: lines for `[state]` and environment for the process.
+    pub fn start_opts(repo: &GitRepo, standin: &StandIn, opts: Opts<'_>) -> Self {
+        let Opts {
+            extra,
+            state_extra,
+            address_space_kib,
+            env,
+        } = opts;
         let tmp = tempfile::tempdir().expect("tmp");
         let port = free_port();
         let state = tmp.path().join("state");
@@ -296,7 +328,7 @@ impl Server {
             &config,
             format!(
                 "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\napi_tokens = [\"{api_hash}\"]\nmax_parallel_jobs = 4\n{extra}\n\
-                 [state]\npath = \"{state}/stackgate.db\"\n\
+                 [state]\npath = \"{state}/stackgate.db\"\n{state_extra}\n\
                  [github]\napi_url = \"{gh}\"\ntoken_env = \"TEST_GH_TOKEN\"\n\
                  [aws]\nendpoint_url = \"{aws}\"\nregion = \"us-east-1\"\npoll_seconds = 0.1\n\
                  [[repos]]\nname = \"{REPO}\"\nurl = \"{url}\"\nbranch = \"main\"\nwebhook_secret_env = \"TEST_HOOK_SECRET\"\nprune = true\n",
@@ -315,10 +347,15 @@ impl Server {
             _tmp: tmp,
             state,
             address_space_kib,
-            env: Vec::new(),
+            env,
         };
         s.spawn();
         s
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn spawn(&mut self) {
