@@ -96,6 +96,7 @@ pub struct Store {
     handle: tokio::runtime::Handle,
     /// The database, for the poster's own connection.
     pg: tokio_postgres::Config,
+    /// The TLS connector for the URL's `sslmode`, for the pool and the poster alike.
     tls: tls::MakeRustls,
     /// The poster's own connection, and whether it holds the poster lock.
     poster: Mutex<Option<Poster>>,
