@@ -17,8 +17,11 @@ deploy/local/emulator.sh stop >/dev/null 2>&1 || true
 deploy/local/emulator.sh start
 # A throwaway PostgreSQL cluster of its own; each test makes its own database in it.
 PG_PORT="${STACKGATE_TEST_PG_PORT:-5498}"
+# The TLS tests start a cluster serving TLS of their own, on the third port after it.
+export STACKGATE_TEST_PG_TLS_PORT="${STACKGATE_TEST_PG_TLS_PORT:-$((PG_PORT + 3))}"
 trap 'STACKGATE_EMULATOR_PORT='"$STACKGATE_EMULATOR_PORT"' deploy/local/emulator.sh stop >/dev/null 2>&1 || true
-deploy/local/postgres.sh stop '"$PG_PORT"' >/dev/null 2>&1 || true' EXIT
+deploy/local/postgres.sh stop '"$PG_PORT"' >/dev/null 2>&1 || true
+deploy/local/postgres.sh stop '"$STACKGATE_TEST_PG_TLS_PORT"' >/dev/null 2>&1 || true' EXIT
 export STACKGATE_TEST_AWS_ENDPOINT="http://127.0.0.1:$STACKGATE_EMULATOR_PORT"
 deploy/local/postgres.sh stop "$PG_PORT" >/dev/null 2>&1 || true
 deploy/local/postgres.sh start "$PG_PORT"

@@ -14,6 +14,9 @@
 # and runs as a non-root user: as root, the system user `stackgate-pg` (created if missing).
 # fsync is off unless STACKGATE_PG_FSYNC=on: test data need not survive a power cut, and
 # the disk is shared with every other build; benchmarks turn it on.
+# STACKGATE_PG_TLS=1 (at start): the server also serves TLS (`ssl = on`), with a throwaway
+# CA and a server certificate for 127.0.0.1 made by openssl in <cluster>/tls/ (clients
+# check it against tls/ca.crt, as `sslrootcert`); plain connections are still accepted.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -28,6 +31,8 @@ LOG="$DIR/postgres.log"
 PG_USER=stackgate-pg
 URL="postgres://postgres@127.0.0.1:${PORT}/postgres"
 WAIT="${STACKGATE_PG_WAIT:-30}"
+TLS_DIR="$DIR/tls"
+WANT_TLS="${STACKGATE_PG_TLS:-0}"
 
 say() { echo "postgres: $*"; }
 die() { echo "postgres: error: $*" >&2; exit 1; }
@@ -70,8 +75,36 @@ server_stop() {
     || as_owner "$BIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null || true
 }
 
+# Whether the running cluster serves what this start asks for (TLS or not).
+same_tls() {
+  if [[ "$WANT_TLS" == 1 ]]; then [[ -f "$TLS_DIR/ca.crt" ]]; else [[ ! -e "$TLS_DIR" ]]; fi
+}
+
+# A CA of this cluster's own, and the server's key and certificate (CN and SAN 127.0.0.1)
+# signed by it: throwaway, made for each fresh cluster.
+make_tls() {
+  command -v openssl >/dev/null || die "no openssl; run deploy/local/setup.sh"
+  mkdir -p "$TLS_DIR"
+  (
+    cd "$TLS_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=stackgate test CA $PORT" \
+      -keyout ca.key -out ca.crt
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr
+    printf 'subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+      -extfile server.ext -out server.crt
+  ) >"$DIR/tls.log" 2>&1 || { cat "$DIR/tls.log" >&2; die "openssl could not make the certificates"; }
+  chmod 600 "$TLS_DIR/server.key" # the server refuses a key others may read
+  [[ $(id -u) -eq 0 ]] && chown -R "$PG_USER" "$TLS_DIR"
+  cat >>"$DATA/postgresql.conf" <<EOF
+ssl = on
+ssl_cert_file = '$TLS_DIR/server.crt'
+ssl_key_file = '$TLS_DIR/server.key'
+EOF
+}
+
 cmd_start() {
-  if running && answers; then
+  if running && answers && same_tls; then
     say "already running at $URL"
     echo "$URL"
     return 0
@@ -93,8 +126,10 @@ max_connections = 300
 fsync = ${STACKGATE_PG_FSYNC:-off}
 log_min_messages = warning
 EOF
+  if [[ "$WANT_TLS" == 1 ]]; then make_tls; fi
   server_start
   say "running at $URL (data $DATA, log $LOG)"
+  if [[ "$WANT_TLS" == 1 ]]; then say "serving TLS too; its CA is $TLS_DIR/ca.crt"; fi
   echo "$URL"
 }
 

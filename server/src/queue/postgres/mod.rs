@@ -25,6 +25,9 @@ mod outbox;
 mod schema;
 #[cfg(test)]
 pub mod testdb;
+mod tls;
+#[cfg(test)]
+mod tls_cluster;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -32,8 +35,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
 
 use crate::domain::{JobId, UnknownName};
 use crate::queue::{CommentUpdate, Job, StatusUpdate, StoreError, UnreadableRow, now};
@@ -65,8 +68,25 @@ impl From<tokio_postgres::Error> for StoreError {
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Backend(format!("no connection to PostgreSQL: {e}").into())
+        StoreError::Backend(format!("no connection to PostgreSQL: {}", with_causes(&e)).into())
     }
+}
+
+/// An error and its causes: tokio-postgres' own message leaves the cause out ("error
+/// performing TLS handshake", but not which certificate check failed).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    for _ in 0..8 {
+        let Some(cause) = next else { break };
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 pub struct Store {
@@ -76,6 +96,8 @@ pub struct Store {
     handle: tokio::runtime::Handle,
     /// The database, for the poster's own connection.
     pg: tokio_postgres::Config,
+    /// The TLS connector for the URL's `sslmode`, for the pool and the poster alike.
+    tls: tls::MakeRustls,
     /// The poster's own connection, and whether it holds the poster lock.
     poster: Mutex<Option<Poster>>,
 }
@@ -99,8 +121,11 @@ impl Store {
     /// Opens the database at `url` and brings its schema up to this version (once, however
     /// many replicas start together).
     pub fn open(url: &str) -> Result<Self, StoreError> {
-        let mut pg: tokio_postgres::Config = url
-            .parse()
+        let tls::Connection {
+            config: mut pg,
+            mode,
+            tls,
+        } = tls::parse(url)
             .map_err(|e| StoreError::Backend(format!("state.url {}: {e}", redacted(url)).into()))?;
         pg.application_name("stackgate")
             .connect_timeout(POOL_TIMEOUT)
@@ -114,7 +139,7 @@ impl Store {
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let manager = Manager::from_config(
             pg.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -135,13 +160,15 @@ impl Store {
             handle: rt.handle().clone(),
             rt: Some(rt),
             pg,
+            tls,
             poster: Mutex::new(None),
         };
         store
             .run(schema::migrate(&store.pool))
             .map_err(|e| match e {
                 StoreError::Backend(e) => {
-                    StoreError::Backend(format!("PostgreSQL at {}: {e}", redacted(url)).into())
+                    let url = redacted(url);
+                    StoreError::Backend(format!("PostgreSQL at {url} (sslmode={mode}): {e}").into())
                 }
                 e => e,
             })?;

@@ -22,13 +22,13 @@ impl Outbox for Store {
         if held.as_ref().is_some_and(|p| p.locked) {
             return Ok(true);
         }
-        let pg = self.pg.clone();
+        let (pg, tls) = (self.pg.clone(), self.tls.clone());
         let client = held.take().map(|p| p.client);
         let (client, locked) = self.run(async move {
             let client = match client {
                 Some(c) => c,
                 None => {
-                    let (client, connection) = pg.connect(tokio_postgres::NoTls).await?;
+                    let (client, connection) = pg.connect(tls).await?;
                     tokio::spawn(async move {
                         if let Err(e) = connection.await {
                             tracing::warn!(error = %e, "the poster's connection ended");
