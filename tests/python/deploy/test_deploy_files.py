@@ -1,6 +1,8 @@
 """Checks of the files in deploy/ that run stackgate itself (systemd, container, AWS).
 
-- deploy/aws/stackgate.yaml passes stackgate's own policies and cfn-lint;
+- deploy/aws/stackgate.yaml passes stackgate's own policies and cfn-lint, in both shapes
+  (Replicas=1: one instance on SQLite; Replicas=2: two instances and a private RDS
+  PostgreSQL whose password only RDS and the instance role hold);
 - deploy/systemd/stackgate.toml.example uses only keys the README documents, and the
   real binary accepts it;
 - deploy/systemd/stackgate.service keeps its hardening.
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from cfnlint.api import ManualArgs, lint_file
+from cfnlint.context.parameters import ParameterSet
+from cfnlint.decode import cfn_yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE = ROOT / "deploy/aws/stackgate.yaml"
@@ -51,6 +55,243 @@ def test_aws_template_cfn_lint_is_clean():
     assert not matches, "\n".join(
         f"{m.rule.id} line {m.linenumber}: {m.message}" for m in matches
     )
+
+
+# The parameters a user gives, for each shape (ids are placeholders of the right form).
+ONE = {
+    "VpcId": "vpc-0123456789abcdef0",
+    "AlbSubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
+    "InstanceSubnetId": "subnet-0123456789abcdef2",
+    "StackNamePrefix": "acme",
+}
+TWO = {**ONE, "Replicas": "2", "SecondInstanceSubnetId": "subnet-0123456789abcdef3"}
+
+
+@pytest.mark.parametrize("given", [ONE, TWO], ids=["one-replica", "two-replicas"])
+def test_aws_template_cfn_lint_is_clean_with_the_parameters_of_each_shape(given):
+    args = ManualArgs(
+        regions=["us-east-1"], include_checks=["I"], parameters=[ParameterSet(parameters=given)]
+    )
+    matches = lint_file(TEMPLATE, args)
+    assert not matches, "\n".join(
+        f"{m.rule.id} line {m.linenumber}: {m.message}" for m in matches
+    )
+
+
+class Shape:
+    """The template as CloudFormation would create it for some parameters: conditions
+    decided, `Fn::If` branches chosen, `AWS::NoValue` dropped. Other intrinsics
+    (`Fn::GetAtt`, `Fn::Sub`, `Ref` to a resource) stay as written."""
+
+    NO_VALUE = object()
+
+    def __init__(self, given):
+        self.template = cfn_yaml.load(str(TEMPLATE))
+        self.params = {
+            name: given.get(name, spec.get("Default"))
+            for name, spec in self.template["Parameters"].items()
+        }
+        self.conditions = {}
+        for name, expr in self.template.get("Conditions", {}).items():
+            self.conditions[name] = self.value(expr)
+        self.resources = {
+            name: self.value(res)
+            for name, res in self.template["Resources"].items()
+            if "Condition" not in res or self.conditions[res["Condition"]]
+        }
+        self.outputs = {
+            name: self.value(out)
+            for name, out in self.template.get("Outputs", {}).items()
+            if "Condition" not in out or self.conditions[out["Condition"]]
+        }
+
+    def value(self, node):
+        if isinstance(node, list):
+            out = [self.value(x) for x in node]
+            return [x for x in out if x is not self.NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            [(fn, arg)] = node.items()
+            if fn == "Ref" and arg == "AWS::NoValue":
+                return self.NO_VALUE
+            if fn == "Ref" and arg in self.params:
+                return self.params[arg]
+            if fn == "Fn::If":
+                cond, yes, no = arg
+                return self.value(yes if self.conditions[cond] else no)
+            if fn == "Fn::Equals":
+                a, b = (self.value(x) for x in arg)
+                return a == b
+            if fn == "Fn::Not":
+                return not self.value(arg[0])
+            if fn == "Fn::And":
+                return all(self.value(x) for x in arg)
+            if fn == "Fn::Or":
+                return any(self.value(x) for x in arg)
+            if fn == "Condition":
+                return self.conditions[arg]
+            if fn == "Fn::Join":
+                sep, parts = arg[0], self.value(arg[1])
+                if all(isinstance(x, str) for x in parts):
+                    return sep.join(parts)
+        out = {k: self.value(v) for k, v in node.items()}
+        return {k: v for k, v in out.items() if v is not self.NO_VALUE}
+
+    def of_type(self, kind):
+        return {n: r for n, r in self.resources.items() if r["Type"] == kind}
+
+    def rules_refusing(self):
+        """AssertDescriptions of the template's Rules that these parameters break."""
+        broken = []
+        for rule in self.template.get("Rules", {}).values():
+            if "RuleCondition" in rule and not self.value(rule["RuleCondition"]):
+                continue
+            broken += [a["AssertDescription"] for a in rule["Assertions"] if not self.value(a["Assert"])]
+        return broken
+
+
+def ingress_to(shape, group):
+    """Every ingress rule of a security group of the template: inline and standalone."""
+    rules = list(shape.resources[group]["Properties"].get("SecurityGroupIngress", []))
+    for res in shape.of_type("AWS::EC2::SecurityGroupIngress").values():
+        if res["Properties"]["GroupId"] == {"Fn::GetAtt": [group, "GroupId"]}:
+            rules.append(res["Properties"])
+    return rules
+
+
+def test_one_replica_is_one_instance_on_sqlite():
+    shape = Shape(ONE)
+    assert shape.rules_refusing() == []
+    assert list(shape.of_type("AWS::EC2::Instance")) == ["Instance"]
+    assert not shape.of_type("AWS::RDS::DBInstance")
+    [targets] = [r["Properties"]["Targets"] for r in shape.of_type("AWS::ElasticLoadBalancingV2::TargetGroup").values()]
+    assert targets == [{"Id": {"Ref": "Instance"}, "Port": 8080}]
+    assert not any(name.startswith("Database") or name == "StateUrl" for name in shape.outputs)
+
+
+def test_two_replicas_are_two_instances_in_two_subnets_behind_the_load_balancer():
+    shape = Shape(TWO)
+    assert shape.rules_refusing() == []
+    instances = shape.of_type("AWS::EC2::Instance")
+    assert len(instances) == 2
+    subnets = {r["Properties"]["SubnetId"] for r in instances.values()}
+    assert subnets == {TWO["InstanceSubnetId"], TWO["SecondInstanceSubnetId"]}
+    for props in (r["Properties"] for r in instances.values()):
+        assert props["MetadataOptions"]["HttpTokens"] == "required"
+        assert props["SecurityGroupIds"] == [{"Fn::GetAtt": ["InstanceSecurityGroup", "GroupId"]}]
+    [targets] = [r["Properties"]["Targets"] for r in shape.of_type("AWS::ElasticLoadBalancingV2::TargetGroup").values()]
+    assert sorted(t["Id"]["Ref"] for t in targets) == sorted(instances)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [{**TWO, "SecondInstanceSubnetId": ""}, {**TWO, "SecondInstanceSubnetId": TWO["InstanceSubnetId"]}],
+    ids=["no-second-subnet", "same-subnet-twice"],
+)
+def test_two_replicas_in_one_subnet_are_refused_before_anything_is_created(given):
+    assert Shape(given).rules_refusing(), "the template's Rules should refuse these parameters"
+
+
+def test_two_replicas_share_a_private_encrypted_postgres():
+    shape = Shape(TWO)
+    [(name, db)] = shape.of_type("AWS::RDS::DBInstance").items()
+    props = db["Properties"]
+    assert props["Engine"] == "postgres"
+    versions = shape.template["Parameters"]["DatabaseEngineVersion"]["AllowedValues"]
+    assert set(versions) <= {"15", "16"} and props["EngineVersion"] in versions
+    assert props["PubliclyAccessible"] is False
+    assert props["StorageEncrypted"] is True
+    assert props["BackupRetentionPeriod"] >= 1
+    # Neither a stack delete nor a replacement loses the state.
+    assert props["DeletionProtection"] is True
+    assert db.get("DeletionPolicy") in ("Snapshot", "Retain")
+    assert db.get("UpdateReplacePolicy") in ("Snapshot", "Retain")
+    # The subnet group spans the two instance subnets (RDS refuses one zone).
+    [group] = shape.of_type("AWS::RDS::DBSubnetGroup").values()
+    assert props["DBSubnetGroupName"] == {"Ref": next(iter(shape.of_type("AWS::RDS::DBSubnetGroup")))}
+    assert set(group["Properties"]["SubnetIds"]) == {TWO["InstanceSubnetId"], TWO["SecondInstanceSubnetId"]}
+
+
+def test_two_replicas_open_5432_only_from_the_instances_group():
+    shape = Shape(TWO)
+    [db] = shape.of_type("AWS::RDS::DBInstance").values()
+    groups = db["Properties"]["VPCSecurityGroups"]
+    assert len(groups) == 1 and list(groups[0]) == ["Fn::GetAtt"]
+    group = groups[0]["Fn::GetAtt"][0]
+    rules = ingress_to(shape, group)
+    assert rules, f"{group} has no ingress rule: the instances could not connect"
+    for rule in rules:
+        assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 5432, 5432), rule
+        assert rule.get("SourceSecurityGroupId") == {"Fn::GetAtt": ["InstanceSecurityGroup", "GroupId"]}, rule
+        assert not {"CidrIp", "CidrIpv6", "SourcePrefixListId"} & set(rule), rule
+    # And the instances may reach it: an egress rule from their group to the database's.
+    egress = [
+        r["Properties"] for r in shape.of_type("AWS::EC2::SecurityGroupEgress").values()
+        if r["Properties"]["GroupId"] == {"Fn::GetAtt": ["InstanceSecurityGroup", "GroupId"]}
+    ]
+    assert any(
+        e.get("DestinationSecurityGroupId") == {"Fn::GetAtt": [group, "GroupId"]} and e["FromPort"] == 5432
+        for e in egress
+    ), egress
+
+
+def test_two_replicas_keep_the_database_password_out_of_parameters_and_the_stack():
+    shape = Shape(TWO)
+    [(name, db)] = shape.of_type("AWS::RDS::DBInstance").items()
+    props = db["Properties"]
+    # RDS makes the password and keeps it in Secrets Manager.
+    assert props["ManageMasterUserPassword"] is True
+    assert "MasterUserPassword" not in props
+    for pname, spec in shape.template["Parameters"].items():
+        assert not re.search(r"password|secret", pname, re.I), pname
+        assert spec.get("NoEcho") is None, pname
+    secret = {"Fn::GetAtt": [name, "MasterUserSecret.SecretArn"]}
+    # Only the instance role is granted it...
+    grants = []
+    for rname, res in shape.resources.items():
+        docs = []
+        if res["Type"] == "AWS::IAM::Role":
+            docs = [p["PolicyDocument"] for p in res["Properties"].get("Policies", [])]
+        elif res["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy"):
+            docs = [res["Properties"]["PolicyDocument"]]
+        for doc in docs:
+            for st in doc["Statement"]:
+                resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+                if st["Effect"] == "Allow" and secret in resources:
+                    grants.append((rname, res["Properties"].get("RoleName") or res["Properties"].get("Roles")))
+                    assert st["Action"] == "secretsmanager:GetSecretValue", st
+    assert grants == [("DatabaseSecretAccess", {"Ref": "InstanceRole"})], grants
+    # ...and its resource policy denies every other reader but RDS itself.
+    [policy] = [
+        r["Properties"] for r in shape.of_type("AWS::SecretsManager::ResourcePolicy").values()
+        if r["Properties"]["SecretId"] == secret
+    ]
+    [deny] = policy["ResourcePolicy"]["Statement"]
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "secretsmanager:GetSecretValue")
+    allowed = deny["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+    assert allowed[0] == {"Fn::GetAtt": ["InstanceRole", "Arn"]}
+    assert all("aws-service-role/rds.amazonaws.com/" in str(a) for a in allowed[1:]), allowed
+    assert policy["BlockPublicPolicy"] is True
+
+
+def test_two_replicas_output_what_goes_into_state_url():
+    shape = Shape(TWO)
+    [name] = shape.of_type("AWS::RDS::DBInstance")
+    out = {k: v["Value"] for k, v in shape.outputs.items()}
+    assert out["DatabaseHost"] == {"Fn::GetAtt": [name, "Endpoint.Address"]}
+    assert out["DatabasePort"] == {"Fn::GetAtt": [name, "Endpoint.Port"]}
+    assert out["DatabaseName"] == shape.resources[name]["Properties"]["DBName"]
+    assert out["DatabaseSecretArn"] == {"Fn::GetAtt": [name, "MasterUserSecret.SecretArn"]}
+    url = out["StateUrl"]["Fn::Sub"]
+    # postgres://user@host:port/db, with TLS (RDS for PostgreSQL 15+ refuses plain
+    # connections), and no password in the output.
+    assert re.fullmatch(
+        r"postgres://stackgate@\$\{%s\.Endpoint\.Address\}:\$\{%s\.Endpoint\.Port\}/%s\?sslmode=require"
+        % (name, name, out["DatabaseName"]),
+        url,
+    ), url
+    assert shape.resources[name]["Properties"]["MasterUsername"] == "stackgate"
 
 
 # -------------------------------------------------------- deploy/systemd
