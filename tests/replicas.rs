@@ -179,12 +179,13 @@ fn a_replica_killed_mid_deploy_is_taken_over_and_reports_once_in_20_of_20() {
                 .then_some(())
         });
         let id = job_of(&gh, &sha, "stackgate/app").expect("the deploy's job");
-        let job = servers[0].job(id);
-        assert_eq!(
-            (job["state"].as_str(), job["phase"].as_str()),
-            (Some("running"), Some("executing")),
-            "trial {trial}: {job:#}"
-        );
+        // Its change set executing: the kill lands after the one AWS write that must
+        // never happen twice.
+        let job = wait_logged(&servers, 30, "the change set executing", || {
+            let j = servers[0].job(id);
+            (j["phase"] == "executing").then_some(j)
+        });
+        assert_eq!(job["state"], "running", "trial {trial}: {job:#}");
         let fence = job["fence"].as_i64().expect("a fencing token");
         let victim = holder(&mut servers, &job)
             .unwrap_or_else(|| panic!("trial {trial}: no replica holds {job:#}"));
@@ -199,12 +200,20 @@ fn a_replica_killed_mid_deploy_is_taken_over_and_reports_once_in_20_of_20() {
         });
         takeovers.push(killed.elapsed());
         assert_ne!(taken["owner"], job["owner"], "{taken:#}");
-        let live = servers.iter().find(|s| s.pid().is_some()).expect("a live replica");
+        let live = servers
+            .iter()
+            .find(|s| s.pid().is_some())
+            .expect("a live replica");
         let done = wait_for(60, "the taken-over deploy's end", || {
             let j = live.job(id);
             (j["state"] != "running").then_some(j)
         });
-        assert_eq!(done["state"], "succeeded", "trial {trial}: {done:#}\n{}", live.logs());
+        assert_eq!(
+            done["state"],
+            "succeeded",
+            "trial {trial}: {done:#}\n{}",
+            live.logs()
+        );
         wait_for(30, "the final status", || {
             final_state(&gh.statuses(&sha), "stackgate/app")
         });
@@ -238,7 +247,9 @@ fn twenty_pushes_over_five_stacks_across_three_replicas_keep_order_and_supersede
     let db = Database::new();
     let gh = StandIn::start();
     let repo = GitRepo::new();
-    let names: Vec<String> = (0..5).map(|i| unique(&format!("replicas-order{i}"))).collect();
+    let names: Vec<String> = (0..5)
+        .map(|i| unique(&format!("replicas-order{i}")))
+        .collect();
     for (i, n) in names.iter().enumerate() {
         param_stack(&repo, &format!("app{i}"), n, "v0");
     }
@@ -247,7 +258,9 @@ fn twenty_pushes_over_five_stacks_across_three_replicas_keep_order_and_supersede
     servers[0].push(ZERO, &before, &["stacks"]);
     for (i, _) in names.iter().enumerate() {
         let ctx = format!("stackgate/app{i}");
-        let s = wait_for(90, "the first deploys", || final_state(&gh.statuses(&before), &ctx));
+        let s = wait_for(90, "the first deploys", || {
+            final_state(&gh.statuses(&before), &ctx)
+        });
         assert_eq!(s.0, "success", "{ctx}: {s:?}");
     }
 
@@ -287,8 +300,14 @@ fn twenty_pushes_over_five_stacks_across_three_replicas_keep_order_and_supersede
     let jobs = all_jobs(&servers[2]);
     // One deploy of a stack at a time, and they ran in commit order.
     let mut by_stack: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-    for j in jobs.iter().filter(|j| j["kind"] == "deploy" && j["started_at"].is_i64()) {
-        by_stack.entry(j["stack"].as_str().unwrap_or("").to_string()).or_default().push(j);
+    for j in jobs
+        .iter()
+        .filter(|j| j["kind"] == "deploy" && j["started_at"].is_i64())
+    {
+        by_stack
+            .entry(j["stack"].as_str().unwrap_or("").to_string())
+            .or_default()
+            .push(j);
     }
     assert_eq!(by_stack.len(), 5, "{by_stack:#?}");
     for (stack, mut runs) in by_stack {
@@ -300,7 +319,10 @@ fn twenty_pushes_over_five_stacks_across_three_replicas_keep_order_and_supersede
                 "{stack}: two deploys overlapped: {a:#} {b:#}"
             );
             let order = |j: &Value| shas.iter().position(|s| j["sha"] == s.as_str());
-            assert!(order(a) < order(b), "{stack}: deployed out of order: {a:#} {b:#}");
+            assert!(
+                order(a) < order(b),
+                "{stack}: deployed out of order: {a:#} {b:#}"
+            );
         }
     }
     // No commit's stack status is left pending: it succeeded, or says it was superseded.
@@ -327,7 +349,10 @@ fn a_database_restart_mid_deploy_loses_nothing_and_does_nothing_twice() {
     let sha = repo.commit("v0");
     let servers = replicas(2, &repo, &gh, &db.url);
     slow_stack(&name, 4.0);
-    assert_eq!(servers[0].push(ZERO, &sha, &["stacks/app/template.yaml"]).0, 202);
+    assert_eq!(
+        servers[0].push(ZERO, &sha, &["stacks/app/template.yaml"]).0,
+        202
+    );
     wait_for(60, "the deploy executing", || {
         gh.statuses(&sha)
             .iter()

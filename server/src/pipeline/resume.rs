@@ -3,14 +3,14 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::cloud::cfn;
 use crate::cloud::deployer::Progress;
 use crate::domain::StackIdentity;
-use crate::domain::{JobState, Phase};
-use crate::queue::Job;
-use crate::queue::lease::Orphans;
+use crate::domain::{JobState, Kind, Phase};
+use crate::queue::lease::{Claim, Orphans};
+use crate::queue::{Job, blocking};
 use crate::report::redact::Redactor;
 use crate::stack::Stack;
 
@@ -137,29 +137,76 @@ pub async fn recover(app: &Arc<Pipeline>, orphans: Orphans) {
     }
     for job in recovered.resume {
         app.leases.hold(job.claim(), asked);
-        if let Some(phase @ (Phase::Executing | Phase::Removing)) = job.phase {
-            tracing::info!(job = job.id.0, %phase, "resuming a deploy that was in flight");
-            if let Err(e) = app.queue.attempt(job.claim()) {
-                tracing::error!(error = %e, "cannot count the attempt");
-            }
-            tokio::spawn(supervise(app.clone(), job, Some(Resume { phase })));
-        } else {
-            // Nothing reached AWS that cannot be redone: clean up and run it again.
-            if let Some(cs) = &job.change_set_id {
-                match app.regions.get(job_region(&job.detail)).await {
-                    Ok(d) => {
-                        let guard = app.guard(&job);
-                        d.discard(cs, job.stack_id.as_deref().unwrap_or(""), true, &guard)
-                            .await
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot discard the change set"),
-                }
-            }
-            if let Err(e) = app.queue.requeue(job.claim()) {
-                tracing::error!(error = %e, "cannot requeue");
-            }
-            app.leases.end(job.claim());
-        }
+        pick_up(app, job, true).await;
     }
     app.wake.jobs.notify_one();
+}
+
+/// Picks up a deploy this replica holds but no worker runs: re-attached when its change
+/// set may have run, else cleaned up and queued again. `crashed`: its worker died, which
+/// counts as an attempt.
+async fn pick_up(app: &Arc<Pipeline>, job: Job, crashed: bool) {
+    if let Some(phase @ (Phase::Executing | Phase::Removing)) = job.phase {
+        tracing::info!(job = job.id.0, %phase, "resuming a deploy that was in flight");
+        if crashed && let Err(e) = app.queue.attempt(job.claim()) {
+            tracing::error!(error = %e, "cannot count the attempt");
+        }
+        tokio::spawn(supervise(app.clone(), job, Some(Resume { phase })));
+    } else {
+        // Nothing reached AWS that cannot be redone: clean up and run it again.
+        if let Some(cs) = &job.change_set_id {
+            match app.regions.get(job_region(&job.detail)).await {
+                Ok(d) => {
+                    let guard = app.guard(&job);
+                    d.discard(cs, job.stack_id.as_deref().unwrap_or(""), true, &guard)
+                        .await
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot discard the change set"),
+            }
+        }
+        if let Err(e) = app.queue.requeue(job.claim()) {
+            tracing::error!(error = %e, "cannot requeue");
+        }
+        app.leases.end(job.claim());
+    }
+}
+
+/// A job whose worker stopped because the state database failed. Once the database
+/// answers, and while the job is still under `claim`, it is picked up as a takeover would
+/// pick it up; a job that ended, or that another replica took over meanwhile, is left.
+///
+/// Boxed: it runs deploys through `supervise`, which spawns it, and the compiler cannot see
+/// through that cycle that the future is `Send`.
+pub(super) fn pick_up_when_back(
+    app: Arc<Pipeline>,
+    claim: Claim,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let mut wait = Duration::from_millis(500);
+        while !app.leases.stopping() {
+            tokio::time::sleep(wait).await;
+            match blocking(&app.queue, move |q| q.job(claim.job)).await {
+                Ok(Some(job)) if job.state == JobState::Running && job.claim() == claim => {
+                    if job.kind == Kind::Deploy {
+                        pick_up(&app, job, false).await;
+                    } else {
+                        if let Err(e) = app.queue.requeue(claim) {
+                            tracing::error!(error = %e, "cannot requeue");
+                        }
+                        app.leases.end(claim);
+                    }
+                    app.wake.jobs.notify_one();
+                    return;
+                }
+                Ok(_) => {
+                    app.leases.end(claim);
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, retry_in = ?wait, "the state database is still away");
+                    wait = (wait * 2).min(Duration::from_secs(8));
+                }
+            }
+        }
+    })
 }
