@@ -17,9 +17,9 @@ use crate::queue::lease::{Claim, Lease};
 #[derive(Debug)]
 pub struct LeaseGuard {
     claim: Claim,
-    /// When the claim (or takeover) that made it was asked: a renewal asked before that
-    /// cannot have known of it.
-    since: Instant,
+    /// When the claim came back and was recorded here: a renewal asked before that did not
+    /// name it, so its silence says nothing.
+    known: Instant,
     /// Until when the lease is surely held; `None` once another replica holds it.
     until: Mutex<Option<Instant>>,
     margin: Duration,
@@ -29,7 +29,7 @@ impl LeaseGuard {
     fn new(claim: Claim, asked: Instant, length: Duration, margin: Duration) -> Self {
         Self {
             claim,
-            since: asked,
+            known: Instant::now(),
             until: Mutex::new(asked.checked_add(length)),
             margin,
         }
@@ -139,6 +139,11 @@ impl Leases {
         Guard::new(g)
     }
 
+    /// The claims of the jobs whose workers run here: what the heartbeat renews.
+    pub fn claims(&self) -> Vec<Claim> {
+        self.map().values().map(|g| g.claim).collect()
+    }
+
     /// The job under `claim` ended (or stopped) here.
     pub fn end(&self, claim: Claim) {
         let mut m = self.map();
@@ -154,7 +159,7 @@ impl Leases {
         for g in self.map().values() {
             if held.contains(&g.claim) {
                 g.extend(until);
-            } else if g.since < asked {
+            } else if g.known < asked {
                 tracing::warn!(
                     job = g.claim.job.0,
                     fence = g.claim.fence,
@@ -237,6 +242,16 @@ mod tests {
         assert!(l.guard(claim(1, 1)).check("x").is_ok(), "renewed");
         assert!(l.guard(claim(2, 1)).check("x").is_err(), "taken over");
         assert!(l.guard(claim(3, 1)).check("x").is_ok(), "too new to judge");
+        // Asked before the renewal, but back (committed) after it: the renewal could not
+        // see it, so it says nothing of it.
+        let claim_asked = Instant::now() - Duration::from_millis(20);
+        let renewal_asked = Instant::now() - Duration::from_millis(10);
+        l.hold(claim(4, 1), claim_asked);
+        l.renewed(renewal_asked, &[claim(1, 1)]);
+        assert!(
+            l.guard(claim(4, 1)).check("x").is_ok(),
+            "a claim that came back after the renewal was asked is not lost"
+        );
         // A revoked guard stays revoked, even if a later renewal names its claim.
         l.renewed(Instant::now(), &[claim(2, 1)]);
         assert!(l.guard(claim(2, 1)).check("x").is_err());

@@ -260,9 +260,9 @@ pub(super) async fn supervise(app: Arc<Pipeline>, job: Job, resume: Option<resum
             app.wake.jobs.notify_one();
             return;
         }
-        Ok(Err(JobError::Store(e))) => {
-            // Not ended in error: the state database failing says nothing of the job, and
-            // its end could not be recorded anyway. The lease stays held (the heartbeat
+        Ok(Err(JobError::Store(e @ StoreError::Unavailable(_)))) => {
+            // Not ended in error: the state database being away says nothing of the job,
+            // and its end could not be recorded anyway (any other store error ends it). The lease stays held (the heartbeat
             // renews it once the database answers), and the job is picked up again then.
             span.in_scope(|| {
                 tracing::warn!(error = %e, "stopped: the state database failed; picking the job up again once it answers")

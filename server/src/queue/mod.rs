@@ -26,6 +26,11 @@ pub enum StoreError {
     /// The backend's error, whatever the backend (an unreadable row says so itself).
     #[error("state database: {0}")]
     Backend(Box<dyn std::error::Error + Send + Sync>),
+    /// The database cannot be reached (no connection, a connection that broke, the server
+    /// shutting down, no answer in time): it says nothing of the work, which goes on once
+    /// it answers again.
+    #[error("state database: {0}")]
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
     /// The write named a claim whose fence is no longer the job's: another replica took the
     /// job over (or it ended). Nothing was changed; the worker must stop, posting nothing.
     #[error("{0}: lease lost; another worker took the job over, or it ended; nothing written")]
@@ -317,11 +322,13 @@ pub trait Jobs {
     /// into a lease of `lease.owner` for `lease.length`, under a new fence.
     fn claim(&self, lease: &Lease, limit: usize) -> Result<Vec<Job>, StoreError>;
 
-    /// Extends every lease `lease.owner` holds by `lease.length` from now; the claims it
-    /// still holds (a job taken over by another replica is not among them).
-    fn renew(&self, lease: &Lease) -> Result<Vec<Claim>, StoreError>;
+    /// Extends the leases of `claims` that `lease.owner` still holds by `lease.length` from
+    /// now; those claims (a job taken over, or ended, is not among them). Only the claims a
+    /// worker here runs: a job no worker runs any more (it stopped, its guard lapsed) must
+    /// expire, for a takeover to pick it up.
+    fn renew(&self, lease: &Lease, claims: &[Claim]) -> Result<Vec<Claim>, StoreError>;
 
-    /// Takes over running jobs of other owners (`orphans`: those whose lease expired, or
+    /// Takes over running jobs (`orphans`: those whose lease expired, this owner's too, or
     /// all): owner set, a new fence, a fresh lease. The jobs as now held; their attempt is
     /// counted where work resumes ([`Jobs::attempt`]) or by the next claim.
     fn take_over(&self, lease: &Lease, orphans: Orphans) -> Result<Vec<Job>, StoreError>;

@@ -16,7 +16,10 @@ pub async fn run(app: Arc<Pipeline>) {
         every.tick().await;
         let asked = Instant::now();
         let lease = app.leases.lease.clone();
-        match blocking(&app.queue, move |q| q.renew(&lease)).await {
+        // Gathered after `asked`: a claim made after this renewal was asked is either in
+        // it or newer than it.
+        let claims = app.leases.claims();
+        match blocking(&app.queue, move |q| q.renew(&lease, &claims)).await {
             Ok(held) => app.leases.renewed(asked, &held),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot renew the leases; their jobs stop before their next AWS write unless a renewal comes through")

@@ -215,22 +215,52 @@ pub fn a_renewal_extends_only_its_owners_leases(h: &dyn Harness) {
         ids.iter().collect()
     );
     let before = now();
-    let held = q.renew(&lease("r1", 120_000)).expect("renew");
+    // r1 names its own claim and r2's: only its own is renewed.
+    let held = q
+        .renew(&lease("r1", 120_000), &[mine.claim(), theirs.claim()])
+        .expect("renew");
     assert_eq!(held, [mine.claim()]);
     let until = job(q, mine.id).lease_until.expect("a lease");
     assert!(until >= before + 120_000, "{until} < {before} + 120000");
     assert_eq!(job(q, theirs.id).lease_until, theirs.lease_until);
     // A job taken over is no longer among the renewer's.
     expire();
-    q.renew(&lease("r1", 0)).expect("renew");
+    q.renew(&lease("r1", 0), &[mine.claim()]).expect("renew");
     expire();
     q.take_over(&lease("r3", 60_000), Orphans::Expired)
         .expect("take over");
-    assert!(q.renew(&lease("r1", 60_000)).expect("renew").is_empty());
+    assert!(
+        q.renew(&lease("r1", 60_000), &[mine.claim()])
+            .expect("renew")
+            .is_empty()
+    );
     assert_eq!(job(q, mine.id).owner.as_deref(), Some("r3"));
 }
 
-pub fn a_takeover_takes_only_expired_leases_of_others(h: &dyn Harness) {
+/// A lease that is not renewed expires, and a job no worker runs any more is not renewed:
+/// the worker stopped (its guard lapsed, the database was away). A takeover picks such a
+/// job up, this owner's too: a worker of its that still runs is fenced off by the new fence.
+/// Only the claims named are renewed: a job whose worker stopped here (it is no longer
+/// among this replica's claims) keeps its old lease and expires.
+pub fn a_renewal_renews_only_the_claims_it_names(h: &dyn Harness) {
+    let q = h.open();
+    let q = q.as_ref();
+    enqueue(q, &[deploy("web", "a"), deploy("api", "b")]);
+    let mut both = q.claim(&lease("r1", 0), 2).expect("claim");
+    let (stopped, running) = (both.remove(1), both.remove(0));
+    let held = q
+        .renew(&lease("r1", 120_000), &[running.claim()])
+        .expect("renew");
+    assert_eq!(held, [running.claim()]);
+    assert_eq!(job(q, stopped.id).lease_until, stopped.lease_until);
+    expire();
+    let taken = q
+        .take_over(&lease("r2", 60_000), Orphans::Expired)
+        .expect("take over");
+    assert_eq!(taken.iter().map(|j| j.id).collect::<Vec<_>>(), [stopped.id]);
+}
+
+pub fn a_takeover_takes_only_expired_leases(h: &dyn Harness) {
     let q = h.open();
     let q = q.as_ref();
     let ids = enqueue(
@@ -245,16 +275,22 @@ pub fn a_takeover_takes_only_expired_leases_of_others(h: &dyn Harness) {
     let taken = q
         .take_over(&lease("r3", 60_000), Orphans::Expired)
         .expect("take over");
-    // Not r1's live lease, not r3's own (its worker is still here): r2's.
-    assert_eq!(taken.iter().map(|j| j.id).collect::<Vec<_>>(), [dead.id]);
+    // Not r1's live lease: r2's, and r3's own that expired.
+    assert_eq!(
+        taken.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [dead.id, own.id]
+    );
     assert_eq!(job(q, live.id).owner.as_deref(), Some("r1"));
     assert_eq!(job(q, live.id).fence, live.fence);
-    assert_eq!(job(q, own.id).fence, own.fence);
+    assert!(
+        job(q, own.id).fence > own.fence,
+        "a new fence fences off r3's old worker"
+    );
     // Taken once: a second replica finds nothing more.
     let again = q
         .take_over(&lease("r4", 60_000), Orphans::Expired)
         .expect("take over");
-    assert_eq!(again.iter().map(|j| j.id).collect::<Vec<_>>(), [own.id]);
+    assert!(again.is_empty(), "{again:?}");
     // At start-up with the state to itself, a replica takes every other one's.
     let all = q
         .take_over(&lease("r5", 60_000), Orphans::All)

@@ -244,7 +244,8 @@ macro_rules! suite {
                 a_takeover_and_the_next_claim_grow_the_fence,
                 a_write_under_an_old_fence_changes_nothing_and_says_lease_lost,
                 a_renewal_extends_only_its_owners_leases,
-                a_takeover_takes_only_expired_leases_of_others,
+                a_takeover_takes_only_expired_leases,
+                a_renewal_renews_only_the_claims_it_names,
                 a_clean_stop_hands_its_leases_back,
             ];
         }

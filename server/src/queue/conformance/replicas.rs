@@ -328,8 +328,12 @@ pub fn a_renewal_by_one_store_never_extends_anothers_lease(h: &dyn Harness) {
     let y = b.claim(&lease_of("b", 1_000), 1).unwrap().remove(0);
     // Both renew at once, each for a very different length.
     let held = both(|r| match r {
-        0 => a.renew(&lease_of("a", 600_000)).unwrap(),
-        _ => b.renew(&lease_of("b", 2_000)).unwrap(),
+        0 => a
+            .renew(&lease_of("a", 600_000), &[x.claim(), y.claim()])
+            .unwrap(),
+        _ => b
+            .renew(&lease_of("b", 2_000), &[x.claim(), y.claim()])
+            .unwrap(),
     });
     assert_eq!(held, [vec![x.claim()], vec![y.claim()]]);
     let (xa, yb) = (
@@ -339,7 +343,11 @@ pub fn a_renewal_by_one_store_never_extends_anothers_lease(h: &dyn Harness) {
     assert!(xa >= x.lease_until.unwrap() + 500_000, "a's lease renewed");
     assert!(yb < x.lease_until.unwrap() + 100_000, "b's only by b: {yb}");
     // A store renewing as an owner of nothing extends nothing.
-    assert!(a.renew(&lease_of("c", 900_000)).unwrap().is_empty());
+    assert!(
+        a.renew(&lease_of("c", 900_000), &[x.claim(), y.claim()])
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(b.job(y.id).unwrap().unwrap().lease_until, Some(yb));
 }
 

@@ -146,13 +146,21 @@ impl Jobs for Store {
 
     /// Extends this owner's leases. A replica that took one of its jobs over changed the
     /// owner under a row lock: the update, re-checked against the row as committed, skips it.
-    fn renew(&self, lease: &Lease) -> Result<Vec<Claim>, StoreError> {
+    fn renew(&self, lease: &Lease, claims: &[Claim]) -> Result<Vec<Claim>, StoreError> {
+        let (ids, fences): (Vec<i64>, Vec<i64>) = claims.iter().map(|c| (c.job.0, c.fence)).unzip();
         self.conn(async |c| {
             let rows = query(
                 c,
-                "UPDATE jobs SET lease_until = $2 WHERE state = 'running' AND owner = $1
+                "UPDATE jobs SET lease_until = $2
+                 WHERE state = 'running' AND owner = $1
+                   AND (id, fence) IN (SELECT * FROM unnest($3::bigint[], $4::bigint[]))
                  RETURNING id, fence",
-                &[&lease.owner.as_str(), &now().saturating_add(lease.millis())],
+                &[
+                    &lease.owner.as_str(),
+                    &now().saturating_add(lease.millis()),
+                    &ids,
+                    &fences,
+                ],
             )
             .await?;
             let mut held: Vec<Claim> = rows
@@ -174,9 +182,11 @@ impl Jobs for Store {
     fn take_over(&self, lease: &Lease, orphans: Orphans) -> Result<Vec<Job>, StoreError> {
         self.tx(async |tx| {
             let at = now();
-            let expired_before = match orphans {
-                Orphans::Expired => at,
-                Orphans::All => i64::MAX,
+            // Expired: this owner's too (a job no worker here renews any more). All: every
+            // job but those this owner has already taken.
+            let (expired_before, all) = match orphans {
+                Orphans::Expired => (at, false),
+                Orphans::All => (i64::MAX, true),
             };
             let rows = query(
                 tx,
@@ -184,8 +194,9 @@ impl Jobs for Store {
                     "UPDATE jobs SET owner = $1, lease_until = $3, fence = fence + 1
                      WHERE id IN (
                          SELECT id FROM jobs
-                         WHERE state = 'running' AND owner IS DISTINCT FROM $1
+                         WHERE state = 'running'
                            AND (lease_until IS NULL OR lease_until < $2)
+                           AND NOT ($4 AND owner IS NOT DISTINCT FROM $1)
                          ORDER BY id FOR UPDATE SKIP LOCKED)
                      RETURNING {JOB_COLUMNS}"
                 ),
@@ -193,6 +204,7 @@ impl Jobs for Store {
                     &lease.owner.as_str(),
                     &expired_before,
                     &at.saturating_add(lease.millis()),
+                    &all,
                 ],
             )
             .await?;

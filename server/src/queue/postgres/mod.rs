@@ -62,13 +62,32 @@ fn redacted(url: &str) -> String {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Backend(Box::new(e))
+        if unreachable(&e) {
+            StoreError::Unavailable(Box::new(e))
+        } else {
+            StoreError::Backend(Box::new(e))
+        }
+    }
+}
+
+/// Whether an error says the server cannot be reached, rather than that it refused the
+/// query: a closed or broken connection, SQLSTATE class 08 (connection exception), or the
+/// server shutting down or starting (57P01–57P03).
+fn unreachable(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03")
+        }
+        None => {
+            e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Backend(format!("no connection to PostgreSQL: {}", with_causes(&e)).into())
+        StoreError::Unavailable(format!("no connection to PostgreSQL: {}", with_causes(&e)).into())
     }
 }
 
@@ -166,7 +185,7 @@ impl Store {
         store
             .run(schema::migrate(&store.pool))
             .map_err(|e| match e {
-                StoreError::Backend(e) => {
+                StoreError::Backend(e) | StoreError::Unavailable(e) => {
                     let url = redacted(url);
                     StoreError::Backend(format!("PostgreSQL at {url} (sslmode={mode}): {e}").into())
                 }
@@ -184,7 +203,7 @@ impl Store {
                 tokio::time::timeout(CALL_TIMEOUT, call)
                     .await
                     .map_err(|_| {
-                        StoreError::Backend(
+                        StoreError::Unavailable(
                             format!("PostgreSQL did not answer within {CALL_TIMEOUT:?}").into(),
                         )
                     })?

@@ -62,6 +62,11 @@ fn calls_fail_fast_while_the_database_is_down_and_the_same_store_works_once_it_i
     let took = t.elapsed();
     eprintln!("two calls against a stopped database failed in {took:?}");
     assert!(claim.is_err() && record.is_err(), "{claim:?} {record:?}");
+    // Said to be the database away, not a refused query: a job's worker waits for it.
+    assert!(
+        matches!(record, Err(crate::queue::StoreError::Unavailable(_))),
+        "{record:?}"
+    );
     assert!(took < POOL_TIMEOUT * 2 + POOL_TIMEOUT, "{took:?}");
     let e = record.unwrap_err().to_string();
     assert!(e.contains("PostgreSQL"), "{e}");
@@ -83,6 +88,16 @@ fn calls_fail_fast_while_the_database_is_down_and_the_same_store_works_once_it_i
         .collect();
     assert_eq!(claimed, ["a", "b"]);
     assert_eq!(s.jobs_in_state(JobState::Running).unwrap().len(), 2);
+    // A query the server refuses is not an outage: a job's worker ends in error.
+    let refused = s.run(async {
+        let c = s.pool.get().await?;
+        c.execute("SELECT no_such_column FROM jobs", &[]).await?;
+        Ok(())
+    });
+    assert!(
+        matches!(refused, Err(crate::queue::StoreError::Backend(_))),
+        "{refused:?}"
+    );
     drop(s);
     cluster("stop", &port);
 }

@@ -133,29 +133,24 @@ impl Jobs for Store {
         })
     }
 
-    fn renew(&self, lease: &Lease) -> Result<Vec<Claim>, StoreError> {
+    fn renew(&self, lease: &Lease, claims: &[Claim]) -> Result<Vec<Claim>, StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.prepare_cached(
-                "UPDATE jobs SET lease_until = ?2 WHERE state = 'running' AND owner = ?1",
-            )?
-            .execute(params![
-                lease.owner.as_str(),
-                now().saturating_add(lease.millis())
-            ])?;
-            let held = tx
-                .prepare_cached(
-                    "SELECT id, fence FROM jobs INDEXED BY jobs_running
-                     WHERE state = 'running' AND owner = ?1 ORDER BY id",
-                )?
-                .query_map([lease.owner.as_str()], |r| {
-                    Ok(Claim {
-                        job: r.get(0)?,
-                        fence: r.get(1)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+            let until = now().saturating_add(lease.millis());
+            let mut held = Vec::with_capacity(claims.len());
+            for claim in claims {
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE jobs SET lease_until = ?4
+                         WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'running'",
+                    )?
+                    .execute(params![claim.job, claim.fence, lease.owner.as_str(), until])?;
+                if n == 1 {
+                    held.push(*claim);
+                }
+            }
             tx.commit()?;
+            held.sort_by_key(|c| c.job);
             Ok(held)
         })
     }
@@ -166,18 +161,21 @@ impl Jobs for Store {
             // FOR UPDATE SKIP LOCKED gives several replicas, each orphan taken once.
             let tx = c.transaction()?;
             let at = now();
-            let expired_before = match orphans {
-                Orphans::Expired => at,
-                Orphans::All => i64::MAX,
+            // Expired: this owner's too (a job no worker here renews any more). All, at
+            // start-up: every job but those this owner has already taken.
+            let (expired_before, not_of) = match orphans {
+                Orphans::Expired => (at, None),
+                Orphans::All => (i64::MAX, Some(lease.owner.as_str())),
             };
             let ids: Vec<JobId> = tx
                 .prepare_cached(
                     "SELECT id FROM jobs INDEXED BY jobs_running
-                     WHERE state = 'running' AND owner IS NOT ?1
-                       AND (lease_until IS NULL OR lease_until < ?2)
+                     WHERE state = 'running'
+                       AND (lease_until IS NULL OR lease_until < ?1)
+                       AND (?2 IS NULL OR owner IS NOT ?2)
                      ORDER BY id",
                 )?
-                .query_map(params![lease.owner.as_str(), expired_before], |r| r.get(0))?
+                .query_map(params![expired_before, not_of], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             let mut taken = Vec::with_capacity(ids.len());
             for id in ids {
