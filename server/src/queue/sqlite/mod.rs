@@ -177,7 +177,10 @@ impl Store {
         // Plans that do not depend on bound values: otherwise SQLite compiles a cached
         // statement again each time a `LIMIT ?` is bound, which was most of the CPU behind
         // each webhook delivery (the dispatcher's claim and the outbox's reads).
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         conn.execute_batch(schema::SCHEMA)?;
         schema::migrate_deployed(&conn)?;
         schema::migrate_jobs(&conn)?;

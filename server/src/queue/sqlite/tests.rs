@@ -881,7 +881,6 @@ fn a_state_file_from_ff596f4_opens_with_its_work_and_runs_it() {
     assert_eq!(s.pr_comment("acme/infra", 7).unwrap(), Some(99));
 }
 
-
 /// SQLite 3.54 compiles a statement again whenever a `LIMIT ?` (and some other bound
 /// values) is bound anew, which every cached statement is on every call: the outbox's and
 /// the dispatcher's reads cost a compilation each time. The store's connection must not.
