@@ -15,6 +15,7 @@ pub(super) struct Repository {
 
 #[derive(Deserialize)]
 pub struct Push {
+    repository: Option<Repository>,
     #[serde(rename = "ref")]
     git_ref: String,
     after: String,
@@ -39,6 +40,7 @@ struct PullRequest {
 
 #[derive(Deserialize)]
 pub struct PullRequestEvent {
+    repository: Option<Repository>,
     action: String,
     pull_request: PullRequest,
 }
@@ -48,6 +50,18 @@ pub enum Payload {
     Push(Push),
     PullRequest(PullRequestEvent),
     Other,
+}
+
+impl Payload {
+    /// The repository the event names (whose secret must sign it), when parsed.
+    pub fn repository(&self) -> Option<&str> {
+        match self {
+            Payload::Push(p) => p.repository.as_ref(),
+            Payload::PullRequest(p) => p.repository.as_ref(),
+            Payload::Other => None,
+        }
+        .map(|r| r.full_name.as_str())
+    }
 }
 
 /// Parsed once; only the events that enqueue work are parsed at all.

@@ -165,6 +165,13 @@ impl Store {
         conn.pragma_update(None, "synchronous", synchronous.pragma())?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Plans that do not depend on bound values: otherwise SQLite compiles a cached
+        // statement again each time a `LIMIT ?` is bound, which was most of the CPU behind
+        // each webhook delivery (the dispatcher's claim and the outbox's reads).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         schema::migrate(&mut conn)?;
         // SQLite's own checkpoints, on the writing connection after a commit that takes the
         // log past 1,000 pages: only a checkpoint that runs between two writes lets the next

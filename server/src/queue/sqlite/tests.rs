@@ -342,3 +342,26 @@ fn a_starting_process_takes_over_every_running_job_of_its_file() {
     let r = s.recover(&lease(), s.orphans_at_start()).unwrap();
     assert_eq!(r.resume.iter().map(|j| j.id).collect::<Vec<_>>(), [id]);
 }
+
+/// SQLite 3.54 compiles a statement again whenever a `LIMIT ?` (and some other bound
+/// values) is bound anew, which every cached statement is on every call: the outbox's and
+/// the dispatcher's reads cost a compilation each time. The store's connection must not.
+#[test]
+fn a_cached_read_with_a_bound_limit_is_not_compiled_again_on_every_call() {
+    use rusqlite::StatementStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let c = s.conn.lock().unwrap();
+    let sql = "SELECT id FROM statuses WHERE posted_at IS NULL ORDER BY id LIMIT ?1";
+    for limit in [100, 100, 7] {
+        let mut stmt = c.prepare_cached(sql).unwrap();
+        let rows: Vec<i64> = stmt
+            .query_map([limit], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(rows.is_empty());
+    }
+    let stmt = c.prepare_cached(sql).unwrap();
+    assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
+}
