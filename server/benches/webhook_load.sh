@@ -99,6 +99,8 @@ BARE_BIN="$TARGET_DIR/release/examples/bare202"
 SG_PID=""
 BARE_PID=""
 JOURNAL_PID=""
+PG_STARTED=""
+PG_PORT=${PG_PORT:-18093}
 cleanup() {
     local rc=$?
     for pid in $SG_PID $BARE_PID $JOURNAL_PID; do
@@ -108,6 +110,7 @@ cleanup() {
         fi
     done
     rm -rf "$WORK"
+    [ -n "$PG_STARTED" ] && "$ROOT/deploy/local/postgres.sh" stop "$PG_PORT" >/dev/null 2>&1
     exit "$rc"
 }
 trap cleanup EXIT
@@ -363,6 +366,70 @@ wait "$SG_PID" 2>/dev/null || true
 SG_PID=""
 log "stackgate (normal) SIGKILLed right after the load"
 
+# The same stackgate on PostgreSQL 15 (Debian's, a throwaway cluster of its own on this
+# disk, fsync on, so a 202 is as durable as with SQLite's synchronous = full); the other
+# settings as the SQLite run's. Its server processes' CPU is counted apart.
+log "starting PostgreSQL 15 on 127.0.0.1:$PG_PORT (fsync on)"
+PG_STARTED=yes
+PG_ADMIN=$(STACKGATE_PG_FSYNC=on "$ROOT/deploy/local/postgres.sh" start "$PG_PORT" | tail -n 1)
+psql "$PG_ADMIN" -q -c "CREATE DATABASE sg_bench" >/dev/null
+PG_URL="${PG_ADMIN%/postgres}/sg_bench"
+pg_ticks() { # user + system clock ticks of the cluster's server processes
+    local pids t=0 p
+    pids=$(pgrep -u stackgate-pg postgres 2>/dev/null || pgrep -f "postgres.*$PG_PORT" || true)
+    for p in $pids; do t=$((t + $(cpu_ticks "$p" 2>/dev/null || echo 0))); done
+    echo "$t"
+}
+mkdir -p "$WORK/state-pg"
+sed -e "s|^path = .*|path = \"$WORK/state-pg/stackgate.db\"|" \
+    "$WORK/stackgate.toml" >"$WORK/stackgate-pg.toml"
+log "starting stackgate serve on PostgreSQL on 127.0.0.1:$SG_PORT"
+STACKGATE_STATE_URL="$PG_URL" \
+STACKGATE_LOG=warn AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_REGION=us-east-1 \
+    "$SG_BIN" serve --config "$WORK/stackgate-pg.toml" >"$WORK/stackgate-pg.log" 2>&1 &
+SG_PID=$!
+wait_http "http://127.0.0.1:$SG_PORT/readyz" "$SG_PID" "stackgate (PostgreSQL)"
+for name in sgp_max sgp_rate; do
+    pg0=$(pg_ticks)
+    if [ "$name" = sgp_max ]; then
+        run_wrk "$name" "$SG_URL" 0 "$CONNS" "$SG_PID"
+    else
+        run_wrk "$name" "$SG_URL" "$RATE" "$RATE_CONNS" "$SG_PID"
+    fi
+    pg1=$(pg_ticks)
+    echo "pg_cpu_s $(python3 -c "print(($pg1 - $pg0) / $TICK_HZ)")" >>"$WORK/out/$name.txt"
+    if [ "$name" = sgp_max ]; then
+        log "waiting for the PostgreSQL run's status backlog to drain (≤ ${DRAIN_TIMEOUT}s)"
+        for i in $(seq 1 $((DRAIN_TIMEOUT * 2))); do
+            left=$(psql "$PG_URL" -Atq -c "SELECT COUNT(*) FROM statuses WHERE posted_at IS NULL" || echo "?")
+            [ "$left" = 0 ] && break
+            sleep 0.5
+        done
+    fi
+done
+kill -KILL "$SG_PID"
+wait "$SG_PID" 2>/dev/null || true
+SG_PID=""
+log "stackgate (PostgreSQL) SIGKILLed right after the load"
+PG_DUR=$(python3 - "$WORK/out" "$RUN_ID" "$PG_URL" <<'PY'
+import subprocess, sys
+out, run, url = sys.argv[1:4]
+def q(sql):
+    return subprocess.run(["psql", url, "-Atq", "-c", sql], capture_output=True, text=True, check=True).stdout.split()
+jobs = set(map(int, q("SELECT id FROM jobs")))
+parts, ok = [], True
+for name in ("sgp_max", "sgp_rate"):
+    lines = [l.split() for l in open(f"{out}/{name}.txt")]
+    accepted = int(next(v for k, v in lines if k == "accepted"))
+    ids = [int(v) for k, v in lines if k == "job"]
+    rows = int(q(f"SELECT COUNT(*) FROM deliveries WHERE id LIKE '{run}-{name}-%'")[0])
+    missing = [i for i in ids if i not in jobs]
+    ok &= rows >= accepted and not missing and len(ids) == accepted
+    parts.append(f"{name}:accepted={accepted},rows={rows},job_ids_missing={len(missing)}")
+print(("yes" if ok else "NO") + " " + ";".join(parts))
+PY
+)
+
 # The disk alone at the fixed rate: one fsync of a 4 KiB append per request, paced.
 log "probing fsync at $RATE/s for $DURATION"
 read -r FLOOR_P50 FLOOR_P99 FLOOR_P999 FLOOR_MAX FLOOR_N < <(python3 - "$WORK/state/floor-probe" "$RATE" "${DURATION%s}" <<'PY'
@@ -421,7 +488,7 @@ REPORT=$(OUT="$WORK/out" ROWS="$ROWS" ROWS_NORMAL="$ROWS_NORMAL" FLOOR="$FLOOR_P
     DATE="$DATE" KERNEL="$KERNEL" LOAD_BEFORE="$LOAD_BEFORE" LOAD_AFTER="$LOAD_AFTER" FS="$FS" \
     FSYNC_START="$FSYNC_START" WRK_VERSION="$WRK_VERSION" RUSTC="$RUSTC" WRK2_NOTE="$WRK2_NOTE" \
     JOURNAL_LINES="$JOURNAL_LINES" BACKLOG="$BACKLOG_AFTER_BURST" DRAINED="$DRAINED" DRAIN_S="$DRAIN_S" \
-    PRELOAD="${SG_LD_PRELOAD:-}" python3 - <<'PY'
+    PRELOAD="${SG_LD_PRELOAD:-}" PG_DUR="$PG_DUR" python3 - <<'PY'
 import os
 E = os.environ
 def load(name):
@@ -431,7 +498,7 @@ def load(name):
         if k != "job":
             d[k] = float(v)
     return d
-names = ("bare_max_1", "sg_max", "journal_max", "bare_max_2", "sg_rate", "sg_rate_low", "bare_rate", "sgn_max", "sgn_rate")
+names = ("bare_max_1", "sg_max", "journal_max", "bare_max_2", "sg_rate", "sg_rate_low", "bare_rate", "sgn_max", "sgn_rate", "sgp_max", "sgp_rate")
 r = {n: load(n) for n in names}
 bare = (r["bare_max_1"]["rps"] + r["bare_max_2"]["rps"]) / 2
 ratio = r["sg_max"]["rps"] / bare
@@ -502,6 +569,18 @@ A(f"| **stackgate / the durable floor** | **{share:.1%}** | | ≥ 70 % | {ok(sha
 A(f"| with `synchronous = \"normal\"`: max throughput (req/s), / bare202 | {r['sgn_max']['rps']:,.0f}, **{ratio_n:.1%}** | | ≥ 50 % | {ok(ratio_n >= 0.5)} |")
 A(f"| with `synchronous = \"normal\"`: fixed rate {rate:,}/s, achieved, p50 / **p99** (ms) | {r['sgn_rate']['rps']:,.0f}, {r['sgn_rate']['p50_ms']:.2f} / **{p99_n:.2f}** | | p99 ≤ 10 ms | {ok(p99_n <= 10 and sgn_rate_met)} |")
 A(f"| with `synchronous = \"normal\"`: accepted answers vs rows after SIGKILL | {acc_normal:,} vs {rows_normal:,} | | every 202 a row | {ok(E['DUR_OK'] == 'yes')} |")
+pshare = r['sgp_max']['rps'] / r['journal_max']['rps']
+pp99 = r['sgp_rate']['p99_ms']
+pg_rate_met = r['sgp_rate']['rps'] >= 0.95 * rate
+def pg_cpu(d):
+    return d.get("pg_cpu_s", 0) * 1000 / max(d["requests"], 1)
+A(f"| **on PostgreSQL 15** (fsync on): max throughput (req/s), **/ the durable floor** | {r['sgp_max']['rps']:,.0f}, **{pshare:.1%}** | | (reported) | |")
+A(f"| on PostgreSQL: fixed rate {rate:,}/s, achieved, p50 / **p99** (ms) | {r['sgp_rate']['rps']:,.0f}, {r['sgp_rate']['p50_ms']:.2f} / **{pp99:.2f}** | | p99 ≤ 10 ms | {ok(pp99 <= 10 and pg_rate_met)} |")
+A(f"| on PostgreSQL: CPU per request at max, stackgate + PostgreSQL's server processes (ms) | {cpu_per_req(r['sgp_max']):.3f} + {pg_cpu(r['sgp_max']):.3f} | | | |")
+pg_ok, pg_detail = E['PG_DUR'].split(' ', 1)
+A(f"| on PostgreSQL: every 202 a row after SIGKILL | {pg_ok} | | every 202 a row | {ok(pg_ok == 'yes')} |")
+A("")
+A(f"PostgreSQL durability, per run: `{pg_detail}`.")
 A("")
 A("Per run (fsync p50 probed on the state disk just before → just after the run; server CPU")
 A("is the server process's user + system time during the run):")
