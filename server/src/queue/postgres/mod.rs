@@ -129,8 +129,13 @@ impl Store {
             .map_err(|e| StoreError::Backend(format!("state.url {}: {e}", redacted(url)).into()))?;
         pg.application_name("stackgate")
             .connect_timeout(POOL_TIMEOUT)
+            // A peer gone without a word (a failover, a partition) is noticed in seconds,
+            // not after the kernel's defaults (two hours idle, then 75 s x 9 probes).
             .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30));
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(20));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("state-db")
