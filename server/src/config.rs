@@ -824,8 +824,14 @@ mod tests {
     fn a_password_in_the_state_urls_query_never_shows() {
         for (url, secret) in [
             ("postgres://sg@db/sg?password=q-secret", "q-secret"),
-            ("postgres://sg@db/sg?sslmode=require&PassWord=q-secret", "q-secret"),
-            ("postgres://sg@db/sg?pass%77ord=q%2Dsecret&sslmode=require", "q%2Dsecret"),
+            (
+                "postgres://sg@db/sg?sslmode=require&PassWord=q-secret",
+                "q-secret",
+            ),
+            (
+                "postgres://sg@db/sg?pass%77ord=q%2Dsecret&sslmode=require",
+                "q%2Dsecret",
+            ),
             ("postgres://sg:u-secret@db/sg?password=q-secret", "secret"),
         ] {
             let shown = StateUrl::new(url).redacted();

@@ -305,7 +305,10 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(took, "the second takes over once the first's session is gone");
+        assert!(
+            took,
+            "the second takes over once the first's session is gone"
+        );
         assert!(!a.may_post().unwrap(), "the first now stands by");
     }
 }
