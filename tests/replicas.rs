@@ -326,6 +326,19 @@ fn twenty_pushes_over_five_stacks_across_three_replicas_keep_order_and_supersede
         }
     }
     // No commit's stack status is left pending: it succeeded, or says it was superseded.
+    // The last jobs' statuses may still be on their way out when the queue has drained
+    // (a replica that is not the poster does not wake it): wait for the outbox first.
+    let settled = |sha: &String| {
+        let statuses = gh.statuses(sha);
+        statuses
+            .iter()
+            .filter(|s| s.0.starts_with("stackgate/app"))
+            .all(|s| final_state(&statuses, &s.0).is_some())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !shas.iter().all(settled) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     for sha in &shas {
         for (ctx, state, desc) in gh.statuses(sha) {
             if !ctx.starts_with("stackgate/app") {

@@ -132,18 +132,44 @@ impl StateUrl {
         &self.0
     }
 
-    /// The URL with its password, if any, as `***`.
+    /// The URL with its password, if any, as `***`: the userinfo's, and a `password`
+    /// query pair's (tokio-postgres reads `?password=…` too, its key in any case or
+    /// percent-encoded).
     pub fn redacted(&self) -> String {
         match url::Url::parse(&self.0) {
             Ok(mut u) => {
                 if u.password().is_some() {
                     let _ = u.set_password(Some("***"));
                 }
+                if let Some(q) = u.query().map(mask_password_pairs) {
+                    u.set_query(Some(&q));
+                }
                 u.to_string()
             }
             Err(_) => "(an unreadable URL)".into(),
         }
     }
+}
+
+/// A query string with the value of every `password` pair as `***`, the other pairs as
+/// they were written.
+fn mask_password_pairs(query: &str) -> String {
+    let masked: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+            let decoded = url::form_urlencoded::parse(key.as_bytes())
+                .next()
+                .map(|(k, _)| k.into_owned())
+                .unwrap_or_default();
+            if decoded.trim().eq_ignore_ascii_case("password") {
+                format!("{key}=***")
+            } else {
+                pair.to_string()
+            }
+        })
+        .collect();
+    masked.join("&")
 }
 
 impl std::fmt::Debug for StateUrl {
@@ -792,6 +818,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("state.url") && !err.contains("pw@"), "{err}");
+    }
+
+    #[test]
+    fn a_password_in_the_state_urls_query_never_shows() {
+        for (url, secret) in [
+            ("postgres://sg@db/sg?password=q-secret", "q-secret"),
+            (
+                "postgres://sg@db/sg?sslmode=require&PassWord=q-secret",
+                "q-secret",
+            ),
+            (
+                "postgres://sg@db/sg?pass%77ord=q%2Dsecret&sslmode=require",
+                "q%2Dsecret",
+            ),
+            ("postgres://sg:u-secret@db/sg?password=q-secret", "secret"),
+        ] {
+            let shown = StateUrl::new(url).redacted();
+            assert!(!shown.contains(secret), "{url} shows as {shown}");
+            assert!(shown.contains("=***"), "{url} shows as {shown}");
+        }
+        // The other pairs show as written.
+        assert_eq!(
+            StateUrl::new("postgres://sg@db/sg?password=x&sslrootcert=/etc/rds.pem").redacted(),
+            "postgres://sg@db/sg?password=***&sslrootcert=/etc/rds.pem"
+        );
+        assert_eq!(
+            StateUrl::new("postgres://sg@db/sg?passwords=x").redacted(),
+            "postgres://sg@db/sg?passwords=x"
+        );
     }
 
     #[test]

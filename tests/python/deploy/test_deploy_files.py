@@ -285,12 +285,17 @@ def test_two_replicas_output_what_goes_into_state_url():
     assert out["DatabaseSecretArn"] == {"Fn::GetAtt": [name, "MasterUserSecret.SecretArn"]}
     url = out["StateUrl"]["Fn::Sub"]
     # postgres://user@host:port/db, with TLS (RDS for PostgreSQL 15+ refuses plain
-    # connections), and no password in the output.
+    # connections) whose certificate is verified against the RDS bundle, for the
+    # endpoint's name, and no password in the output.
     assert re.fullmatch(
-        r"postgres://stackgate@\$\{%s\.Endpoint\.Address\}:\$\{%s\.Endpoint\.Port\}/%s\?sslmode=require"
+        r"postgres://stackgate@\$\{%s\.Endpoint\.Address\}:\$\{%s\.Endpoint\.Port\}/%s"
+        r"\?sslmode=verify-full&sslrootcert=/etc/stackgate/rds-ca\.pem"
         % (name, name, out["DatabaseName"]),
         url,
     ), url
+    assert out["DatabaseCaBundleUrl"] == {
+        "Fn::Sub": "https://truststore.pki.rds.amazonaws.com/${AWS::Region}/${AWS::Region}-bundle.pem"
+    }
     assert shape.resources[name]["Properties"]["MasterUsername"] == "stackgate"
 
 

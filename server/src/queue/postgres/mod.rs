@@ -148,8 +148,13 @@ impl Store {
             .map_err(|e| StoreError::Backend(format!("state.url {}: {e}", redacted(url)).into()))?;
         pg.application_name("stackgate")
             .connect_timeout(POOL_TIMEOUT)
+            // A peer gone without a word (a failover, a partition) is noticed in seconds,
+            // not after the kernel's defaults (two hours idle, then 75 s x 9 probes).
             .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30));
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(20));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("state-db")
@@ -197,16 +202,24 @@ impl Store {
     /// Runs one call's queries to the end on this thread, the connections' I/O on the
     /// store's runtime.
     fn run<T>(&self, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        self.run_within(CALL_TIMEOUT, call)
+    }
+
+    /// [`Store::run`] under a deadline of its own, for the rare call whose work grows with
+    /// the data (taking in a whole installation).
+    fn run_within<T>(
+        &self,
+        deadline: Duration,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let go = || {
             let _in = self.handle.enter();
             block_on(async {
-                tokio::time::timeout(CALL_TIMEOUT, call)
-                    .await
-                    .map_err(|_| {
-                        StoreError::Unavailable(
-                            format!("PostgreSQL did not answer within {CALL_TIMEOUT:?}").into(),
-                        )
-                    })?
+                tokio::time::timeout(deadline, call).await.map_err(|_| {
+                    StoreError::Unavailable(
+                        format!("PostgreSQL did not answer within {deadline:?}").into(),
+                    )
+                })?
             })
         };
         match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
@@ -220,7 +233,16 @@ impl Store {
         &self,
         f: impl AsyncFnOnce(&deadpool_postgres::Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.run(async {
+        self.tx_within(CALL_TIMEOUT, f)
+    }
+
+    /// [`Store::tx`] under a deadline of its own.
+    fn tx_within<T>(
+        &self,
+        deadline: Duration,
+        f: impl AsyncFnOnce(&deadpool_postgres::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.run_within(deadline, async {
             let mut c = self.pool.get().await?;
             let tx = c.transaction().await?;
             let out = f(&tx).await?;

@@ -4,11 +4,16 @@
 //! replicas post one commit's statuses out of order). The lock goes with its connection: a
 //! replica that loses it stops posting at its next round, and another takes over.
 
+use std::time::Duration;
+
 use deadpool_postgres::GenericClient;
 
 use super::{LOCK_POSTER, Store, add_status, execute, lock_outbox, name, query, query_opt};
 use crate::queue::lease::Claim;
 use crate::queue::{Outbox, PendingComment, PendingStatus, StatusUpdate, StoreError, now};
+
+/// How long the connection that holds the poster lock may take to answer a round's check.
+const POSTER_CHECK: Duration = Duration::from_secs(2);
 
 impl Outbox for Store {
     fn may_post(&self) -> Result<bool, StoreError> {
@@ -19,8 +24,26 @@ impl Outbox for Store {
             }
             *held = None;
         }
-        if held.as_ref().is_some_and(|p| p.locked) {
-            return Ok(true);
+        if let Some(p) = held.as_ref().filter(|p| p.locked) {
+            // A half-open connection (a failover, a partition) looks open for as long as TCP
+            // takes to give up, while another replica may take the lock on the new primary:
+            // the lock holds only while its connection answers.
+            let client = &p.client;
+            let answered = self.run(async {
+                Ok(tokio::time::timeout(POSTER_CHECK, client.simple_query("SELECT 1")).await)
+            })?;
+            match answered {
+                Ok(Ok(_)) => return Ok(true),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "the poster's connection failed; standing by");
+                }
+                Err(_) => tracing::warn!(
+                    "the poster's connection did not answer within {POSTER_CHECK:?}; standing by"
+                ),
+            }
+            // Dropping the client ends its connection; a new one asks again next round.
+            *held = None;
+            return Ok(false);
         }
         let (pg, tls) = (self.pg.clone(), self.tls.clone());
         let client = held.take().map(|p| p.client);
@@ -221,4 +244,71 @@ async fn mark_failed<C: GenericClient>(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::postgres::testdb::{TestDb, query_text};
+
+    /// Stops (or continues) a server process, as a partition or a failover leaves the
+    /// other end of a connection: open, and silent.
+    fn signal(pid: &str, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    /// Continues the stopped backend however the test ends: a stopped backend would hold
+    /// up dropping the database.
+    struct Stopped(String);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            signal(&self.0, "-CONT");
+        }
+    }
+
+    #[test]
+    fn a_poster_whose_connection_stops_answering_stands_by_and_another_takes_over() {
+        let db = TestDb::new();
+        let (a, b) = (db.store(), db.store());
+        assert!(a.may_post().unwrap(), "the first asks and gets it");
+        assert!(!b.may_post().unwrap(), "the second stands by");
+        let holder = query_text(
+            &db.url,
+            &format!(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+                   AND classid = {LOCK_POSTER} AND objid = 0 AND objsubid = 2
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ),
+        );
+        let pid = holder[0][0].clone().unwrap();
+        signal(&pid, "-STOP");
+        let stopped = Stopped(pid);
+
+        let t = std::time::Instant::now();
+        assert!(
+            !a.may_post().unwrap(),
+            "a poster whose connection does not answer keeps posting"
+        );
+        eprintln!("the silent poster stood by after {:?}", t.elapsed());
+        drop(stopped);
+
+        // Its old session ends once it reads that its client went; the lock goes with it.
+        let mut took = false;
+        for _ in 0..50 {
+            if b.may_post().unwrap() {
+                took = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            took,
+            "the second takes over once the first's session is gone"
+        );
+        assert!(!a.may_post().unwrap(), "the first now stands by");
+    }
 }

@@ -7,6 +7,9 @@ use crate::queue::copy::{CommentRow, DeliveryRow, JobRow, LedgerRow, Rows, Statu
 impl Store {
     pub fn export(&self) -> Result<Rows, StoreError> {
         self.with(|c| {
+            // One read transaction: every table as of one moment, though the service were
+            // still writing. Only read, it ends with a rollback when dropped.
+            let c = c.transaction()?;
             let mut rows = Rows::default();
             let mut q = c.prepare(
                 "SELECT id, kind, repo, stack, sha, lane, pr, fork, trigger, delivery, state, phase,
