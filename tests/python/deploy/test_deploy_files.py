@@ -184,6 +184,73 @@ def test_two_replicas_are_two_instances_in_two_subnets_behind_the_load_balancer(
     assert sorted(t["Id"]["Ref"] for t in targets) == sorted(instances)
 
 
+# The services whose SDKs stackgate calls, and the IAM actions that differ from the
+# operation's name. GetCallerIdentity needs no permission.
+SDK_SERVICES = ("cloudformation", "s3", "ssm", "sts")
+IAM_ACTION = {
+    "s3:HeadBucket": "s3:ListBucket",
+    "s3:HeadObject": "s3:GetObject",
+    "s3:ListObjectVersions": "s3:ListBucketVersions",
+    "s3:DeleteObjects": "s3:DeleteObject",
+    "s3:PutBucketEncryption": "s3:PutEncryptionConfiguration",
+    "s3:PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "sts:GetCallerIdentity": None,
+}
+# DescribeStacks without a stack name (the live-stacks listing) also needs ListStacks,
+# since 2023.
+ALSO_NEEDS = {"cloudformation:DescribeStacks": "cloudformation:ListStacks"}
+# Called only where the artifact bucket does not exist yet; the template creates it.
+CREATES_THE_BUCKET = {
+    "s3:CreateBucket", "s3:PutBucketPublicAccessBlock", "s3:PutBucketVersioning",
+    "s3:PutEncryptionConfiguration",
+}
+
+
+def sdk_operations():
+    """service:Operation for every fluent SDK call in server/src (`client.op()...`)."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    by_snake = {}
+    for service in SDK_SERVICES:
+        model = session.get_service_model(service)
+        for op in model.operation_names:
+            snake = re.sub(r"(?<!^)(?=[A-Z])", "_", op).lower()
+            by_snake.setdefault(snake, []).append(f"{service}:{op}")
+    found = {}
+    for path in sorted((ROOT / "server/src").rglob("*.rs")):
+        for m in re.finditer(r"\.([a-z_]+)\(\)\s*\.", path.read_text()):
+            for op in by_snake.get(m.group(1), []):
+                found.setdefault(op, path.relative_to(ROOT))
+    return found
+
+
+def test_the_instance_role_allows_every_aws_call_stackgate_makes():
+    # The emulator checks no IAM: a call the role lacks fails only in a real account
+    # (DescribeStacks without a name needs ListStacks too, since 2023).
+    ops = sdk_operations()
+    assert "cloudformation:DescribeStacks" in ops and "s3:PutObject" in ops, ops
+    ops.update({ALSO_NEEDS[op]: ops[op] for op in list(ops) if op in ALSO_NEEDS})
+    granted = set()
+    for shape in (Shape(ONE), Shape(TWO)):
+        docs = [p["PolicyDocument"] for r in shape.of_type("AWS::IAM::Role").values()
+                for p in r["Properties"].get("Policies", [])]
+        docs += [r["Properties"]["PolicyDocument"] for r in shape.of_type("AWS::IAM::RolePolicy").values()]
+        for doc in docs:
+            for st in doc["Statement"]:
+                assert st["Effect"] == "Allow"
+                actions = st["Action"]
+                granted.update([actions] if isinstance(actions, str) else actions)
+    missing = sorted(
+        f"{IAM_ACTION.get(op, op)} (for {op}, {where})"
+        for op, where in ops.items()
+        if IAM_ACTION.get(op, op) is not None
+        and IAM_ACTION.get(op, op) not in granted
+        and IAM_ACTION.get(op, op) not in CREATES_THE_BUCKET
+    )
+    assert not missing, "the instance role lacks:\n" + "\n".join(missing)
+
+
 @pytest.mark.parametrize(
     "given",
     [{**TWO, "SecondInstanceSubnetId": ""}, {**TWO, "SecondInstanceSubnetId": TWO["InstanceSubnetId"]}],
