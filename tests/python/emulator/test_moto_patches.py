@@ -1187,7 +1187,7 @@ def test_patch_selection() -> None:
     assert every == ["changeset_outputs", "delete_order", "create_rollback", "template_errors",
                      "changeset_param_changes", "route_table_association", "bucket_policy",
                      "instance_primary_eni", "expected_bucket_owner", "changeset_tags",
-                     "client_request_token"]
+                     "client_request_token", "drift"]
     assert launcher.select_patches(None) == every
     assert launcher.select_patches("none") == []
     assert launcher.select_patches("all,-delete_order") == [p for p in every if p != "delete_order"]

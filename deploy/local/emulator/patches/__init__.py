@@ -21,6 +21,7 @@ NAMES = (
     "expected_bucket_owner",
     "changeset_tags",
     "client_request_token",
+    "drift",
 )
 
 PATCHES: dict[str, Callable[[], None]] = {
