@@ -293,3 +293,86 @@ def test_revert_drift_change_set_puts_the_template_back(emulators) -> None:
                                        LogicalResourceId="AlbSecurityGroup")["StackResources"]
     assert sg["PhysicalResourceId"] == ids["AlbSecurityGroup"], "updated, not replaced"
     assert detect(cf)["StackDriftStatus"] == "IN_SYNC"
+
+
+def test_other_compared_properties_drift_and_are_put_back(emulators) -> None:
+    emulator = emulators("all")
+    ids = deploy_hybrid(emulator)
+    cf, ec2, s3 = (emulator.client(s) for s in ("cloudformation", "ec2", "s3"))
+    ec2.modify_instance_attribute(InstanceId=ids["Instance"], InstanceType={"Value": "t3.large"})
+    s3.put_bucket_tagging(Bucket=ids["LogsBucket"], Tagging={"TagSet": [
+        {"Key": "Name", "Value": "hybrid-alb-alb-logs"}, {"Key": "owner", "Value": "someone"}]})
+    trust = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+        "Action": "sts:AssumeRole"}]}
+    emulator.client("iam").update_assume_role_policy(RoleName=ids["Ec2Role"],
+                                                     PolicyDocument=json.dumps(trust))
+    emulator.client("lambda").update_function_configuration(
+        FunctionName=ids["LambdaFunction"], Timeout=30, Environment={"Variables": {"A": "1"}})
+
+    assert detect(cf)["DriftedStackResourceCount"] == 4
+    found = {name: [(d["PropertyPath"], d["DifferenceType"]) for d in drift["PropertyDifferences"]]
+             for name, drift in resource_drifts(cf, StackResourceDriftStatusFilters=[
+                 "MODIFIED"]).items()}
+    assert found == {
+        "Instance": [("/InstanceType", "NOT_EQUAL")],
+        "LogsBucket": [("/Tags/1", "ADD")],
+        "Ec2Role": [("/AssumeRolePolicyDocument/Statement/0/Principal/Service", "NOT_EQUAL")],
+        # Environment is not in the template: AWS compares the template's properties only.
+        "LambdaFunction": [("/Timeout", "NOT_EQUAL")],
+    }
+
+    change_set = revert_change_set(cf, DeploymentMode="REVERT_DRIFT")
+    listed = [c["ResourceChange"]["LogicalResourceId"] for c in change_set["Changes"]]
+    assert sorted(listed) == sorted(found)
+    cf.execute_change_set(ChangeSetName=change_set["ChangeSetId"])
+    assert detect(cf)["StackDriftStatus"] == "IN_SYNC"
+    [reservation] = ec2.describe_instances(InstanceIds=[ids["Instance"]])["Reservations"]
+    assert reservation["Instances"][0]["InstanceType"] == "t3.micro"
+    assert [t["Key"] for t in s3.get_bucket_tagging(Bucket=ids["LogsBucket"])["TagSet"]] == ["Name"]
+
+
+# A security group with a rule moto's CloudFormation drops (CidrIpv6), and a queue, a type
+# the detection does not check.
+SMALL = {"Resources": {
+    "Group": {"Type": "AWS::EC2::SecurityGroup", "Properties": {
+        "GroupDescription": "v6", "SecurityGroupIngress": [
+            {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIpv6": "::/0",
+             "Description": "HTTPS over IPv6"}]}},
+    "Queue": {"Type": "AWS::SQS::Queue"}}}
+
+
+def _small_stack(emulator: Emulator) -> str:
+    cf = emulator.client("cloudformation")
+    cf.create_stack(StackName="small", TemplateBody=json.dumps(SMALL))
+    [group] = cf.describe_stack_resources(StackName="small", LogicalResourceId="Group")[
+        "StackResources"]
+    return group["PhysicalResourceId"]
+
+
+def test_gap_ipv6_rule_dropped_without_patch(emulators) -> None:
+    emulator = emulators("all,-drift")
+    assert ingress(emulator.client("ec2"), _small_stack(emulator)) == []
+
+
+def test_deleted_resource_and_unchecked_types(emulators) -> None:
+    emulator = emulators("all")
+    group_id = _small_stack(emulator)
+    cf, ec2 = emulator.client("cloudformation"), emulator.client("ec2")
+    [rule] = ingress(ec2, group_id)
+    assert rule["Ipv6Ranges"] == [{"CidrIpv6": "::/0", "Description": "HTTPS over IPv6"}]
+    assert detect(cf, "small")["StackDriftStatus"] == "IN_SYNC"
+    assert set(resource_drifts(cf, "small")) == {"Group"}, "the queue is not checked"
+    with pytest.raises(ClientError) as refused:
+        cf.detect_stack_resource_drift(StackName="small", LogicalResourceId="Queue")
+    assert refused.value.response["Error"]["Code"] == "ValidationError"
+
+    ec2.delete_security_group(GroupId=group_id)
+    one = cf.detect_stack_resource_drift(StackName="small", LogicalResourceId="Group")
+    drift = one["StackResourceDrift"]
+    assert drift["StackResourceDriftStatus"] == "DELETED"
+    assert "ActualProperties" not in drift and "PropertyDifferences" not in drift
+    assert drift_status(cf.describe_stacks(StackName="small")["Stacks"][0]) == "IN_SYNC", (
+        "DetectStackResourceDrift leaves the stack's status as the last DetectStackDrift set it")
+    status = detect(cf, "small")
+    assert (status["StackDriftStatus"], status["DriftedStackResourceCount"]) == ("DRIFTED", 1)

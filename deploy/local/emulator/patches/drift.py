@@ -14,14 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .changeset_param_changes import _property_resolver, _resolved
-from .drift_checks import (
-    CHECKS,
-    actual_properties,
-    differences,
-    expected_properties,
-    live_rule,
-    template_rules,
-)
+from .drift_checks import CHECKS, actual_properties, differences, expected_properties
 from .shared import created_resources
 
 DRIFT_SECONDS_ENV = "STACKGATE_MOTO_DRIFT_SECONDS"
@@ -92,10 +85,20 @@ def _resource_drift(stack: Any, resolver: Any, name: str) -> dict[str, Any] | No
     return drift
 
 
-def _detect(stack: Any) -> list[dict[str, Any]]:
+def _detect(stack: Any, names: list[str]) -> list[dict[str, Any]]:
     resolver = _expected(stack)
-    drifts = [_resource_drift(stack, resolver, name) for name in resolver._resource_json_map]
+    drifts = [_resource_drift(stack, resolver, name) for name in resolver._resource_json_map
+              if not names or name in names]
     return [d for d in drifts if d is not None]
+
+
+def _stable(backend: Any, name: str) -> Any:
+    """The stack, if no operation is changing it (drift is read from a settled stack)."""
+    stack = backend.get_stack(name)
+    if stack.status.endswith("_IN_PROGRESS") or stack.status == "DELETE_COMPLETE":
+        raise _validation(f"Stack [{stack.name}] is in {stack.status} state: drift detection "
+                          f"is not available")
+    return stack
 
 
 def _validation(message: str) -> Exception:
@@ -111,22 +114,23 @@ def detect_stack_drift(self: Any) -> Any:
     from moto.core.responses import ActionResult
 
     backend = self.cloudformation_backend
-    stack = backend.get_stack(self._get_param("StackName"))
+    stack = _stable(backend, self._get_param("StackName"))
     detection_id = str(uuid.uuid4())
     started = datetime.now(UTC)
+    failure = None
     try:
-        drifts, reason = _detect(stack), "Drift detection complete"
+        drifts = _detect(stack, self._get_param("LogicalResourceIds") or [])
     except Exception as exc:  # noqa: BLE001 - reported as AWS does, as a failed detection
-        drifts, reason = [], f"Failed to detect drift: {exc}"
+        drifts, failure = [], f"Failed to detect drift on stack [{stack.name}]: {exc}"
     drifted = [d for d in drifts if d["StackResourceDriftStatus"] in ("MODIFIED", "DELETED")]
-    failed = reason != "Drift detection complete"
     delay = float(os.environ.get(DRIFT_SECONDS_ENV) or 0)
     with _LOCK:
         _state(backend)["detections"][detection_id] = {
             "StackId": stack.stack_id, "StackDriftDetectionId": detection_id,
-            "StackDriftStatus": "UNKNOWN" if failed else ("DRIFTED" if drifted else "IN_SYNC"),
-            "DetectionStatus": "DETECTION_FAILED" if failed else "DETECTION_COMPLETE",
-            "DetectionStatusReason": reason, "DriftedStackResourceCount": len(drifted),
+            "StackDriftStatus": "UNKNOWN" if failure else ("DRIFTED" if drifted else "IN_SYNC"),
+            "DetectionStatus": "DETECTION_FAILED" if failure else "DETECTION_COMPLETE",
+            "DetectionStatusReason": failure or "Drift detection complete",
+            "DriftedStackResourceCount": len(drifted),
             "Timestamp": started, "drifts": drifts, "settled": False,
             "ready_at": time.monotonic() + delay}
     return ActionResult({"StackDriftDetectionId": detection_id})
@@ -184,7 +188,7 @@ def detect_stack_resource_drift(self: Any) -> Any:
     from moto.core.responses import ActionResult
 
     backend = self.cloudformation_backend
-    stack = backend.get_stack(self._get_param("StackName"))
+    stack = _stable(backend, self._get_param("StackName"))
     name = self._get_param("LogicalResourceId")
     resolver = _expected(stack)
     if name not in resolver._resource_json_map:
@@ -213,16 +217,12 @@ def _drift_information(stack: Any) -> dict[str, Any]:
 # ------------------------------------------------- what moto drops from the template
 
 
-def _keep_rule_descriptions(group: Any, properties: dict[str, Any]) -> None:
-    """Give moto's ingress rules the Description the template gave them."""
-    for want in template_rules(properties.get("SecurityGroupIngress") or [],
-                               group.ec2_backend.account_id, group.ec2_backend.region_name):
-        description = want.pop("Description", None)
-        for rule in group.ingress_rules if description else []:
-            have = live_rule(rule)
-            have.pop("Description", None)
-            if have == want:
-                (rule.ip_range if rule.ip_range else rule.source_group)["Description"] = description
+def _keep_ingress(group: Any, properties: dict[str, Any]) -> None:
+    """Give the group the template's ingress rules: moto authorizes them without their
+    Description, and not at all when they name CidrIpv6 or SourcePrefixListId."""
+    account, region = group.ec2_backend.account_id, group.ec2_backend.region_name
+    check = CHECKS["AWS::EC2::SecurityGroup"]
+    check.write(group, expected_properties(check, properties, account, region), account, region)
 
 
 def _keep_versioning(bucket: Any, properties: dict[str, Any]) -> None:
@@ -352,7 +352,7 @@ def apply() -> None:
                  describe_stack_resource_drifts, detect_stack_resource_drift):
         setattr(CloudFormationResponse, call.__name__, call)
     Stack.drift_information = property(_drift_information)
-    _after(SecurityGroup, "create_from_cloudformation_json", _keep_rule_descriptions)
+    _after(SecurityGroup, "create_from_cloudformation_json", _keep_ingress)
     _after(FakeBucket, "create_from_cloudformation_json", _keep_versioning)
     _after(FakeBucket, "update_from_cloudformation_json", _keep_versioning)
 
