@@ -11,6 +11,8 @@
 #   STACKGATE_MOTO_PATCHES    which moto patches to apply (default all; see emulator/patches/)
 #   STACKGATE_MOTO_SLOW       stacks whose operations stay *_IN_PROGRESS, "glob=seconds,..."
 #                             (or at run time: POST $URL/stackgate-api/slow; emulator/slow.py)
+#   STACKGATE_MOTO_DRIFT_SECONDS  seconds a DetectStackDrift stays DETECTION_IN_PROGRESS
+#                             (default 0; emulator/patches/drift.py)
 #   STACKGATE_EMULATOR_WAIT   seconds to wait for it to answer (default 30)
 #
 # Needs .local/venv from deploy/local/setup.sh. Pid and log: .local/emulator-<port>.{pid,log}.

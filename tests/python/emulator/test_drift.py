@@ -80,9 +80,9 @@ def deploy_hybrid(emulator: Emulator, name: str = "hybrid-alb") -> dict[str, str
             for r in cf.describe_stack_resources(StackName=name)["StackResources"]}
 
 
-def detect(cf: Any, name: str = "hybrid-alb", timeout: float = 10) -> dict[str, Any]:
+def detect(cf: Any, name: str = "hybrid-alb", timeout: float = 10, **kwargs: Any) -> dict:
     """DetectStackDrift, polled to its end, as a client does."""
-    detection_id = cf.detect_stack_drift(StackName=name)["StackDriftDetectionId"]
+    detection_id = cf.detect_stack_drift(StackName=name, **kwargs)["StackDriftDetectionId"]
     deadline = time.monotonic() + timeout
     while True:
         status = cf.describe_stack_drift_detection_status(StackDriftDetectionId=detection_id)
@@ -236,6 +236,11 @@ def test_drift_seconds_hold_the_detection_in_progress(emulators) -> None:
     assert set(resource_drifts(cf)) == CHECKED
 
 
+def test_drift_seconds_must_be_a_number(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="STACKGATE_MOTO_DRIFT_SECONDS must be a number"):
+        Emulator("all", tmp_path, env={"STACKGATE_MOTO_DRIFT_SECONDS": "soon"})
+
+
 def test_resource_drifts_are_paged(emulators) -> None:
     emulator = emulators("all")
     deploy_hybrid(emulator)
@@ -374,5 +379,7 @@ def test_deleted_resource_and_unchecked_types(emulators) -> None:
     assert "ActualProperties" not in drift and "PropertyDifferences" not in drift
     assert drift_status(cf.describe_stacks(StackName="small")["Stacks"][0]) == "IN_SYNC", (
         "DetectStackResourceDrift leaves the stack's status as the last DetectStackDrift set it")
+    status = detect(cf, "small", LogicalResourceIds=["Queue"])
+    assert (status["StackDriftStatus"], status["DriftedStackResourceCount"]) == ("IN_SYNC", 0)
     status = detect(cf, "small")
     assert (status["StackDriftStatus"], status["DriftedStackResourceCount"]) == ("DRIFTED", 1)

@@ -19,6 +19,8 @@ from .shared import created_resources
 
 DRIFT_SECONDS_ENV = "STACKGATE_MOTO_DRIFT_SECONDS"
 MAX_RESULTS = 100  # DescribeStackResourceDrifts: AWS's bounds are 1..100
+KEPT_DETECTIONS = 200  # per region; AWS too keeps only some ("may vary")
+_DELAY = {"seconds": 0.0}  # from DRIFT_SECONDS_ENV, read by apply()
 _STATE = "_stackgate_drift"  # on each CloudFormationBackend, so a moto reset forgets it
 _LOCK = threading.Lock()
 
@@ -123,16 +125,18 @@ def detect_stack_drift(self: Any) -> Any:
     except Exception as exc:  # noqa: BLE001 - reported as AWS does, as a failed detection
         drifts, failure = [], f"Failed to detect drift on stack [{stack.name}]: {exc}"
     drifted = [d for d in drifts if d["StackResourceDriftStatus"] in ("MODIFIED", "DELETED")]
-    delay = float(os.environ.get(DRIFT_SECONDS_ENV) or 0)
     with _LOCK:
-        _state(backend)["detections"][detection_id] = {
+        detections = _settle(backend)["detections"]
+        for old in [k for k, d in detections.items() if d["settled"]][:-KEPT_DETECTIONS]:
+            del detections[old]
+        detections[detection_id] = {
             "StackId": stack.stack_id, "StackDriftDetectionId": detection_id,
             "StackDriftStatus": "UNKNOWN" if failure else ("DRIFTED" if drifted else "IN_SYNC"),
             "DetectionStatus": "DETECTION_FAILED" if failure else "DETECTION_COMPLETE",
             "DetectionStatusReason": failure or "Drift detection complete",
             "DriftedStackResourceCount": len(drifted),
             "Timestamp": started, "drifts": drifts, "settled": False,
-            "ready_at": time.monotonic() + delay}
+            "ready_at": time.monotonic() + _DELAY["seconds"]}
     return ActionResult({"StackDriftDetectionId": detection_id})
 
 
@@ -164,19 +168,18 @@ def describe_stack_resource_drifts(self: Any) -> Any:
         raise _validation(f"1 validation error detected: Value '{size}' at 'maxResults' failed "
                           f"to satisfy constraint: Member must have value between 1 and "
                           f"{MAX_RESULTS}")
-    token = self._get_param("NextToken")
-    start = int(token) if token and token.isdigit() else 0
-    if token and not token.isdigit():
+    token = self._get_param("NextToken") or "0"  # the offset of the page
+    if not token.isdigit():
         raise _validation(f"Invalid NextToken: {token}")
+    start = int(token)
     with _LOCK:
         latest = _settle(backend)["resources"].get(stack.stack_id, {})
-        order = list(stack.resource_map._resource_json_map)
+        position = {name: i for i, name in enumerate(stack.resource_map._resource_json_map)}
         # As AWS documents: resources not checked are never in this answer (a NOT_CHECKED
         # filter matches nothing: "CloudFormation doesn't currently return this value").
         drifts = sorted((d for d in latest.values()
                          if not wanted or d["StackResourceDriftStatus"] in wanted),
-                        key=lambda d: order.index(d["LogicalResourceId"])
-                        if d["LogicalResourceId"] in order else len(order))
+                        key=lambda d: position.get(d["LogicalResourceId"], len(position)))
     page = drifts[start:start + size]
     result: dict[str, Any] = {"StackResourceDrifts": page}
     if start + size < len(drifts):
@@ -293,7 +296,7 @@ def _list_drift(change_set: Any) -> None:
     change_set.deployment_mode = "REVERT_DRIFT"
     change_set.stack_drift_status = "DRIFTED" if revert else "IN_SYNC"
     setattr(change_set, _REVERT, revert)
-    if revert and change_set.status == "FAILED":  # "no changes" did not count the drift
+    if revert and "didn't contain changes" in (change_set.status_reason or ""):
         change_set.status, change_set.execution_status = "CREATE_COMPLETE", "AVAILABLE"
         change_set.status_reason = None
 
@@ -347,6 +350,12 @@ def apply() -> None:
     from moto.cloudformation.responses import CloudFormationResponse
     from moto.ec2.models.security_groups import SecurityGroup
     from moto.s3.models import FakeBucket
+
+    try:
+        _DELAY["seconds"] = max(0.0, float(os.environ.get(DRIFT_SECONDS_ENV) or 0))
+    except ValueError:
+        raise SystemExit(f"emulator: {DRIFT_SECONDS_ENV} must be a number of seconds, not "
+                         f"{os.environ[DRIFT_SECONDS_ENV]!r}") from None
 
     for call in (detect_stack_drift, describe_stack_drift_detection_status,
                  describe_stack_resource_drifts, detect_stack_resource_drift):
