@@ -344,7 +344,9 @@ def apply() -> None:
     until a detection completes). Ingress rule descriptions and bucket versioning are kept
     at create. CreateChangeSet with DeploymentMode REVERT_DRIFT (an UPDATE) lists each
     MODIFIED resource as Modify (Scope Properties, Replacement False, ResourceDriftStatus)
-    and executing it writes the template's values back; without it nothing changes.
+    and executing it writes the template's values back; without it nothing changes. (With
+    the same template text, CreateChangeSet needs changeset_param_changes, which lets moto
+    create a change set with nothing to change.)
     """
     from moto.cloudformation.models import ChangeSet, Stack
     from moto.cloudformation.responses import CloudFormationResponse
