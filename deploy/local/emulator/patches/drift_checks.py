@@ -188,17 +188,12 @@ def _find_instance(account: str, region: str, pid: str) -> Any:
     return None if instance._state.name == "terminated" else instance
 
 
-def _set(obj: Any, **attributes: Any) -> None:
-    for name, value in attributes.items():
-        setattr(obj, name, value)
-
-
 INSTANCE = Check(
     properties=("InstanceType",),
     find=_quiet(_find_instance),
     read=lambda instance, expected: {"InstanceType": instance.instance_type},
-    write=lambda instance, expected, account, region: _set(
-        instance, instance_type=expected["InstanceType"]),
+    write=lambda instance, expected, account, region: setattr(
+        instance, "instance_type", expected["InstanceType"]),
 )
 
 
@@ -256,19 +251,22 @@ def _int(value: Any) -> Any:
         return value
 
 
+def _write_function(fn: Any, expected: dict[str, Any], account: str, region: str) -> None:
+    if "MemorySize" in expected:
+        fn.memory_size = expected["MemorySize"]
+    if "Timeout" in expected:
+        fn.timeout = expected["Timeout"]
+    if "Environment" in expected:
+        fn.environment_vars = dict(expected["Environment"]["Variables"])
+
+
 FUNCTION = Check(
     properties=("MemorySize", "Timeout", "Environment"),
     find=_quiet(_find_function),
     read=lambda fn, expected: {
         "MemorySize": _int(fn.memory_size), "Timeout": _int(fn.timeout),
         "Environment": {"Variables": dict(fn.environment_vars or {})}},
-    write=lambda fn, expected, account, region: _set(fn, **{
-        attr: value for prop, attr, value in (
-            ("MemorySize", "memory_size", expected.get("MemorySize")),
-            ("Timeout", "timeout", expected.get("Timeout")),
-            ("Environment", "environment_vars",
-             (expected.get("Environment") or {}).get("Variables", {})))
-        if prop in expected}),
+    write=_write_function,
     normalise=lambda props, account, region: {
         k: (_int(v) if k != "Environment" else {"Variables": dict(v.get("Variables") or {})})
         for k, v in props.items()},
