@@ -33,14 +33,6 @@ fn replicas(n: usize, repo: &GitRepo, gh: &StandIn, url: &str) -> Vec<Server> {
         .collect()
 }
 
-fn final_state(statuses: &[(String, String, String)], context: &str) -> Option<(String, String)> {
-    statuses
-        .iter()
-        .rev()
-        .find(|(c, s, _)| c == context && s != "pending")
-        .map(|(_, s, d)| (s.clone(), d.clone()))
-}
-
 fn successes(gh: &StandIn, sha: &str, context: &str) -> usize {
     gh.statuses(sha)
         .iter()

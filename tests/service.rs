@@ -23,14 +23,6 @@ fn stack_exists(name: &str) -> Option<aws_sdk_cloudformation::types::Stack> {
         .filter(|s| s.stack_status().map(|st| st.as_str()) != Some("DELETE_COMPLETE"))
 }
 
-fn final_state(statuses: &[(String, String, String)], context: &str) -> Option<(String, String)> {
-    statuses
-        .iter()
-        .rev()
-        .find(|(c, s, _)| c == context && s != "pending")
-        .map(|(_, s, d)| (s.clone(), d.clone()))
-}
-
 #[test]
 fn push_deploys_a_violation_is_blocked_and_remove_removes() {
     let gh = StandIn::start();

@@ -145,6 +145,9 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
     let mirrors = Arc::new(Mirrors::new(by_repo, git));
     let recorder = Recorder::spawn(queue.clone(), Arc::new(Announcer(cfg.clone())))?;
     let metrics = Arc::new(Metrics::default());
+    let notify = Arc::new(crate::report::notify::Notifier::new(
+        cfg.drift.notify_url()?,
+    ));
     let wake = Arc::new(Wake::default());
     let http = Arc::new(HttpState {
         cfg: cfg.clone(),
@@ -163,6 +166,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         regions,
         mirrors,
         metrics,
+        notify,
         wake,
         leases: Arc::new(Leases::new(lease)),
     });
@@ -192,6 +196,7 @@ pub async fn run(
         app.github.clone(),
         p.wake.outbox.clone(),
     ));
+    tokio::spawn(crate::workers::drift::run(p.clone()));
     tokio::spawn(crate::workers::pruner::run(
         p.queue.clone(),
         p.cfg.state.retain_days,

@@ -42,6 +42,63 @@ pub struct Config {
     /// redacted (an output may be a secret).
     #[serde(default)]
     pub public_outputs: Vec<String>,
+    #[serde(default)]
+    pub drift: DriftConfig,
+}
+
+/// Drift checks: how often each deployed stack is asked, how many at once, and who hears of
+/// a new drift or a failed deploy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftConfig {
+    /// Seconds between two checks of one stack (each jittered by up to a tenth); 0: only
+    /// on demand.
+    #[serde(default = "default_drift_interval")]
+    pub interval_seconds: u64,
+    /// Checks that may run at once (DetectStackDrift is throttled per account).
+    #[serde(default = "default_drift_concurrency")]
+    pub concurrency: usize,
+    /// A Slack-compatible incoming webhook URL (a secret: it lets anyone post), from this
+    /// environment variable…
+    #[serde(default)]
+    pub notify_url_env: Option<String>,
+    /// …or this file.
+    #[serde(default)]
+    pub notify_url_file: Option<PathBuf>,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        Self {
+            interval_seconds: default_drift_interval(),
+            concurrency: default_drift_concurrency(),
+            notify_url_env: None,
+            notify_url_file: None,
+        }
+    }
+}
+
+impl DriftConfig {
+    /// The notification webhook, when one is configured.
+    pub fn notify_url(&self) -> Result<Option<SecretString>, ConfigError> {
+        if self.notify_url_env.is_none() && self.notify_url_file.is_none() {
+            return Ok(None);
+        }
+        secret_from(
+            "drift.notify_url",
+            self.notify_url_env.as_deref(),
+            self.notify_url_file.as_deref(),
+        )
+        .map(Some)
+    }
+}
+
+fn default_drift_interval() -> u64 {
+    3600
+}
+
+fn default_drift_concurrency() -> usize {
+    2
 }
 
 fn default_git_timeout() -> u64 {
@@ -535,6 +592,16 @@ impl Config {
                 self.state.lease_seconds
             )));
         }
+        let d = &self.drift;
+        if !(1..=16).contains(&d.concurrency)
+            || (d.interval_seconds != 0 && d.interval_seconds < 60)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "drift: interval_seconds = {} (0 for checks on demand only, else at least 60) and \
+                 concurrency = {} (1 to 16)",
+                d.interval_seconds, d.concurrency
+            )));
+        }
         if !(1..=3600).contains(&self.git_timeout_seconds) {
             return Err(ConfigError::Invalid(format!(
                 "git_timeout_seconds = {}: between 1 and 3600",
@@ -649,6 +716,15 @@ fn apply_env(
             ],
         ),
         ("policies", &["dir", "deadline_ms", "memory_mib"]),
+        (
+            "drift",
+            &[
+                "interval_seconds",
+                "concurrency",
+                "notify_url_env",
+                "notify_url_file",
+            ],
+        ),
         (
             "listener",
             &[

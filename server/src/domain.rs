@@ -71,6 +71,8 @@ names!(
         Deploy = "deploy",
         /// A pull request's dry run: policy and plans, never executed.
         Preview = "preview",
+        /// Ask CloudFormation whether a deployed stack drifted, and judge its live state.
+        Drift = "drift",
     }
 );
 
@@ -105,6 +107,20 @@ names!(
         Poll = "poll",
         PullRequest = "pull_request",
         Manual = "manual",
+        /// The drift scheduler's periodic check.
+        Schedule = "schedule",
+        /// A drift check found a `drift: revert` stack drifted: redeploy what is deployed.
+        Drift = "drift",
+    }
+);
+
+names!(
+    /// What a drift check found.
+    DriftState, "drift state" {
+        /// Every checked resource is as the template says.
+        InSync = "in_sync",
+        /// At least one resource was changed or deleted outside stackgate.
+        Drifted = "drifted",
     }
 );
 
@@ -137,6 +153,8 @@ pub enum Context {
     Stack(String),
     /// `stackgate/plan/<stack>`: one stack folder's plan in a pull request.
     Plan(String),
+    /// `stackgate/drift/<stack>`: whether the deployed commit is still the stack's truth.
+    Drift(String),
 }
 
 impl fmt::Display for Context {
@@ -145,6 +163,7 @@ impl fmt::Display for Context {
             Context::Policy => f.write_str("stackgate/policy"),
             Context::Stack(s) => write!(f, "stackgate/{s}"),
             Context::Plan(s) => write!(f, "stackgate/plan/{s}"),
+            Context::Drift(s) => write!(f, "stackgate/drift/{s}"),
         }
     }
 }
@@ -187,6 +206,8 @@ mod tests {
             Trigger::Poll,
             Trigger::PullRequest,
             Trigger::Manual,
+            Trigger::Schedule,
+            Trigger::Drift,
         ] {
             assert_eq!(t.as_str().parse::<Trigger>(), Ok(t));
             assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
@@ -236,6 +257,10 @@ mod tests {
         assert_eq!(
             Context::Plan("web".into()).to_string(),
             "stackgate/plan/web"
+        );
+        assert_eq!(
+            Context::Drift("web".into()).to_string(),
+            "stackgate/drift/web"
         );
     }
 }

@@ -252,3 +252,4 @@ pub const GATE_CASES: &[(&str, &str, &str, &str)] = &[
 
 pub mod postgres;
 pub mod service;
+pub mod slack;

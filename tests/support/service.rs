@@ -331,6 +331,7 @@ impl Server {
                  [state]\npath = \"{state}/stackgate.db\"\n{state_extra}\n\
                  [github]\napi_url = \"{gh}\"\ntoken_env = \"TEST_GH_TOKEN\"\n\
                  [aws]\nendpoint_url = \"{aws}\"\nregion = \"us-east-1\"\npoll_seconds = 0.1\n\
+                 [drift]\ninterval_seconds = 0\n\
                  [[repos]]\nname = \"{REPO}\"\nurl = \"{url}\"\nbranch = \"main\"\nwebhook_secret_env = \"TEST_HOOK_SECRET\"\nprune = true\n",
                 state = state.display(),
                 gh = standin.url,
@@ -506,6 +507,18 @@ impl Server {
             assert!(!logs.contains(s), "a secret appears in the server log");
         }
     }
+}
+
+/// The last state and description a context reached, pending aside.
+pub fn final_state(
+    statuses: &[(String, String, String)],
+    context: &str,
+) -> Option<(String, String)> {
+    statuses
+        .iter()
+        .rev()
+        .find(|(c, s, _)| c == context && s != "pending")
+        .map(|(_, s, d)| (s.clone(), d.clone()))
 }
 
 /// Waits until `f` returns Some, or panics with `what` after `secs`.

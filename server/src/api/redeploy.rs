@@ -17,13 +17,13 @@ use super::{ApiError, HttpState};
 use crate::domain::{Kind, Trigger};
 use crate::queue::NewJob;
 
-fn error(code: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(code: StatusCode, message: impl Into<String>) -> Response {
     ApiError::new(code, message).into_response()
 }
 
 /// Whether the request carries a bearer token whose sha256 is configured. The token itself
 /// is hashed at once and never logged or stored.
-fn authorized(app: &HttpState, headers: &HeaderMap) -> bool {
+pub(super) fn authorized(app: &HttpState, headers: &HeaderMap) -> bool {
     let Some(token) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::types::{
-    Capability, ChangeSetStatus, ChangeSetType, ExecutionStatus, Parameter, Tag,
+    Capability, ChangeSetStatus, ChangeSetType, DeploymentMode, ExecutionStatus, Parameter, Tag,
 };
 use serde::Serialize;
 
@@ -87,6 +87,8 @@ pub struct ChangeSetRequest<'a> {
     pub description: &'a str,
     /// `ClientToken`: a retry of this request is the same request.
     pub client_token: Option<String>,
+    /// `DeploymentMode=REVERT_DRIFT`: the change set also puts drifted resources back.
+    pub revert_drift: bool,
 }
 
 /// The messages CloudFormation uses for "nothing to do".
@@ -213,6 +215,7 @@ pub async fn create_change_set(
         .set_tags(Some(tags))
         .description(req.description)
         .set_client_token(req.client_token.clone())
+        .set_deployment_mode(req.revert_drift.then_some(DeploymentMode::RevertDrift))
         .send()
         .await
         .map_err(|e| AwsError::from_sdk("CreateChangeSet", e))?;

@@ -2,6 +2,7 @@
 
 pub mod cfn;
 pub mod deployer;
+pub mod drift;
 pub mod guard;
 pub mod nested;
 pub mod package;

@@ -27,6 +27,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
             "/api/v1/stacks/{owner}/{repo}/{stack}/redeploy",
             post(api::redeploy::redeploy),
         )
+        .route(
+            "/api/v1/stacks/{owner}/{repo}/{stack}/drift",
+            post(api::drift::check),
+        )
         .route("/api/v1/jobs/{id}", get(api::jobs::job))
         .route("/healthz", get(api::health::healthz))
         .route("/readyz", get(api::health::readyz))

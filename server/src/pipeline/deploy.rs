@@ -166,6 +166,7 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
         .set_phase(job.claim(), Phase::Planning, None, None)?;
     let mut origin = origin_of(job, &repo, &stack_name);
     origin.guard = app.guard(job);
+    origin.revert_drift = job.trigger == Trigger::Drift;
     origin.moved_from = moved.as_ref().map(|f| app.stacks_path(&job.repo, f));
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
@@ -251,13 +252,25 @@ pub(super) fn fail(
     detail["events"] = json!(*events.lock().unwrap_or_else(|p| p.into_inner()));
     detail["error"] = json!(e.to_string());
     redact.json(&mut detail);
+    let status = say(StatusState::Failure, public_reason(&e));
     app.queue.finish(
         job.claim(),
         JobState::Failed,
         &detail,
-        &[say(StatusState::Failure, public_reason(&e))],
+        std::slice::from_ref(&status),
         None,
     )?;
+    // Worded as the status is: no AWS error text.
+    let text = format!(
+        "stackgate: deploy of {} {} at {} failed: {} {}",
+        job.repo,
+        status.context,
+        crate::domain::short(&job.sha),
+        status.description,
+        status.target_url
+    );
+    let notify = app.notify.clone();
+    tokio::spawn(async move { notify.send(&text).await });
     Ok(JobState::Failed)
 }
 

@@ -6,6 +6,7 @@
 
 mod changes;
 mod deploy;
+mod drift;
 mod gate;
 pub mod lease;
 mod preview;
@@ -130,6 +131,8 @@ pub struct Pipeline {
     pub regions: crate::cloud::regions::Regions,
     pub mirrors: Arc<Mirrors>,
     pub metrics: Arc<Metrics>,
+    /// Hears of new drift and failed deploys.
+    pub notify: Arc<crate::report::notify::Notifier>,
     pub wake: Arc<Wake>,
     /// This replica's leases on the jobs it runs.
     pub leases: Arc<Leases>,
@@ -234,6 +237,7 @@ pub(super) async fn supervise(app: Arc<Pipeline>, job: Job, resume: Option<resum
                         None => deploy::deploy(&app, &job).await,
                     },
                     Kind::Preview => preview::preview(&app, &job).await,
+                    Kind::Drift => drift::drift(&app, &job).await,
                 }
             }
             .instrument(span.clone()),
@@ -242,14 +246,16 @@ pub(super) async fn supervise(app: Arc<Pipeline>, job: Job, resume: Option<resum
     let abort = task.abort_handle();
     let outcome = match job.kind {
         Kind::Deploy => task.await,
-        Kind::Sync | Kind::Preview => match tokio::time::timeout(JOB_DEADLINE, task).await {
-            Ok(joined) => joined,
-            Err(_) => {
-                abort.abort();
-                span.in_scope(|| tracing::error!("job ran past its deadline"));
-                return stopped(&app, &job);
+        Kind::Sync | Kind::Preview | Kind::Drift => {
+            match tokio::time::timeout(JOB_DEADLINE, task).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    abort.abort();
+                    span.in_scope(|| tracing::error!("job ran past its deadline"));
+                    return stopped(&app, &job);
+                }
             }
-        },
+        }
     };
     let state = match outcome {
         Ok(Ok(s)) => s,

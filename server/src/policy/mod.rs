@@ -5,6 +5,7 @@ pub mod expansion;
 pub mod gate;
 pub mod host;
 pub mod input;
+pub mod live;
 pub mod lookup;
 pub mod refusal;
 

@@ -14,6 +14,7 @@ impl NewJob {
         Lane(match (self.kind, &self.stack, self.pr) {
             (Kind::Deploy, Some(stack), _) => format!("{}#stack:{stack}", self.repo),
             (Kind::Preview, _, Some(pr)) => format!("{}#pr:{pr}", self.repo),
+            (Kind::Drift, Some(stack), _) => format!("{}#drift:{stack}", self.repo),
             _ => format!("{}#sync", self.repo),
         })
     }
@@ -21,11 +22,18 @@ impl NewJob {
 
 /// Whether two jobs of one lane are the same work: the same commit, from the same side of a
 /// fork. A manual redeploy posts its own policy status and tells the policies it is manual,
-/// so it is never folded into a push's or a poll's job, nor they into it.
+/// so it is never folded into a push's or a poll's job, nor they into it; a drift revert
+/// reverts drift, which a push's deploy of the same commit would not.
 pub fn same_commit(a: &NewJob, b: &NewJob) -> bool {
-    a.sha == b.sha
-        && a.fork == b.fork
-        && (a.trigger == Trigger::Manual) == (b.trigger == Trigger::Manual)
+    a.sha == b.sha && a.fork == b.fork && asked_as(a.trigger) == asked_as(b.trigger)
+}
+
+/// Which triggers ask for the same work: a push, a poll and a scheduled check do.
+fn asked_as(t: Trigger) -> Trigger {
+    match t {
+        Trigger::Manual | Trigger::Drift => t,
+        Trigger::Push | Trigger::Poll | Trigger::PullRequest | Trigger::Schedule => Trigger::Push,
+    }
 }
 
 /// Where one job of a batch goes.

@@ -15,7 +15,9 @@ pub mod sqlite;
 
 use serde::Serialize;
 
-use crate::domain::{Context, JobId, JobState, Kind, Phase, StackIdentity, StatusState, Trigger};
+use crate::domain::{
+    Context, DriftState, JobId, JobState, Kind, Phase, StackIdentity, StatusState, Trigger,
+};
 use lease::{Claim, Lease, Orphans};
 
 pub use sqlite::Store;
@@ -474,6 +476,33 @@ pub trait Ledger {
     fn live_identities(&self) -> Result<Vec<(StackIdentity, String, String)>, StoreError>;
 }
 
+/// A stack folder's latest drift check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DriftRow {
+    pub repo: String,
+    pub stack: String,
+    /// The deployed commit it was checked against.
+    pub sha: String,
+    /// The drift job: its detail has every resource's drift.
+    pub job: JobId,
+    pub state: DriftState,
+    /// Resources changed or deleted outside stackgate.
+    pub drifted: i64,
+    /// Findings on the live state that the deployed template does not have.
+    pub live_findings: i64,
+    pub checked_at: i64,
+}
+
+/// Drift checks: each stack's latest (the drift jobs keep the history).
+pub trait Drifts {
+    /// Records a check as the latest of its stack, while `claim` holds its job; the check
+    /// it replaces, if any (a new drift is the one whose previous check was in sync).
+    fn record_drift(&self, claim: Claim, row: &DriftRow) -> Result<Option<DriftRow>, StoreError>;
+
+    /// Every stack's latest check.
+    fn drifts(&self) -> Result<Vec<DriftRow>, StoreError>;
+}
+
 /// Forgetting old history.
 pub trait History {
     /// Forgets history older than `before` (ms since the epoch): finished jobs (except the
@@ -483,6 +512,6 @@ pub trait History {
 }
 
 /// Every role: what the service holds.
-pub trait Queue: Deliveries + Jobs + Outbox + Ledger + History + Send + Sync {}
+pub trait Queue: Deliveries + Jobs + Outbox + Ledger + Drifts + History + Send + Sync {}
 
-impl<T: Deliveries + Jobs + Outbox + Ledger + History + Send + Sync> Queue for T {}
+impl<T: Deliveries + Jobs + Outbox + Ledger + Drifts + History + Send + Sync> Queue for T {}

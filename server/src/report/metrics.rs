@@ -4,6 +4,52 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+/// Each stack's latest drift check, as gauges (read from the state database, so every
+/// replica says the same).
+fn drift_gauges(drifts: &[crate::queue::DriftRow]) -> String {
+    let mut out = String::from(
+        "# HELP stackgate_stack_drifted 1 when the stack's latest drift check found it changed outside stackgate.\n\
+         # TYPE stackgate_stack_drifted gauge\n",
+    );
+    let labels = |d: &crate::queue::DriftRow| {
+        format!("repo=\"{}\",stack=\"{}\"", label(&d.repo), label(&d.stack))
+    };
+    for d in drifts {
+        let v = u8::from(d.state == crate::domain::DriftState::Drifted);
+        out.push_str(&format!("stackgate_stack_drifted{{{}}} {v}\n", labels(d)));
+    }
+    out.push_str(
+        "# HELP stackgate_stack_drifted_resources Resources changed or deleted outside stackgate, at the latest check.\n\
+         # TYPE stackgate_stack_drifted_resources gauge\n",
+    );
+    for d in drifts {
+        out.push_str(&format!(
+            "stackgate_stack_drifted_resources{{{}}} {}\n",
+            labels(d),
+            d.drifted
+        ));
+    }
+    out.push_str(
+        "# HELP stackgate_stack_drift_checked_seconds When the stack was last checked for drift (Unix time).\n\
+         # TYPE stackgate_stack_drift_checked_seconds gauge\n",
+    );
+    for d in drifts {
+        out.push_str(&format!(
+            "stackgate_stack_drift_checked_seconds{{{}}} {}\n",
+            labels(d),
+            d.checked_at / 1000
+        ));
+    }
+    out
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[derive(Default)]
 pub struct Metrics {
     deliveries: Mutex<BTreeMap<&'static str, u64>>,
@@ -38,7 +84,7 @@ impl Metrics {
         e.1 += seconds;
     }
 
-    pub fn render(&self, queued: i64, running: i64) -> String {
+    pub fn render(&self, queued: i64, running: i64, drifts: &[crate::queue::DriftRow]) -> String {
         let mut out = String::new();
         out.push_str("# HELP stackgate_deliveries_total Webhook deliveries by result.\n# TYPE stackgate_deliveries_total counter\n");
         for (k, v) in self
@@ -78,6 +124,7 @@ impl Metrics {
             "# HELP stackgate_queue_depth Jobs by state.\n# TYPE stackgate_queue_depth gauge\n\
              stackgate_queue_depth{{state=\"queued\"}} {queued}\nstackgate_queue_depth{{state=\"running\"}} {running}\n"
         ));
+        out.push_str(&drift_gauges(drifts));
         out
     }
 }

@@ -5,6 +5,7 @@
 pub mod check;
 pub mod comment;
 pub mod metrics;
+pub mod notify;
 pub mod outbox;
 pub mod pages;
 pub mod redact;

@@ -35,6 +35,7 @@ pub fn status(
 pub fn job_context(job: &Job) -> Context {
     match (&job.kind, &job.stack) {
         (Kind::Deploy, Some(s)) => Context::Stack(s.clone()),
+        (Kind::Drift, Some(s)) => Context::Drift(s.clone()),
         _ => Context::Policy,
     }
 }
@@ -114,7 +115,9 @@ pub fn job_status(
 fn queued_statuses(cfg: &Config, job: &NewJob, id: JobId) -> Vec<StatusUpdate> {
     let context = match (job.kind, &job.stack) {
         (Kind::Deploy, Some(stack)) => Context::Stack(stack.to_string()),
-        (Kind::Deploy, None) => return Vec::new(),
+        // A check says only what it found (a status per scheduled check would be noise,
+        // and GitHub keeps at most 1000 per commit and context).
+        (Kind::Deploy, None) | (Kind::Drift, _) => return Vec::new(),
         (Kind::Preview | Kind::Sync, _) => Context::Policy,
     };
     vec![status(
@@ -130,6 +133,9 @@ fn queued_statuses(cfg: &Config, job: &NewJob, id: JobId) -> Vec<StatusUpdate> {
 
 /// The superseded commit's status says so.
 fn superseded_statuses(cfg: &Config, old: &Job, new: &NewJob) -> Vec<StatusUpdate> {
+    if old.kind == Kind::Drift {
+        return Vec::new();
+    }
     vec![job_status(
         cfg,
         old,

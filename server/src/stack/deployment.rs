@@ -32,6 +32,20 @@ pub struct Deployment {
     pub artifacts: Vec<Artifact>,
     #[serde(default)]
     pub remove: bool,
+    /// What a drift check does when it finds the live stack changed outside stackgate.
+    #[serde(default)]
+    pub drift: DriftAction,
+}
+
+/// `drift: report` (the default) or `drift: revert`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftAction {
+    /// Say so: the status, the console, the metrics, the notification.
+    #[default]
+    Report,
+    /// Also redeploy the deployed commit through the gate, putting drifted resources back.
+    Revert,
 }
 
 /// A folder that is zipped and uploaded; its bucket and key feed two template parameters.
@@ -92,6 +106,7 @@ const KEYS: &[&str] = &[
     "capabilities",
     "artifacts",
     "remove",
+    "drift",
 ];
 const ARTIFACT_KEYS: &[&str] = &["path", "bucket-parameter", "key-parameter"];
 
@@ -208,6 +223,14 @@ mod tests {
         assert_eq!(d.capabilities, [Capability::Iam]);
         assert_eq!(d.artifacts[0].bucket_parameter, "B");
         assert!(!d.remove);
+        assert_eq!(d.drift, DriftAction::Report);
+    }
+
+    #[test]
+    fn drift_is_report_or_revert_and_nothing_else() {
+        let d = parse("template-file-path: t.yaml\ndrift: revert\n").unwrap();
+        assert_eq!(d.drift, DriftAction::Revert);
+        assert!(parse("template-file-path: t.yaml\ndrift: fix\n").is_err());
     }
 
     #[test]

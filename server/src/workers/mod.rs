@@ -3,6 +3,7 @@
 //! branch heads, the pruner forgets old history. (The outbox poster is `report::outbox`.)
 
 pub mod dispatcher;
+pub mod drift;
 pub mod heartbeat;
 pub mod poller;
 pub mod pruner;

@@ -183,6 +183,7 @@ impl Deployer {
             tags,
             description: &description,
             client_token: guard.token(),
+            revert_drift: origin.revert_drift && !create,
         };
         guard.check("CreateChangeSet")?;
         let (id, stack_id) = cfn::create_change_set(&self.aws.cfn, &request).await?;

@@ -90,6 +90,9 @@ pub struct Origin {
     pub moved_from: Option<String>,
     /// Asked before every call that changes AWS; names the calls' tokens.
     pub guard: Guard,
+    /// Put drifted resources back as the template says (a `REVERT_DRIFT` change set): an
+    /// unchanged template alone would be "no changes".
+    pub revert_drift: bool,
 }
 
 impl Origin {

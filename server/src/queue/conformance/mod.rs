@@ -4,6 +4,7 @@
 //! holds the checks that need two stores on one database (PostgreSQL only).
 
 pub mod deliveries;
+pub mod drifts;
 pub mod history;
 pub mod jobs;
 pub mod leases;
@@ -233,6 +234,10 @@ macro_rules! suite {
                 a_failed_comment_is_noted_on_its_job_until_posted,
             ];
             ledger: [a_finished_deploy_writes_the_ledger_and_keeps_identities];
+            drifts: [
+                a_check_replaces_the_last_and_hands_it_back,
+                a_check_whose_lease_is_lost_records_nothing,
+            ];
             history: [old_history_is_forgotten_but_live_work_and_each_lanes_last_run_stay];
             migrations: [
                 opening_again_applies_no_migration_twice,

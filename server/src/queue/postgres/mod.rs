@@ -15,6 +15,7 @@
 //! session advisory lock on a connection of its own.
 
 mod deliveries;
+mod drift;
 mod history;
 mod import;
 mod jobs;

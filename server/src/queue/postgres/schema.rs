@@ -106,6 +106,25 @@ ALTER TABLE jobs ADD COLUMN lease_until BIGINT;
 ALTER TABLE jobs ADD COLUMN fence BIGINT NOT NULL DEFAULT 0;
 ",
     },
+    Migration {
+        version: 3,
+        name: "drift: each stack's latest drift check; jobs by lane",
+        // The history of the checks is the drift jobs themselves.
+        sql: "
+CREATE TABLE drift (
+    repo TEXT NOT NULL,
+    stack TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    job BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    drifted BIGINT NOT NULL,
+    live_findings BIGINT NOT NULL,
+    checked_at BIGINT NOT NULL,
+    PRIMARY KEY (repo, stack)
+);
+CREATE INDEX jobs_lane_id ON jobs(lane, id);
+",
+    },
 ];
 
 /// Applies the migrations this database lacks, each in its own transaction, holding the

@@ -2,6 +2,7 @@
 //! SQLite has one writer anyway, and the delivery recorder batches the busiest writes.
 
 mod deliveries;
+mod drift;
 mod export;
 mod history;
 mod jobs;

@@ -21,6 +21,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "leases: a running job's owner, expiry and fence",
         sql: LEASES,
     },
+    Migration {
+        version: 3,
+        name: "drift: each stack's latest drift check; jobs by lane",
+        sql: DRIFT,
+    },
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -146,6 +151,23 @@ const LEASES: &str = "
 ALTER TABLE jobs ADD COLUMN owner TEXT;
 ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
 ALTER TABLE jobs ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Version 3: each stack folder's latest drift check (its history is the drift jobs), and
+/// an index for a lane's jobs newest first (the console's run history).
+const DRIFT: &str = "
+CREATE TABLE drift (
+    repo TEXT NOT NULL,
+    stack TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    job INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    drifted INTEGER NOT NULL,
+    live_findings INTEGER NOT NULL,
+    checked_at INTEGER NOT NULL,
+    PRIMARY KEY (repo, stack)
+);
+CREATE INDEX jobs_lane_id ON jobs(lane, id);
 ";
 
 /// Brings a state file written by an older stackgate up to version 1.
