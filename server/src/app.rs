@@ -97,6 +97,8 @@ fn release_freed_heap() {
 
 /// Builds the service from its configuration.
 pub async fn build(cfg: Config) -> anyhow::Result<App> {
+    // First: a missing secret or an exposed console stops the start before anything opens.
+    let auth = crate::auth::Auth::from_config(&cfg)?;
     let state_dir = cfg.state.dir();
     std::fs::create_dir_all(&state_dir)?;
     let queue = open_queue(&cfg.state)?;
@@ -154,6 +156,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         webhook_secrets,
         metrics: metrics.clone(),
         wake: wake.clone(),
+        auth,
     });
     let pipeline = Arc::new(Pipeline {
         cfg,

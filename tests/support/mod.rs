@@ -250,5 +250,6 @@ pub const GATE_CASES: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
+pub mod oidc;
 pub mod postgres;
 pub mod service;
