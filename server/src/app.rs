@@ -97,8 +97,6 @@ fn release_freed_heap() {
 
 /// Builds the service from its configuration.
 pub async fn build(cfg: Config) -> anyhow::Result<App> {
-    // First: a missing secret or an exposed console stops the start before anything opens.
-    let auth = crate::auth::Auth::from_config(&cfg)?;
     let state_dir = cfg.state.dir();
     std::fs::create_dir_all(&state_dir)?;
     let queue = open_queue(&cfg.state)?;
@@ -148,6 +146,8 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
     let recorder = Recorder::spawn(queue.clone(), Arc::new(Announcer(cfg.clone())))?;
     let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Wake::default());
+    // The login's secrets and the exposure check (the CLI's embedded default, too).
+    let auth = crate::auth::Auth::from_config(&cfg)?;
     let http = Arc::new(HttpState {
         cfg: cfg.clone(),
         queue: queue.clone(),
