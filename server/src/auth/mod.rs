@@ -169,6 +169,13 @@ impl Viewer {
         }
     }
 
+    /// For a console form that changes something on `repo`: its CSRF token first (403),
+    /// then `role` there (403). What every action's handler calls.
+    pub fn check_form(&self, csrf: Option<&str>, repo: &str, role: Role) -> Result<(), Refusal> {
+        self.check_csrf(csrf)?;
+        self.require(repo, role)
+    }
+
     /// For an API call that changes something: a bearer token, or a session cookie with
     /// its CSRF token in `X-CSRF-Token` (which no other site can send without our leave).
     /// Nobody's local credential does not count: any page in a browser could post.
@@ -789,5 +796,170 @@ mod tests {
             h.insert(header::HOST, host.parse().unwrap());
             assert_eq!(host_is_local(&h), ok, "{host}");
         }
+    }
+
+    fn auth(toml_text: &str) -> Auth {
+        let cfg: Config = toml::from_str(toml_text).expect("config");
+        Auth::from_config(&cfg).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = axum::http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("request").into_parts().0
+    }
+
+    fn hash(t: &str) -> String {
+        hex::encode(Sha256::digest(t.as_bytes()))
+    }
+
+    #[test]
+    fn auth_none_off_loopback_serves_tokens_and_no_console() {
+        let a = auth(&format!(
+            "listen = '0.0.0.0:8080'\nauth = 'none'\napi_tokens = ['{}']\n\
+             [[api_token]]\nsha256 = '{}'\nrole = 'viewer'\n\
+             [[api_token]]\nsha256 = '{}'\nrole = 'operator'\nrepos = ['acme/infra']\n",
+            hash("admin-token"),
+            hash("viewer-token"),
+            hash("ops-token")
+        ));
+        let page = a.viewer(&parts("GET", "/", &[])).unwrap_err();
+        assert_eq!(page.code, StatusCode::NOT_FOUND, "{}", page.message);
+        let api = a.viewer(&parts("GET", "/api/v1/jobs/1", &[])).unwrap_err();
+        assert_eq!(api.code, StatusCode::UNAUTHORIZED);
+        let bearer = |t: &str| {
+            a.viewer(&parts(
+                "GET",
+                "/",
+                &[("authorization", &format!("Bearer {t}"))],
+            ))
+        };
+        let admin = bearer("admin-token").unwrap();
+        assert_eq!(admin.credential, Credential::Token);
+        assert_eq!(admin.role_on("any/repo"), Some(Role::Admin));
+        assert_eq!(admin.csrf_token(), None);
+        assert!(admin.check_form(None, "any/repo", Role::Operator).is_ok());
+        let viewer = bearer("viewer-token").unwrap();
+        assert!(viewer.may("acme/infra", Role::Viewer));
+        let refused = viewer.require("acme/infra", Role::Operator).unwrap_err();
+        assert_eq!(refused.code, StatusCode::FORBIDDEN);
+        let ops = bearer("ops-token").unwrap();
+        assert!(ops.may("Acme/Infra", Role::Operator));
+        assert_eq!(ops.role_on("acme/other"), None);
+        assert_eq!(
+            bearer("unknown").unwrap_err().code,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn a_login_is_needed_and_only_a_good_session_is_one() {
+        // SAFETY: this test's own variables; no other test reads them.
+        unsafe {
+            std::env::set_var("SG_AUTH_UNIT_SECRET", "client-secret");
+            std::env::set_var("SG_AUTH_UNIT_KEY", "k".repeat(32));
+        }
+        let a = auth(
+            "listen = '0.0.0.0:8080'\n[auth]\nissuer = 'https://idp.example.com'\nclient_id = 'sg'\n\
+             client_secret_env = 'SG_AUTH_UNIT_SECRET'\nsession_key_env = 'SG_AUTH_UNIT_KEY'\n\
+             public_url = 'https://sg.example.com'\n\
+             [[auth.roles]]\nrole = 'viewer'\nclaim = 'groups'\nvalue = 'v'\n",
+        );
+        assert!(a.has_login());
+        // A page asks for the login (and comes back); the API and forms say 401.
+        let page = a
+            .viewer(&parts("GET", "/runs/3?x=1", &[]))
+            .unwrap_err()
+            .into_response();
+        assert_eq!(page.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            page.headers()[header::LOCATION],
+            "/login?next=%2Fruns%2F3%3Fx%3D1"
+        );
+        for (m, u) in [
+            ("GET", "/api/v1/jobs/1"),
+            ("POST", "/stacks/a/b/c/redeploy"),
+            ("GET", "/auth/session"),
+        ] {
+            let r = a.viewer(&parts(m, u, &[])).unwrap_err();
+            assert_eq!(r.code, StatusCode::UNAUTHORIZED, "{m} {u}");
+        }
+        let signer = Signer::new("k".repeat(32).as_bytes());
+        let session = |exp: u64| Session {
+            sid: "sid".into(),
+            sub: "otto".into(),
+            email: None,
+            grants: vec![Grant {
+                role: Role::Viewer,
+                repos: None,
+            }],
+            exp,
+        };
+        // Behind https the cookie is __Host-sg_session.
+        let with = |value: String| {
+            a.viewer(&parts(
+                "GET",
+                "/",
+                &[("cookie", &format!("__Host-sg_session={value}"))],
+            ))
+        };
+        let v = with(signer.seal(SESSION, &session(now() + 60))).unwrap();
+        assert_eq!(v.credential, Credential::Session);
+        assert_eq!(v.csrf_token(), Some(signer.csrf("sid").as_str()));
+        assert!(v.check_csrf(Some(&signer.csrf("other"))).is_err());
+        assert!(
+            v.check_form(Some(&signer.csrf("sid")), "a/b", Role::Viewer)
+                .is_ok()
+        );
+        assert!(
+            with(signer.seal(SESSION, &session(now() - 1))).is_err(),
+            "expired"
+        );
+        assert!(
+            with(signer.seal(LOGIN, &session(now() + 60))).is_err(),
+            "not a session"
+        );
+        let other = Signer::new("j".repeat(32).as_bytes());
+        assert!(
+            with(other.seal(SESSION, &session(now() + 60))).is_err(),
+            "another key"
+        );
+        let plain = a.viewer(&parts(
+            "GET",
+            "/",
+            &[(
+                "cookie",
+                &format!("sg_session={}", signer.seal(SESSION, &session(now() + 60))),
+            )],
+        ));
+        assert!(
+            plain.is_err(),
+            "behind https only the __Host- cookie counts"
+        );
+    }
+
+    #[test]
+    fn the_local_user_is_an_operator_whose_forms_need_their_token() {
+        let a = auth("listen = '127.0.0.1:8080'\n");
+        let v = a
+            .viewer(&parts("GET", "/", &[("host", "127.0.0.1:8080")]))
+            .unwrap();
+        assert_eq!(v.credential, Credential::Local);
+        assert!(v.may("any/repo", Role::Operator) && !v.may("any/repo", Role::Admin));
+        let token = v.csrf_token().expect("a token").to_string();
+        assert!(
+            v.check_form(Some(&token), "any/repo", Role::Operator)
+                .is_ok()
+        );
+        assert!(v.check_form(None, "any/repo", Role::Operator).is_err());
+        assert!(
+            v.check_api_call(&HeaderMap::new()).is_err(),
+            "the API wants a token"
+        );
+        let rebound = a.viewer(&parts("GET", "/", &[("host", "evil.example")]));
+        assert_eq!(rebound.unwrap_err().code, StatusCode::FORBIDDEN);
+        assert!(!v.csrf_field().is_empty());
     }
 }
