@@ -17,6 +17,8 @@
 #   4. npm packages of the GitHub stand-in, tests/doubles/github/, if it has a package.json,
 #      only when node_modules is missing or package.json / package-lock.json changed (stamp:
 #      .local/stamps/npm-tests-github.sha256, the name it had before the folder moved).
+#   5. npm packages of the OpenID provider for the login tests, tests/doubles/oidc/
+#      (oidc-provider), the same way (stamp: .local/stamps/npm-tests-oidc.sha256).
 #
 # Environment: PYTHON (default python3) picks the interpreter for a new venv.
 set -euo pipefail
@@ -112,33 +114,41 @@ step_venv() {
     | awk '$1 ~ /^(moto|boto3|cfn-lint|pytest)$/ {printf "%s %s  ", $1, $2}'))"
 }
 
-# ------------------------------------------------------------ 4. npm tests/doubles/github
-step_npm() {
-  local dir="$ROOT/tests/doubles/github"
+# ------------------------------------------------------------ 4./5. npm test doubles
+# npm_install DIR STAMP: `npm ci` in DIR (a folder under tests/doubles) when its node_modules
+# is missing or its package.json / package-lock.json changed since the stamp.
+npm_install() {
+  local rel="$1" stamp="$STAMPS/$2.sha256"
+  local dir="$ROOT/$rel"
   if [[ ! -f "$dir/package.json" ]]; then
-    say "npm: no tests/doubles/github/package.json; nothing to install"
+    say "npm: no $rel/package.json; nothing to install"
     return
   fi
   command -v npm >/dev/null 2>&1 || die "npm not found; install Node.js 20 with npm"
   local files=("$dir/package.json") want have=""
   [[ -f "$dir/package-lock.json" ]] && files+=("$dir/package-lock.json")
   want="$(fingerprint "node $(node --version 2>/dev/null)" "${files[@]}")"
-  [[ -f "$STAMPS/npm-tests-github.sha256" ]] && have="$(cat "$STAMPS/npm-tests-github.sha256")"
+  [[ -f "$stamp" ]] && have="$(cat "$stamp")"
   if [[ -d "$dir/node_modules" && "$want" == "$have" ]]; then
-    say "npm: tests/doubles/github/node_modules up to date"
+    say "npm: $rel/node_modules up to date"
     return
   fi
   if [[ -f "$dir/package-lock.json" ]]; then
-    say "npm: npm ci in tests/doubles/github"
+    say "npm: npm ci in $rel"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
   else
-    say "npm: npm install in tests/doubles/github (no package-lock.json)"
+    say "npm: npm install in $rel (no package-lock.json)"
     (cd "$dir" && npm install --no-audit --no-fund --loglevel=error)
     # npm install may have written the lock file: stamp what is there now.
     [[ -f "$dir/package-lock.json" ]] && files+=("$dir/package-lock.json")
     want="$(fingerprint "node $(node --version 2>/dev/null)" "${files[@]}")"
   fi
-  echo "$want" >"$STAMPS/npm-tests-github.sha256"
+  echo "$want" >"$stamp"
+}
+
+step_npm() {
+  npm_install tests/doubles/github npm-tests-github
+  npm_install tests/doubles/oidc npm-tests-oidc
 }
 
 start=$SECONDS

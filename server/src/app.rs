@@ -149,6 +149,8 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         cfg.drift.notify_url()?,
     ));
     let wake = Arc::new(Wake::default());
+    // The login's secrets and the exposure check (the CLI's embedded default, too).
+    let auth = crate::auth::Auth::from_config(&cfg)?;
     let http = Arc::new(HttpState {
         cfg: cfg.clone(),
         queue: queue.clone(),
@@ -157,6 +159,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         webhook_secrets,
         metrics: metrics.clone(),
         wake: wake.clone(),
+        auth,
     });
     let pipeline = Arc::new(Pipeline {
         cfg,

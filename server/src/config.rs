@@ -9,6 +9,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::domain::Role;
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -27,9 +29,19 @@ pub struct Config {
     pub aws: AwsConfig,
     #[serde(default)]
     pub policies: PoliciesConfig,
-    /// sha256 (hex) of each bearer token that may call the manual API.
+    /// sha256 (hex) of each bearer token that may call the manual API: admin on every
+    /// repository.
     #[serde(default)]
     pub api_tokens: Vec<String>,
+    /// Bearer tokens for machines with a role, on some repositories or all:
+    /// `[[api_token]] sha256 = "…", role = "operator", repos = ["owner/name"]`.
+    #[serde(default)]
+    pub api_token: Vec<ApiTokenConfig>,
+    /// `[auth]`: people log in through an OpenID provider. `auth = "none"`: no login, and no
+    /// console unless `listen` is a loopback address. Absent: like `"none"`, and a `listen`
+    /// that is not loopback is refused.
+    #[serde(default)]
+    pub auth: Option<AuthSetting>,
     /// Jobs of different stacks that may run at once.
     #[serde(default = "default_parallel")]
     pub max_parallel_jobs: usize,
@@ -484,6 +496,274 @@ pub struct PolicyConfig {
     pub settings: serde_json::Value,
 }
 
+/// `[[api_token]]`: a bearer token's sha256 (never the token), its role and repositories.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenConfig {
+    pub sha256: String,
+    pub role: Role,
+    /// `owner/name` of each repository the role holds on; absent: all of them.
+    #[serde(default)]
+    pub repos: Option<Vec<String>>,
+}
+
+/// `[auth]` as written: a table, or `auth = "none"` spelled out.
+#[derive(Debug, Clone)]
+pub enum AuthSetting {
+    /// No login: the console only on a loopback `listen`.
+    None,
+    /// Logins through an OpenID provider.
+    Login(Box<AuthConfig>),
+}
+
+impl<'de> Deserialize<'de> for AuthSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Setting;
+        impl<'de> serde::de::Visitor<'de> for Setting {
+            type Value = AuthSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an [auth] table, or auth = \"none\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AuthSetting, E> {
+                match v {
+                    "none" => Ok(AuthSetting::None),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<AuthSetting, A::Error> {
+                AuthConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|c| AuthSetting::Login(Box::new(c)))
+            }
+        }
+        d.deserialize_any(Setting)
+    }
+}
+
+/// `[auth]`: login through an OpenID provider (authorization code with PKCE), and the rules
+/// that turn the ID token's claims into roles.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The provider's issuer URL; its discovery document is `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// Where people reach stackgate (the redirect URI is `<public_url>/auth/callback`);
+    /// default: the top-level `public_url`. `https://…` makes the cookies `Secure`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// The key that signs the session cookies (at least 32 bytes; the same on every replica).
+    #[serde(default)]
+    pub session_key_env: Option<String>,
+    #[serde(default)]
+    pub session_key_file: Option<PathBuf>,
+    /// How long a login lasts.
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u64,
+    /// Scopes asked for besides `openid`; `groups` where the provider has such a scope
+    /// (Okta, Dex), not where it refuses unknown ones (Google, Entra ID).
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// `[[auth.roles]]`: who gets which role.
+    #[serde(default)]
+    pub roles: Vec<RoleRule>,
+}
+
+fn default_session_hours() -> u64 {
+    12
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["email".into()]
+}
+
+/// The shortest session key: 32 bytes, as many as HMAC-SHA256's output.
+pub const MIN_SESSION_KEY_BYTES: usize = 32;
+
+/// `[[auth.roles]]`: whoever's ID token has `value` in `claim` gets `role`, on `repos` (all
+/// of them when absent).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRule {
+    pub role: Role,
+    pub claim: RoleClaim,
+    pub value: String,
+    #[serde(default)]
+    pub repos: Option<Vec<String>>,
+}
+
+/// The ID token claims a role rule may match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleClaim {
+    /// One of the strings of the `groups` claim.
+    Groups,
+    /// The `email` claim (not when `email_verified` is false), compared without case.
+    Email,
+}
+
+impl AuthConfig {
+    /// The OAuth client secret.
+    pub fn client_secret(&self) -> Result<SecretString, ConfigError> {
+        secret_from(
+            "auth.client_secret",
+            self.client_secret_env.as_deref(),
+            self.client_secret_file.as_deref(),
+        )
+    }
+
+    /// The session cookies' signing key: refused when shorter than 32 bytes.
+    pub fn session_key(&self) -> Result<SecretString, ConfigError> {
+        use secrecy::ExposeSecret;
+        let key = secret_from(
+            "auth.session_key",
+            self.session_key_env.as_deref(),
+            self.session_key_file.as_deref(),
+        )?;
+        let len = key.expose_secret().len();
+        if len < MIN_SESSION_KEY_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "auth.session_key: {len} bytes; at least {MIN_SESSION_KEY_BYTES} (e.g. `openssl rand -hex 32`)"
+            )));
+        }
+        Ok(key)
+    }
+
+    fn validate(&self, top_public_url: Option<&str>) -> Result<(), ConfigError> {
+        let issuer = url::Url::parse(&self.issuer)
+            .map_err(|e| ConfigError::Invalid(format!("auth.issuer = `{}`: {e}", self.issuer)))?;
+        let loopback_http = issuer.scheme() == "http"
+            && issuer
+                .host_str()
+                .is_some_and(|h| host_is_loopback(h.trim_start_matches('[').trim_end_matches(']')));
+        if issuer.scheme() != "https" && !loopback_http {
+            return Err(ConfigError::Invalid(format!(
+                "auth.issuer = `{}`: an https:// URL (plain http only on a loopback address)",
+                self.issuer
+            )));
+        }
+        if self.client_id.trim().is_empty() {
+            return Err(ConfigError::Invalid("auth.client_id is empty".into()));
+        }
+        for (what, env, file) in [
+            (
+                "client_secret",
+                self.client_secret_env.is_some(),
+                self.client_secret_file.is_some(),
+            ),
+            (
+                "session_key",
+                self.session_key_env.is_some(),
+                self.session_key_file.is_some(),
+            ),
+        ] {
+            if env == file {
+                return Err(ConfigError::Invalid(format!(
+                    "auth: give one of {what}_env and {what}_file"
+                )));
+            }
+        }
+        let public = self
+            .public_url
+            .as_deref()
+            .or(top_public_url)
+            .ok_or_else(|| {
+                ConfigError::Invalid(
+                    "auth.public_url: where people reach stackgate (the redirect URI is \
+                 <public_url>/auth/callback); or set the top-level public_url"
+                        .into(),
+                )
+            })?;
+        match url::Url::parse(public) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.public_url = `{public}`: an http(s):// URL"
+                )));
+            }
+        }
+        if !(1..=720).contains(&self.session_hours) {
+            return Err(ConfigError::Invalid(format!(
+                "auth.session_hours = {}: between 1 and 720",
+                self.session_hours
+            )));
+        }
+        if self.roles.is_empty() {
+            return Err(ConfigError::Invalid(
+                "auth.roles: no [[auth.roles]] rule, so nobody who logs in would get a role".into(),
+            ));
+        }
+        for (i, r) in self.roles.iter().enumerate() {
+            if r.value.trim().is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.roles[{i}].value is empty"
+                )));
+            }
+            check_repo_names(&format!("auth.roles[{i}].repos"), r.repos.as_deref())?;
+        }
+        Ok(())
+    }
+
+    /// Where people reach stackgate, without a trailing `/`.
+    pub fn public_url<'a>(&'a self, top: Option<&'a str>) -> Option<&'a str> {
+        self.public_url
+            .as_deref()
+            .or(top)
+            .map(|u| u.trim_end_matches('/'))
+    }
+}
+
+fn check_repo_names(what: &str, repos: Option<&[String]>) -> Result<(), ConfigError> {
+    for r in repos.unwrap_or_default() {
+        let parts: Vec<&str> = r.split('/').collect();
+        if parts.len() != 2 || parts.iter().any(|p| p.trim().is_empty()) {
+            return Err(ConfigError::Invalid(format!(
+                "{what}: `{r}` must be owner/name"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_token_hash(what: &str, t: &str) -> Result<(), ConfigError> {
+    if t.len() != 64 || !t.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(ConfigError::Invalid(format!(
+            "{what}: each entry is the sha256 hex of a token (never the token itself)"
+        )));
+    }
+    if t.eq_ignore_ascii_case(EMPTY_SHA256) {
+        return Err(ConfigError::Invalid(format!(
+            "{what}: {t} is the sha256 of the empty string; hash the token itself \
+             (printf %s \"$TOKEN\" | sha256sum)"
+        )));
+    }
+    Ok(())
+}
+
+/// `127.0.0.1`, `::1`, `localhost` and the like: a host only this machine reaches.
+pub fn host_is_loopback(host: &str) -> bool {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// Whether a `listen` address (`127.0.0.1:8080`, `[::1]:8080`, `localhost:8080`) is one
+/// only this machine reaches.
+pub fn listen_is_loopback(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    host_is_loopback(host.trim_start_matches('[').trim_end_matches(']'))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {message}")]
@@ -629,19 +909,16 @@ impl Config {
             }
         }
         for t in &self.api_tokens {
-            if t.len() != 64 || !t.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(ConfigError::Invalid(
-                    "api_tokens: each entry is the sha256 hex of a token (never the token itself)"
-                        .into(),
-                ));
-            }
-            if t.eq_ignore_ascii_case(EMPTY_SHA256) {
-                return Err(ConfigError::Invalid(format!(
-                    "api_tokens: {t} is the sha256 of the empty string; hash the token itself \
-                     (printf %s \"$TOKEN\" | sha256sum)"
-                )));
-            }
+            check_token_hash("api_tokens", t)?;
         }
+        for (i, t) in self.api_token.iter().enumerate() {
+            check_token_hash(&format!("api_token[{i}].sha256"), &t.sha256)?;
+            check_repo_names(&format!("api_token[{i}].repos"), t.repos.as_deref())?;
+        }
+        if let Some(AuthSetting::Login(auth)) = &self.auth {
+            auth.validate(self.public_url.as_deref())?;
+        }
+        self.check_exposure()?;
         let l = &self.listener;
         if l.header_timeout_seconds == 0 || l.body_timeout_seconds == 0 || l.max_connections == 0 {
             return Err(ConfigError::Invalid(
@@ -651,6 +928,29 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Refuses a `listen` address that is not loopback when nobody has to log in, unless
+    /// `auth = "none"` says so: the console would be open to the network.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.auth.is_none() && !listen_is_loopback(&self.listen) {
+            return Err(ConfigError::Invalid(format!(
+                "listen = \"{}\" is not a loopback address and there is no [auth]: anyone who \
+                 reaches the port would use the console. Configure [auth] (README, \"Login\"), \
+                 listen on 127.0.0.1, or write auth = \"none\" to serve no console there \
+                 (webhooks, the API with bearer tokens and health only)",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
+    /// The `[auth]` table, when people log in.
+    pub fn login(&self) -> Option<&AuthConfig> {
+        match &self.auth {
+            Some(AuthSetting::Login(a)) => Some(a),
+            _ => None,
+        }
     }
 
     pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
@@ -694,6 +994,7 @@ fn apply_env(
         "api_tokens",
         "git_timeout_seconds",
         "public_outputs",
+        "auth",
     ];
     const SECTIONS: &[(&str, &[&str])] = &[
         (
@@ -723,6 +1024,19 @@ fn apply_env(
                 "concurrency",
                 "notify_url_env",
                 "notify_url_file",
+            ],
+        ),
+        (
+            "auth",
+            &[
+                "issuer",
+                "client_id",
+                "client_secret_env",
+                "client_secret_file",
+                "public_url",
+                "session_key_env",
+                "session_key_file",
+                "session_hours",
             ],
         ),
         (
@@ -1043,5 +1357,161 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sha256") && !err.contains("hunter2"), "{err}");
+    }
+
+    const AUTH: &str = "[auth]\nissuer = 'https://login.example.com/oauth2/default'\nclient_id = 'sg'\n\
+        client_secret_env = 'SG_OIDC_SECRET'\nsession_key_env = 'SG_SESSION_KEY'\n\
+        public_url = 'https://stackgate.example.com'\n\
+        [[auth.roles]]\nrole = 'operator'\nclaim = 'groups'\nvalue = 'ops'\nrepos = ['acme/infra']\n\
+        [[auth.roles]]\nrole = 'viewer'\nclaim = 'email'\nvalue = 'v@example.com'\n";
+
+    #[test]
+    fn a_public_listen_address_without_auth_is_refused() {
+        for listen in [
+            "0.0.0.0:8080",
+            "10.1.2.3:8080",
+            "[::]:8080",
+            "stackgate.internal:8080",
+        ] {
+            let err = parse(&format!("listen = '{listen}'\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(listen) && err.contains("[auth]") && err.contains("auth = \"none\""),
+                "{err}"
+            );
+            let err = parse("", &[("STACKGATE_LISTEN", listen)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("loopback"), "{err}");
+        }
+        for listen in [
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "localhost:8080",
+            "127.0.0.2:9",
+        ] {
+            assert!(
+                parse(&format!("listen = '{listen}'\n"), &[]).is_ok(),
+                "{listen}"
+            );
+        }
+    }
+
+    #[test]
+    fn auth_none_written_out_allows_a_public_listen_address() {
+        let c = parse("listen = '0.0.0.0:8080'\nauth = 'none'\n", &[]).unwrap();
+        assert!(matches!(c.auth, Some(AuthSetting::None)));
+        assert!(c.login().is_none());
+        let c = parse("listen = '0.0.0.0:8080'\n", &[("STACKGATE_AUTH", "none")]).unwrap();
+        assert!(matches!(c.auth, Some(AuthSetting::None)));
+        let err = parse("listen = '0.0.0.0:8080'\nauth = 'off'\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("off") && err.contains("none"), "{err}");
+    }
+
+    #[test]
+    fn auth_reads_its_table_roles_and_scoped_tokens() {
+        let token = "ab".repeat(32);
+        let c = parse(
+            &format!(
+                "listen = '0.0.0.0:8080'\n{AUTH}\n[[api_token]]\nsha256 = '{token}'\nrole = 'operator'\nrepos = ['acme/infra']\n"
+            ),
+            &[("STACKGATE_AUTH_SESSION_HOURS", "8")],
+        )
+        .unwrap();
+        let a = c.login().unwrap();
+        assert_eq!(a.session_hours, 8);
+        assert_eq!(a.scopes, vec!["email".to_string()]);
+        assert_eq!(a.roles.len(), 2);
+        assert_eq!(a.roles[0].role, Role::Operator);
+        assert_eq!(a.roles[0].claim, RoleClaim::Groups);
+        assert_eq!(a.roles[1].repos, None);
+        assert_eq!(c.api_token[0].role, Role::Operator);
+        assert_eq!(
+            c.api_token[0].repos.as_deref(),
+            Some(&["acme/infra".to_string()][..])
+        );
+        assert_eq!(parse(AUTH, &[]).unwrap().login().unwrap().session_hours, 12);
+
+        for (bad, want) in [
+            (AUTH.replace("role = 'viewer'", "role = 'root'"), "root"),
+            (AUTH.replace("claim = 'email'", "claim = 'sub'"), "sub"),
+            (AUTH.replace("https://login", "http://login"), "auth.issuer"),
+            (
+                AUTH.replace("session_key_env = 'SG_SESSION_KEY'\n", ""),
+                "session_key",
+            ),
+            (
+                AUTH.replace("value = 'ops'", "value = ' '"),
+                "auth.roles[0].value",
+            ),
+            (AUTH.replace("['acme/infra']", "['infra']"), "owner/name"),
+            (format!("{AUTH}client_secret = 'inline'\n"), "client_secret"),
+        ] {
+            let err = parse(&bad, &[]).unwrap_err().to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        let no_url = AUTH.replace("public_url = 'https://stackgate.example.com'\n", "");
+        assert!(
+            parse(&no_url, &[])
+                .unwrap_err()
+                .to_string()
+                .contains("public_url")
+        );
+        let c = parse(
+            &format!("public_url = 'https://sg.example.com/'\n{no_url}"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.login().unwrap().public_url(c.public_url.as_deref()),
+            Some("https://sg.example.com")
+        );
+        // A loopback issuer may be plain http (the tests' provider).
+        let local = AUTH.replace(
+            "https://login.example.com/oauth2/default",
+            "http://127.0.0.1:4444",
+        );
+        assert!(parse(&local, &[]).is_ok());
+        let bad_token = "[[api_token]]\nsha256 = 'hunter2'\nrole = 'viewer'\n";
+        let err = parse(bad_token, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("api_token[0]") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_short_or_missing_session_key_is_refused() {
+        let c = parse(AUTH, &[]).unwrap();
+        let auth = c.login().unwrap();
+        // SAFETY: these tests' own variables; no other test reads them.
+        unsafe { std::env::remove_var("SG_SESSION_KEY") };
+        let err = auth.session_key().unwrap_err().to_string();
+        assert!(
+            err.contains("SG_SESSION_KEY") && err.contains("not set"),
+            "{err}"
+        );
+        unsafe { std::env::set_var("SG_SESSION_KEY", "short-key-31-bytes-long-xxxxxxx") };
+        let err = auth.session_key().unwrap_err().to_string();
+        assert!(
+            err.contains("31 bytes") && err.contains("at least 32"),
+            "{err}"
+        );
+        assert!(!err.contains("short-key"), "the key shows: {err}");
+        unsafe { std::env::set_var("SG_SESSION_KEY", "a-session-key-of-32-bytes-long!!") };
+        assert!(auth.session_key().is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("session-key");
+        std::fs::write(&file, "0123456789abcdef\n").unwrap();
+        let from_file = AUTH.replace(
+            "session_key_env = 'SG_SESSION_KEY'",
+            &format!("session_key_file = '{}'", file.display()),
+        );
+        let c = parse(&from_file, &[]).unwrap();
+        let err = c.login().unwrap().session_key().unwrap_err().to_string();
+        assert!(err.contains("16 bytes"), "{err}");
     }
 }

@@ -264,3 +264,30 @@ mod tests {
         );
     }
 }
+
+/// What someone may do in stackgate, in order: each role may do what the one before it may.
+/// `viewer` reads (runs, stacks, drift); `operator` also redeploys and checks drift; `admin`
+/// is an operator on every repository it is given, and what comes later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

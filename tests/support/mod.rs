@@ -250,6 +250,7 @@ pub const GATE_CASES: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
+pub mod oidc;
 pub mod postgres;
 pub mod service;
 pub mod slack;

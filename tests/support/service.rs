@@ -19,7 +19,7 @@ pub const REPO: &str = "Codertocat/Hello-World";
 /// The secrets the logs must never contain.
 pub const SECRETS: &[&str] = &[HOOK_SECRET, GH_TOKEN, API_TOKEN];
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -4,6 +4,7 @@
 pub mod drift;
 pub mod health;
 pub mod jobs;
+pub mod login;
 pub mod pages;
 pub mod redeploy;
 
@@ -14,6 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::auth::{Auth, AuthState, Refusal};
 use crate::config::Config;
 use crate::git::Mirrors;
 use crate::queue::recorder::Recorder;
@@ -31,6 +33,14 @@ pub struct HttpState {
     pub webhook_secrets: Vec<(String, secrecy::SecretString)>,
     pub metrics: Arc<Metrics>,
     pub wake: Arc<Wake>,
+    /// Who may do what: tokens, sessions, the login.
+    pub auth: Auth,
+}
+
+impl AuthState for HttpState {
+    fn auth(&self) -> &Auth {
+        &self.auth
+    }
 }
 
 /// A refused or failed request: its status and what to say. The API answers in JSON
@@ -57,6 +67,12 @@ impl ApiError {
             plain: true,
             ..self
         }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        ApiError::new(r.code, r.message)
     }
 }
 

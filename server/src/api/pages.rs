@@ -7,10 +7,14 @@ use axum::http::StatusCode;
 use axum::response::Html;
 
 use super::{ApiError, HttpState};
+use crate::auth::Viewer;
 use crate::domain::JobId;
 use crate::report::pages;
 
-pub async fn index(State(app): State<Arc<HttpState>>) -> Result<Html<String>, ApiError> {
+pub async fn index(
+    State(app): State<Arc<HttpState>>,
+    _viewer: Viewer,
+) -> Result<Html<String>, ApiError> {
     let jobs = app
         .queue
         .recent_jobs(100)
@@ -20,6 +24,7 @@ pub async fn index(State(app): State<Arc<HttpState>>) -> Result<Html<String>, Ap
 
 pub async fn run_page(
     State(app): State<Arc<HttpState>>,
+    _viewer: Viewer,
     Path(id): Path<JobId>,
 ) -> Result<Html<String>, ApiError> {
     match app.queue.job(id).map_err(|e| ApiError::from(e).plain())? {

@@ -36,6 +36,14 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/readyz", get(api::health::readyz))
         .route("/metrics", get(api::health::metrics))
         .route("/runs/{id}", get(api::pages::run_page))
+        .route(
+            "/stacks/{owner}/{repo}/{*rest}",
+            post(api::redeploy::redeploy_form),
+        )
+        .route("/login", get(api::login::login))
+        .route("/auth/callback", get(api::login::callback))
+        .route("/auth/session", get(api::login::session))
+        .route("/logout", post(api::login::logout))
         .route("/", get(api::pages::index))
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .with_state(state)

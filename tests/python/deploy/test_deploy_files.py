@@ -420,6 +420,17 @@ def test_example_config_uses_only_documented_keys():
                             for pkey in policy:
                                 if pkey not in documented["policies.policy.*"]:
                                     problems.append(f"[policies.policy.{name}] {pkey}")
+                    elif (
+                        isinstance(subvalue, list)
+                        and subvalue
+                        and isinstance(subvalue[0], dict)
+                        and f"{key}.{sub}" in documented
+                    ):
+                        # An array of tables inside a table: [[auth.roles]].
+                        for nested in subvalue:
+                            for nkey in nested:
+                                if nkey not in documented[f"{key}.{sub}"]:
+                                    problems.append(f"[[{key}.{sub}]] {nkey}")
                     elif sub not in documented.get(key, ()):
                         problems.append(f"[{key}] {sub}")
         elif key not in documented[""]:
