@@ -154,6 +154,8 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         webhook_secrets,
         metrics: metrics.clone(),
         wake: wake.clone(),
+        clock: Default::default(),
+        live_streams: Arc::new(tokio::sync::Semaphore::new(crate::api::live::MAX_STREAMS)),
     });
     let pipeline = Arc::new(Pipeline {
         cfg,

@@ -3,6 +3,7 @@
 
 pub mod health;
 pub mod jobs;
+pub mod live;
 pub mod pages;
 pub mod redeploy;
 
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::git::Mirrors;
 use crate::queue::recorder::Recorder;
 use crate::queue::{Queue, StoreError, Wake};
+use crate::report::console::view::Clock;
 use crate::report::metrics::Metrics;
 
 /// What the HTTP handlers need, and nothing more.
@@ -30,6 +32,10 @@ pub struct HttpState {
     pub webhook_secrets: Vec<(String, secrecy::SecretString)>,
     pub metrics: Arc<Metrics>,
     pub wake: Arc<Wake>,
+    /// The time the console's pages tell ages by.
+    pub clock: Clock,
+    /// Permits of the live run pages' event streams.
+    pub live_streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// A refused or failed request: its status and what to say. The API answers in JSON

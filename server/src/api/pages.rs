@@ -1,29 +1,207 @@
-//! The run pages' handlers; `report::pages` writes the HTML.
+//! The console's pages and their JSON twins: thin handlers. The queue is read off the
+//! async workers, commits come from the mirrors' cache (never waited on for long), and
+//! `report::console` builds each view model and renders it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::Json;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Html;
+use serde::Deserialize;
 
 use super::{ApiError, HttpState};
 use crate::domain::JobId;
-use crate::report::pages;
+use crate::queue::{self, Queue, StoreError};
+use crate::report::console::overview::{self, Overview, OverviewQuery};
+use crate::report::console::pulls::{self, MAX_PREVIEWS, PullPage};
+use crate::report::console::run::{self, RunPage};
+use crate::report::console::stack::{self, MAX_PAGE, PAGE_SIZE, StackPage};
+use crate::report::console::templates::render;
 
-pub async fn index(State(app): State<Arc<HttpState>>) -> Result<Html<String>, ApiError> {
-    let jobs = app
-        .queue
-        .recent_jobs(100)
-        .map_err(|e| ApiError::from(e).plain())?;
-    Ok(Html(pages::index(&jobs)))
+/// How many recent runs of every kind the overview lists.
+const RECENT: usize = 20;
+
+/// A repository's stacks folder, as configured (`stacks` for one no longer configured).
+fn stacks_dir(app: &HttpState, repo: &str) -> String {
+    app.cfg
+        .repos
+        .iter()
+        .find(|r| r.name == repo)
+        .map_or_else(|| "stacks".to_string(), |r| r.stacks_dir.clone())
+}
+
+async fn read<T: Send + 'static>(
+    app: &HttpState,
+    f: impl FnOnce(&dyn Queue) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    Ok(queue::blocking(&app.queue, move |q| f(q)).await?)
+}
+
+fn html(page: &'static str, view: &impl serde::Serialize) -> Result<Html<String>, ApiError> {
+    render(page, view)
+        .map(Html)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).plain())
+}
+
+fn not_found(what: String) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, what)
+}
+
+pub async fn overview_model(app: &HttpState, q: OverviewQuery) -> Result<Overview, ApiError> {
+    let filters = q
+        .check()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let (ledger, heads, recent) = read(app, |q| {
+        Ok((q.ledger_lines()?, q.lane_heads()?, q.recent_jobs(RECENT)?))
+    })
+    .await?;
+    let lookups = overview::deployed_shas(&ledger)
+        .into_iter()
+        .map(|(repo, shas)| async move { app.mirrors.commits(&repo, &shas).await });
+    let commits: HashMap<_, _> = futures_util::future::join_all(lookups)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let recent: Vec<_> = recent.iter().map(|j| j.summary()).collect();
+    let dir = |repo: &str| stacks_dir(app, repo);
+    Ok(overview::build(
+        &overview::Inputs {
+            ledger: &ledger,
+            heads: &heads,
+            recent: &recent,
+            commits: &commits,
+            stacks_dir: &dir,
+            now: app.clock.now(),
+        },
+        filters,
+    ))
+}
+
+pub async fn index(
+    State(app): State<Arc<HttpState>>,
+    Query(q): Query<OverviewQuery>,
+) -> Result<Html<String>, ApiError> {
+    let model = overview_model(&app, q).await.map_err(ApiError::plain)?;
+    html("overview.html", &model)
+}
+
+pub async fn stacks_json(
+    State(app): State<Arc<HttpState>>,
+    Query(q): Query<OverviewQuery>,
+) -> Result<Json<Overview>, ApiError> {
+    Ok(Json(overview_model(&app, q).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    pub page: Option<usize>,
+}
+
+pub async fn stack_model(
+    app: &HttpState,
+    (owner, name, folder): (String, String, String),
+    page: usize,
+) -> Result<StackPage, ApiError> {
+    let repo = format!("{owner}/{name}");
+    let page = page.min(MAX_PAGE);
+    let (r, f) = (repo.clone(), folder.clone());
+    let (ledger, runs, head, last_success, last_with_outputs) = read(app, move |q| {
+        let runs = q.stack_runs(&r, &f, page * PAGE_SIZE, PAGE_SIZE + 1)?;
+        // The lane's newest job is never superseded: it is the first of the first page.
+        let head = match page {
+            0 => runs.first().cloned(),
+            _ => q.stack_runs(&r, &f, 0, 1)?.pop(),
+        };
+        Ok((
+            q.ledger_row(&r, &f)?,
+            runs,
+            head,
+            q.last_succeeded(&r, &f, false)?,
+            q.last_succeeded(&r, &f, true)?,
+        ))
+    })
+    .await?;
+    if ledger.is_none() && head.is_none() {
+        return Err(not_found(format!("no stack {folder} in {repo}")));
+    }
+    let shas: Vec<String> = ledger.iter().map(|l| l.sha.clone()).collect();
+    let commits = app.mirrors.commits(&repo, &shas).await;
+    let dir = stacks_dir(app, &repo);
+    Ok(stack::build(&stack::Inputs {
+        repo: &repo,
+        folder: &folder,
+        stacks_dir: &dir,
+        ledger: ledger.as_ref(),
+        head: head.as_ref(),
+        runs: &runs,
+        page,
+        last_success: last_success.as_ref(),
+        last_with_outputs: last_with_outputs.as_ref(),
+        commits: &commits,
+        now: app.clock.now(),
+    }))
+}
+
+pub async fn stack_page(
+    State(app): State<Arc<HttpState>>,
+    Path(path): Path<(String, String, String)>,
+    Query(p): Query<PageQuery>,
+) -> Result<Html<String>, ApiError> {
+    let model = stack_model(&app, path, p.page.unwrap_or(0))
+        .await
+        .map_err(ApiError::plain)?;
+    html("stack.html", &model)
+}
+
+pub async fn stack_json(
+    State(app): State<Arc<HttpState>>,
+    Path(path): Path<(String, String, String)>,
+    Query(p): Query<PageQuery>,
+) -> Result<Json<StackPage>, ApiError> {
+    Ok(Json(stack_model(&app, path, p.page.unwrap_or(0)).await?))
+}
+
+pub async fn run_model(app: &HttpState, id: JobId) -> Result<RunPage, ApiError> {
+    let Some(job) = read(app, move |q| q.job(id)).await? else {
+        return Err(not_found(format!("no job {id}")));
+    };
+    let commits = app
+        .mirrors
+        .commits(&job.repo, std::slice::from_ref(&job.sha))
+        .await;
+    Ok(run::build(&job, commits.get(&job.sha), app.clock.now()))
 }
 
 pub async fn run_page(
     State(app): State<Arc<HttpState>>,
     Path(id): Path<JobId>,
 ) -> Result<Html<String>, ApiError> {
-    match app.queue.job(id).map_err(|e| ApiError::from(e).plain())? {
-        Some(job) => Ok(Html(pages::run_page(&job))),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no job {id}")).plain()),
+    let model = run_model(&app, id).await.map_err(ApiError::plain)?;
+    html("run.html", &model)
+}
+
+pub async fn run_json(
+    State(app): State<Arc<HttpState>>,
+    Path(id): Path<JobId>,
+) -> Result<Json<RunPage>, ApiError> {
+    Ok(Json(run_model(&app, id).await?))
+}
+
+pub async fn pull_page(
+    State(app): State<Arc<HttpState>>,
+    Path((owner, name, pr)): Path<(String, String, u64)>,
+) -> Result<Html<String>, ApiError> {
+    let repo = format!("{owner}/{name}");
+    let r = repo.clone();
+    let jobs = read(&app, move |q| q.pr_runs(&r, pr, MAX_PREVIEWS))
+        .await
+        .map_err(ApiError::plain)?;
+    if jobs.is_empty() {
+        return Err(not_found(format!("no preview of pull request #{pr} of {repo}")).plain());
     }
+    let model: PullPage = pulls::build(&repo, pr, &jobs, app.clock.now());
+    html("pull.html", &model)
 }

@@ -47,6 +47,23 @@ struct RedeployBody {
     sha: Option<String>,
 }
 
+/// `POST /api/v1/stacks/<owner>/<repo>/<stack>/redeploy`, routed through the stacks'
+/// catch-all (`<stack>/redeploy` is its tail): any other POST there is not found.
+pub async fn redeploy_at(
+    state: State<Arc<HttpState>>,
+    Path((owner, repo, tail)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match tail.strip_suffix("/redeploy").filter(|s| !s.is_empty()) {
+        Some(stack) => redeploy(state, Path((owner, repo, stack.to_string())), headers, body).await,
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no such action: POST {tail}"),
+        ),
+    }
+}
+
 pub async fn redeploy(
     State(app): State<Arc<HttpState>>,
     Path((owner, repo, stack)): Path<(String, String, String)>,

@@ -23,15 +23,28 @@ pub fn router(state: Arc<HttpState>) -> Router {
             "/webhooks/github",
             post(webhook::receive).layer(DefaultBodyLimit::max(MAX_BODY)),
         )
+        // One catch-all for a stack's JSON and its redeploy: a folder may hold `/`, and a
+        // catch-all cannot sit beside a `{stack}/redeploy` route.
         .route(
-            "/api/v1/stacks/{owner}/{repo}/{stack}/redeploy",
-            post(api::redeploy::redeploy),
+            "/api/v1/stacks/{owner}/{repo}/{*stack}",
+            get(api::pages::stack_json).post(api::redeploy::redeploy_at),
         )
+        .route("/api/v1/stacks", get(api::pages::stacks_json))
+        .route("/api/v1/runs/{id}", get(api::pages::run_json))
         .route("/api/v1/jobs/{id}", get(api::jobs::job))
         .route("/healthz", get(api::health::healthz))
         .route("/readyz", get(api::health::readyz))
         .route("/metrics", get(api::health::metrics))
         .route("/runs/{id}", get(api::pages::run_page))
+        .route("/runs/{id}/events", get(api::live::run_events))
+        .route(
+            "/stacks/{owner}/{repo}/{*stack}",
+            get(api::pages::stack_page),
+        )
+        .route(
+            "/repos/{owner}/{repo}/pulls/{pr}",
+            get(api::pages::pull_page),
+        )
         .route("/", get(api::pages::index))
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .with_state(state)

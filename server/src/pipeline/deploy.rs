@@ -102,6 +102,8 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
         .await;
     let redact = Redactor::for_stack(&stack).and(&report.hidden);
     detail["policy"] = json!(report);
+    // The run page links findings to their lines in this file.
+    detail["template"] = json!(stack.template.file);
     if job.trigger == Trigger::Manual {
         app.queue.add_statuses(
             Some(job.claim()),

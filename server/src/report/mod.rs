@@ -4,9 +4,9 @@
 
 pub mod check;
 pub mod comment;
+pub mod console;
 pub mod metrics;
 pub mod outbox;
-pub mod pages;
 pub mod redact;
 pub mod render;
 pub mod statuses;

@@ -3,6 +3,7 @@
 //! backend (`mod sqlite`, `mod postgres`); a new role file is one line in it. `replicas`
 //! holds the checks that need two stores on one database (PostgreSQL only).
 
+pub mod console;
 pub mod deliveries;
 pub mod history;
 pub mod jobs;
@@ -233,6 +234,7 @@ macro_rules! suite {
                 a_failed_comment_is_noted_on_its_job_until_posted,
             ];
             ledger: [a_finished_deploy_writes_the_ledger_and_keeps_identities];
+            console: [the_console_reads_each_lanes_newest_job_runs_and_previews];
             history: [old_history_is_forgotten_but_live_work_and_each_lanes_last_run_stay];
             migrations: [
                 opening_again_applies_no_migration_twice,
