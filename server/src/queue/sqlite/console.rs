@@ -96,15 +96,17 @@ impl Console for Store {
         })
     }
 
+    /// A lane's newest job is never superseded (what supersedes it is newer, in its lane),
+    /// so the inner query is a plain newest-per-lane: one pass over an index on
+    /// (lane, id) where there is one, and the outer filter keeps the stack lanes.
     fn lane_heads(&self) -> Result<Vec<RunSummary>, StoreError> {
         self.with(|c| {
             read_summaries(
                 c,
                 &format!(
-                    "SELECT {SUMMARY_COLUMNS} FROM jobs WHERE id IN (
-                         SELECT MAX(id) FROM jobs
-                         WHERE kind = 'deploy' AND stack IS NOT NULL AND state <> 'superseded'
-                         GROUP BY lane)
+                    "SELECT {SUMMARY_COLUMNS} FROM jobs
+                     WHERE id IN (SELECT MAX(id) FROM jobs GROUP BY lane)
+                         AND kind = 'deploy' AND stack IS NOT NULL AND state <> 'superseded'
                      ORDER BY repo, stack"
                 ),
                 [],
