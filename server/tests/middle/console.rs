@@ -513,3 +513,54 @@ async fn a_pull_request_page_shows_each_previews_findings() {
     let none = t.get(&format!("/repos/{REPO}/pulls/8")).await;
     assert_eq!(none.status, StatusCode::NOT_FOUND);
 }
+
+/// A real deploy on the AWS emulator: its run page draws the stack's events (the emulator
+/// sends the stack's own only, so one bar), outputs as recorded, and the stack is in sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_on_the_emulator_shows_its_timeline_and_outputs() {
+    let folder = format!("console{}", std::process::id());
+    let stack = [
+        (
+            format!("stacks/{folder}/deployment.yaml"),
+            format!("template-file-path: template.yaml\nstack-name: {folder}\n"),
+        ),
+        (
+            format!("stacks/{folder}/template.yaml"),
+            "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\nOutputs:\n  TopicArn:\n    Value: !Ref Topic\n".to_string(),
+        ),
+    ];
+    let t = TestApp::on_emulator(&files(&stack), "").await;
+    let sha = git(&t.origin, &["rev-parse", "HEAD"]);
+    t.enqueue(&[deploy(&folder, &sha)]);
+    t.run_queued().await;
+    let job = t.job(1).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert!(
+        job["detail"].get("progress").is_none(),
+        "the end replaces the progress"
+    );
+    let run = t.get("/runs/1").await.body;
+    assert!(
+        run.contains("<title id=\"timeline-title\">Timeline: "),
+        "{run}"
+    );
+    assert!(run.contains("<rect class=\"bar complete\""), "{run}");
+    assert!(!run.contains("class=\"bar failed\""), "{run}");
+    assert!(
+        run.contains(&format!(
+            "CREATE_COMPLETE AWS::CloudFormation::Stack {folder}\n"
+        )),
+        "{run}"
+    );
+    // Not a public output: its name only.
+    assert!(run.contains("<code>TopicArn</code></th><td><span class=\"muted\" title=\"not a public output\">[redacted]"), "{run}");
+    let stack = t.get(&format!("/stacks/{REPO}/{folder}")).await.body;
+    assert!(stack.contains("<code>TopicArn</code>"), "{stack}");
+    assert!(stack.contains("No resource events recorded."), "{stack}");
+    assert!(stack.contains("badge s-in_sync"), "{stack}");
+    let overview = t.get("/").await.body;
+    assert!(
+        overview.contains(&format!("stacks/{folder}<")),
+        "{overview}"
+    );
+}

@@ -39,14 +39,19 @@ const STEPS: [Phase; 5] = [
 impl Progress {
     pub fn of(job: &Job) -> Progress {
         let live = matches!(job.state, JobState::Queued | JobState::Running);
-        // The resources CloudFormation reported done, when the detail has its events.
-        let counted = job.detail["events"]
-            .as_array()
-            .and_then(|es| es.iter().rev().find(|e| e["total"].as_u64().is_some()))
-            .map(|e| {
-                let n = |k: &str| e[k].as_u64().unwrap_or(0) as usize;
-                (n("done"), n("total"))
-            });
+        // The resources CloudFormation reported done: as a running deploy records them,
+        // or from the events of one that ended.
+        let count = |e: &Value| {
+            let n = |k: &str| e[k].as_u64().unwrap_or(0) as usize;
+            (n("done"), n("total"))
+        };
+        let counted = match job.detail.get("progress") {
+            Some(p) if live => Some(count(p)),
+            _ => job.detail["events"]
+                .as_array()
+                .and_then(|es| es.iter().rev().find(|e| e["total"].as_u64().is_some()))
+                .map(count),
+        };
         let (done, total, label) = match (counted, job.phase) {
             (Some((done, total)), _) if total > 0 => (
                 done.min(total),
@@ -231,4 +236,56 @@ pub fn build(job: &Job, commit: Option<&CommitInfo>, now: i64) -> RunPage {
 /// The run page of `job` as HTML, its commit unknown and its ages told from now.
 pub fn html(job: &Job) -> Result<String, super::templates::RenderError> {
     super::templates::render("run.html", &build(job, None, crate::queue::now()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::JobId;
+    use serde_json::json;
+
+    fn job(state: JobState, phase: Option<Phase>, detail: Value) -> Job {
+        let mut j = Job::superseded(
+            JobId(3),
+            &crate::queue::NewJob {
+                kind: Kind::Deploy,
+                repo: "acme/infra".into(),
+                stack: Some("web".into()),
+                sha: "a".repeat(40),
+                pr: None,
+                fork: false,
+                trigger: Trigger::Push,
+            },
+            JobId(4),
+            0,
+        );
+        (j.state, j.phase, j.detail, j.superseded_by) = (state, phase, detail, None);
+        j
+    }
+
+    #[test]
+    fn progress_counts_resources_once_cloudformation_does_and_steps_before() {
+        let p = Progress::of(&job(JobState::Queued, None, json!({})));
+        assert_eq!(
+            (p.done, p.total, p.live, p.label.as_str()),
+            (0, 5, true, "queued")
+        );
+        let p = Progress::of(&job(JobState::Running, Some(Phase::Planning), json!({})));
+        assert_eq!(
+            (p.done, p.total, p.label.as_str()),
+            (2, 5, "planning (step 3 of 5)")
+        );
+        let running = json!({"progress": {"done": 7, "total": 31}});
+        let p = Progress::of(&job(JobState::Running, Some(Phase::Executing), running));
+        assert_eq!(
+            (p.done, p.total, p.label.as_str()),
+            (7, 31, "7 of 31 resources")
+        );
+        let ended = json!({"progress": {"done": 7, "total": 31},
+            "events": [{"event": {}, "done": 30, "total": 31}, {"note": "x"}]});
+        let p = Progress::of(&job(JobState::Failed, Some(Phase::Done), ended));
+        assert_eq!((p.done, p.total, p.live), (30, 31, false));
+        let p = Progress::of(&job(JobState::Succeeded, Some(Phase::Done), json!({})));
+        assert_eq!((p.done, p.total, p.label.as_str()), (1, 1, "succeeded"));
+    }
 }
