@@ -88,6 +88,9 @@ pub async fn index(
     html("overview.html", &model)
 }
 
+/// Every stack, as the overview shows them.
+#[utoipa::path(get, path = "/api/v1/stacks", params(OverviewQuery),
+    responses((status = 200, body = Overview), (status = 400, description = "a filter refused")))]
 pub async fn stacks_json(
     State(app): State<Arc<HttpState>>,
     Query(q): Query<OverviewQuery>,
@@ -95,8 +98,10 @@ pub async fn stacks_json(
     Ok(Json(overview_model(&app, q).await?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// The page of runs, from 0 (newest); at most 400.
     pub page: Option<usize>,
 }
 
@@ -156,6 +161,11 @@ pub async fn stack_page(
     html("stack.html", &model)
 }
 
+/// One stack folder, as its page shows it.
+#[utoipa::path(get, path = "/api/v1/stacks/{owner}/{repo}/{stack}",
+    params(("owner" = String, Path), ("repo" = String, Path),
+        ("stack" = String, Path, description = "the stack folder; may hold `/`"), PageQuery),
+    responses((status = 200, body = StackPage), (status = 404, description = "no such stack")))]
 pub async fn stack_json(
     State(app): State<Arc<HttpState>>,
     Path(path): Path<(String, String, String)>,
@@ -183,11 +193,28 @@ pub async fn run_page(
     html("run.html", &model)
 }
 
+/// One run, as its page shows it.
+#[utoipa::path(get, path = "/api/v1/runs/{id}", params(("id" = i64, Path)),
+    responses((status = 200, body = RunPage), (status = 404, description = "no such run")))]
 pub async fn run_json(
     State(app): State<Arc<HttpState>>,
     Path(id): Path<JobId>,
 ) -> Result<Json<RunPage>, ApiError> {
     Ok(Json(run_model(&app, id).await?))
+}
+
+/// The console's JSON API, described from the code.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "stackgate console API"),
+    paths(stacks_json, stack_json, run_json),
+    components(schemas(Overview, StackPage, RunPage))
+)]
+pub struct ApiDoc;
+
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    use utoipa::OpenApi as _;
+    Json(ApiDoc::openapi())
 }
 
 pub async fn pull_page(

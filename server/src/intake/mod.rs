@@ -30,6 +30,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
             get(api::pages::stack_json).post(api::redeploy::redeploy_at),
         )
         .route("/api/v1/stacks", get(api::pages::stacks_json))
+        .route("/api/v1/openapi.json", get(api::pages::openapi))
         .route("/api/v1/runs/{id}", get(api::pages::run_json))
         .route("/api/v1/jobs/{id}", get(api::jobs::job))
         .route("/healthz", get(api::health::healthz))

@@ -86,7 +86,7 @@ fn blocked() -> Value {
 
 /// Six stack folders, one in each state but drifted, and one whose name is markup; the
 /// mirror fetched, the clock and times fixed. The app and its commit.
-async fn fixture() -> (TestApp, String) {
+pub async fn fixture() -> (TestApp, String) {
     let t = TestApp::new(&files(&passing_stack("web"))).await;
     let sha = git(&t.origin, &["rev-parse", "HEAD"]);
     t.fetch().await;

@@ -5,5 +5,6 @@
 mod console;
 mod harness;
 mod leases;
+mod openapi;
 mod router;
 mod snapshots;

@@ -16,10 +16,15 @@ pub const MAX_REPO: usize = 200;
 pub const MAX_QUERY: usize = 100;
 
 /// The filters as the query string gives them (`?repo=&state=&q=`); empty is none.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OverviewQuery {
+    /// A repository (`owner/name`), at most 200 characters.
     pub repo: Option<String>,
+    /// A state: in_sync, deploying, failed, blocked_by_policy, drifted, removed.
     pub state: Option<String>,
+    /// Text in the repository, folder, stack name, account or region, at most 100
+    /// characters.
     pub q: Option<String>,
 }
 
@@ -35,7 +40,7 @@ pub enum FilterError {
 }
 
 /// The filters, checked.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Filters {
     pub repo: Option<String>,
     pub state: Option<StackState>,
@@ -62,7 +67,7 @@ impl OverviewQuery {
 }
 
 /// One stack, as its row shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StackRow {
     pub repo: String,
     /// The stack folder, within the repository's stacks folder.
@@ -83,7 +88,7 @@ pub struct StackRow {
     pub drift: Option<DriftView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StateCount {
     pub state: StackState,
     pub label: &'static str,
@@ -91,7 +96,7 @@ pub struct StateCount {
 }
 
 /// The overview's view model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Overview {
     pub rows: Vec<StackRow>,
     /// Every state, with how many stacks (of all, before filtering) are in it.

@@ -11,7 +11,7 @@ use crate::queue::Job;
 /// The most previews a page shows.
 pub const MAX_PREVIEWS: usize = 20;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Preview {
     pub run: RunLink,
     pub id: JobId,
@@ -21,7 +21,7 @@ pub struct Preview {
     pub changed: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PullPage {
     pub repo: String,
     pub pr: u64,

@@ -16,7 +16,7 @@ use crate::policy::Verdict;
 use crate::queue::Job;
 
 /// How far a live run is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Progress {
     pub state: JobState,
     pub phase: Option<Phase>,
@@ -81,7 +81,7 @@ impl Progress {
 }
 
 /// A stack's part of a run: a deploy has one, a preview one per changed stack.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StackPart {
     pub name: String,
     pub href: String,
@@ -94,13 +94,13 @@ pub struct StackPart {
 }
 
 /// A line of the log: a note, or a stack event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LogLine {
     pub note: Option<String>,
     pub event: Option<EventView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RunPage {
     pub id: JobId,
     pub kind: Kind,

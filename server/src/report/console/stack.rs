@@ -19,7 +19,7 @@ pub const PAGE_SIZE: usize = 25;
 pub const MAX_PAGE: usize = 400;
 
 /// A resource as the last deploy's events left it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ResourceView {
     pub logical_id: String,
     pub resource_type: String,
@@ -27,7 +27,7 @@ pub struct ResourceView {
     pub physical_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StackPage {
     pub repo: String,
     pub folder: String,

@@ -7,7 +7,19 @@ use crate::policy::Verdict;
 use crate::queue::{LedgerRow, RunSummary};
 
 /// What the overview says of a stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum StackState {
     /// The ledger's commit is deployed and nothing newer waits.
@@ -93,7 +105,7 @@ fn verdict(s: &str) -> Option<Verdict> {
 }
 
 /// What the drift check says of a stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DriftState {
     InSync,
@@ -104,7 +116,7 @@ pub enum DriftState {
 
 /// The last drift check of a stack: filled in from the drift table (not yet: always
 /// `None` for now).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DriftView {
     pub state: DriftState,
     /// When it was checked (ms since the epoch).

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 /// One stack event, as a job's detail records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct EventView {
     /// ms since the epoch; `None` when the time does not parse.
     pub at: Option<i64>,
@@ -40,7 +40,7 @@ pub fn parse_time(s: &str) -> Option<i64> {
 }
 
 /// How a resource's bar ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Complete,
@@ -76,7 +76,7 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Bar {
     pub logical_id: String,
     /// The logical id as the row's label shows it: at most [`LABEL_CHARS`] characters.
@@ -93,13 +93,13 @@ pub struct Bar {
     pub title: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Tick {
     pub x: f64,
     pub label: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Timeline {
     pub width: f64,
     pub height: f64,

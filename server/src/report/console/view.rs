@@ -138,7 +138,7 @@ pub fn pull_href(repo: &str, pr: u64) -> String {
 
 /// A commit: its short sha linking to GitHub, and what the mirror knows of it (empty when
 /// it knows nothing).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CommitView {
     pub sha: String,
     pub short: String,
@@ -164,7 +164,7 @@ impl CommitView {
 }
 
 /// A link to a run, with what a list says of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RunLink {
     pub id: JobId,
     pub href: String,
@@ -200,7 +200,7 @@ pub fn verdict(s: &str) -> Option<Verdict> {
 }
 
 /// One policy finding, or a policy's error, with where it points on GitHub.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FindingView {
     pub policy: String,
     pub rule: String,
@@ -276,7 +276,7 @@ pub fn findings(report: &Value, repo: &str, sha: &str, template: Option<&str>) -
 }
 
 /// One row of a change set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChangeView {
     pub action: String,
     pub logical_id: String,
@@ -296,7 +296,7 @@ pub fn changes(v: &Value) -> Option<Vec<ChangeView>> {
 }
 
 /// A stack output as recorded: redacted at the deploy unless the operator made it public.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OutputView {
     pub name: String,
     pub value: String,
