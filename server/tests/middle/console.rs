@@ -127,19 +127,19 @@ async fn the_overview_shows_every_stack_its_state_commit_and_last_run() {
     );
     let body = &page.body;
     // The counts at the top, per state.
-    for (n, label) in [
-        (6, "all"),
-        (1, "in sync"),
-        (2, "deploying"),
-        (1, "failed"),
-        (1, "blocked by policy"),
-        (0, "drifted"),
-        (1, "removed"),
+    assert!(body.contains("<strong>6</strong> all</a>"), "{body}");
+    for (n, state, label) in [
+        (1, "in_sync", "in sync"),
+        (2, "deploying", "deploying"),
+        (1, "failed", "failed"),
+        (1, "blocked_by_policy", "blocked by policy"),
+        (0, "drifted", "drifted"),
+        (1, "removed", "removed"),
     ] {
-        assert!(
-            body.contains(&format!("<strong>{n}</strong>{label}</a>")),
-            "{n} {label}\n{body}"
+        let chip = format!(
+            "<a href=\"/?state={state}\"><strong>{n}</strong> <span class=\"badge s-{state}\">{label}</span></a>"
         );
+        assert!(body.contains(&chip), "{chip}\n{body}");
     }
     // web's row: its folder, its CloudFormation stack, the deployed commit from the mirror.
     let web = body
@@ -200,7 +200,9 @@ async fn the_overview_filters_by_repository_state_and_text() {
         ))
         .await;
     assert_eq!(
-        repo.body.matches("badge s-deploying").count(),
+        repo.body
+            .matches("<td><span class=\"badge s-deploying\">")
+            .count(),
         2,
         "{}",
         repo.body
