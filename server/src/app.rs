@@ -160,6 +160,8 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         metrics: metrics.clone(),
         wake: wake.clone(),
         auth,
+        clock: Default::default(),
+        live_streams: Arc::new(tokio::sync::Semaphore::new(crate::api::live::MAX_STREAMS)),
     });
     let pipeline = Arc::new(Pipeline {
         cfg,

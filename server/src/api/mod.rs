@@ -4,6 +4,7 @@
 pub mod drift;
 pub mod health;
 pub mod jobs;
+pub mod live;
 pub mod login;
 pub mod pages;
 pub mod redeploy;
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::git::Mirrors;
 use crate::queue::recorder::Recorder;
 use crate::queue::{Queue, StoreError, Wake};
+use crate::report::console::view::Clock;
 use crate::report::metrics::Metrics;
 
 /// What the HTTP handlers need, and nothing more.
@@ -35,6 +37,10 @@ pub struct HttpState {
     pub wake: Arc<Wake>,
     /// Who may do what: tokens, sessions, the login.
     pub auth: Auth,
+    /// The time the console's pages tell ages by.
+    pub clock: Clock,
+    /// Permits of the live run pages' event streams.
+    pub live_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AuthState for HttpState {

@@ -35,6 +35,9 @@ pub struct Change {
     pub logical_id: String,
     pub resource_type: String,
     pub replacement: String,
+    /// What of the resource changes (`Properties`, `Tags`…), for the run page.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
 }
 
 /// One stack event.
@@ -46,6 +49,9 @@ pub struct Event {
     pub resource_type: String,
     pub status: String,
     pub reason: Option<String>,
+    /// The resource's physical id, once CloudFormation has one (the run and stack pages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical_id: Option<String>,
 }
 
 impl Event {
@@ -297,6 +303,7 @@ fn collect_changes(changes: &[aws_sdk_cloudformation::types::Change]) -> Vec<Cha
                 .replacement()
                 .map(|r| r.as_str().to_string())
                 .unwrap_or_else(|| "-".into()),
+            scope: rc.scope().iter().map(|a| a.as_str().to_string()).collect(),
         })
         .collect()
 }
@@ -393,6 +400,10 @@ pub async fn new_events(
                     .map(|s| s.as_str().to_string())
                     .unwrap_or_default(),
                 reason: e.resource_status_reason().map(str::to_string),
+                physical_id: e
+                    .physical_resource_id()
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string),
             });
         }
         match page.next_token() {

@@ -93,6 +93,11 @@ impl Mirror {
         }
     }
 
+    /// The bare repository's folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn open(&self) -> Result<Repository, CheckoutError> {
         if !self.checked.swap(true, std::sync::atomic::Ordering::SeqCst) {
             clear_stale_locks(&self.path);

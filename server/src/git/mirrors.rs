@@ -2,12 +2,14 @@
 //! runs on the blocking pool, in the caller's span.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
 use tracing::Span;
 
 use super::checkout::{CheckoutError, Heads, Mirror, Snapshot};
+use super::commits::{self, CommitCache, CommitInfo, LOOKUP_DEADLINE};
 use crate::config::RepoConfig;
 use crate::github::{GitCredential, GithubError};
 
@@ -25,13 +27,63 @@ pub enum MirrorError {
 
 pub struct Mirrors {
     by_repo: HashMap<String, Arc<Mutex<Mirror>>>,
+    /// Each mirror's folder, read without its lock (git reads beside a fetch).
+    paths: HashMap<String, PathBuf>,
     /// What git offers as the password of an https fetch.
     git: GitCredential,
+    /// The commits the console showed.
+    commits: Arc<CommitCache>,
 }
 
 impl Mirrors {
     pub fn new(by_repo: HashMap<String, Arc<Mutex<Mirror>>>, git: GitCredential) -> Self {
-        Self { by_repo, git }
+        // Nothing holds a new mirror's lock yet.
+        let paths = by_repo
+            .iter()
+            .filter_map(|(name, m)| Some((name.clone(), m.try_lock().ok()?.path().to_path_buf())))
+            .collect();
+        Self {
+            by_repo,
+            paths,
+            git,
+            commits: Arc::default(),
+        }
+    }
+
+    /// What the mirror of `repo` knows of `shas`, from the cache or read within
+    /// [`LOOKUP_DEADLINE`]: never an error, never a fetch; the unknown ones are left out.
+    pub async fn commits(&self, repo: &str, shas: &[String]) -> HashMap<String, CommitInfo> {
+        let mut found = HashMap::new();
+        let mut todo = Vec::new();
+        for sha in shas {
+            match self.commits.get(sha) {
+                Some(info) => {
+                    found.insert(sha.clone(), info);
+                }
+                None if !found.contains_key(sha) && !todo.contains(sha) => todo.push(sha.clone()),
+                None => {}
+            }
+        }
+        let Some(path) = self.paths.get(repo).cloned() else {
+            return found;
+        };
+        if todo.is_empty() {
+            return found;
+        }
+        let (cache, span) = (self.commits.clone(), Span::current());
+        let read = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                let infos = commits::read(&path, &todo);
+                for i in &infos {
+                    cache.put(i.clone());
+                }
+                infos
+            })
+        });
+        if let Ok(Ok(infos)) = tokio::time::timeout(LOOKUP_DEADLINE, read).await {
+            found.extend(infos.into_iter().map(|i| (i.sha.clone(), i)));
+        }
+        found
     }
 
     fn mirror(&self, repo: &str) -> Result<Arc<Mutex<Mirror>>, MirrorError> {

@@ -2,6 +2,7 @@
 //! checkout says about itself for the CLI.
 
 pub mod checkout;
+pub mod commits;
 pub mod gitinfo;
 pub mod mirrors;
 

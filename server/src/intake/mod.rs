@@ -23,22 +23,28 @@ pub fn router(state: Arc<HttpState>) -> Router {
             "/webhooks/github",
             post(webhook::receive).layer(DefaultBodyLimit::max(MAX_BODY)),
         )
+        // One catch-all for a stack's JSON and its actions (redeploy, drift): a folder may
+        // hold `/`, and a catch-all cannot sit beside a `{stack}/redeploy` route.
         .route(
-            "/api/v1/stacks/{owner}/{repo}/{stack}/redeploy",
-            post(api::redeploy::redeploy),
+            "/api/v1/stacks/{owner}/{repo}/{*stack}",
+            get(api::pages::stack_json).post(api::redeploy::stack_action),
         )
-        .route(
-            "/api/v1/stacks/{owner}/{repo}/{stack}/drift",
-            post(api::drift::check),
-        )
+        .route("/api/v1/stacks", get(api::pages::stacks_json))
+        .route("/api/v1/openapi.json", get(api::pages::openapi))
+        .route("/api/v1/runs/{id}", get(api::pages::run_json))
         .route("/api/v1/jobs/{id}", get(api::jobs::job))
         .route("/healthz", get(api::health::healthz))
         .route("/readyz", get(api::health::readyz))
         .route("/metrics", get(api::health::metrics))
         .route("/runs/{id}", get(api::pages::run_page))
+        .route("/runs/{id}/events", get(api::live::run_events))
         .route(
-            "/stacks/{owner}/{repo}/{*rest}",
-            post(api::redeploy::redeploy_form),
+            "/stacks/{owner}/{repo}/{*stack}",
+            get(api::pages::stack_page).post(api::redeploy::redeploy_form),
+        )
+        .route(
+            "/repos/{owner}/{repo}/pulls/{pr}",
+            get(api::pages::pull_page),
         )
         .route("/login", get(api::login::login))
         .route("/auth/callback", get(api::login::callback))

@@ -102,6 +102,8 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
         .await;
     let redact = Redactor::for_stack(&stack).and(&report.hidden);
     detail["policy"] = json!(report);
+    // The run page links findings to their lines in this file.
+    detail["template"] = json!(stack.template.file);
     if job.trigger == Trigger::Manual {
         app.queue.add_statuses(
             Some(job.claim()),
@@ -130,8 +132,10 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
 
     let region = stack.deployment.region.clone();
     let deployer = app.regions.get(region.as_deref()).await?;
-    // Where to resume after a restart.
+    // Where to resume after a restart. The run page shows the detail while the job runs:
+    // the policy report quotes values, NoEcho ones too.
     detail["region"] = json!(region);
+    redact.json(&mut detail);
     app.queue.set_detail(job.claim(), &detail)?;
     // One stack, one folder: a manual redeploy is checked as a sync is.
     let account = app.deployer.aws.account().await?.to_string();
@@ -206,8 +210,16 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
         Some(&planned.change_set_id),
         Some(&planned.stack_id),
     )?;
+    redact.json(&mut detail);
     app.queue.set_detail(job.claim(), &detail)?;
     let total = stack.template.resources().len();
+    let (ev, mut written) = (events.clone(), None);
+    let mut sink = |p: Progress<'_>| {
+        if let Progress::Event { done, total, .. } = &p {
+            write_progress(app, job, &detail, (*done, *total), &mut written);
+        }
+        record(&ev, p)
+    };
     let result = deployer.execute(&planned, total, &mut sink).await;
     let state = finish_deploy(app, job, &stack_name, detail, events, result, &redact)?;
     // The executed change set retagged the stack: the old folder's claim ends. (Without
@@ -218,6 +230,31 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
         app.queue.retire(&job.repo, &old)?;
     }
     Ok(state)
+}
+
+/// How often a running deploy writes how far it is, for the run page's live bar.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Records `done` of `total` resources on the running job's detail (`base`, already
+/// redacted), at most every [`PROGRESS_EVERY`], and when the last one is done. A write that
+/// fails (the lease lost) changes nothing; the deploy's own next write says so.
+fn write_progress(
+    app: &Pipeline,
+    job: &Job,
+    base: &Value,
+    (done, total): (usize, usize),
+    written: &mut Option<std::time::Instant>,
+) {
+    let due = written.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) || done >= total;
+    if !due {
+        return;
+    }
+    *written = Some(std::time::Instant::now());
+    let mut d = base.clone();
+    d["progress"] = json!({"done": done, "total": total});
+    if let Err(e) = app.queue.set_detail(job.claim(), &d) {
+        tracing::debug!(error = %e, "progress not recorded");
+    }
 }
 
 /// The region a deploy job recorded (`None`: the server's own).

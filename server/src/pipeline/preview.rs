@@ -108,7 +108,11 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
             }
         };
         let section = comment::stack_section(name, &stack.template.file, &report, &redact, plan);
-        detail["stacks"][name] = json!({"policy": report});
+        detail["stacks"][name] = json!({"policy": report, "template": stack.template.file});
+        // The pull request page shows each plan's change table.
+        if let Some(Ok(p)) = &planned {
+            detail["stacks"][name]["changes"] = json!(p.changes);
+        }
         if let Some(e) = plan_errors.remove(name) {
             detail["stacks"][name]["plan_error"] = json!(e);
         }

@@ -11,13 +11,23 @@ use super::NewJob;
 impl NewJob {
     /// Jobs in one lane run one at a time, and a newer one supersedes the queued ones.
     pub fn lane(&self) -> Lane {
-        Lane(match (self.kind, &self.stack, self.pr) {
-            (Kind::Deploy, Some(stack), _) => format!("{}#stack:{stack}", self.repo),
-            (Kind::Preview, _, Some(pr)) => format!("{}#pr:{pr}", self.repo),
-            (Kind::Drift, Some(stack), _) => format!("{}#drift:{stack}", self.repo),
-            _ => format!("{}#sync", self.repo),
-        })
+        match (self.kind, &self.stack, self.pr) {
+            (Kind::Deploy, Some(stack), _) => stack_lane(&self.repo, stack),
+            (Kind::Preview, _, Some(pr)) => pr_lane(&self.repo, pr),
+            (Kind::Drift, Some(stack), _) => Lane(format!("{}#drift:{stack}", self.repo)),
+            _ => Lane(format!("{}#sync", self.repo)),
+        }
     }
+}
+
+/// The lane of a stack folder's deploys.
+pub fn stack_lane(repo: &str, stack: &str) -> Lane {
+    Lane(format!("{repo}#stack:{stack}"))
+}
+
+/// The lane of a pull request's previews.
+pub fn pr_lane(repo: &str, pr: u64) -> Lane {
+    Lane(format!("{repo}#pr:{pr}"))
 }
 
 /// Whether two jobs of one lane are the same work: the same commit, from the same side of a

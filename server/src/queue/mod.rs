@@ -111,6 +111,28 @@ impl Job {
         }
     }
 
+    /// The job as the console lists it.
+    pub fn summary(&self) -> RunSummary {
+        RunSummary {
+            id: self.id,
+            kind: self.kind,
+            repo: self.repo.clone(),
+            stack: self.stack.clone(),
+            sha: self.sha.clone(),
+            pr: self.pr,
+            trigger: self.trigger,
+            state: self.state,
+            phase: self.phase,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            verdict: self.detail["policy"]["verdict"]
+                .as_str()
+                .map(str::to_string),
+            identity: serde_json::from_value(self.detail["identity"].clone()).ok(),
+        }
+    }
+
     /// The job as it was asked for.
     pub fn as_new(&self) -> NewJob {
         NewJob {
@@ -511,7 +533,75 @@ pub trait History {
     fn prune(&self, before: i64, batch: usize) -> Result<Pruned, StoreError>;
 }
 
-/// Every role: what the service holds.
-pub trait Queue: Deliveries + Jobs + Outbox + Ledger + Drifts + History + Send + Sync {}
+/// A run as the console lists it: the job without its detail, and the few facts of the
+/// detail a list shows, read by the database (a list never parses whole details).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    pub id: JobId,
+    pub kind: Kind,
+    pub repo: String,
+    pub stack: Option<String>,
+    pub sha: String,
+    pub pr: Option<u64>,
+    pub trigger: Trigger,
+    pub state: JobState,
+    pub phase: Option<Phase>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// The policy verdict the job recorded (`pass`, `fail`, `error`), once it got there.
+    pub verdict: Option<String>,
+    /// The CloudFormation stack the job deploys, as its detail names it.
+    pub identity: Option<StackIdentity>,
+}
 
-impl<T: Deliveries + Jobs + Outbox + Ledger + Drifts + History + Send + Sync> Queue for T {}
+/// One line of the deployed ledger, with the folder it is of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerLine {
+    pub repo: String,
+    pub stack: String,
+    pub row: LedgerRow,
+    /// When it was written (ms since the epoch).
+    pub at: i64,
+}
+
+/// The operator console's reads. Each is one query, bounded by its caller.
+pub trait Console {
+    /// Every line of the deployed ledger, of every repository, by repository and folder.
+    fn ledger_lines(&self) -> Result<Vec<LedgerLine>, StoreError>;
+
+    /// The newest job of every stack lane (superseded ones left out), by repository and
+    /// folder: one query, however many stacks.
+    fn lane_heads(&self) -> Result<Vec<RunSummary>, StoreError>;
+
+    /// A stack folder's deploys, newest first: `limit` of them after the newest `offset`.
+    fn stack_runs(
+        &self,
+        repo: &str,
+        stack: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<RunSummary>, StoreError>;
+
+    /// A stack folder's newest deploy that succeeded (`with_outputs`: and recorded outputs).
+    fn last_succeeded(
+        &self,
+        repo: &str,
+        stack: &str,
+        with_outputs: bool,
+    ) -> Result<Option<Job>, StoreError>;
+
+    /// A pull request's preview jobs, newest first, at most `limit`.
+    fn pr_runs(&self, repo: &str, pr: u64, limit: usize) -> Result<Vec<Job>, StoreError>;
+}
+
+/// Every role: what the service holds.
+pub trait Queue:
+    Deliveries + Jobs + Outbox + Ledger + Drifts + History + Console + Send + Sync
+{
+}
+
+impl<T: Deliveries + Jobs + Outbox + Ledger + Drifts + History + Console + Send + Sync> Queue
+    for T
+{
+}

@@ -4,10 +4,10 @@
 
 pub mod check;
 pub mod comment;
+pub mod console;
 pub mod metrics;
 pub mod notify;
 pub mod outbox;
-pub mod pages;
 pub mod redact;
 pub mod render;
 pub mod statuses;

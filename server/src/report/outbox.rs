@@ -896,7 +896,11 @@ mod tests {
         post_round(&q, &gh).await;
         let job = q.job(id).unwrap().unwrap();
         assert!(job.detail.get("comment_error").is_none(), "posted since");
-        assert!(!crate::report::pages::run_page(&job).contains("PR comment"));
+        assert!(
+            !crate::report::console::run::html(&job)
+                .unwrap()
+                .contains("PR comment")
+        );
 
         run_preview(&q, "bbbbbbb2");
         gh.fail_next_comment(GithubError {
@@ -909,7 +913,7 @@ mod tests {
         });
         post_round(&q, &gh).await;
         let job = q.job(JobId(2)).unwrap().unwrap();
-        let page = crate::report::pages::run_page(&job);
+        let page = crate::report::console::run::html(&job).unwrap();
         assert!(
             page.contains("PR comment not posted: GitHub update comment: 403 Resource not accessible by integration"),
             "{page}"

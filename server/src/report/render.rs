@@ -172,6 +172,7 @@ mod tests {
             logical_id: "Evil|<b>x</b>".into(),
             resource_type: "AWS::SSM::Parameter".into(),
             replacement: "-".into(),
+            scope: Vec::new(),
         }]);
         let row = t.lines().nth(2).unwrap();
         assert_eq!(row.matches(" | ").count(), 3, "{row}");
@@ -185,6 +186,7 @@ mod tests {
             logical_id: "Vpc".into(),
             resource_type: "AWS::EC2::VPC".into(),
             replacement: "-".into(),
+            scope: Vec::new(),
         }]);
         let lines: Vec<_> = t.lines().collect();
         assert_eq!(lines[0], "ACTION  LOGICAL ID  TYPE           REPLACEMENT");

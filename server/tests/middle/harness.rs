@@ -425,6 +425,70 @@ webhook_secret_file = "{secret}"
             .collect()
     }
 
+    /// The state file.
+    pub fn state_db(&self) -> PathBuf {
+        self._tmp.path().join("state/stackgate.db")
+    }
+
+    /// Fixes the time the pages tell ages by at `now`, and every job's and ledger line's
+    /// times before it (job `n` queued `60 - n` minutes earlier, started a second later,
+    /// finished 45 s after that), so that a page is the same every run.
+    pub fn fix_times(&self, now: i64) {
+        self.app.http.clock.fix(now);
+        let db = rusqlite::Connection::open(self.state_db()).expect("open the state file");
+        db.busy_timeout(std::time::Duration::from_secs(5))
+            .expect("busy timeout");
+        db.execute_batch(&format!(
+            "UPDATE jobs SET created_at = {now} - 3600000 + id * 60000,
+                 started_at = CASE WHEN started_at IS NULL THEN NULL
+                              ELSE {now} - 3600000 + id * 60000 + 1000 END,
+                 finished_at = CASE WHEN finished_at IS NULL THEN NULL
+                               ELSE {now} - 3600000 + id * 60000 + 46000 END;
+             UPDATE deployed SET at = {now} - 1800000;"
+        ))
+        .expect("fix the times");
+    }
+
+    /// Fetches the branch into the mirror, as a sync does: the pages then know its commits.
+    pub async fn fetch(&self) {
+        let repo = self.app.pipeline.cfg.repos[0].clone();
+        self.app
+            .http
+            .mirrors
+            .fetch(&repo, None)
+            .await
+            .expect("fetch the branch");
+    }
+
+    /// Claims every runnable job and ends each in `state` with `detail`, writing its
+    /// ledger line as a deploy that succeeded does (`removed`: as a removal).
+    pub fn finish_deployed(&self, state: JobState, detail: &Value, removed: bool) -> Vec<JobId> {
+        let identity: Option<stackgate::domain::StackIdentity> =
+            serde_json::from_value(detail["identity"].clone()).ok();
+        let jobs = self.app.pipeline.claim(16).expect("claim");
+        for j in &jobs {
+            let stack = j.stack.clone().expect("a deploy names its stack");
+            self.app
+                .pipeline
+                .queue
+                .finish(
+                    j.claim(),
+                    state,
+                    detail,
+                    &[],
+                    Some(stackgate::queue::LedgerEntry {
+                        repo: &j.repo,
+                        stack: &stack,
+                        sha: &j.sha,
+                        removed,
+                        identity: identity.as_ref(),
+                    }),
+                )
+                .expect("finish");
+        }
+        jobs.iter().map(|j| j.id).collect()
+    }
+
     /// The policies the app loaded.
     pub fn policies(&self) -> &PolicyHost {
         &self.app.pipeline.policies

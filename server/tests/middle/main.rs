@@ -2,7 +2,9 @@
 //! emulator for the pipeline tests), driven through its router or its pipeline, and
 //! snapshots of what users read. One test binary, so one link.
 
+mod console;
 mod harness;
 mod leases;
+mod openapi;
 mod router;
 mod snapshots;

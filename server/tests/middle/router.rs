@@ -415,7 +415,7 @@ async fn the_pages_list_and_show_runs() {
     assert_eq!(run.status, StatusCode::OK);
     assert!(
         run.body
-            .contains("Run 1: <span class=\"queued\">queued</span>"),
+            .contains("Run 1: <span class=\"badge j-queued\">queued</span>"),
         "{}",
         run.body
     );

@@ -21,7 +21,7 @@ fn comment(job: &Value) -> String {
         .to_string()
 }
 
-fn failing_stack(folder: &str) -> Vec<(String, String)> {
+pub fn failing_stack(folder: &str) -> Vec<(String, String)> {
     vec![
         (
             format!("stacks/{folder}/deployment.yaml"),
@@ -113,6 +113,7 @@ fn change_set_preview_with_replacements() {
         logical_id: id.into(),
         resource_type: ty.into(),
         replacement: replacement.into(),
+        scope: Vec::new(),
     };
     let changes = [
         change("Add", "AppBucket", "AWS::S3::Bucket", "-"),
@@ -210,9 +211,22 @@ async fn check_output_as_text_json_and_sarif() {
 }
 
 /// One line per row or heading, so that a changed word shows as a changed line.
-fn lines(html: &str) -> String {
+pub fn lines(html: &str) -> String {
     let mut s = html.to_string();
-    for end in ["</style>", "</p>", "</h1>", "</h2>", "</tr>", "</table>"] {
+    for end in [
+        "</style>",
+        "</p>",
+        "</h1>",
+        "</h2>",
+        "</h3>",
+        "</tr>",
+        "</table>",
+        "</dd>",
+        "</li>",
+        "</rect>",
+        "</text>",
+        "</script>",
+    ] {
         s = s.replace(end, &format!("{end}\n"));
     }
     s
@@ -220,7 +234,7 @@ fn lines(html: &str) -> String {
 
 /// `text` with the hex (or decimal) word after each `key` replaced: run times differ every
 /// run, and policy digests with every change to a policy.
-fn masked_after(text: &str, key: &str) -> String {
+pub fn masked_after(text: &str, key: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(at) = rest.find(key) {
@@ -236,6 +250,10 @@ fn masked_after(text: &str, key: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// The time pages tell ages by in snapshots: 2026-01-02T00:00:00Z, a day after the
+/// fixtures' commits.
+pub const NOW: i64 = 1_767_312_000_000;
 
 fn sha(n: u8) -> String {
     format!("{n:x}").repeat(40)
@@ -275,6 +293,7 @@ async fn index_page_with_runs_in_every_state() {
     let mut poll = job(Kind::Sync, None, sha(4));
     poll.trigger = Trigger::Poll;
     t.enqueue(&[poll]);
+    t.fix_times(NOW);
     let page = t.get("/").await;
     assert_eq!(page.status, StatusCode::OK);
     insta::assert_snapshot!(lines(&page.body));
@@ -284,6 +303,7 @@ async fn index_page_with_runs_in_every_state() {
 async fn run_page_of_a_dry_run_with_findings() {
     let (t, _, job) = dry_run(&failing_stack("admin"), false).await;
     assert_eq!(job["state"], "failed", "{job}");
+    t.fix_times(NOW);
     let page = t.get("/runs/1").await;
     assert_eq!(page.status, StatusCode::OK);
     let page = masked_after(&lines(&page.body), "&quot;micros&quot;: ");

@@ -231,6 +231,7 @@ impl Settled {
                 resource_type: "AWS::CloudFormation::Stack".into(),
                 status: status.clone(),
                 reason: Some(reason),
+                physical_id: None,
             })
         });
         DeployError::Failed {

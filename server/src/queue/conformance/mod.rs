@@ -3,6 +3,7 @@
 //! backend (`mod sqlite`, `mod postgres`); a new role file is one line in it. `replicas`
 //! holds the checks that need two stores on one database (PostgreSQL only).
 
+pub mod console;
 pub mod deliveries;
 pub mod drifts;
 pub mod history;
@@ -238,6 +239,7 @@ macro_rules! suite {
                 a_check_replaces_the_last_and_hands_it_back,
                 a_check_whose_lease_is_lost_records_nothing,
             ];
+            console: [the_console_reads_each_lanes_newest_job_runs_and_previews];
             history: [old_history_is_forgotten_but_live_work_and_each_lanes_last_run_stay];
             migrations: [
                 opening_again_applies_no_migration_twice,

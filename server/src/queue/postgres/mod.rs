@@ -14,6 +14,7 @@
 //! poster never sees a later status before an earlier one; one poster at a time holds a
 //! session advisory lock on a connection of its own.
 
+mod console;
 mod deliveries;
 mod drift;
 mod history;

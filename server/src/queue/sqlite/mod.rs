@@ -1,6 +1,7 @@
 //! The queue in one SQLite file (WAL), one module per role. One connection behind a mutex:
 //! SQLite has one writer anyway, and the delivery recorder batches the busiest writes.
 
+mod console;
 mod deliveries;
 mod drift;
 mod export;
