@@ -277,6 +277,21 @@ fn a_drifted_stack_set_to_report_is_not_redeployed_and_its_status_is_posted_once
         drift_statuses[0].2.contains("LogsBucket"),
         "{drift_statuses:?}"
     );
+    // The overview shows it drifted, with the check's time and its run.
+    let (code, body) = http("GET", &format!("{}/api/v1/stacks", server.url), &[], None);
+    assert_eq!(code, 200, "{body}");
+    let overview: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let row = overview["rows"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["folder"] == "hybrid-alb"))
+        .unwrap_or_else(|| panic!("{overview:#}"));
+    assert_eq!(row["state"], "drifted", "{row:#}");
+    assert_eq!(row["drift"]["drifted_resources"], 1, "{row:#}");
+    assert_eq!(
+        row["drift"]["run_href"],
+        format!("/runs/{}", second["id"]),
+        "{row:#}"
+    );
     // report: nothing redeploys.
     std::thread::sleep(std::time::Duration::from_secs(1));
     let (_, body) = http(

@@ -144,6 +144,36 @@ fn operators_redeploy_from_the_console_and_viewers_only_read() {
     let with_header = otto.send("POST", &api, &[], &[("X-CSRF-Token", &csrf)], true);
     assert_eq!(with_header.status, 202, "{with_header:?}");
 
+    // The drift form: the same guard; once the stack is deployed, 303 to the check's run.
+    wait_for(90, "otto's redeploy", || {
+        let j = otto.get(&format!("{}/api/v1/jobs/{id}", server.url)).json();
+        (j["state"] != "queued" && j["state"] != "running").then_some(())
+    });
+    let drift = format!("{}/stacks/{REPO}/app/drift", server.url);
+    assert_eq!(otto.post(&drift, &[]).status, 403);
+    let asked = otto.post(&drift, &[("csrf", &csrf)]);
+    assert_eq!(asked.status, 303, "{asked:?}");
+    let check: i64 = asked
+        .location()
+        .strip_prefix("/runs/")
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("{asked:?}"));
+    let check = otto
+        .get(&format!("{}/api/v1/jobs/{check}", server.url))
+        .json();
+    assert_eq!(
+        (check["kind"].as_str(), check["trigger"].as_str()),
+        (Some("drift"), Some("manual")),
+        "{check}"
+    );
+    // An operator's stack page offers both actions.
+    let page = otto.get(&format!("{}/stacks/{REPO}/app", server.url));
+    assert!(
+        page.body.contains(">Redeploy</button>") && page.body.contains(">Check drift now</button>"),
+        "{}",
+        page.body
+    );
+
     // viola logs in: a viewer, so she reads and may not redeploy.
     let viola = Browser::new();
     let callback = viola.login(&server.url, &provider, VIOLA);
@@ -161,6 +191,15 @@ fn operators_redeploy_from_the_console_and_viewers_only_read() {
         refused.body.contains("viewer") && refused.body.contains("operator"),
         "{}",
         refused.body
+    );
+    // Nor check drift, and her stack page offers no action.
+    assert_eq!(viola.post(&drift, &[("csrf", &her_csrf)]).status, 403);
+    let page = viola.get(&format!("{}/stacks/{REPO}/app", server.url));
+    assert_eq!(page.status, 200);
+    assert!(
+        !page.body.contains(">Redeploy</button>") && !page.body.contains("Check drift now"),
+        "{}",
+        page.body
     );
     // otto's token is no good in viola's session.
     assert_eq!(viola.post(&form, &[("csrf", &csrf)]).status, 403);

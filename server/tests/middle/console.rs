@@ -274,6 +274,14 @@ async fn a_stack_page_shows_outputs_resources_findings_and_pages_of_runs() {
         body.contains("&lt;b&gt;port 80&lt;/b&gt; is open"),
         "{body}"
     );
+    // The local user is an operator: both actions, each a form with its CSRF token.
+    for action in ["/web/redeploy\"", "/web/drift\""] {
+        let form = body
+            .split("<form method=\"post\"")
+            .find(|f| f.contains(action))
+            .unwrap_or_else(|| panic!("no form for {action}: {body}"));
+        assert!(form.contains("name=\"csrf\" value=\""), "{form}");
+    }
     insta::assert_snapshot!("console_stack_page", lines(body));
 
     // Thirty more runs: the history comes in pages.

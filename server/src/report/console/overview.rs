@@ -84,7 +84,7 @@ pub struct StackRow {
     /// The lane's newest run.
     pub last_run: Option<RunLink>,
     pub verdict: Option<Verdict>,
-    /// The last drift check: always `None` until the drift table is read here.
+    /// The last drift check, if any.
     pub drift: Option<DriftView>,
 }
 
@@ -121,6 +121,8 @@ pub struct Inputs<'a> {
     pub commits: &'a HashMap<String, CommitInfo>,
     /// A repository's stacks folder (`stacks`).
     pub stacks_dir: &'a dyn Fn(&str) -> String,
+    /// Each stack's latest drift check, by (repo, folder).
+    pub drifts: &'a HashMap<(String, String), crate::queue::DriftRow>,
     pub now: i64,
 }
 
@@ -192,7 +194,10 @@ fn row(
     let identity = ledger
         .and_then(|l| l.row.identity.as_ref())
         .or_else(|| head.and_then(|h| h.identity.as_ref()));
-    let drift: Option<DriftView> = None;
+    let drift = inputs
+        .drifts
+        .get(&(repo.clone(), folder.clone()))
+        .map(|d| DriftView::new(d, inputs.now));
     StackRow {
         path: format!("{}/{folder}", (inputs.stacks_dir)(&repo)),
         href: stack_href(&repo, &folder),

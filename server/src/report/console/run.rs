@@ -147,7 +147,12 @@ fn triggered_by(job: &Job) -> String {
         (Trigger::PullRequest, Some(pr)) if job.fork => format!("pull request #{pr} (from a fork)"),
         (Trigger::PullRequest, Some(pr)) => format!("pull request #{pr}"),
         (Trigger::PullRequest, None) => "a pull request".into(),
-        (Trigger::Manual, _) => "a manual redeploy through the API".into(),
+        (Trigger::Manual, _) if job.kind == crate::domain::Kind::Drift => {
+            "a drift check asked for by an operator".into()
+        }
+        (Trigger::Manual, _) => "a manual redeploy by an operator".into(),
+        (Trigger::Schedule, _) => "the drift scheduler".into(),
+        (Trigger::Drift, _) => "a drift check that found the stack changed (drift: revert)".into(),
     }
 }
 

@@ -66,6 +66,8 @@ pub struct Inputs<'a> {
     pub last_success: Option<&'a Job>,
     pub last_with_outputs: Option<&'a Job>,
     pub commits: &'a HashMap<String, CommitInfo>,
+    /// The stack's latest drift check.
+    pub drift: Option<&'a crate::queue::DriftRow>,
     pub now: i64,
 }
 
@@ -99,7 +101,7 @@ pub fn build(i: &Inputs<'_>) -> StackPage {
         .ledger
         .and_then(|l| l.identity.as_ref())
         .or_else(|| i.head.and_then(|h| h.identity.as_ref()));
-    let drift: Option<DriftView> = None;
+    let drift = i.drift.map(|d| DriftView::new(d, i.now));
     let more = i.runs.len() > PAGE_SIZE;
     StackPage {
         repo: i.repo.to_string(),

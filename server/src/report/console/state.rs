@@ -114,14 +114,34 @@ pub enum DriftState {
     Unknown,
 }
 
-/// The last drift check of a stack: filled in from the drift table (not yet: always
-/// `None` for now).
+/// The last drift check of a stack, from the drift table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DriftView {
     pub state: DriftState,
-    /// When it was checked (ms since the epoch).
+    /// When it was checked (ms since the epoch), and how long ago.
     pub checked_at: i64,
+    pub checked_ago: String,
     pub drifted_resources: u32,
+    /// Findings on the live state that the deployed template does not have.
+    pub live_findings: u32,
+    /// The check's run page.
+    pub run_href: String,
+}
+
+impl DriftView {
+    pub fn new(d: &crate::queue::DriftRow, now: i64) -> Self {
+        Self {
+            state: match d.state {
+                crate::domain::DriftState::InSync => DriftState::InSync,
+                crate::domain::DriftState::Drifted => DriftState::Drifted,
+            },
+            checked_at: d.checked_at,
+            checked_ago: super::view::age(now, d.checked_at),
+            drifted_resources: u32::try_from(d.drifted).unwrap_or(u32::MAX),
+            live_findings: u32::try_from(d.live_findings).unwrap_or(u32::MAX),
+            run_href: format!("/runs/{}", d.job),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -202,7 +222,10 @@ mod tests {
         let drifted = DriftView {
             state: DriftState::Drifted,
             checked_at: 1,
+            checked_ago: "1 s ago".into(),
             drifted_resources: 2,
+            live_findings: 0,
+            run_href: "/runs/1".into(),
         };
         assert_eq!(
             StackState::InSync.with_drift(Some(&drifted)),
@@ -215,7 +238,7 @@ mod tests {
         assert_eq!(StackState::InSync.with_drift(None), StackState::InSync);
         let clean = DriftView {
             state: DriftState::InSync,
-            ..drifted
+            ..drifted.clone()
         };
         assert_eq!(
             StackState::InSync.with_drift(Some(&clean)),
