@@ -238,6 +238,18 @@ struct Sweep {
     refused_posts: usize,
 }
 
+impl Sweep {
+    /// Checks per second over the sweep, from its start (serve ready, or the first POST) to
+    /// its last check's end: a sweep's rate, waits included.
+    fn rate(&self) -> f64 {
+        if self.from_start > 0.0 {
+            self.checked as f64 / self.from_start
+        } else {
+            f64::NAN
+        }
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -552,7 +564,7 @@ fn machine() -> (String, String, String, String) {
         .join(" ");
     (
         cpu,
-        out("git", &["rev-parse", "--short", "HEAD"]),
+        out("git", &["describe", "--always", "--dirty"]),
         out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         load,
     )
@@ -702,15 +714,11 @@ fn main() {
          `max_parallel_jobs = {deploy_parallel}`; deploy jobs not succeeded: {deploy_bad}.\n\n"
     ));
     r.push_str(
-        "| path | bound | checked | wall (s) | from start (s) | checks/s | per check p50 / p99 (ms) | queue wait p50 / p99 (s) | max running sampled / exact | failed / error / skipped / unfinished | throttles |\n\
+        "| path | bound | checked | wall (s) | from start (s) | checks/s (from start) | per check p50 / p99 (ms) | queue wait p50 / p99 (s) | max running sampled / exact | failed / error / skipped / unfinished | throttles |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for s in &sweeps {
-        let rate = if s.first_to_last > 0.0 {
-            s.checked as f64 / s.first_to_last
-        } else {
-            f64::NAN
-        };
+        let rate = s.rate();
         r.push_str(&format!(
             "| {} | {} | {}/{n}{} | {:.1} | {:.1} | {:.2} | {:.0} / {:.0} | {:.1} / {:.1} | {} / {} | {} / {} / {} / {} | {} |\n",
             s.path,
@@ -742,11 +750,7 @@ fn main() {
         let total: usize = s.rounds.iter().map(|r| r.1).sum();
         let mut gaps: Vec<f64> = s.rounds.windows(2).map(|w| w[1].0 - w[0].0).collect();
         gaps.sort_by(f64::total_cmp);
-        let rate = if s.first_to_last > 0.0 {
-            s.checked as f64 / s.first_to_last
-        } else {
-            f64::NAN
-        };
+        let rate = s.rate();
         r.push_str(&format!(
             "- scheduled, concurrency {}: {} scheduler round(s) enqueued {} check(s) (at most {} each), \
              {:.1} s apart (median); at {:.3} checks/s a whole sweep of {n} takes {:.0} s ({:.1} min).\n",
