@@ -290,6 +290,9 @@ pub(super) async fn supervise(app: Arc<Pipeline>, job: Job, resume: Option<resum
     );
     app.wake.jobs.notify_one();
     app.wake.outbox.notify_one();
+    if kind == Kind::Drift {
+        app.wake.drift.notify_one();
+    }
 }
 
 /// A job whose worker crashed or ran out of time: run again, or failed at the limit. A

@@ -277,6 +277,8 @@ pub struct Wake {
     pub jobs: tokio::sync::Notify,
     /// The outbox poster: statuses or comments were queued.
     pub outbox: std::sync::Arc<tokio::sync::Notify>,
+    /// The drift scheduler: a drift check ended, so there may be room for the next one.
+    pub drift: tokio::sync::Notify,
 }
 
 /// How long a queued sync waits for newer pushes before it runs.

@@ -23,8 +23,18 @@ pub async fn run(app: Arc<Pipeline>) {
     }
     let mut first_seen = FirstSeen::new();
     let mut round = tokio::time::interval(ROUND);
+    // More checks were due than the concurrency left room for: look again as soon as a
+    // check ends, not only at the next round, or a sweep runs at `concurrency` per round.
+    let mut backlog = false;
     loop {
-        round.tick().await;
+        if backlog {
+            tokio::select! {
+                _ = round.tick() => {}
+                _ = app.wake.drift.notified() => {}
+            }
+        } else {
+            round.tick().await;
+        }
         if app.leases.stopping() {
             return;
         }
@@ -36,8 +46,9 @@ pub async fn run(app: Arc<Pipeline>) {
         })
         .await;
         match found {
-            Ok((jobs, seen)) => {
+            Ok(Due { jobs, seen, more }) => {
                 first_seen = seen;
+                backlog = more;
                 if jobs.is_empty() {
                     continue;
                 }
@@ -46,9 +57,23 @@ pub async fn run(app: Arc<Pipeline>) {
                     tracing::error!(error = %e, "cannot enqueue drift checks");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot look for drift checks due"),
+            Err(e) => {
+                backlog = false;
+                tracing::warn!(error = %e, "cannot look for drift checks due");
+            }
         }
     }
+}
+
+/// What one look at the ledger found.
+#[derive(Debug)]
+struct Due {
+    /// The checks to enqueue now.
+    jobs: Vec<NewJob>,
+    /// When each stack was first seen.
+    seen: FirstSeen,
+    /// More checks are due than the concurrency left room for.
+    more: bool,
 }
 
 /// The checks due now, oldest due first, within what `limit` leaves; and when each stack
@@ -61,7 +86,7 @@ fn due(
     limit: usize,
     mut first_seen: FirstSeen,
     now: i64,
-) -> Result<(Vec<NewJob>, FirstSeen), StoreError> {
+) -> Result<Due, StoreError> {
     let mut live_checks: HashSet<(String, String)> = HashSet::new();
     for state in [JobState::Queued, JobState::Running] {
         for j in q.jobs_in_state(state)? {
@@ -96,6 +121,7 @@ fn due(
     }
     candidates.sort();
     let room = limit.saturating_sub(live_checks.len());
+    let more = candidates.len() > room;
     let jobs = candidates
         .into_iter()
         .take(room)
@@ -109,7 +135,11 @@ fn due(
             trigger: Trigger::Schedule,
         })
         .collect();
-    Ok((jobs, still))
+    Ok(Due {
+        jobs,
+        seen: still,
+        more,
+    })
 }
 
 /// A stack's own offset in `[0, span)`: stable across rounds and replicas.
@@ -174,9 +204,15 @@ mod tests {
         let repos = ["acme/infra".to_string()];
         let t0 = 1_000 * HOUR;
         // Never checked: each is first due within one interval of being seen.
-        let (now_due, seen) = due(&*q, &repos, HOUR, 2, HashMap::new(), t0).unwrap();
+        let Due {
+            jobs: now_due,
+            seen,
+            ..
+        } = due(&*q, &repos, HOUR, 2, HashMap::new(), t0).unwrap();
         assert!(now_due.len() <= 2);
-        let (later, seen) = due(&*q, &repos, HOUR, 2, seen, t0 + HOUR).unwrap();
+        let Due {
+            jobs: later, seen, ..
+        } = due(&*q, &repos, HOUR, 2, seen, t0 + HOUR).unwrap();
         assert_eq!(later.len(), 2, "two at a time: {:?}", stacks(&later));
         assert!(
             later
@@ -210,7 +246,9 @@ mod tests {
             )
             .unwrap();
         }
-        let (next, seen) = due(&*q, &repos, HOUR, 2, seen, t0 + HOUR + 1).unwrap();
+        let Due {
+            jobs: next, seen, ..
+        } = due(&*q, &repos, HOUR, 2, seen, t0 + HOUR + 1).unwrap();
         let checked = stacks(&later);
         assert!(
             next.iter()
@@ -218,7 +256,8 @@ mod tests {
             "{:?}",
             stacks(&next)
         );
-        let (again, _) = due(&*q, &repos, HOUR, 3, seen, t0 + 2 * HOUR + HOUR / 10).unwrap();
+        let Due { jobs: again, .. } =
+            due(&*q, &repos, HOUR, 3, seen, t0 + 2 * HOUR + HOUR / 10).unwrap();
         assert_eq!(stacks(&again).len(), 3);
     }
 
@@ -229,12 +268,36 @@ mod tests {
         deployed(&*q, "a");
         let repos = ["acme/infra".to_string()];
         let t = 1_000 * HOUR;
-        let (_, seen) = due(&*q, &repos, HOUR, 4, HashMap::new(), t).unwrap();
-        let (jobs, seen) = due(&*q, &repos, HOUR, 4, seen, t + HOUR).unwrap();
+        let Due { seen, .. } = due(&*q, &repos, HOUR, 4, HashMap::new(), t).unwrap();
+        let Due { jobs, seen, .. } = due(&*q, &repos, HOUR, 4, seen, t + HOUR).unwrap();
         assert_eq!(jobs.len(), 1);
         q.enqueue(&jobs, &none, &superseded).unwrap();
-        let (jobs, _) = due(&*q, &repos, HOUR, 4, seen, t + 2 * HOUR).unwrap();
+        let Due { jobs, .. } = due(&*q, &repos, HOUR, 4, seen, t + 2 * HOUR).unwrap();
         assert!(jobs.is_empty(), "{jobs:?}");
+    }
+
+    #[test]
+    fn a_backlog_is_said_so_that_the_next_look_comes_when_a_check_ends() {
+        let h = SqliteHarness::new();
+        let q = h.open();
+        for s in ["a", "b", "c"] {
+            deployed(&*q, s);
+        }
+        let repos = ["acme/infra".to_string()];
+        let t = 1_000 * HOUR;
+        let Due { seen, .. } = due(&*q, &repos, HOUR, 2, HashMap::new(), t).unwrap();
+        // All three due, room for two: a backlog.
+        let d = due(&*q, &repos, HOUR, 2, seen, t + HOUR).unwrap();
+        assert_eq!(d.jobs.len(), 2);
+        assert!(d.more);
+        q.enqueue(&d.jobs, &none, &superseded).unwrap();
+        // Both slots taken: nothing to enqueue, still a backlog.
+        let d = due(&*q, &repos, HOUR, 2, d.seen, t + HOUR).unwrap();
+        assert!(d.jobs.is_empty() && d.more, "{d:?}");
+        // Room for all that are due: none.
+        let d = due(&*q, &repos, HOUR, 4, d.seen, t + HOUR).unwrap();
+        assert_eq!(stacks(&d.jobs).len(), 1);
+        assert!(!d.more);
     }
 
     #[test]
