@@ -9,7 +9,8 @@
 #      (service tests), wrk
 #      (benchmarks), sqlite3, curl (deploy/local/emulator.sh), postgresql-15 (the PostgreSQL
 #      backend's tests, deploy/local/postgres.sh; binaries in /usr/lib/postgresql/15/bin; the
-#      `main` cluster its postinst may create is not used).
+#      `main` cluster its postinst may create is not used), chromium and fonts-liberation (the
+#      browser test, tests/browser.rs: Debian's Chromium, driven by Playwright's driver).
 #   2. rustup target wasm32-unknown-unknown (the policies), if not installed.
 #   3. Python venv .local/venv with deploy/local/requirements.txt (moto, cfn-lint, pytest,
 #      boto3, ...), reinstalled only when that file (or the Python) changed since the
@@ -19,6 +20,8 @@
 #      .local/stamps/npm-tests-github.sha256, the name it had before the folder moved).
 #   5. npm packages of the OpenID provider for the login tests, tests/doubles/oidc/
 #      (oidc-provider), the same way (stamp: .local/stamps/npm-tests-oidc.sha256).
+#   6. npm packages of the browser test, tests/browser/ (playwright-core, which downloads no
+#      browser, and axe-core), the same way (stamp: .local/stamps/npm-tests-browser.sha256).
 #
 # Environment: PYTHON (default python3) picks the interpreter for a new venv.
 set -euo pipefail
@@ -28,7 +31,7 @@ LOCAL="$ROOT/.local"
 STAMPS="$LOCAL/stamps"
 VENV="$LOCAL/venv"
 REQUIREMENTS="$ROOT/deploy/local/requirements.txt"
-APT_PACKAGES=(pkg-config libssl-dev wrk sqlite3 curl openssl git postgresql-15)
+APT_PACKAGES=(pkg-config libssl-dev wrk sqlite3 curl openssl git postgresql-15 chromium fonts-liberation)
 WASM_TARGET=wasm32-unknown-unknown
 export DEBIAN_FRONTEND=noninteractive
 
@@ -114,8 +117,8 @@ step_venv() {
     | awk '$1 ~ /^(moto|boto3|cfn-lint|pytest)$/ {printf "%s %s  ", $1, $2}'))"
 }
 
-# ------------------------------------------------------------ 4./5. npm test doubles
-# npm_install DIR STAMP: `npm ci` in DIR (a folder under tests/doubles) when its node_modules
+# ------------------------------------------------------- 4.-6. npm test doubles, browser
+# npm_install DIR STAMP: `npm ci` in DIR (a folder under tests/) when its node_modules
 # is missing or its package.json / package-lock.json changed since the stamp.
 npm_install() {
   local rel="$1" stamp="$STAMPS/$2.sha256"
@@ -149,6 +152,7 @@ npm_install() {
 step_npm() {
   npm_install tests/doubles/github npm-tests-github
   npm_install tests/doubles/oidc npm-tests-oidc
+  npm_install tests/browser npm-tests-browser
 }
 
 start=$SECONDS
