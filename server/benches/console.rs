@@ -1,27 +1,37 @@
-//! The console's overview on a big state file: 500 stacks × 200 runs (100,000 jobs with
-//! deploy-sized details) in SQLite, and `GET /` rendered through the router, as a browser
-//! gets it. See `benches/README.md`.
+//! The console on a big state database: 500 stacks × 200 runs (100,000 jobs with
+//! deploy-sized details) and one run with 1,000 stack events, in SQLite and in PostgreSQL,
+//! each page fetched through the router as a browser gets it. See `benches/README.md`.
 //!
 //! ```text
-//! cargo bench -p stackgate --bench console
+//! cargo bench -p stackgate --bench console --profile dev
 //! ```
 //!
-//! It prints p50/p99 of `/`, of a stack page, and of the one query behind `/` (the newest
-//! job of each lane), first on the schema as it is, then again after adding an index on
-//! `jobs(lane, id)` to the bench's own file, side by side in one run.
+//! It prints p50/p99 of `/`, of a filtered `/`, of a stack page, of the one query behind
+//! `/` (the newest job of each lane), and of the big run's page and its JSON, on the schema
+//! as the migrations make it; then the overview's rows again after `DROP INDEX
+//! jobs_lane_id`, for comparison. PostgreSQL: a throwaway cluster of
+//! `deploy/local/postgres.sh` on `CONSOLE_BENCH_PG_PORT` (5590), started and stopped here,
+//! or the cluster at `STACKGATE_BENCH_POSTGRES_URL`, on which a database of the bench's own
+//! is made and dropped. `CONSOLE_BENCH_BACKENDS=sqlite` (or `postgres`) runs one of them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
 use serde_json::json;
 use stackgate::config::Config;
-use stackgate::queue::Console;
+use stackgate::domain::JobId;
+use stackgate::queue::Queue;
 use tower::ServiceExt;
 
 const REPO: &str = "bench/console";
+/// The stack events of the big run, and the resources they are about.
+const RUN_EVENTS: usize = 1000;
+const RUN_RESOURCES: usize = 150;
+/// 2026-01-01T00:00:00Z, in ms.
+const BASE: i64 = 1_767_225_600_000;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -78,11 +88,115 @@ fn detail(stack: usize, run: usize) -> String {
     .to_string()
 }
 
-fn fill(db: &Path, stacks: usize, runs: usize, sha: &str) {
+/// The big run's detail: an update of ~150 resources that took 25 minutes, told by 1,000
+/// stack events (each resource in progress and done, several times over, as nested stacks
+/// and replacements make them) with a few notes between, a policy report with findings,
+/// a change set of every resource, and outputs.
+fn big_detail(stack: usize) -> String {
+    const TYPES: [&str; 6] = [
+        "AWS::EC2::SecurityGroup",
+        "AWS::IAM::Role",
+        "AWS::Lambda::Function",
+        "AWS::SNS::Topic",
+        "AWS::SQS::Queue",
+        "AWS::CloudFormation::Stack",
+    ];
+    let span_ms = 25 * 60 * 1000;
+    let mut events = Vec::with_capacity(RUN_EVENTS + 4);
+    for e in 0..RUN_EVENTS {
+        let done = (e * RUN_RESOURCES / RUN_EVENTS).min(RUN_RESOURCES);
+        // The stack itself first and last; resources in turn between, each one's events in
+        // pairs (in progress, then complete or, for a few, failed and updated again).
+        let (logical_id, rtype, status, reason) = if e == 0 || e == RUN_EVENTS - 1 {
+            let s = if e == 0 {
+                "UPDATE_IN_PROGRESS"
+            } else {
+                "UPDATE_COMPLETE"
+            };
+            (
+                format!("s{stack:03}"),
+                "AWS::CloudFormation::Stack",
+                s,
+                Some("User Initiated"),
+            )
+        } else {
+            let i = e - 1;
+            let r = (i / 2) % RUN_RESOURCES;
+            let second = i % 2 == 1;
+            let status = match (second, r % 37 == 5 && i < 2 * RUN_RESOURCES) {
+                (false, _) => "UPDATE_IN_PROGRESS",
+                (true, true) => "UPDATE_FAILED",
+                (true, false) => "UPDATE_COMPLETE",
+            };
+            (
+                format!("Resource{r:03}WithALongishLogicalIdForTheLabel"),
+                TYPES[r % TYPES.len()],
+                status,
+                (status == "UPDATE_FAILED").then_some("Resource handler returned message: \"Rate exceeded (Service: Lambda, Status Code: 429)\""),
+            )
+        };
+        let at = BASE + (e as i64 * span_ms) / RUN_EVENTS as i64;
+        let ts = time::OffsetDateTime::from_unix_timestamp_nanos(at as i128 * 1_000_000)
+            .expect("a time")
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("format a time");
+        events.push(json!({"event": {"id": format!("ev-big-{e}"), "timestamp": ts,
+            "logical_id": logical_id, "resource_type": rtype, "status": status, "reason": reason,
+            "physical_id": format!("arn:aws:cloudformation:eu-west-1:123456789012:thing/{logical_id}/{e}")},
+            "done": done, "total": RUN_RESOURCES}));
+        if e % 250 == 125 {
+            events.push(json!({"note": format!("{e} events so far; waiting for CloudFormation")}));
+        }
+    }
+    let findings: Vec<_> = (0..12)
+        .map(|f| json!({"policy": "least-privilege-iam", "rule": "write-on-star", "severity": if f % 3 == 0 { "error" } else { "warning" },
+            "resource": format!("Resource{:03}WithALongishLogicalIdForTheLabel", f * 12), "path": format!("/Resources/Resource{:03}/Properties/Policies/0", f * 12),
+            "line": 31 + f * 20, "message": "s3:PutObject on Resource \"*\"", "remediation": "name the bucket"}))
+        .collect();
+    let changes: Vec<_> = (0..RUN_RESOURCES)
+        .map(|r| json!({"action": if r % 10 == 0 { "Add" } else { "Modify" },
+            "logical_id": format!("Resource{r:03}WithALongishLogicalIdForTheLabel"), "resource_type": TYPES[r % TYPES.len()],
+            "replacement": if r % 7 == 0 { "True" } else { "False" }}))
+        .collect();
+    json!({
+        "template": format!("stacks/s{stack:03}/template.yaml"),
+        "identity": {"account": "123456789012", "region": "eu-west-1", "name": format!("s{stack:03}")},
+        "policy": {"verdict": "fail", "outcomes": [
+            {"policy": "open-ingress", "digest": "a".repeat(64), "verdict": "pass", "micros": 812, "findings": []},
+            {"policy": "least-privilege-iam", "digest": "b".repeat(64), "verdict": "fail", "micros": 1405, "findings": findings}]},
+        "changes": changes,
+        "outputs": {"TopicArn": "[redacted]", "QueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/q"},
+        "events": events,
+    })
+    .to_string()
+}
+
+/// The state of the `n`th job of the fill (interleaved as pushes make them: each round
+/// touches every stack), and its times.
+fn job_of(stacks: usize, run: usize, s: usize) -> (&'static str, i64, i64) {
+    let state = match (run + s) % 23 {
+        0 => "failed",
+        _ => "succeeded",
+    };
+    let at = BASE + (run * stacks + s) as i64 * 1000;
+    (state, at, at + 45_000)
+}
+
+fn stack_name(s: usize) -> String {
+    format!("s{s:03}")
+}
+
+fn lane(stack: &str) -> String {
+    format!("{REPO}#stack:{stack}")
+}
+
+/// Fills the SQLite file; the id of the big run, the newest job of stack s000's lane.
+fn fill_sqlite(db: &Path, stacks: usize, runs: usize, sha: &str) -> JobId {
     let mut c = rusqlite::Connection::open(db).expect("open the state file");
-    c.busy_timeout(std::time::Duration::from_secs(10))
+    c.busy_timeout(Duration::from_secs(10))
         .expect("busy timeout");
     let tx = c.transaction().expect("transaction");
+    let big;
     {
         let mut job = tx
             .prepare(
@@ -91,29 +205,37 @@ fn fill(db: &Path, stacks: usize, runs: usize, sha: &str) {
                  VALUES ('deploy', ?1, ?2, ?3, ?4, NULL, 0, 'push', ?5, 'done', ?6, ?7, ?7, ?8, 1, 1)",
             )
             .expect("prepare");
-        let base = 1_767_225_600_000i64;
-        // Interleaved as pushes make them: each round touches every stack.
         for run in 0..runs {
             for s in 0..stacks {
-                let stack = format!("s{s:03}");
-                let state = match (run + s) % 23 {
-                    0 => "failed",
-                    _ => "succeeded",
-                };
-                let at = base + (run * stacks + s) as i64 * 1000;
+                let stack = stack_name(s);
+                let (state, at, end) = job_of(stacks, run, s);
                 job.execute(rusqlite::params![
                     REPO,
                     stack,
                     sha,
-                    format!("{REPO}#stack:{stack}"),
+                    lane(&stack),
                     state,
                     detail(s, run),
                     at,
-                    at + 45_000,
+                    end,
                 ])
                 .expect("insert a job");
             }
         }
+        let at = BASE + (runs * stacks) as i64 * 1000;
+        let stack = stack_name(0);
+        job.execute(rusqlite::params![
+            REPO,
+            stack,
+            sha,
+            lane(&stack),
+            "succeeded",
+            big_detail(0),
+            at,
+            at + 25 * 60 * 1000,
+        ])
+        .expect("insert the big run");
+        big = JobId(tx.last_insert_rowid());
         let mut ledger = tx
             .prepare(
                 "INSERT INTO deployed (repo, stack, sha, removed, at, stack_name, region, account)
@@ -122,11 +244,193 @@ fn fill(db: &Path, stacks: usize, runs: usize, sha: &str) {
             .expect("prepare");
         for s in 0..stacks {
             ledger
-                .execute(rusqlite::params![REPO, format!("s{s:03}"), sha, base])
+                .execute(rusqlite::params![REPO, stack_name(s), sha, BASE])
                 .expect("insert a ledger line");
         }
     }
     tx.commit().expect("commit");
+    c.execute_batch("ANALYZE").expect("analyze");
+    big
+}
+
+/// Fills the PostgreSQL database the same way, one multi-row INSERT (arrays, `unnest`) per
+/// round of pushes, in one transaction; then `VACUUM ANALYZE`, as autovacuum would have
+/// done to a database that grew over months. The id of the big run.
+async fn fill_postgres(url: &str, stacks: usize, runs: usize, sha: &str) -> JobId {
+    let (mut c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to the bench database: {e}"));
+    let conn = tokio::spawn(conn);
+    let tx = c.transaction().await.expect("transaction");
+    let insert = tx
+        .prepare(
+            "INSERT INTO jobs (kind, repo, stack, sha, lane, pr, fork, trigger, state, phase,
+                 detail, created_at, started_at, finished_at, attempts, fence)
+             SELECT 'deploy', $1, stack, $2, lane, NULL, false, 'push', state, 'done',
+                 detail::jsonb, at, at, done, 1, 1
+             FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[])
+                 AS r(stack, lane, state, detail, at, done)
+             RETURNING id",
+        )
+        .await
+        .expect("prepare");
+    let mut big = None;
+    for run in 0..=runs {
+        // One round's columns: (stack, state, detail, created, finished) of each job.
+        let jobs: Vec<(usize, &str, String, i64, i64)> = if run < runs {
+            (0..stacks)
+                .map(|s| {
+                    let (state, at, done) = job_of(stacks, run, s);
+                    (s, state, detail(s, run), at, done)
+                })
+                .collect()
+        } else {
+            let at = BASE + (runs * stacks) as i64 * 1000;
+            vec![(0, "succeeded", big_detail(0), at, at + 25 * 60 * 1000)]
+        };
+        let stack: Vec<String> = jobs.iter().map(|j| stack_name(j.0)).collect();
+        let lanes: Vec<String> = stack.iter().map(|s| lane(s)).collect();
+        let state: Vec<&str> = jobs.iter().map(|j| j.1).collect();
+        let at: Vec<i64> = jobs.iter().map(|j| j.3).collect();
+        let done: Vec<i64> = jobs.iter().map(|j| j.4).collect();
+        let details: Vec<String> = jobs.into_iter().map(|j| j.2).collect();
+        let ids = tx
+            .query(
+                &insert,
+                &[&REPO, &sha, &stack, &lanes, &state, &details, &at, &done],
+            )
+            .await
+            .expect("insert a round of jobs");
+        if run == runs {
+            big = Some(JobId(ids[0].get(0)));
+        }
+    }
+    for s in 0..stacks {
+        tx.execute(
+            "INSERT INTO deployed (repo, stack, sha, removed, at, stack_name, region, account)
+             VALUES ($1, $2, $3, false, $4, $2, 'eu-west-1', '123456789012')",
+            &[&REPO, &stack_name(s), &sha, &BASE],
+        )
+        .await
+        .expect("insert a ledger line");
+    }
+    tx.commit().await.expect("commit");
+    // One statement each: several in one string are one transaction, which VACUUM refuses.
+    for sql in ["VACUUM ANALYZE", "CHECKPOINT"] {
+        c.batch_execute(sql).await.expect(sql);
+    }
+    drop(c);
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    big.expect("the big run")
+}
+
+/// Runs `sql` on the database at `url`, on a connection of its own.
+async fn pg_exec(url: &str, sql: &str) -> Vec<tokio_postgres::SimpleQueryMessage> {
+    let (c, conn) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_postgres::connect(url, tokio_postgres::NoTls),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no answer from PostgreSQL in 10 s"))
+    .unwrap_or_else(|e| panic!("connect to PostgreSQL: {e}"));
+    let conn = tokio::spawn(conn);
+    let out = tokio::time::timeout(Duration::from_secs(300), c.simple_query(sql))
+        .await
+        .unwrap_or_else(|_| panic!("{sql}: no answer in 300 s"))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    drop(c);
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    out
+}
+
+async fn pg_value(url: &str, sql: &str) -> String {
+    pg_exec(url, sql)
+        .await
+        .into_iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// A PostgreSQL cluster for the bench: `deploy/local/postgres.sh`'s on a port of the
+/// bench's range, stopped (and its folder removed) when dropped; or one given by URL,
+/// left running. Either way, a database of the bench's own, dropped at the end.
+struct Cluster {
+    admin: String,
+    url: String,
+    db: String,
+    port: Option<String>,
+    script: PathBuf,
+}
+
+impl Cluster {
+    async fn start(root: &Path) -> Cluster {
+        let script = root.join("deploy/local/postgres.sh");
+        let (admin, port) = match std::env::var("STACKGATE_BENCH_POSTGRES_URL") {
+            Ok(url) => (url, None),
+            Err(_) => {
+                let port = env_usize("CONSOLE_BENCH_PG_PORT", 5590);
+                assert!(
+                    (5590..=5599).contains(&port),
+                    "CONSOLE_BENCH_PG_PORT: the bench's ports are 5590-5599"
+                );
+                let port = port.to_string();
+                let out = Command::new("timeout")
+                    .args(["120", "bash"])
+                    .arg(&script)
+                    .args(["start", &port])
+                    .output()
+                    .expect("run deploy/local/postgres.sh");
+                assert!(
+                    out.status.success(),
+                    "PostgreSQL did not start on {port}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let url = Command::new("bash")
+                    .arg(&script)
+                    .args(["url", &port])
+                    .output()
+                    .expect("run deploy/local/postgres.sh url");
+                let url = String::from_utf8_lossy(&url.stdout).trim().to_string();
+                (url, Some(port))
+            }
+        };
+        let db = format!("sg_console_bench_{}", std::process::id());
+        pg_exec(&admin, &format!("CREATE DATABASE {db}")).await;
+        let mut url = url::Url::parse(&admin).expect("a PostgreSQL URL");
+        url.set_path(&format!("/{db}"));
+        Cluster {
+            admin,
+            url: url.to_string(),
+            db,
+            port,
+            script,
+        }
+    }
+
+    async fn stop(self) {
+        pg_exec(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db),
+        )
+        .await;
+    }
+}
+
+/// The cluster started here is stopped however the bench ends, a panic included.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(port) = &self.port {
+            let _ = Command::new("timeout")
+                .args(["120", "bash"])
+                .arg(&self.script)
+                .args(["stop", port])
+                .stdout(std::process::Stdio::null())
+                .status();
+        }
+    }
 }
 
 fn machine() -> String {
@@ -139,12 +443,16 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
     let profile = if cfg!(debug_assertions) {
         "dev"
     } else {
         "release"
     };
-    format!("{cpu}, {cores} cores, {profile} profile")
+    format!("{cpu}, {cores} cores (load {load} at start), {profile} profile")
 }
 
 struct Timings(Vec<f64>);
@@ -153,7 +461,7 @@ impl Timings {
     fn line(mut self, what: &str) -> String {
         self.0.sort_by(|a, b| a.total_cmp(b));
         format!(
-            "{what:<44} p50 {:>8.2} ms  p99 {:>8.2} ms  (n = {})",
+            "{what:<48} p50 {:>8.2} ms  p99 {:>8.2} ms  (n = {})",
             percentile(&self.0, 0.5),
             percentile(&self.0, 0.99),
             self.0.len()
@@ -165,11 +473,15 @@ async fn time_get(router: &axum::Router, path: &str, n: usize, warmup: usize) ->
     let mut out = Vec::with_capacity(n);
     for i in 0..n + warmup {
         let t = Instant::now();
-        let resp = router
-            .clone()
-            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
-            .await
-            .expect("infallible");
+        let resp = tokio::time::timeout(
+            Duration::from_secs(60),
+            router
+                .clone()
+                .oneshot(Request::get(path).body(Body::empty()).expect("request")),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{path}: no answer in 60 s"))
+        .expect("infallible");
         assert!(resp.status().is_success(), "{path}: {}", resp.status());
         let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
@@ -182,17 +494,142 @@ async fn time_get(router: &axum::Router, path: &str, n: usize, warmup: usize) ->
     Timings(out)
 }
 
-fn time_query(q: &dyn Console, n: usize) -> Timings {
+/// `f` `n` times, after one warm-up.
+fn time(n: usize, mut f: impl FnMut()) -> Timings {
+    f();
     Timings(
         (0..n)
             .map(|_| {
                 let t = Instant::now();
-                let heads = q.lane_heads().expect("lane heads");
-                assert!(!heads.is_empty());
+                f();
                 t.elapsed().as_secs_f64() * 1000.0
             })
             .collect(),
     )
+}
+
+fn time_heads(q: &dyn Queue, n: usize) -> Timings {
+    time(n, || {
+        let heads = q.lane_heads().expect("lane heads");
+        assert!(!heads.is_empty());
+    })
+}
+
+/// A service on its own state folder (SQLite there, or PostgreSQL at `url`), its mirror of
+/// the origin fetched.
+async fn service(tmp: &Path, name: &str, origin: &Path, url: Option<&str>) -> stackgate::app::App {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let state = tmp.join(name);
+    std::fs::create_dir_all(&state).expect("mkdir state");
+    // The policies compiled once, as the middle tests keep them.
+    let cache = root.join("target/middle-policy-cache");
+    std::fs::create_dir_all(&cache).expect("mkdir the policy cache");
+    std::os::unix::fs::symlink(&cache, state.join("policy-cache")).expect("link the cache");
+    let cfg_path = tmp.join(format!("{name}.toml"));
+    let url = url.map_or(String::new(), |u| format!("url = \"{u}\"\n"));
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "listen = \"127.0.0.1:0\"\n[state]\npath = \"{}\"\n{url}[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:9\"\n[[repos]]\nname = \"{REPO}\"\nurl = \"{}\"\nbranch = \"main\"\n",
+            state.join("stackgate.db").display(),
+            origin.display()
+        ),
+    )
+    .expect("write the config");
+    let cfg = Config::load(Some(&cfg_path)).expect("config");
+    let repo = cfg.repos[0].clone();
+    let app = stackgate::app::build(cfg).await.expect("build the service");
+    app.http.mirrors.fetch(&repo, None).await.expect("fetch");
+    app
+}
+
+/// The rows every backend gets: the overview, a filtered overview, a stack page, and the
+/// big run's page, its JSON, and their parts (the query; building and rendering).
+async fn rows(app: &stackgate::app::App, big: JobId, n: usize, warmup: usize) -> Vec<String> {
+    let router = app.router();
+    let queue = app.http.queue.clone();
+    let stack_page = format!("/stacks/{REPO}/s000");
+    let mut lines = vec![
+        time_heads(queue.as_ref(), n).line("lane_heads (the overview's query)"),
+        time(n, || {
+            queue.ledger_lines().expect("ledger");
+            queue.lane_heads().expect("lane heads");
+            queue.recent_jobs(20).expect("recent jobs");
+            queue.drifts().expect("drifts");
+        })
+        .line("the overview's 4 queries (lane_heads and all)"),
+        time_get(&router, "/api/v1/stacks", n, warmup)
+            .await
+            .line("GET /api/v1/stacks (the overview's JSON)"),
+        time_get(&router, "/", n, warmup)
+            .await
+            .line("GET / (500 rows, rendered)"),
+        time_get(&router, "/?state=failed&q=s01", n, warmup)
+            .await
+            .line("GET /?state=failed&q=s01"),
+        time_get(&router, &stack_page, n, warmup)
+            .await
+            .line("GET /stacks/…/s000"),
+    ];
+    let job = queue
+        .job(big)
+        .expect("read the big run")
+        .expect("the big run");
+    let events = job.detail["events"].as_array().map_or(0, Vec::len);
+    lines.push(format!(
+        "run {big}: {events} lines of log, detail {} KiB:",
+        job.detail.to_string().len() >> 10
+    ));
+    lines.push(
+        time(n, || {
+            queue.job(big).expect("job").expect("a job");
+        })
+        .line("  job(id) (the run page's query)"),
+    );
+    lines.push(
+        time(n, || {
+            let page = stackgate::report::console::run::build(&job, None, BASE);
+            assert!(page.timeline.is_some());
+        })
+        .line("  run::build (the view model, timeline)"),
+    );
+    lines.push(
+        time(n, || {
+            assert!(
+                stackgate::report::console::run::html(&job)
+                    .expect("render")
+                    .len()
+                    > 1000
+            );
+        })
+        .line("  run::html (build + render)"),
+    );
+    lines.push(
+        time_get(&router, &format!("/runs/{big}"), n, warmup)
+            .await
+            .line("  GET /runs/{id} (HTML, SVG timeline)"),
+    );
+    lines.push(
+        time_get(&router, &format!("/api/v1/runs/{big}"), n, warmup)
+            .await
+            .line("  GET /api/v1/runs/{id} (JSON)"),
+    );
+    lines
+}
+
+/// The overview's rows again without the index of migration 3.
+async fn rows_without_index(app: &stackgate::app::App, n: usize, warmup: usize) -> Vec<String> {
+    let router = app.router();
+    let queue = app.http.queue.clone();
+    vec![
+        "without the index jobs_lane_id (dropped for comparison):".into(),
+        time_heads(queue.as_ref(), n).line("lane_heads (the overview's query)"),
+        time_get(&router, "/", n, warmup)
+            .await
+            .line("GET / (500 rows, rendered)"),
+    ]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -200,6 +637,7 @@ async fn main() {
     let stacks = env_usize("CONSOLE_BENCH_STACKS", 500);
     let runs = env_usize("CONSOLE_BENCH_RUNS", 200);
     let n = env_usize("CONSOLE_BENCH_SAMPLES", 50);
+    let backends = std::env::var("CONSOLE_BENCH_BACKENDS").unwrap_or("sqlite,postgres".into());
     let warmup = 3;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -216,69 +654,57 @@ async fn main() {
         &["commit", "-q", "-m", "the one commit every stack is at"],
     );
     let sha = git(&origin, &["rev-parse", "HEAD"]);
-    let state = tmp.path().join("state");
-    std::fs::create_dir_all(&state).expect("mkdir state");
-    // The policies compiled once, as the middle tests keep them.
-    let cache = root.join("target/middle-policy-cache");
-    std::fs::create_dir_all(&cache).expect("mkdir the policy cache");
-    std::os::unix::fs::symlink(&cache, state.join("policy-cache")).expect("link the cache");
-    let cfg_path = tmp.path().join("stackgate.toml");
-    std::fs::write(
-        &cfg_path,
-        format!(
-            "listen = \"127.0.0.1:0\"\n[state]\npath = \"{}\"\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:9\"\n[[repos]]\nname = \"{REPO}\"\nurl = \"{}\"\nbranch = \"main\"\n",
-            state.join("stackgate.db").display(),
-            origin.display()
-        ),
-    )
-    .expect("write the config");
-    let cfg = Config::load(Some(&cfg_path)).expect("config");
-    let repo = cfg.repos[0].clone();
-    let app = stackgate::app::build(cfg).await.expect("build the service");
-    app.http.mirrors.fetch(&repo, None).await.expect("fetch");
-    let t = Instant::now();
-    fill(&state.join("stackgate.db"), stacks, runs, &sha);
-    let size = std::fs::metadata(state.join("stackgate.db")).map_or(0, |m| m.len());
     println!("console bench: {}", machine());
     println!(
-        "{stacks} stacks x {runs} runs = {} jobs, state file {} MiB, filled in {:.1} s",
-        stacks * runs,
-        size >> 20,
-        t.elapsed().as_secs_f64()
+        "{stacks} stacks x {runs} runs = {} jobs, and one run of {RUN_EVENTS} stack events over {RUN_RESOURCES} resources",
+        stacks * runs
     );
-    let router = app.router();
-    let queue = app.http.queue.clone();
-    let stack_page = format!("/stacks/{REPO}/s000");
-    let mut lines = vec![
-        time_query(queue.as_ref(), n).line("lane_heads (the overview's query)"),
-        time_get(&router, "/", n, warmup)
-            .await
-            .line("GET / (500 rows, rendered)"),
-        time_get(&router, "/?state=failed&q=s01", n, warmup)
-            .await
-            .line("GET /?state=failed&q=s01"),
-        time_get(&router, &stack_page, n, warmup)
-            .await
-            .line("GET /stacks/…/s000"),
-    ];
-    // The same after an index on (lane, id): what migration 3 could add.
-    let c = rusqlite::Connection::open(state.join("stackgate.db")).expect("open");
-    c.execute_batch("CREATE INDEX bench_jobs_lane_id ON jobs(lane, id); ANALYZE;")
-        .expect("index");
-    drop(c);
-    lines.push("with an index on jobs(lane, id):".into());
-    lines.push(time_query(queue.as_ref(), n).line("lane_heads (the overview's query)"));
-    lines.push(
-        time_get(&router, "/", n, warmup)
-            .await
-            .line("GET / (500 rows, rendered)"),
-    );
-    lines.push(
-        time_get(&router, &stack_page, n, warmup)
-            .await
-            .line("GET /stacks/…/s000"),
-    );
-    for l in lines {
-        println!("{l}");
+
+    if backends.contains("sqlite") {
+        let app = service(tmp.path(), "sqlite", &origin, None).await;
+        let db = tmp.path().join("sqlite/stackgate.db");
+        let t = Instant::now();
+        let big = fill_sqlite(&db, stacks, runs, &sha);
+        let size = std::fs::metadata(&db).map_or(0, |m| m.len());
+        println!(
+            "SQLite: state file {} MiB, filled in {:.1} s; the schema as the migrations make it:",
+            size >> 20,
+            t.elapsed().as_secs_f64()
+        );
+        for l in rows(&app, big, n, warmup).await {
+            println!("{l}");
+        }
+        let c = rusqlite::Connection::open(&db).expect("open");
+        c.execute_batch("DROP INDEX jobs_lane_id; ANALYZE;")
+            .expect("drop the index");
+        drop(c);
+        for l in rows_without_index(&app, n, warmup).await {
+            println!("{l}");
+        }
+        drop(app);
+        let _ = std::fs::remove_dir_all(tmp.path().join("sqlite"));
+    }
+
+    if backends.contains("postgres") {
+        let cluster = Cluster::start(&root).await;
+        let version = pg_value(&cluster.url, "SHOW server_version").await;
+        let app = service(tmp.path(), "postgres", &origin, Some(&cluster.url)).await;
+        let t = Instant::now();
+        let big = fill_postgres(&cluster.url, stacks, runs, &sha).await;
+        let size = pg_value(&cluster.url, "SELECT pg_database_size(current_database())").await;
+        println!(
+            "PostgreSQL {version}: database {} MiB, filled in {:.1} s; the schema as the migrations make it:",
+            size.parse::<u64>().unwrap_or(0) >> 20,
+            t.elapsed().as_secs_f64()
+        );
+        for l in rows(&app, big, n, warmup).await {
+            println!("{l}");
+        }
+        pg_exec(&cluster.url, "DROP INDEX jobs_lane_id; ANALYZE jobs").await;
+        for l in rows_without_index(&app, n, warmup).await {
+            println!("{l}");
+        }
+        drop(app);
+        cluster.stop().await;
     }
 }
