@@ -88,16 +88,27 @@ impl Console for Store {
     }
 
     /// A lane's newest job is never superseded (what supersedes it is newer, in its lane),
-    /// so the inner query is a plain newest-per-lane: one pass over an index on
-    /// (lane, id) where there is one, and the outer filter keeps the stack lanes.
+    /// so this is a plain newest-per-lane, and the outer filter keeps the stack lanes.
+    /// PostgreSQL has no skip scan: `MAX(id) … GROUP BY lane` would go over every entry of
+    /// `jobs_lane_id`, growing with the history. The recursive part walks that index from
+    /// lane to next lane instead (one probe per lane), and each lane's newest job is one
+    /// more probe: the work grows with the lanes, not with the runs.
     fn lane_heads(&self) -> Result<Vec<RunSummary>, StoreError> {
         self.conn(async |c| {
             let rows = query(
                 c,
                 &format!(
-                    "SELECT {SUMMARY_COLUMNS} FROM jobs
-                     WHERE id IN (SELECT MAX(id) FROM jobs GROUP BY lane)
-                         AND kind = 'deploy' AND stack IS NOT NULL AND state <> 'superseded'
+                    "WITH RECURSIVE lanes(lane) AS (
+                         (SELECT lane FROM jobs ORDER BY lane LIMIT 1)
+                         UNION ALL
+                         SELECT (SELECT j.lane FROM jobs j WHERE j.lane > lanes.lane
+                                 ORDER BY j.lane LIMIT 1)
+                         FROM lanes WHERE lanes.lane IS NOT NULL
+                     )
+                     SELECT {SUMMARY_COLUMNS} FROM lanes CROSS JOIN LATERAL (
+                         SELECT * FROM jobs WHERE jobs.lane = lanes.lane ORDER BY id DESC LIMIT 1
+                     ) AS head
+                     WHERE kind = 'deploy' AND stack IS NOT NULL AND state <> 'superseded'
                      ORDER BY repo, stack"
                 ),
                 &[],
