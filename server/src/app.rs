@@ -9,6 +9,7 @@ use tokio::sync::Mutex;
 
 use crate::api::HttpState;
 use crate::cloud::deployer::Deployer;
+use crate::cloud::targets::Targets;
 use crate::cloud::{Aws, AwsTarget};
 use crate::config::Config;
 use crate::git::{Mirror, Mirrors};
@@ -51,6 +52,15 @@ fn policies(cfg: &Config, state_dir: &std::path::Path) -> anyhow::Result<PolicyH
         }
         if !pc.settings.is_null() {
             src.settings = pc.settings.clone();
+        }
+    }
+    for t in &cfg.targets {
+        if let Some(name) = t
+            .policies
+            .keys()
+            .find(|n| !sources.iter().any(|s| &s.name == *n))
+        {
+            anyhow::bail!("targets[{}].policies.{name}: no such policy", t.name);
         }
     }
     if cfg.policies.dir.is_some()
@@ -108,15 +118,20 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
     };
     tracing::info!(replica = %lease.owner, lease_seconds = cfg.state.lease_seconds, "leases");
 
-    let aws = Aws::connect(&AwsTarget {
+    let conf = crate::cloud::load(&AwsTarget {
         region: cfg.aws.region.clone(),
         endpoint_url: cfg.aws.endpoint_url.clone(),
     })
     .await;
-    let mut deployer = Deployer::new(aws, cfg.aws.artifact_bucket.clone());
+    let mut deployer = Deployer::new(Aws::from_conf(&conf), cfg.aws.artifact_bucket.clone());
     if let Some(p) = cfg.aws.poll_seconds {
         deployer.poll = Duration::from_secs_f64(p.max(0.05));
     }
+    // An external id that cannot be read fails the start, not the first deploy.
+    for t in &cfg.targets {
+        t.external_id()?;
+    }
+    let targets = Targets::new(conf, deployer.poll);
     let deployer = Arc::new(deployer);
     let regions =
         crate::cloud::regions::Regions::new(deployer.clone(), cfg.aws.endpoint_url.clone());
@@ -169,6 +184,7 @@ pub async fn build(cfg: Config) -> anyhow::Result<App> {
         policies,
         deployer,
         regions,
+        targets,
         mirrors,
         metrics,
         notify,

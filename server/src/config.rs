@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use crate::domain::Role;
 
+pub mod targets;
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -27,6 +29,11 @@ pub struct Config {
     pub repos: Vec<RepoConfig>,
     #[serde(default)]
     pub aws: AwsConfig,
+    /// `[[targets]]`: the AWS accounts stackgate deploys to through an assumed role, and
+    /// which repository paths may use each (`[[repos]] targets`). None: the server's own
+    /// credentials, as before.
+    #[serde(default)]
+    pub targets: Vec<targets::TargetConfig>,
     #[serde(default)]
     pub policies: PoliciesConfig,
     /// sha256 (hex) of each bearer token that may call the manual API: admin on every
@@ -405,6 +412,10 @@ pub struct RepoConfig {
     /// The most stacks prune removes for one commit; more gone at once is refused.
     #[serde(default = "default_max_prune")]
     pub max_prune: usize,
+    /// Stack folder pattern (from the repository root, `*` within one path segment) →
+    /// the target its stacks may name. Empty: the server's own account, and no target.
+    #[serde(default)]
+    pub targets: BTreeMap<String, String>,
 }
 
 /// One: deleting one stack folder does what it says; several at once is what a botched
@@ -918,6 +929,7 @@ impl Config {
         if let Some(AuthSetting::Login(auth)) = &self.auth {
             auth.validate(self.public_url.as_deref())?;
         }
+        targets::validate(&self.targets, &self.repos).map_err(ConfigError::Invalid)?;
         self.check_exposure()?;
         let l = &self.listener;
         if l.header_timeout_seconds == 0 || l.body_timeout_seconds == 0 || l.max_connections == 0 {

@@ -259,6 +259,8 @@ pub struct Opts<'a> {
     pub extra: &'a str,
     /// Lines for the `[state]` table.
     pub state_extra: &'a str,
+    /// Lines for the repository's `[[repos]]` table.
+    pub repo_extra: &'a str,
     /// `ulimit -v` for the process, in KiB.
     pub address_space_kib: Option<u64>,
     /// Environment for every spawn.
@@ -313,6 +315,7 @@ impl Server {
         let Opts {
             extra,
             state_extra,
+            repo_extra,
             address_space_kib,
             env,
         } = opts;
@@ -332,7 +335,7 @@ impl Server {
                  [github]\napi_url = \"{gh}\"\ntoken_env = \"TEST_GH_TOKEN\"\n\
                  [aws]\nendpoint_url = \"{aws}\"\nregion = \"us-east-1\"\npoll_seconds = 0.1\n\
                  [drift]\ninterval_seconds = 0\n\
-                 [[repos]]\nname = \"{REPO}\"\nurl = \"{url}\"\nbranch = \"main\"\nwebhook_secret_env = \"TEST_HOOK_SECRET\"\nprune = true\n",
+                 [[repos]]\nname = \"{REPO}\"\nurl = \"{url}\"\nbranch = \"main\"\nwebhook_secret_env = \"TEST_HOOK_SECRET\"\nprune = true\n{repo_extra}\n",
                 state = state.display(),
                 gh = standin.url,
                 aws = aws_endpoint(),

@@ -131,6 +131,13 @@ pub async fn overview_model(
         .collect();
     let recent: Vec<_> = recent.iter().map(|j| j.summary()).collect();
     let dir = |repo: &str| stacks_dir(app, repo);
+    // The target the configuration maps the path to, where the stack is in its account.
+    let target = |repo: &str, path: &str, id: &crate::domain::StackIdentity| {
+        let r = app.cfg.repo(repo)?;
+        let name = crate::config::targets::choose(&r.targets, path)?;
+        let t = app.cfg.targets.iter().find(|t| t.name == name)?;
+        (t.account_id == id.account).then(|| t.name.clone())
+    };
     Ok(overview::build(
         &overview::Inputs {
             ledger: &ledger,
@@ -139,6 +146,7 @@ pub async fn overview_model(
             commits: &commits,
             stacks_dir: &dir,
             drifts: &drifts,
+            target: &target,
             now: app.clock.now(),
         },
         filters,

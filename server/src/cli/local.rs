@@ -30,6 +30,7 @@ pub fn local_default(root: &Path, stacks: &Path) -> anyhow::Result<(Config, Path
             poll_interval: Some(3),
             prune: true,
             max_prune: 1,
+            targets: Default::default(),
         }],
         aws: crate::config::AwsConfig {
             region: Some(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into())),

@@ -354,8 +354,16 @@ async fn gate(
         sha: None,
     };
     let region = deployer.aws.region.clone();
-    let report =
-        crate::policy::gate::judge(&host, stack, files, &region, event, Some(&deployer.aws)).await;
+    let report = crate::policy::gate::judge(
+        &host,
+        stack,
+        files,
+        &region,
+        event,
+        Some(&deployer.aws),
+        None,
+    )
+    .await;
     let verdict = report.verdict;
     let summary = report.summary();
     let result = check::from_report(

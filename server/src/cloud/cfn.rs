@@ -20,6 +20,8 @@ pub struct StackInfo {
     pub outputs: Vec<(String, String)>,
     /// Who owns it, by stackgate's tags (see `ownership`).
     pub tags: Vec<(String, String)>,
+    /// The service role CloudFormation acts as for it, if any.
+    pub role_arn: Option<String>,
 }
 
 impl StackInfo {
@@ -95,6 +97,8 @@ pub struct ChangeSetRequest<'a> {
     pub client_token: Option<String>,
     /// `DeploymentMode=REVERT_DRIFT`: the change set also puts drifted resources back.
     pub revert_drift: bool,
+    /// `RoleARN`: the service role CloudFormation acts as (a target's pinned one).
+    pub role_arn: Option<&'a str>,
 }
 
 /// The messages CloudFormation uses for "nothing to do".
@@ -120,6 +124,7 @@ pub async fn describe_stack(cfn: &Client, name: &str) -> Result<Option<StackInfo
             .map(|st| st.as_str().to_string())
             .unwrap_or_default(),
         reason: s.stack_status_reason().map(str::to_string),
+        role_arn: s.role_arn().filter(|r| !r.is_empty()).map(str::to_string),
         outputs: s
             .outputs()
             .iter()
@@ -222,6 +227,7 @@ pub async fn create_change_set(
         .description(req.description)
         .set_client_token(req.client_token.clone())
         .set_deployment_mode(req.revert_drift.then_some(DeploymentMode::RevertDrift))
+        .set_role_arn(req.role_arn.map(str::to_string))
         .send()
         .await
         .map_err(|e| AwsError::from_sdk("CreateChangeSet", e))?;

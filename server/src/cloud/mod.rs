@@ -8,6 +8,7 @@ pub mod nested;
 pub mod package;
 pub mod regions;
 pub mod s3;
+pub mod targets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,46 +39,55 @@ pub struct Aws {
     account: Arc<OnceCell<String>>,
 }
 
+/// The standard chain's configuration, with stackgate's retries and timeouts.
+pub async fn load(target: &AwsTarget) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        // Throttling and transient errors back off and retry; CloudFormation throttles
+        // DescribeStackEvents readily when many stacks deploy at once.
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(8)
+                .with_initial_backoff(Duration::from_millis(500))
+                .with_max_backoff(Duration::from_secs(20)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+        );
+    if let Some(r) = &target.region {
+        loader = loader.region(Region::new(r.clone()));
+    }
+    if let Some(url) = &target.endpoint_url {
+        loader = loader.endpoint_url(url.clone());
+    }
+    loader.load().await
+}
+
 impl Aws {
     pub async fn connect(target: &AwsTarget) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            // Throttling and transient errors back off and retry; CloudFormation throttles
-            // DescribeStackEvents readily when many stacks deploy at once.
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(8)
-                    .with_initial_backoff(Duration::from_millis(500))
-                    .with_max_backoff(Duration::from_secs(20)),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .operation_attempt_timeout(Duration::from_secs(60))
-                    .build(),
-            );
-        if let Some(r) = &target.region {
-            loader = loader.region(Region::new(r.clone()));
-        }
-        if let Some(url) = &target.endpoint_url {
-            loader = loader.endpoint_url(url.clone());
-        }
-        let conf = loader.load().await;
+        Self::from_conf(&load(target).await)
+    }
+
+    /// The clients of a loaded configuration, in its region (else us-east-1).
+    pub fn from_conf(conf: &aws_config::SdkConfig) -> Self {
         let region = conf
             .region()
             .map(|r| r.to_string())
             .unwrap_or_else(|| "us-east-1".to_string());
-        let s3_conf = aws_sdk_s3::config::Builder::from(&conf)
+        let s3_conf = aws_sdk_s3::config::Builder::from(conf)
             // An emulator on 127.0.0.1 has no per-bucket host names.
             .force_path_style(conf.endpoint_url().is_some())
             .region(Region::new(region.clone()))
             .build();
-        let cfn_conf = aws_sdk_cloudformation::config::Builder::from(&conf)
+        let cfn_conf = aws_sdk_cloudformation::config::Builder::from(conf)
             .region(Region::new(region.clone()))
             .build();
-        let sts_conf = aws_sdk_sts::config::Builder::from(&conf)
+        let sts_conf = aws_sdk_sts::config::Builder::from(conf)
             .region(Region::new(region.clone()))
             .build();
-        let ssm_conf = aws_sdk_ssm::config::Builder::from(&conf)
+        let ssm_conf = aws_sdk_ssm::config::Builder::from(conf)
             .region(Region::new(region.clone()))
             .build();
         Self {

@@ -59,29 +59,37 @@ impl Pipeline {
     /// missing too. A failed check is logged and skipped; it never fails the sync.
     pub(super) async fn missing_stacks(
         &self,
+        (repo, job): (&RepoConfig, &Job),
         snap: &Snapshot,
         deployed: &[(String, String, bool)],
         changed: &[String],
     ) -> Vec<String> {
-        // Region → (folder, CloudFormation name), for the stacks that should exist.
-        let mut expected: BTreeMap<Option<String>, Vec<(&String, String)>> = BTreeMap::new();
+        // (target, region) → (folder, CloudFormation name), for the stacks that should exist.
+        // (target, region): where to ask.
+        type Place<'a> = (Option<&'a str>, Option<String>);
+        let mut expected: BTreeMap<Place<'_>, Vec<(&String, String)>> = BTreeMap::new();
         for (name, _, _) in deployed
             .iter()
             .filter(|(name, _, removed)| !removed && !changed.contains(name))
         {
             if let Some(stack) = snap.files(name).and_then(|f| Stack::load(&f).ok())
                 && !stack.deployment.remove
+                && let Ok(target) = self.target_of(repo, name, &stack)
             {
                 expected
-                    .entry(stack.deployment.region.clone())
+                    .entry((
+                        target.map(|t| t.name.as_str()),
+                        stack.deployment.region.clone(),
+                    ))
                     .or_default()
                     .push((name, stack.name));
             }
         }
         let mut missing = Vec::new();
-        for (region, stacks) in expected {
+        for ((target, region), stacks) in expected {
+            let target = target.and_then(|n| self.cfg.targets.iter().find(|t| t.name == n));
             let live = async {
-                let d = self.regions.get(region.as_deref()).await?;
+                let d = self.deployer_for(job.id, target, region.as_deref()).await?;
                 Ok::<_, JobError>(cfn::live_stacks(&d.aws.cfn).await?)
             };
             let live = match live.await {

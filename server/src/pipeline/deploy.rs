@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::cloud::deployer::{DeployError, Origin, Progress};
 use crate::config::RepoConfig;
+use crate::config::targets::TargetConfig;
 use crate::domain::StackIdentity;
 use crate::domain::{JobState, Phase, StatusState, Trigger};
 use crate::policy::Verdict;
@@ -14,7 +15,6 @@ use crate::queue::{Job, LedgerEntry, StatusUpdate};
 use crate::report::redact::Redactor;
 use crate::report::statuses::{policy_status, stack_status};
 use crate::stack::Stack;
-use crate::stack::claims;
 use crate::stack::ownership::Owner;
 
 use super::changes::stale_against_head;
@@ -78,7 +78,19 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
             )?;
             return Ok(JobState::Failed);
         };
-        return remove(app, job, &repo, &stack_name, &identity, detail, events).await;
+        let target = app
+            .target_of_deployed(&repo, &stack_name, &identity)
+            .await?;
+        return remove(
+            app,
+            job,
+            (&repo, target),
+            &stack_name,
+            &identity,
+            detail,
+            events,
+        )
+        .await;
     };
     let stack = match Stack::load(&files) {
         Ok(s) => s,
@@ -98,7 +110,12 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
     app.queue
         .set_phase(job.claim(), Phase::Policy, None, None)?;
     let report = app
-        .gate((&stack, &files), job.trigger.as_str(), &job.sha, true)
+        .gate(
+            (&stack, &files),
+            job.trigger.as_str(),
+            (job, &stack_name),
+            true,
+        )
         .await;
     let redact = Redactor::for_stack(&stack).and(&report.hidden);
     detail["policy"] = json!(report);
@@ -130,16 +147,18 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
         return Ok(JobState::Failed);
     }
 
+    // The gate passed, so the server allows the target.
+    let target = app.target_of(&repo, &stack_name, &stack)?;
     let region = stack.deployment.region.clone();
-    let deployer = app.regions.get(region.as_deref()).await?;
     // Where to resume after a restart. The run page shows the detail while the job runs:
     // the policy report quotes values, NoEcho ones too.
     detail["region"] = json!(region);
+    detail["target"] = json!(target.map(|t| &t.name));
     redact.json(&mut detail);
     app.queue.set_detail(job.claim(), &detail)?;
+    let deployer = app.deployer_for(job.id, target, region.as_deref()).await?;
     // One stack, one folder: a manual redeploy is checked as a sync is.
-    let account = app.deployer.aws.account().await?.to_string();
-    let identity = claims::identity(&account, &app.deployer.aws.region, &stack);
+    let identity = app.identity_of(target, &stack).await?;
     let claims = app.claims(&repo, &snap).await?;
     if let Some(refusal) = claims.refusal(&stack_name) {
         detail["error"] = json!(refusal.detail);
@@ -158,13 +177,24 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
     detail["identity"] = json!(identity);
 
     if stack.deployment.remove {
-        return remove(app, job, &repo, &stack_name, &identity, detail, events).await;
+        return remove(
+            app,
+            job,
+            (&repo, target),
+            &stack_name,
+            &identity,
+            detail,
+            events,
+        )
+        .await;
     }
 
-    app.queue.add_statuses(
-        Some(job.claim()),
-        &[say(StatusState::Pending, "deploying…".into())],
-    )?;
+    let pending = match target {
+        Some(t) => format!("deploying to {}…", t.name),
+        None => "deploying…".into(),
+    };
+    app.queue
+        .add_statuses(Some(job.claim()), &[say(StatusState::Pending, pending)])?;
     app.wake.outbox.notify_one();
     app.queue
         .set_phase(job.claim(), Phase::Planning, None, None)?;
@@ -327,17 +357,18 @@ pub(super) fn finish_deploy(
             let names: Vec<&str> = d.outputs.iter().map(|(k, _)| k.as_str()).collect();
             tracing::info!(status = %d.status, outputs = %names.join(" "), "deployed");
             detail["outputs"] = redact.outputs(&d.outputs, &app.cfg.public_outputs);
-            succeed(
-                app,
-                job,
-                detail,
-                &events,
-                say(StatusState::Success, d.status),
-                (stack_name, false),
-                redact,
-            )
+            let done = say(StatusState::Success, in_target(d.status, &detail));
+            succeed(app, job, detail, &events, done, (stack_name, false), redact)
         }
         Err(e) => fail(app, job, detail, events, &say, e, redact),
+    }
+}
+
+/// A status's words, and the target the job deployed to (its name only: no account).
+fn in_target(what: String, detail: &Value) -> String {
+    match detail["target"].as_str() {
+        Some(t) => format!("{what} in {t}"),
+        None => what,
     }
 }
 
@@ -352,6 +383,9 @@ pub(super) fn public_reason(e: &DeployError) -> String {
         DeployError::NotOwned(n) => format!(
             "stack `{}` is not stackgate's to change from this folder; see the run page",
             n.stack
+        ),
+        DeployError::ServiceRole { stack, .. } => format!(
+            "stack `{stack}` acts as another service role than the target's; see the run page"
         ),
         DeployError::DeployedTemplate { .. } => {
             "cannot read the deployed template; nothing removed; see the run page".into()
@@ -426,7 +460,7 @@ pub(super) fn identity_in(detail: &Value) -> Option<StackIdentity> {
 pub(super) async fn remove(
     app: &Pipeline,
     job: &Job,
-    repo: &RepoConfig,
+    (repo, target): (&RepoConfig, Option<&TargetConfig>),
     folder: &str,
     identity: &StackIdentity,
     mut detail: Value,
@@ -445,12 +479,15 @@ pub(super) async fn remove(
     detail["identity"] = json!(identity);
     // A resumed removal waits for the delete where it runs.
     detail["region"] = json!(identity.region);
+    detail["target"] = json!(target.map(|t| &t.name));
     app.queue.set_detail(job.claim(), &detail)?;
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
     let owner = owner_of(job, repo, folder);
     // The identity's region: a prune has no deployment file to say it.
-    let deployer = app.regions.get(Some(identity.region.as_str())).await?;
+    let deployer = app
+        .deployer_for(job.id, target, Some(identity.region.as_str()))
+        .await?;
     let guard = app.guard(job);
     match deployer
         .remove(stack_name, &owner, false, &guard, &mut sink)

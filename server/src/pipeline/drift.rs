@@ -55,7 +55,10 @@ pub async fn drift(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
         None => app.identity_at(&repo, &row.sha, &folder).await,
     }
     .ok_or("cannot tell which CloudFormation stack this folder deployed")?;
-    let deployer = app.regions.get(Some(identity.region.as_str())).await?;
+    let target = app.target_of_deployed(&repo, &folder, &identity).await?;
+    let deployer = app
+        .deployer_for(job.id, target, Some(identity.region.as_str()))
+        .await?;
     let cfn = &deployer.aws.cfn;
     let Some(info) = crate::cloud::cfn::describe_stack(cfn, &identity.name).await? else {
         return end(
@@ -103,12 +106,17 @@ pub async fn drift(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
         .ok_or("the stack folder is not in the deployed commit")?;
     let stack = Stack::load(&files).map_err(|e| JobError::Invalid(e.to_string()))?;
     let deployed = app
-        .gate((&stack, &files), Kind::Drift.as_str(), &job.sha, true)
+        .gate((&stack, &files), Kind::Drift.as_str(), (job, &folder), true)
         .await;
     let mut live_stack = stack.clone();
     let unseen = live::overlay(&mut live_stack.template.doc.value, &detection.resources);
     let live_report = app
-        .gate((&live_stack, &files), Kind::Drift.as_str(), &job.sha, true)
+        .gate(
+            (&live_stack, &files),
+            Kind::Drift.as_str(),
+            (job, &folder),
+            true,
+        )
         .await;
     let new: Vec<Finding> = live::new_findings(&live_report, &deployed)
         .into_iter()

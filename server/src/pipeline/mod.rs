@@ -50,6 +50,8 @@ pub enum JobError {
     Github(#[from] crate::github::GithubError),
     #[error(transparent)]
     Region(#[from] crate::cloud::regions::RegionError),
+    #[error(transparent)]
+    Target(#[from] crate::cloud::targets::TargetError),
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 
@@ -67,6 +69,12 @@ impl From<StoreError> for JobError {
             StoreError::LeaseLost(_) => JobError::LeaseLost(e.to_string()),
             e => JobError::Store(e),
         }
+    }
+}
+
+impl From<crate::config::targets::TargetRefusal> for JobError {
+    fn from(e: crate::config::targets::TargetRefusal) -> Self {
+        JobError::Target(e.into())
     }
 }
 
@@ -96,6 +104,11 @@ impl JobError {
             JobError::Aws(_) => "an AWS call failed",
             JobError::Github(_) => "a GitHub call failed",
             JobError::Region(e) => return format!("stackgate error: {e}"),
+            JobError::Target(crate::cloud::targets::TargetError::Refused(e)) => {
+                return format!("stackgate error: {e}");
+            }
+            // Accounts and role ARNs stay on the run page.
+            JobError::Target(_) => "cannot act in the stack's target account",
             JobError::Poisoned(_) => return format!("stackgate error: {self}"),
             JobError::Task(_) => "an internal task failed",
             JobError::Invalid(m) => m.as_str(),
@@ -129,6 +142,8 @@ pub struct Pipeline {
     /// The server's own region's deployer; `regions` has the others.
     pub deployer: Arc<Deployer>,
     pub regions: crate::cloud::regions::Regions,
+    /// The `[[targets]]` accounts, through their assumed roles.
+    pub targets: crate::cloud::targets::Targets,
     pub mirrors: Arc<Mirrors>,
     pub metrics: Arc<Metrics>,
     /// Hears of new drift and failed deploys.

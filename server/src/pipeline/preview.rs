@@ -49,7 +49,7 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
             }
         };
         let report = app
-            .gate((&stack, &files), "pull_request", &job.sha, !job.fork)
+            .gate((&stack, &files), "pull_request", (job, name), !job.fork)
             .await;
         // The comment is public, and policy messages quote values, NoEcho ones too.
         let redact = Redactor::for_stack(&stack).and(&report.hidden);
@@ -65,11 +65,12 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
             origin.guard = app.guard(job);
             let mut sink = |_p: Progress<'_>| {};
             Some(
-                match app.regions.get(stack.deployment.region.as_deref()).await {
+                match app.deployer_for_stack(job, &repo, name, &stack).await {
                     Ok(d) => d.plan(&files, &stack, &origin, &mut sink).await,
+                    // Public: no account ids or role ARNs.
                     Err(e) => Err(DeployError::Stack(crate::stack::StackError::Io {
                         file: stack.deployment_file.clone(),
-                        message: e.to_string(),
+                        message: e.public(),
                     })),
                 },
             )

@@ -43,7 +43,10 @@ pub(super) async fn resume_deploy(
     let events: Events = Default::default();
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
-    let deployer = app.regions.get(job_region(&detail)).await?;
+    let target = app.target_in(&detail)?;
+    let deployer = app
+        .deployer_for(job.id, target, job_region(&detail))
+        .await?;
     let cfn_client = &deployer.aws.cfn;
     match r.phase {
         Phase::Executing => {
@@ -90,7 +93,16 @@ pub(super) async fn resume_deploy(
                 },
             };
             let repo = app.repo_of(job)?;
-            remove(app, job, &repo, stack_name, &identity, detail, events).await
+            remove(
+                app,
+                job,
+                (&repo, target),
+                stack_name,
+                &identity,
+                detail,
+                events,
+            )
+            .await
         }
         _ => Err("unreachable resume phase".into()),
     }
@@ -155,7 +167,12 @@ async fn pick_up(app: &Arc<Pipeline>, job: Job, crashed: bool) {
     } else {
         // Nothing reached AWS that cannot be redone: clean up and run it again.
         if let Some(cs) = &job.change_set_id {
-            match app.regions.get(job_region(&job.detail)).await {
+            let target = app.target_in(&job.detail);
+            let deployer = match target {
+                Ok(t) => app.deployer_for(job.id, t, job_region(&job.detail)).await,
+                Err(e) => Err(e),
+            };
+            match deployer {
                 Ok(d) => {
                     let guard = app.guard(&job);
                     d.discard(cs, job.stack_id.as_deref().unwrap_or(""), true, &guard)

@@ -39,7 +39,9 @@ pub(super) async fn sync(app: &Pipeline, job: &Job) -> Result<JobState, JobError
         .cloned()
         .chain(pending.iter().map(|(s, _)| s.clone()))
         .collect();
-    let missing = app.missing_stacks(&snap, &deployed, &busy).await;
+    let missing = app
+        .missing_stacks((&repo, job), &snap, &deployed, &busy)
+        .await;
     let claims = app.claims(&repo, &snap).await?;
     let mut statuses = Vec::new();
     let mut deploys = Vec::new();
@@ -78,7 +80,7 @@ pub(super) async fn sync(app: &Pipeline, job: &Job) -> Result<JobState, JobError
                 ));
             }
             Ok(stack) => {
-                let report = app.gate((&stack, &files), "push", &job.sha, true).await;
+                let report = app.gate((&stack, &files), "push", (job, name), true).await;
                 errors += report.count(Severity::Error);
                 warnings += report.count(Severity::Warning);
                 // Policy messages quote values, NoEcho ones too; the job API is public.

@@ -27,13 +27,14 @@ pub async fn judge(
     region: &str,
     event: EventInfo,
     aws: Option<&Aws>,
+    target: Option<&crate::config::targets::TargetConfig>,
 ) -> Report {
     let children = match nested::load(files, &stack.deployment.template_file_path, &stack.template)
     {
         Ok(c) => c,
         Err(e) => return Report::from_outcomes(vec![refusal::bad_input(e.to_string())]),
     };
-    let mut input = PolicyInput::for_stack(stack, region, event);
+    let mut input = PolicyInput::for_stack(stack, region, event).for_target(target);
     input.origin.local_children = children.iter().map(|c| c.resource.clone()).collect();
     if let Some(aws) = aws {
         input.resolved = super::lookup::resolve(aws, &input).await;
@@ -83,6 +84,7 @@ async fn judge_children(
                     name: format!("{}-{}", parent.stack.name, child.resource),
                     region: parent.stack.region.clone(),
                 },
+                target: parent.target.clone(),
                 event: parent.event.clone(),
                 resolved: Lookups::default(),
                 origin: InputOrigin {
@@ -90,6 +92,7 @@ async fn judge_children(
                     deployment: true,
                     filled_later: Vec::new(),
                     local_children: child.children.iter().map(|c| c.resource.clone()).collect(),
+                    settings: parent.origin.settings.clone(),
                 },
             };
             if let Some(aws) = aws {

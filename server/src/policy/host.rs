@@ -226,7 +226,7 @@ impl PolicyHost {
         // The host's own refusals come first, and stand whatever the policies say.
         outcomes.extend(super::refusal::outcome(input, lines));
         for policy in &self.policies {
-            let json = match input.to_json(&policy.settings) {
+            let json = match input.to_json(&input.settings_for(&policy.name, &policy.settings)) {
                 Ok(j) => j,
                 Err(e) => {
                     outcomes.push(error_outcome(
@@ -270,14 +270,12 @@ impl PolicyHost {
     /// Synchronous evaluation for benchmarks and tools: same sandbox, calling thread.
     pub fn evaluate_blocking(&self, input: &PolicyInput) -> Report {
         let mut outcomes: Vec<Outcome> = super::refusal::outcome(input, None).into_iter().collect();
-        outcomes.extend(
-            self.policies
-                .iter()
-                .map(|p| match input.to_json(&p.settings) {
-                    Ok(json) => run_one(&self.engine, p, &json, self.limits),
-                    Err(e) => error_outcome(p, format!("cannot encode the input: {e}"), 0),
-                }),
-        );
+        outcomes.extend(self.policies.iter().map(|p| {
+            match input.to_json(&input.settings_for(&p.name, &p.settings)) {
+                Ok(json) => run_one(&self.engine, p, &json, self.limits),
+                Err(e) => error_outcome(p, format!("cannot encode the input: {e}"), 0),
+            }
+        }));
         Report::from_outcomes(outcomes)
     }
 }

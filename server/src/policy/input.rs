@@ -1,5 +1,7 @@
 //! The one JSON document a policy receives.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -22,6 +24,9 @@ pub struct PolicyInput {
     /// What the deployment file grants CloudFormation (`CAPABILITY_IAM`, ...).
     pub capabilities: Vec<String>,
     pub stack: StackInfo,
+    /// The `[[targets]]` entry the stack deploys to; absent for the server's own account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetInfo>,
     pub event: EventInfo,
     /// What stackgate looked up in AWS before the policies ran.
     #[serde(skip_serializing_if = "Lookups::is_empty")]
@@ -35,6 +40,13 @@ pub struct PolicyInput {
 pub struct StackInfo {
     pub name: String,
     pub region: String,
+}
+
+/// A target as the policies see it: its name and labels (never its account or roles).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TargetInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Values CloudFormation would fetch at deploy time, looked up by stackgate first: plain
@@ -66,6 +78,8 @@ pub struct InputOrigin {
     pub filled_later: Vec<String>,
     /// Nested stacks whose child template stackgate judges itself (a file in the folder).
     pub local_children: Vec<String>,
+    /// Per policy, the target's settings, merged over the policy's own key by key.
+    pub settings: BTreeMap<String, Value>,
 }
 
 impl PolicyInput {
@@ -91,6 +105,7 @@ impl PolicyInput {
                     .clone()
                     .unwrap_or_else(|| region.to_string()),
             },
+            target: None,
             event,
             resolved: Lookups::default(),
             origin: InputOrigin {
@@ -102,7 +117,7 @@ impl PolicyInput {
                     .iter()
                     .flat_map(|a| [a.bucket_parameter.clone(), a.key_parameter.clone()])
                     .collect(),
-                local_children: Vec::new(),
+                ..InputOrigin::default()
             },
         }
     }
@@ -121,6 +136,7 @@ impl PolicyInput {
                 name: name.to_string(),
                 region: region.to_string(),
             },
+            target: None,
             event: EventInfo {
                 kind: "check".into(),
                 sha: None,
@@ -136,6 +152,37 @@ impl PolicyInput {
     /// True for `stackgate check`: no AWS access, so nothing is looked up.
     pub fn offline(&self) -> bool {
         self.event.kind == "check"
+    }
+
+    /// The stack's target: its name and labels for the policies, and its settings.
+    pub fn for_target(mut self, target: Option<&crate::config::targets::TargetConfig>) -> Self {
+        if let Some(t) = target {
+            self.target = Some(TargetInfo {
+                name: t.name.clone(),
+                labels: t.labels.clone(),
+            });
+            self.origin.settings = t
+                .policies
+                .iter()
+                .map(|(name, p)| (name.clone(), p.settings.clone()))
+                .collect();
+        }
+        self
+    }
+
+    /// A policy's settings for this input: its own, with the target's laid over them.
+    pub fn settings_for(&self, policy: &str, own: &Value) -> Value {
+        let Some(Value::Object(over)) = self.origin.settings.get(policy) else {
+            return own.clone();
+        };
+        let mut merged = match own {
+            Value::Object(m) => m.clone(),
+            _ => Map::new(),
+        };
+        for (k, v) in over {
+            merged.insert(k.clone(), v.clone());
+        }
+        Value::Object(merged)
     }
 
     /// The JSON text for one policy, with its settings spliced in.
@@ -224,5 +271,48 @@ mod tests {
             .insert("net-cidr".into(), "10.0.0.0/8".into());
         let json: Value = serde_json::from_str(&input.to_json(&Value::Null).unwrap()).unwrap();
         assert_eq!(json["resolved"]["imports"]["net-cidr"], "10.0.0.0/8");
+        assert!(json.get("target").is_none(), "{json}");
+    }
+
+    #[test]
+    fn a_target_gives_its_name_labels_and_settings_over_the_global_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("web");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("deployment.yaml"), "template-file-path: t.yaml\n").unwrap();
+        std::fs::write(
+            dir.join("t.yaml"),
+            "Resources:\n  B:\n    Type: AWS::S3::Bucket\n",
+        )
+        .unwrap();
+        let stack = Stack::load(&DirFiles::open(&dir).unwrap()).unwrap();
+        let target: crate::config::targets::TargetConfig = toml::from_str(
+            "name = 'prod'\naccount_id = '111111111111'\n\
+             role_arn = 'arn:aws:iam::111111111111:role/d'\nregions = ['us-east-1']\n\
+             labels = { env = 'prod' }\n\
+             [policies.open-ingress]\nsettings = { alb_world_ports = [] }\n",
+        )
+        .unwrap();
+        let event = EventInfo {
+            kind: "push".into(),
+            sha: None,
+        };
+        let input = PolicyInput::for_stack(&stack, "us-east-1", event).for_target(Some(&target));
+        let global =
+            serde_json::json!({"alb_world_ports": [80, 443], "allow_deploy_time_values": true});
+        let merged = input.settings_for("open-ingress", &global);
+        assert_eq!(
+            merged,
+            serde_json::json!({"alb_world_ports": [], "allow_deploy_time_values": true})
+        );
+        // Another policy keeps its own.
+        assert_eq!(input.settings_for("least-privilege-iam", &global), global);
+        let json: Value = serde_json::from_str(&input.to_json(&merged).unwrap()).unwrap();
+        assert_eq!(
+            json["target"],
+            serde_json::json!({"name": "prod", "labels": {"env": "prod"}})
+        );
+        // The account and roles are not the policies' business.
+        assert!(!json.to_string().contains("111111111111"), "{json}");
     }
 }

@@ -254,6 +254,7 @@ mod tests {
                 name: "web".into(),
                 region: "us-east-1".into(),
             },
+            target: None,
             event: EventInfo {
                 kind: "push".into(),
                 sha: None,

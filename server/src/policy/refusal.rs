@@ -122,6 +122,7 @@ mod tests {
                 name: "s".into(),
                 region: "us-east-1".into(),
             },
+            target: None,
             event: EventInfo {
                 kind: kind.into(),
                 sha: None,
@@ -132,6 +133,7 @@ mod tests {
                 deployment,
                 filled_later: vec!["CodeKey".into()],
                 local_children: Vec::new(),
+                settings: Default::default(),
             },
         };
         (input, doc)

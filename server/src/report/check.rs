@@ -33,7 +33,8 @@ pub async fn check_path(host: &PolicyHost, path: &Path, region: &str) -> PathRes
                     sha: None,
                 };
                 let report =
-                    crate::policy::gate::judge(host, &stack, &files, region, event, None).await;
+                    crate::policy::gate::judge(host, &stack, &files, region, event, None, None)
+                        .await;
                 from_report(label, stack.template.file, report)
             }
             Err(e) => bad_input(label, e),

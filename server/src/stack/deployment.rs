@@ -35,6 +35,13 @@ pub struct Deployment {
     /// What a drift check does when it finds the live stack changed outside stackgate.
     #[serde(default)]
     pub drift: DriftAction,
+    /// The `[[targets]]` entry of the server's configuration this stack deploys to; the
+    /// server allows it only where it maps the folder to it.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// The line of `target`, for the refusal.
+    #[serde(skip)]
+    pub target_line: usize,
 }
 
 /// `drift: report` (the default) or `drift: revert`.
@@ -107,6 +114,7 @@ const KEYS: &[&str] = &[
     "artifacts",
     "remove",
     "drift",
+    "target",
 ];
 const ARTIFACT_KEYS: &[&str] = &["path", "bucket-parameter", "key-parameter"];
 
@@ -174,6 +182,8 @@ impl Deployment {
                 message: format!("{}: {}", e.path(), e.inner()),
             }
         })?;
+        let mut deployment = deployment;
+        deployment.target_line = at("/target");
         // It becomes part of AWS host names.
         if let Some(region) = &deployment.region
             && !valid_region(region)
@@ -224,6 +234,15 @@ mod tests {
         assert_eq!(d.artifacts[0].bucket_parameter, "B");
         assert!(!d.remove);
         assert_eq!(d.drift, DriftAction::Report);
+    }
+
+    #[test]
+    fn a_target_is_a_name_with_its_line() {
+        let d = parse("template-file-path: t.yaml\nregion: eu-west-1\ntarget: prod\n").unwrap();
+        assert_eq!(d.target.as_deref(), Some("prod"));
+        assert_eq!(d.target_line, 3);
+        assert!(parse("template-file-path: t.yaml\ntarget: [prod]\n").is_err());
+        assert_eq!(parse("template-file-path: t.yaml\n").unwrap().target, None);
     }
 
     #[test]

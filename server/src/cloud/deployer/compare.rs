@@ -184,6 +184,7 @@ impl Deployer {
             description: &description,
             client_token: guard.token(),
             revert_drift: origin.revert_drift && !create,
+            role_arn: self.service_role.as_deref(),
         };
         guard.check("CreateChangeSet")?;
         let (id, stack_id) = cfn::create_change_set(&self.aws.cfn, &request).await?;
@@ -232,6 +233,17 @@ impl Deployer {
             Err(_) if moved_from.is_some_and(|p| owner.moved_from(&info.tags, p)) => Claim::Moved,
             other => other?,
         };
+        // A stack acting as another service role than the pinned one is not the target's
+        // to change (a stack without one gets the pinned one with this change set).
+        if let (Some(pinned), Some(actual)) = (&self.service_role, &info.role_arn)
+            && pinned != actual
+        {
+            return Err(DeployError::ServiceRole {
+                stack: name.to_string(),
+                actual: actual.clone(),
+                pinned: pinned.clone(),
+            });
+        }
         match claim {
             Claim::Owned => {}
             Claim::Moved => sink(Progress::Note(&format!(

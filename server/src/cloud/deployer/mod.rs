@@ -43,6 +43,15 @@ pub enum DeployError {
          remove it (`stackgate remove`) and deploy again"
     )]
     RollbackComplete { stack: String },
+    #[error(
+        "stack `{stack}` acts as service role {actual}, not the target's pinned {pinned}; \
+         nothing changed"
+    )]
+    ServiceRole {
+        stack: String,
+        actual: String,
+        pinned: String,
+    },
     #[error("stack `{stack}` is busy ({status}); wait until it settles and try again")]
     Busy { stack: String, status: String },
     #[error("stack `{stack}` ended in {status}{}", failure_suffix(.failure))]
@@ -153,6 +162,8 @@ pub struct Deployer {
     pub aws: Aws,
     pub artifact_bucket: String,
     pub poll: Duration,
+    /// The target's pinned service role: `RoleARN` on every change set.
+    pub service_role: Option<String>,
 }
 
 impl Deployer {
@@ -163,6 +174,7 @@ impl Deployer {
             aws,
             artifact_bucket: bucket,
             poll: Duration::from_secs(2),
+            service_role: None,
         }
     }
 }

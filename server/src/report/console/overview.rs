@@ -23,8 +23,8 @@ pub struct OverviewQuery {
     pub repo: Option<String>,
     /// A state: in_sync, deploying, failed, blocked_by_policy, drifted, removed.
     pub state: Option<String>,
-    /// Text in the repository, folder, stack name, account or region, at most 100
-    /// characters.
+    /// Text in the repository, folder, stack name, account, region or target, at most
+    /// 100 characters.
     pub q: Option<String>,
 }
 
@@ -77,6 +77,10 @@ pub struct StackRow {
     pub href: String,
     pub account: Option<String>,
     pub region: Option<String>,
+    /// The `[[targets]]` entry the stack is deployed through; absent for the server's own
+    /// account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     pub stack_name: Option<String>,
     pub state: StackState,
     /// The commit the ledger says is deployed.
@@ -123,6 +127,8 @@ pub struct Inputs<'a> {
     pub stacks_dir: &'a dyn Fn(&str) -> String,
     /// Each stack's latest drift check, by (repo, folder).
     pub drifts: &'a HashMap<(String, String), crate::queue::DriftRow>,
+    /// The target a stack of (repo, path from the root) is deployed through.
+    pub target: &'a dyn Fn(&str, &str, &crate::domain::StackIdentity) -> Option<String>,
     pub now: i64,
 }
 
@@ -198,8 +204,10 @@ fn row(
         .drifts
         .get(&(repo.clone(), folder.clone()))
         .map(|d| DriftView::new(d, inputs.now));
+    let path = format!("{}/{folder}", (inputs.stacks_dir)(&repo));
     StackRow {
-        path: format!("{}/{folder}", (inputs.stacks_dir)(&repo)),
+        target: identity.and_then(|i| (inputs.target)(&repo, &path, i)),
+        path,
         href: stack_href(&repo, &folder),
         account: identity.map(|i| i.account.clone()),
         region: identity.map(|i| i.region.clone()),
@@ -237,6 +245,7 @@ fn matches(r: &StackRow, f: &Filters) -> bool {
         r.stack_name.as_ref(),
         r.account.as_ref(),
         r.region.as_ref(),
+        r.target.as_ref(),
     ]
     .into_iter()
     .flatten()
