@@ -56,6 +56,38 @@ pub struct Config {
     pub public_outputs: Vec<String>,
     #[serde(default)]
     pub drift: DriftConfig,
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+}
+
+/// Held change sets: which stacks wait for an operator, and for how long.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// What every stack gets; a deployment file's `approval` may only make it stricter.
+    #[serde(default = "default_approval")]
+    pub default: crate::domain::Approval,
+    /// Seconds a held change set waits for a decision; then it expires and is deleted.
+    #[serde(default = "default_approval_expiry")]
+    pub expire_after_seconds: u64,
+}
+
+fn default_approval() -> crate::domain::Approval {
+    crate::domain::Approval::None
+}
+
+fn default_approval_expiry() -> u64 {
+    // Three days: a change held on Friday is still there on Monday.
+    3 * 24 * 3600
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            default: default_approval(),
+            expire_after_seconds: default_approval_expiry(),
+        }
+    }
 }
 
 /// Drift checks: how often each deployed stack is asked, how many at once, and who hears of
@@ -925,6 +957,11 @@ impl Config {
                 "listener: header_timeout_seconds, body_timeout_seconds and max_connections \
                  must be at least 1"
                     .into(),
+            ));
+        }
+        if self.approvals.expire_after_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "approvals: expire_after_seconds must be at least 1".into(),
             ));
         }
         Ok(())

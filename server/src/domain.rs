@@ -108,6 +108,10 @@ names!(
         Failed = "failed",
         Error = "error",
         Superseded = "superseded",
+        /// Planned and passed, its change set created and kept until someone approves it.
+        Held = "held",
+        /// A held change set that was rejected, or whose approval expired: deleted.
+        Rejected = "rejected",
     }
 );
 
@@ -117,6 +121,8 @@ names!(
         Checkout = "checkout",
         Policy = "policy",
         Planning = "planning",
+        /// The change set waits for approval (`approval: required`); nothing executed.
+        Held = "held",
         Executing = "executing",
         Removing = "removing",
         Done = "done",
@@ -134,6 +140,50 @@ names!(
         Schedule = "schedule",
         /// A drift check found a `drift: revert` stack drifted: redeploy what is deployed.
         Drift = "drift",
+    }
+);
+
+names!(
+    /// Who must agree before a passing change set executes. Ordered: a stack may ask for a
+    /// stricter one than its target, never a looser one.
+    Approval, "approval" {
+        /// Executes as soon as the gate passes.
+        None = "none",
+        /// Held only when the change widens access (see `review`).
+        OnBroadening = "on-broadening",
+        /// Every change is held for an operator.
+        Required = "required",
+    }
+);
+
+impl Approval {
+    fn rank(self) -> u8 {
+        match self {
+            Approval::None => 0,
+            Approval::OnBroadening => 1,
+            Approval::Required => 2,
+        }
+    }
+
+    /// The stricter of two.
+    pub fn max(self, other: Approval) -> Approval {
+        if other.rank() > self.rank() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+names!(
+    /// What became of a held change set.
+    Decision, "decision" {
+        /// An operator approved it: it executes, if the stack has not changed since.
+        Approved = "approved",
+        /// An operator rejected it: it is deleted.
+        Rejected = "rejected",
+        /// Nobody decided in time: it is deleted.
+        Expired = "expired",
     }
 );
 
@@ -238,6 +288,17 @@ mod tests {
         assert!("Succeeded".parse::<JobState>().is_err());
         assert!("waiting".parse::<Phase>().is_err());
         assert!("ok".parse::<StatusState>().is_err());
+    }
+
+    #[test]
+    fn a_stricter_approval_wins_whichever_side_asks() {
+        use Approval::*;
+        assert_eq!(None.max(Required), Required);
+        assert_eq!(Required.max(None), Required);
+        assert_eq!(OnBroadening.max(None), OnBroadening);
+        assert_eq!(OnBroadening.max(Required), Required);
+        assert_eq!("on-broadening".parse::<Approval>(), Ok(OnBroadening));
+        assert!("always".parse::<Approval>().is_err());
     }
 
     /// Whether `T: Default`, asked at compile time: the inherent const, where its bound

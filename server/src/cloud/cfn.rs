@@ -7,7 +7,7 @@ use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::types::{
     Capability, ChangeSetStatus, ChangeSetType, DeploymentMode, ExecutionStatus, Parameter, Tag,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::AwsError;
 
@@ -20,6 +20,9 @@ pub struct StackInfo {
     pub outputs: Vec<(String, String)>,
     /// Who owns it, by stackgate's tags (see `ownership`).
     pub tags: Vec<(String, String)>,
+    /// When it last changed (its creation, before any update): a held change set executes
+    /// only on the stack it was made for.
+    pub updated: Option<String>,
 }
 
 impl StackInfo {
@@ -29,7 +32,7 @@ impl StackInfo {
 }
 
 /// One row of a change set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     pub action: String,
     pub logical_id: String,
@@ -120,6 +123,10 @@ pub async fn describe_stack(cfn: &Client, name: &str) -> Result<Option<StackInfo
             .map(|st| st.as_str().to_string())
             .unwrap_or_default(),
         reason: s.stack_status_reason().map(str::to_string),
+        updated: s
+            .last_updated_time()
+            .or(s.creation_time())
+            .map(|t| t.to_string()),
         outputs: s
             .outputs()
             .iter()

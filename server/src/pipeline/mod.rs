@@ -4,6 +4,7 @@
 //! in flight when the process died). This file holds what jobs need and the supervisor:
 //! the deadline, the attempts, the end in error. Every step reports through the outbox.
 
+mod approval;
 mod changes;
 mod deploy;
 mod drift;

@@ -16,7 +16,8 @@ pub mod sqlite;
 use serde::Serialize;
 
 use crate::domain::{
-    Context, DriftState, JobId, JobState, Kind, Phase, StackIdentity, StatusState, Trigger,
+    Context, Decision, DriftState, JobId, JobState, Kind, Phase, StackIdentity, StatusState,
+    Trigger,
 };
 use lease::{Claim, Lease, Orphans};
 
@@ -527,6 +528,49 @@ pub trait Drifts {
     fn drifts(&self) -> Result<Vec<DriftRow>, StoreError>;
 }
 
+/// A decision on a held change set, as its job records it (`detail.decision`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Decided {
+    pub decision: Decision,
+    /// Who decided: the operator's name, or `stackgate` when the approval expired.
+    pub by: String,
+    /// When (ms since the epoch).
+    pub at: i64,
+}
+
+/// Why a decision on a run was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Undecidable {
+    #[error("run {0} does not exist")]
+    NotFound(JobId),
+    #[error("run {id} is {state}, not awaiting approval")]
+    NotHeld { id: JobId, state: JobState },
+    #[error("run {id} is superseded by run {newer} of the same stack; decide on that one")]
+    Newer { id: JobId, newer: JobId },
+}
+
+/// Held change sets: deploys that wait for an operator. A job is held by ending it in
+/// [`JobState::Held`] ([`Jobs::finish_with`], which leaves its phase [`Phase::Held`]).
+pub trait Holds {
+    /// Records a decision on a held job and queues it again, for a worker to execute or
+    /// delete its change set. Not taken when the job is not held, or when a newer job of
+    /// its lane is queued, running or held: that one has the stack's next change.
+    fn decide(&self, id: JobId, decided: &Decided) -> Result<Result<Job, Undecidable>, StoreError>;
+
+    /// The deploys of a stack folder older than `before` whose held change set is still
+    /// there: held, or superseded before it ran. The job `before` runs in their lane.
+    fn stale_holds(&self, repo: &str, stack: &str, before: JobId) -> Result<Vec<Job>, StoreError>;
+
+    /// Marks a stale hold's change set as gone, superseded by `by` if it was still held,
+    /// and queues its statuses. False when it was no longer a hold.
+    fn close_hold(
+        &self,
+        id: JobId,
+        by: JobId,
+        statuses: &[StatusUpdate],
+    ) -> Result<bool, StoreError>;
+}
+
 /// Forgetting old history.
 pub trait History {
     /// Forgets history older than `before` (ms since the epoch): finished jobs (except the
@@ -599,11 +643,11 @@ pub trait Console {
 
 /// Every role: what the service holds.
 pub trait Queue:
-    Deliveries + Jobs + Outbox + Ledger + Drifts + History + Console + Send + Sync
+    Deliveries + Jobs + Outbox + Ledger + Drifts + Holds + History + Console + Send + Sync
 {
 }
 
-impl<T: Deliveries + Jobs + Outbox + Ledger + Drifts + History + Console + Send + Sync> Queue
-    for T
+impl<T> Queue for T where
+    T: Deliveries + Jobs + Outbox + Ledger + Drifts + Holds + History + Console + Send + Sync
 {
 }

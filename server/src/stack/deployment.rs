@@ -35,6 +35,10 @@ pub struct Deployment {
     /// What a drift check does when it finds the live stack changed outside stackgate.
     #[serde(default)]
     pub drift: DriftAction,
+    /// `approval: required` holds every change set for an operator; unset, the server's
+    /// setting applies. The stricter of the two wins.
+    #[serde(default)]
+    pub approval: Option<crate::domain::Approval>,
 }
 
 /// `drift: report` (the default) or `drift: revert`.
@@ -107,6 +111,7 @@ const KEYS: &[&str] = &[
     "artifacts",
     "remove",
     "drift",
+    "approval",
 ];
 const ARTIFACT_KEYS: &[&str] = &["path", "bucket-parameter", "key-parameter"];
 
@@ -224,6 +229,19 @@ mod tests {
         assert_eq!(d.artifacts[0].bucket_parameter, "B");
         assert!(!d.remove);
         assert_eq!(d.drift, DriftAction::Report);
+    }
+
+    #[test]
+    fn approval_is_one_of_three_or_unset() {
+        use crate::domain::Approval;
+        assert_eq!(
+            parse("template-file-path: t.yaml\n").unwrap().approval,
+            None
+        );
+        let d = parse("template-file-path: t.yaml\napproval: required\n").unwrap();
+        assert_eq!(d.approval, Some(Approval::Required));
+        let e = parse("template-file-path: t.yaml\napproval: yes-please\n").unwrap_err();
+        assert!(e.to_string().contains("approval"), "{e}");
     }
 
     #[test]

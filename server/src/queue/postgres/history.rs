@@ -19,7 +19,7 @@ impl History for Store {
         Ok(Pruned {
             jobs: self.drain(
                 "jobs",
-                "state NOT IN ('queued', 'running') AND finished_at < $1 AND id <> ALL($3)",
+                "state NOT IN ('queued', 'running', 'held') AND finished_at < $1 AND id <> ALL($3)",
                 before,
                 Some(&keep),
                 batch,

@@ -308,8 +308,8 @@ impl Jobs for Store {
             fenced(
                 tx,
                 claim,
-                "UPDATE jobs SET state = $3, detail = $4, finished_at = $5, phase = 'done',
-                                 lease_until = NULL
+                "UPDATE jobs SET state = $3, detail = $4, finished_at = $5, lease_until = NULL,
+                                 phase = CASE WHEN $3 = 'held' THEN 'held' ELSE 'done' END
                  WHERE id = $1 AND fence = $2 AND state = 'running'",
                 &[&state.as_str(), detail, &now()],
             )

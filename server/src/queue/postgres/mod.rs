@@ -18,6 +18,7 @@ mod console;
 mod deliveries;
 mod drift;
 mod history;
+mod holds;
 mod import;
 mod jobs;
 mod ledger;

@@ -19,7 +19,7 @@ impl History for Store {
             jobs: self.drain(
                 "jobs",
                 "created_at",
-                "state NOT IN ('queued', 'running') AND finished_at < ?3
+                "state NOT IN ('queued', 'running', 'held') AND finished_at < ?3
                  AND id NOT IN (SELECT value FROM json_each(?4))",
                 before,
                 Some(&keep),

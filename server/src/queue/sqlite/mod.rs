@@ -6,6 +6,7 @@ mod deliveries;
 mod drift;
 mod export;
 mod history;
+mod holds;
 mod jobs;
 mod ledger;
 mod outbox;
