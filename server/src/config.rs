@@ -358,6 +358,27 @@ pub struct GithubConfig {
     pub private_key_file: Option<PathBuf>,
     #[serde(default)]
     pub installation_id: Option<u64>,
+    /// Check runs for pull request dry runs: `auto` writes them when stackgate is a GitHub
+    /// App (only an App may), `off` never.
+    #[serde(default)]
+    pub checks: ChecksMode,
+    /// Whether dry runs keep their commit statuses beside check runs, so that branch
+    /// protection rules that require the statuses keep working.
+    #[serde(default = "yes")]
+    pub statuses_with_checks: bool,
+}
+
+/// Whether pull request dry runs write check runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChecksMode {
+    #[default]
+    Auto,
+    Off,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_api_url() -> String {
@@ -997,6 +1018,19 @@ impl Config {
     }
 
     /// The link to a job's run page.
+    /// Whether pull request dry runs write check runs: with `github.checks = "auto"` and
+    /// App auth.
+    pub fn check_runs(&self) -> bool {
+        self.github
+            .as_ref()
+            .is_some_and(|g| g.checks == ChecksMode::Auto && g.app_id.is_some())
+    }
+
+    /// Whether pull request dry runs post commit statuses: unless check runs replace them.
+    pub fn pr_statuses(&self) -> bool {
+        !self.check_runs() || self.github.as_ref().is_none_or(|g| g.statuses_with_checks)
+    }
+
     pub fn run_url(&self, job: crate::domain::JobId) -> String {
         let base = self
             .public_url

@@ -234,6 +234,8 @@ macro_rules! suite {
                 a_bad_status_is_given_up_on_and_the_rest_posts,
                 a_comment_goes_after_the_statuses_before_it_and_remembers_its_id,
                 a_failed_comment_is_noted_on_its_job_until_posted,
+                check_runs_are_written_in_order_and_keep_the_id_github_gave,
+                a_job_that_stops_ends_the_check_runs_it_started_once,
             ];
             ledger: [a_finished_deploy_writes_the_ledger_and_keeps_identities];
             drifts: [

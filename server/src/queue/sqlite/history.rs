@@ -41,6 +41,22 @@ impl History for Store {
                 None,
                 batch,
             )?,
+            // A check run is written by its job only, which ended long before.
+            checks: self.drain(
+                "check_runs",
+                "created_at",
+                "posted_at IS NOT NULL AND created_at < ?3",
+                before,
+                None,
+                batch,
+            )? + self.drain(
+                "check_run_ids",
+                "created_at",
+                "created_at < ?3",
+                before,
+                None,
+                batch,
+            )?,
             deliveries: self.drain(
                 "deliveries",
                 "received_at",
