@@ -2147,8 +2147,10 @@ fn a_valid_delivery_is_answered_while_64_bad_posts_are_in_flight() {
     let (code, body) = server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
     let took = start.elapsed();
     assert_eq!(code, 202, "{body}");
+    // Behind the bad posts it would wait out their 120 s; 5 s leaves room for a machine
+    // busy with other builds (1 s failed at 1.03 s under a load of 7 on 2 cores).
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_secs(5),
         "a valid delivery took {took:?} behind 64 bad posts"
     );
     eprintln!("valid delivery answered in {took:?} with 64 bad posts in flight");
