@@ -634,8 +634,11 @@ fn deploy_slowly(
             .then_some(())
     });
     let id = job_of(gh, &sha, "stackgate/app").expect("the deploy's job");
-    let j = server.job(id);
-    assert_eq!(j["phase"], "executing", "{j:#}");
+    // "deploying…" is said as planning starts: on a busy machine the change set may not be
+    // executing yet.
+    wait_for(30, "the change set executing", || {
+        (server.job(id)["phase"] == "executing").then_some(())
+    });
     (sha, id)
 }
 
