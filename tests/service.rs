@@ -634,8 +634,11 @@ fn deploy_slowly(
             .then_some(())
     });
     let id = job_of(gh, &sha, "stackgate/app").expect("the deploy's job");
-    let j = server.job(id);
-    assert_eq!(j["phase"], "executing", "{j:#}");
+    // "deploying…" is said as planning starts: on a busy machine the change set may not be
+    // executing yet.
+    wait_for(30, "the change set executing", || {
+        (server.job(id)["phase"] == "executing").then_some(())
+    });
     (sha, id)
 }
 
@@ -2147,8 +2150,10 @@ fn a_valid_delivery_is_answered_while_64_bad_posts_are_in_flight() {
     let (code, body) = server.push(ZERO, &sha, &["stacks/app/template.yaml"]);
     let took = start.elapsed();
     assert_eq!(code, 202, "{body}");
+    // Behind the bad posts it would wait out their 120 s; 5 s leaves room for a machine
+    // busy with other builds (1 s failed at 1.03 s under a load of 7 on 2 cores).
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_secs(5),
         "a valid delivery took {took:?} behind 64 bad posts"
     );
     eprintln!("valid delivery answered in {took:?} with 64 bad posts in flight");
@@ -2885,5 +2890,293 @@ fn the_events_of_a_deploy_carry_the_token_of_the_jobs_claim() {
             "{status} with {want}: {tokens:?}"
         );
     }
+    gh.assert_all_valid();
+}
+
+/// A repository whose branch `feature` adds stack `ssh` with `template`, as pull request
+/// `pr`; its head.
+fn ssh_pull_request(pr: u64, template: &str) -> (GitRepo, String) {
+    let repo = GitRepo::new();
+    repo.write("README.md", "base\n");
+    repo.commit("base");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    ssh_stack(&repo, "ssh", template);
+    let head = repo.commit("open ssh");
+    repo.set_pull_head(pr, &head);
+    (repo, head)
+}
+
+/// GitHub's "pull request opened" for `head` as `pr`, accepted.
+fn open_pull_request(server: &Server, pr: u64, head: &str) {
+    let (code, body) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("opened", pr, head, "feature", false),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202, "{body}");
+}
+
+fn ssh_stack(repo: &GitRepo, folder: &str, template: &str) {
+    repo.write(
+        &format!("stacks/{folder}/deployment.yaml"),
+        &format!(
+            "template-file-path: template.yaml\nstack-name: {}\n",
+            unique("gitops-ssh")
+        ),
+    );
+    repo.write(&format!("stacks/{folder}/template.yaml"), template);
+}
+
+/// The line of `template` where the finding on its first open rule points, as `stackgate
+/// check` (the CLI) reports it for the same file.
+fn cli_line(repo: &GitRepo, folder: &str) -> u64 {
+    let out = stackgate(&[
+        "check",
+        "--format",
+        "json",
+        repo.dir.join("stacks").join(folder).to_str().unwrap(),
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["results"][0]["findings"][0]["line"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no line: {json}"))
+}
+
+fn check_writes(gh: &StandIn) -> Vec<serde_json::Value> {
+    gh.requests()
+        .into_iter()
+        .filter(|r| r["operation"] == "checks/create" || r["operation"] == "checks/update")
+        .collect()
+}
+
+#[test]
+fn a_github_app_gets_check_runs_with_annotations_at_the_findings_lines() {
+    let (gh, keys) = app_standin();
+    let repo = GitRepo::new();
+    let name = unique("gitops-checks");
+    param_stack(&repo, "app", &name, "one");
+    repo.commit("base");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    param_stack(&repo, "app", &name, "two");
+    ssh_stack(&repo, "ssh", OPEN_SSH);
+    let head = repo.commit("open ssh");
+    repo.set_pull_head(7, &head);
+    let mut server = Server::start(&repo, &gh, "");
+    server.reconfigure(as_app(&keys));
+
+    open_pull_request(&server, 7, &head);
+    let gate = wait_for(60, "the gate's check run", || {
+        gh.completed_check_run(&head, "stackgate/policy")
+    });
+    assert_eq!(
+        gate["check_run"]["conclusion"],
+        "failure",
+        "{gate}\n{}",
+        server.logs()
+    );
+    let line = cli_line(&repo, "ssh");
+    assert!(
+        (7..=10).contains(&line),
+        "the rule is on lines 7-10: {line}"
+    );
+    let at = |run: &serde_json::Value| -> Vec<(String, u64, u64, String)> {
+        run["annotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["path"].as_str().unwrap().to_string(),
+                    a["start_line"].as_u64().unwrap(),
+                    a["end_line"].as_u64().unwrap(),
+                    a["annotation_level"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let expected = (
+        "stacks/ssh/template.yaml".to_string(),
+        line,
+        line,
+        "failure".to_string(),
+    );
+    assert!(at(&gate).contains(&expected), "{gate}");
+    let summary = gate["check_run"]["output"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!(
+            "`open-ingress/world-open` **Open** `stacks/ssh/template.yaml:{line}`"
+        )),
+        "the findings: {summary}"
+    );
+    assert!(
+        summary.contains("| Add | `Param` | `AWS::SSM::Parameter` |"),
+        "the change table: {summary}"
+    );
+
+    // One per changed stack: the failing one with its annotation, the other with its plan.
+    let ssh = wait_for(10, "the ssh stack's check run", || {
+        gh.completed_check_run(&head, "stackgate/plan/ssh")
+    });
+    assert_eq!(ssh["check_run"]["conclusion"], "failure");
+    assert!(at(&ssh).contains(&expected), "{ssh}");
+    let app = wait_for(10, "the app stack's check run", || {
+        gh.completed_check_run(&head, "stackgate/plan/app")
+    });
+    assert_eq!(app["check_run"]["conclusion"], "success");
+    assert_eq!(app["check_run"]["output"]["title"], "1 change(s)");
+    assert!(at(&app).is_empty());
+    assert_eq!(gh.check_runs().len(), 3, "each created once, then updated");
+
+    // In progress first, then completed: created in progress, updated at the end.
+    let writes = check_writes(&gh);
+    let first = writes
+        .iter()
+        .find(|r| r["body"]["name"] == "stackgate/policy")
+        .unwrap();
+    assert_eq!(
+        (&first["operation"], &first["body"]["status"]),
+        (&json!("checks/create"), &json!("in_progress"))
+    );
+    assert!(writes.iter().all(|r| r["auth"] == "installation_token"));
+    assert_eq!(
+        gate["check_run"]["details_url"].as_str(),
+        Some(format!("{}/runs/1", server.url).as_str())
+    );
+    // Statuses too, by default, for branch protection rules that require them.
+    assert_eq!(
+        final_state(&gh.statuses(&head), "stackgate/policy").map(|s| s.0),
+        Some("failure".into())
+    );
+
+    // "Re-run" on GitHub: the same pull request's preview again, as a second job with its
+    // own check runs.
+    let external_id = gate["check_run"]["external_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(external_id, "pr/7");
+    let (code, body) = server.webhook(
+        "check_run",
+        &delivery_id(),
+        &check_run_rerequested(4242, &head, &external_id),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["jobs"], json!([2]), "{body}");
+    wait_for(60, "the second gate's check run", || {
+        let runs: Vec<_> = gh
+            .check_runs()
+            .into_iter()
+            .filter(|c| {
+                c["check_run"]["name"] == "stackgate/policy"
+                    && c["check_run"]["status"] == "completed"
+            })
+            .collect();
+        (runs.len() == 2).then_some(())
+    });
+    assert_eq!(server.job(2)["kind"], "preview");
+    assert_eq!(server.job(2)["pr"], 7);
+    // Another App's check run is not stackgate's to run again.
+    let (code, body) = server.webhook(
+        "check_run",
+        &delivery_id(),
+        &check_run_rerequested(1, &head, &external_id),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!((code, &body["result"]), (202, &json!("ignored")), "{body}");
+    gh.assert_all_valid();
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn with_token_auth_no_check_runs_are_made_and_statuses_are() {
+    let gh = StandIn::start();
+    let (repo, head) = ssh_pull_request(3, OPEN_SSH);
+    let server = Server::start(&repo, &gh, "");
+    open_pull_request(&server, 3, &head);
+    let policy = wait_for(60, "the policy status", || {
+        final_state(&gh.statuses(&head), "stackgate/policy")
+    });
+    assert_eq!(policy.0, "failure", "{policy:?}\n{}", server.logs());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(check_writes(&gh).is_empty(), "{:?}", check_writes(&gh));
+    gh.assert_all_valid();
+}
+
+#[test]
+fn an_app_without_statuses_beside_check_runs_posts_only_check_runs() {
+    let (gh, keys) = app_standin();
+    let (repo, head) = ssh_pull_request(4, OPEN_SSH);
+    let mut server = Server::start(&repo, &gh, "");
+    let app = as_app(&keys);
+    server.reconfigure(|c| {
+        app(c).replace(
+            "installation_id = 77",
+            "installation_id = 77\nstatuses_with_checks = false",
+        )
+    });
+    open_pull_request(&server, 4, &head);
+    let gate = wait_for(60, "the gate's check run", || {
+        gh.completed_check_run(&head, "stackgate/policy")
+    });
+    assert_eq!(gate["check_run"]["conclusion"], "failure");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(gh.statuses(&head), [], "no status, not even queued");
+    gh.assert_all_valid();
+}
+
+#[test]
+fn a_comment_and_check_run_longer_than_github_takes_are_cut_with_a_link_to_the_run_page() {
+    let (gh, keys) = app_standin();
+    // 600 rules open to the world: 600 findings, a comment of more than 65,536 characters.
+    let mut template = OPEN_SSH.to_string();
+    for port in 1000..1600 {
+        template.push_str(&format!(
+            "        - IpProtocol: tcp\n          FromPort: {port}\n          ToPort: {port}\n          CidrIp: 0.0.0.0/0\n"
+        ));
+    }
+    let (repo, head) = ssh_pull_request(5, &template);
+    let mut server = Server::start(&repo, &gh, "");
+    server.reconfigure(as_app(&keys));
+    open_pull_request(&server, 5, &head);
+    let gate = wait_for(60, "the gate's check run", || {
+        gh.completed_check_run(&head, "stackgate/policy")
+    });
+    let job = server.job(1);
+    let whole = job["detail"]["comment"].as_str().unwrap_or_default();
+    assert!(
+        whole.chars().count() > 65_536,
+        "the report is longer than GitHub takes: {}",
+        whole.chars().count()
+    );
+    let run_page = format!("[run page]({}/runs/1)", server.url);
+    let posted = wait_for(30, "the comment", || {
+        gh.requests()
+            .into_iter()
+            .find(|r| r["operation"] == "issues/create-comment" && r["status"] == 201)
+    });
+    let text = posted["body"]["body"].as_str().unwrap();
+    assert!(text.chars().count() <= 65_536, "{}", text.chars().count());
+    assert!(
+        text.trim_end().ends_with(&format!("{run_page}.")),
+        "{}",
+        &text[text.len() - 300..]
+    );
+    let summary = gate["check_run"]["output"]["summary"].as_str().unwrap();
+    assert!(summary.chars().count() <= 65_535);
+    assert!(summary.trim_end().ends_with(&format!("{run_page}.")));
+    // The first 500 findings as annotations, 50 a request: ten writes, the last nine
+    // updates that add theirs.
+    let all = wait_for(30, "every annotation batch", || {
+        gh.completed_check_run(&head, "stackgate/policy")
+            .filter(|g| g["annotations"].as_array().map(Vec::len) >= Some(500))
+    });
+    assert_eq!(
+        all["annotations"].as_array().unwrap().len(),
+        500,
+        "at most 500"
+    );
+    assert_eq!(all["updates"], 10, "created in progress, then ten batches");
     gh.assert_all_valid();
 }

@@ -299,3 +299,81 @@ fn tag(k: &str, v: &str) -> aws_sdk_cloudformation::types::Tag {
         .value(v)
         .build()
 }
+
+#[test]
+fn a_target_that_requires_approval_holds_its_change_sets_until_an_operator_approves() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let (prod_name, dev_name) = (unique("tg-held"), unique("tg-free"));
+    param_stack(&repo, "prod-web", &prod_name, "p");
+    add_line(&repo, "prod-web", "target: prod");
+    param_stack(&repo, "web", &dev_name, "d");
+    add_line(&repo, "web", "target: dev");
+    let sha = repo.commit("prod holds, dev does not");
+    let config = targets_config().replacen(
+        "labels = { env = \"prod\" }",
+        "labels = { env = \"prod\" }\napproval = \"required\"",
+        1,
+    );
+    assert!(config.contains("approval = \"required\""));
+    let server = Server::start_opts(
+        &repo,
+        &gh,
+        Opts {
+            extra: &config,
+            repo_extra: REPO_TARGETS,
+            env: vec![("TEST_PROD_EXTERNAL_ID", EXTERNAL_ID.into())],
+            ..Opts::default()
+        },
+    );
+    server.push(ZERO, &sha, &["stacks/prod-web/deployment.yaml"]);
+    // dev deploys at once; prod waits, nothing executed in its account.
+    let (state, _) = wait_for(90, "dev", || {
+        final_state(&gh.statuses(&sha), "stackgate/web")
+    });
+    assert_eq!(state, "success");
+    let held = wait_for(90, "the prod hold", || {
+        gh.statuses(&sha)
+            .into_iter()
+            .rev()
+            .find(|(c, _, _)| c == "stackgate/prod-web")
+            .filter(|(_, s, d)| s == "pending" && d.starts_with("awaiting approval"))
+    });
+    assert_eq!(held.2, "awaiting approval: 1 change");
+    let status = |name: &str| {
+        stack_in(PROD, "us-east-1", name)
+            .and_then(|s| s.stack_status().map(|x| x.as_str().to_string()))
+    };
+    assert_eq!(status(&prod_name).as_deref(), Some("REVIEW_IN_PROGRESS"));
+    let id = gh
+        .requests()
+        .iter()
+        .filter(|r| r["operation"] == "repos/create-commit-status")
+        .filter(|r| r["body"]["context"] == "stackgate/prod-web")
+        .filter_map(|r| {
+            r["body"]["target_url"]
+                .as_str()?
+                .rsplit('/')
+                .next()?
+                .parse::<i64>()
+                .ok()
+        })
+        .next_back()
+        .expect("the prod deploy's run");
+    let (code, body) = http(
+        "POST",
+        &format!("{}/api/v1/runs/{id}/approve", server.url),
+        &[("Authorization", format!("Bearer {API_TOKEN}"))],
+        None,
+    );
+    assert_eq!(code, 202, "{body}");
+    let (state, description) = wait_for(90, "the approved prod deploy", || {
+        final_state(&gh.statuses(&sha), "stackgate/prod-web")
+    });
+    assert_eq!(
+        (state.as_str(), description.as_str()),
+        ("success", "CREATE_COMPLETE in prod")
+    );
+    let prod = stack_in(PROD, "us-east-1", &prod_name).expect("prod-web in the prod account");
+    assert_eq!(prod.role_arn(), Some(CFN_ROLE), "the pinned service role");
+}

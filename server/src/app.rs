@@ -218,6 +218,7 @@ pub async fn run(
         p.wake.outbox.clone(),
     ));
     tokio::spawn(crate::workers::drift::run(p.clone()));
+    tokio::spawn(crate::workers::expiry::run(p.clone()));
     tokio::spawn(crate::workers::pruner::run(
         p.queue.clone(),
         p.cfg.state.retain_days,

@@ -63,6 +63,38 @@ pub struct Config {
     pub public_outputs: Vec<String>,
     #[serde(default)]
     pub drift: DriftConfig,
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+}
+
+/// Held change sets: which stacks wait for an operator, and for how long.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// What every stack gets; a deployment file's `approval` may only make it stricter.
+    #[serde(default = "default_approval")]
+    pub default: crate::domain::Approval,
+    /// Seconds a held change set waits for a decision; then it expires and is deleted.
+    #[serde(default = "default_approval_expiry")]
+    pub expire_after_seconds: u64,
+}
+
+fn default_approval() -> crate::domain::Approval {
+    crate::domain::Approval::None
+}
+
+fn default_approval_expiry() -> u64 {
+    // Three days: a change held on Friday is still there on Monday.
+    3 * 24 * 3600
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            default: default_approval(),
+            expire_after_seconds: default_approval_expiry(),
+        }
+    }
 }
 
 /// Drift checks: how often each deployed stack is asked, how many at once, and who hears of
@@ -333,6 +365,27 @@ pub struct GithubConfig {
     pub private_key_file: Option<PathBuf>,
     #[serde(default)]
     pub installation_id: Option<u64>,
+    /// Check runs for pull request dry runs: `auto` writes them when stackgate is a GitHub
+    /// App (only an App may), `off` never.
+    #[serde(default)]
+    pub checks: ChecksMode,
+    /// Whether dry runs keep their commit statuses beside check runs, so that branch
+    /// protection rules that require the statuses keep working.
+    #[serde(default = "yes")]
+    pub statuses_with_checks: bool,
+}
+
+/// Whether pull request dry runs write check runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChecksMode {
+    #[default]
+    Auto,
+    Off,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_api_url() -> String {
@@ -939,6 +992,11 @@ impl Config {
                     .into(),
             ));
         }
+        if self.approvals.expire_after_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "approvals: expire_after_seconds must be at least 1".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -972,6 +1030,19 @@ impl Config {
     }
 
     /// The link to a job's run page.
+    /// Whether pull request dry runs write check runs: with `github.checks = "auto"` and
+    /// App auth.
+    pub fn check_runs(&self) -> bool {
+        self.github
+            .as_ref()
+            .is_some_and(|g| g.checks == ChecksMode::Auto && g.app_id.is_some())
+    }
+
+    /// Whether pull request dry runs post commit statuses: unless check runs replace them.
+    pub fn pr_statuses(&self) -> bool {
+        !self.check_runs() || self.github.as_ref().is_none_or(|g| g.statuses_with_checks)
+    }
+
     pub fn run_url(&self, job: crate::domain::JobId) -> String {
         let base = self
             .public_url

@@ -108,6 +108,10 @@ names!(
         Failed = "failed",
         Error = "error",
         Superseded = "superseded",
+        /// Planned and passed, its change set created and kept until someone approves it.
+        Held = "held",
+        /// A held change set that was rejected, or whose approval expired: deleted.
+        Rejected = "rejected",
     }
 );
 
@@ -117,6 +121,8 @@ names!(
         Checkout = "checkout",
         Policy = "policy",
         Planning = "planning",
+        /// The change set waits for approval (`approval: required`); nothing executed.
+        Held = "held",
         Executing = "executing",
         Removing = "removing",
         Done = "done",
@@ -134,6 +140,50 @@ names!(
         Schedule = "schedule",
         /// A drift check found a `drift: revert` stack drifted: redeploy what is deployed.
         Drift = "drift",
+    }
+);
+
+names!(
+    /// Who must agree before a passing change set executes. Ordered: a stack may ask for a
+    /// stricter one than its target, never a looser one.
+    Approval, "approval" {
+        /// Executes as soon as the gate passes.
+        None = "none",
+        /// Held only when the change widens access (see `review`).
+        OnBroadening = "on-broadening",
+        /// Every change is held for an operator.
+        Required = "required",
+    }
+);
+
+impl Approval {
+    fn rank(self) -> u8 {
+        match self {
+            Approval::None => 0,
+            Approval::OnBroadening => 1,
+            Approval::Required => 2,
+        }
+    }
+
+    /// The stricter of two.
+    pub fn max(self, other: Approval) -> Approval {
+        if other.rank() > self.rank() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+names!(
+    /// What became of a held change set.
+    Decision, "decision" {
+        /// An operator approved it: it executes, if the stack has not changed since.
+        Approved = "approved",
+        /// An operator rejected it: it is deleted.
+        Rejected = "rejected",
+        /// Nobody decided in time: it is deleted.
+        Expired = "expired",
     }
 );
 
@@ -156,6 +206,83 @@ names!(
         Error = "error",
     }
 );
+
+names!(
+    /// A check run's state as stackgate writes it: running, or done with GitHub's conclusion.
+    CheckState, "check run state" {
+        InProgress = "in_progress",
+        Success = "success",
+        Failure = "failure",
+        /// The job ended without a verdict of its own (superseded by a newer head).
+        Cancelled = "cancelled",
+    }
+);
+
+impl CheckState {
+    /// GitHub's conclusion, once the check run is done.
+    pub fn conclusion(self) -> Option<&'static str> {
+        (self != CheckState::InProgress).then(|| self.as_str())
+    }
+}
+
+names!(
+    /// How loud an annotation is, as GitHub names it.
+    AnnotationLevel, "annotation level" {
+        Notice = "notice",
+        Warning = "warning",
+        Failure = "failure",
+    }
+);
+
+/// A finding at a file and line of the repository, as a check run shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Annotation {
+    /// Repository-relative, e.g. `stacks/web/template.yaml`.
+    pub path: String,
+    pub start_line: u32,
+    pub end_line: u32,
+    pub annotation_level: AnnotationLevel,
+    pub title: String,
+    pub message: String,
+}
+
+/// What stackgate's check runs carry as `external_id`: the pull request they preview, and
+/// whether it comes from a fork, so that GitHub's "Re-run" asks for the same preview again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckRef {
+    pub pr: u64,
+    pub fork: bool,
+}
+
+impl fmt::Display for CheckRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pr/{}", self.pr)?;
+        if self.fork {
+            f.write_str("/fork")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for CheckRef {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        let bad = || UnknownName {
+            what: "check run reference",
+            value: s.chars().take(40).collect(),
+        };
+        let rest = s.strip_prefix("pr/").ok_or_else(bad)?;
+        let (number, fork) = match rest.strip_suffix("/fork") {
+            Some(n) => (n, true),
+            None => (rest, false),
+        };
+        if number.is_empty() || number.len() > 19 || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let pr = number.parse().map_err(|_| bad())?;
+        Ok(CheckRef { pr, fork })
+    }
+}
 
 /// Jobs in one lane run one at a time, and a newer one supersedes the queued ones.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -238,6 +365,40 @@ mod tests {
         assert!("Succeeded".parse::<JobState>().is_err());
         assert!("waiting".parse::<Phase>().is_err());
         assert!("ok".parse::<StatusState>().is_err());
+    }
+
+    #[test]
+    fn a_stricter_approval_wins_whichever_side_asks() {
+        use Approval::*;
+        assert_eq!(None.max(Required), Required);
+        assert_eq!(Required.max(None), Required);
+        assert_eq!(OnBroadening.max(None), OnBroadening);
+        assert_eq!(OnBroadening.max(Required), Required);
+        assert_eq!("on-broadening".parse::<Approval>(), Ok(OnBroadening));
+        assert!("always".parse::<Approval>().is_err());
+    }
+
+    #[test]
+    fn a_check_ref_reads_back_what_it_writes_and_nothing_else() {
+        for r in [
+            CheckRef { pr: 7, fork: false },
+            CheckRef { pr: 12, fork: true },
+        ] {
+            assert_eq!(r.to_string().parse::<CheckRef>(), Ok(r));
+        }
+        assert_eq!(CheckRef { pr: 12, fork: true }.to_string(), "pr/12/fork");
+        for bad in [
+            "",
+            "pr/",
+            "pr/x",
+            "pr/7/",
+            "pr/+7",
+            "7",
+            "pr/7/fork/fork",
+            "pr/99999999999999999999",
+        ] {
+            assert!(bad.parse::<CheckRef>().is_err(), "{bad}");
+        }
     }
 
     /// Whether `T: Default`, asked at compile time: the inherent const, where its bound

@@ -97,6 +97,25 @@ impl StandIn {
             .collect()
     }
 
+    /// The check runs GitHub has, oldest first: each with `check_run` (as GitHub answers
+    /// it) and every `annotations` its writes added.
+    pub fn check_runs(&self) -> Vec<Value> {
+        let (_, body) = http("GET", &format!("{}/_standin/state", self.url), &[], None);
+        serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["check_runs"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// The check run named `name` of commit `sha`, once it is completed.
+    pub fn completed_check_run(&self, sha: &str, name: &str) -> Option<Value> {
+        self.check_runs().into_iter().rev().find(|c| {
+            c["check_run"]["head_sha"] == sha
+                && c["check_run"]["name"] == name
+                && c["check_run"]["status"] == "completed"
+        })
+    }
+
     pub fn invalid_requests(&self) -> Vec<Value> {
         self.requests()
             .into_iter()
@@ -592,6 +611,54 @@ pub fn pr_payload(action: &str, number: u64, sha: &str, branch: &str, fork: bool
     if fork {
         p["pull_request"]["head"]["repo"]["full_name"] = json!("someone-else/Hello-World");
     }
+    serde_json::to_vec(&p).expect("json")
+}
+
+/// A stand-in that knows a GitHub App (id 4242, installation 77) and the App's private
+/// key, in the directory returned with it.
+pub fn app_standin() -> (StandIn, tempfile::TempDir) {
+    let keys = tempfile::tempdir().expect("tmp");
+    let key = keys.path().join("app.pem");
+    let out = Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl genrsa");
+    let gh = StandIn::start_with(&[
+        "--app-public-key",
+        key.to_str().expect("utf-8 path"),
+        "--app-id",
+        "4242",
+        "--installation-id",
+        "77",
+    ]);
+    (gh, keys)
+}
+
+/// The config edit that makes a server of [`Server::start`] the App of [`app_standin`].
+pub fn as_app(keys: &tempfile::TempDir) -> impl Fn(&str) -> String {
+    let key = keys.path().join("app.pem").display().to_string();
+    move |c: &str| {
+        c.replace(
+            "token_env = \"TEST_GH_TOKEN\"",
+            &format!("app_id = 4242\nprivate_key_file = \"{key}\"\ninstallation_id = 77"),
+        )
+    }
+}
+
+/// GitHub's `check_run` `rerequested` example (a user pressed "Re-run"), edited to be a
+/// run of App `app` on `sha` of this repository, carrying `external_id`.
+pub fn check_run_rerequested(app: u64, sha: &str, external_id: &str) -> Vec<u8> {
+    let mut p = examples("check_run")
+        .into_iter()
+        .find(|e| e["action"] == "rerequested")
+        .expect("a check_run rerequested example");
+    p["check_run"]["app"]["id"] = json!(app);
+    p["check_run"]["head_sha"] = json!(sha);
+    p["check_run"]["external_id"] = json!(external_id);
+    p["repository"]["full_name"] = json!(REPO);
     serde_json::to_vec(&p).expect("json")
 }
 

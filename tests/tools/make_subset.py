@@ -39,6 +39,8 @@ OPERATIONS = [
     ("patch", "/repos/{owner}/{repo}/issues/comments/{comment_id}", "issues/update-comment", True),
     ("get", "/repos/{owner}/{repo}/issues/{issue_number}/comments", "issues/list-comments", True),
     ("post", "/app/installations/{installation_id}/access_tokens", "apps/create-installation-access-token", True),
+    ("post", "/repos/{owner}/{repo}/check-runs", "checks/create", True),
+    ("patch", "/repos/{owner}/{repo}/check-runs/{check_run_id}", "checks/update", True),
     ("get", "/repos/{owner}/{repo}", "repos/get", False),
     ("get", "/repos/{owner}/{repo}/branches/{branch}", "repos/get-branch", False),
 ]

@@ -1,6 +1,7 @@
 //! api: the HTTP handlers besides the webhook (the manual redeploy, job state, health,
 //! metrics, run pages), the state they share with it, and their one error type.
 
+pub mod approve;
 pub mod drift;
 pub mod health;
 pub mod jobs;

@@ -57,6 +57,14 @@ struct Who {
     csrf: Option<String>,
     /// The stack page's forms, when the viewer is an operator on its repository.
     actions: Option<Actions>,
+    /// A held run's forms, when the viewer is an operator on its repository.
+    decide: Option<Decide>,
+}
+
+#[derive(serde::Serialize)]
+struct Decide {
+    approve: String,
+    reject: String,
 }
 
 #[derive(serde::Serialize)]
@@ -72,6 +80,7 @@ impl Who {
             session: viewer.credential == crate::auth::Credential::Session,
             csrf: viewer.csrf_token().map(str::to_string),
             actions: None,
+            decide: None,
         }
     }
 }
@@ -289,7 +298,17 @@ pub async fn run_page(
     let model = run_model(&app, &viewer, id)
         .await
         .map_err(ApiError::plain)?;
-    page("run.html", &model, Who::of(&viewer))
+    let mut who = Who::of(&viewer);
+    if model.state == crate::domain::JobState::Held
+        && who.csrf.is_some()
+        && viewer.may(&model.repo, Role::Operator)
+    {
+        who.decide = Some(Decide {
+            approve: format!("/runs/{id}/approve"),
+            reject: format!("/runs/{id}/reject"),
+        });
+    }
+    page("run.html", &model, who)
 }
 
 /// One run, as its page shows it.

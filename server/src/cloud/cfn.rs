@@ -7,7 +7,7 @@ use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::types::{
     Capability, ChangeSetStatus, ChangeSetType, DeploymentMode, ExecutionStatus, Parameter, Tag,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::AwsError;
 
@@ -22,6 +22,9 @@ pub struct StackInfo {
     pub tags: Vec<(String, String)>,
     /// The service role CloudFormation acts as for it, if any.
     pub role_arn: Option<String>,
+    /// When it last changed (its creation, before any update): a held change set executes
+    /// only on the stack it was made for.
+    pub updated: Option<String>,
 }
 
 impl StackInfo {
@@ -31,7 +34,7 @@ impl StackInfo {
 }
 
 /// One row of a change set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     pub action: String,
     pub logical_id: String,
@@ -125,6 +128,10 @@ pub async fn describe_stack(cfn: &Client, name: &str) -> Result<Option<StackInfo
             .unwrap_or_default(),
         reason: s.stack_status_reason().map(str::to_string),
         role_arn: s.role_arn().filter(|r| !r.is_empty()).map(str::to_string),
+        updated: s
+            .last_updated_time()
+            .or(s.creation_time())
+            .map(|t| t.to_string()),
         outputs: s
             .outputs()
             .iter()

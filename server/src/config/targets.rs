@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ConfigError, RepoConfig};
+use crate::domain::Approval;
 
 /// Targets one server may have.
 pub const MAX_TARGETS: usize = 64;
@@ -49,8 +50,8 @@ pub struct TargetConfig {
     /// refused.
     #[serde(default)]
     pub cloudformation_role_arn: Option<String>,
-    /// Approvals are not implemented yet: only `none` is accepted.
-    #[serde(default)]
+    /// Who must agree before its change sets execute; a stack may ask for more, never less.
+    #[serde(default = "no_approval")]
     pub approval: Approval,
     /// Given to the policies beside the target's name.
     #[serde(default)]
@@ -67,15 +68,8 @@ pub struct TargetPolicy {
     pub settings: Value,
 }
 
-/// Who must approve a deploy to a target. Only `none` runs today; the others are refused
-/// at load rather than accepted and ignored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Approval {
-    #[default]
-    None,
-    Required,
-    OnBroadening,
+fn no_approval() -> Approval {
+    Approval::None
 }
 
 impl TargetConfig {
@@ -358,11 +352,6 @@ pub fn validate(targets: &[TargetConfig], repos: &[RepoConfig]) -> Result<(), St
                 ));
             }
         }
-        if t.approval != Approval::None {
-            return Err(format!(
-                "{at}.approval: approvals are not supported yet; only \"none\" is accepted"
-            ));
-        }
         if t.labels.len() > MAX_LABELS
             || t.labels
                 .iter()
@@ -568,7 +557,6 @@ mod tests {
                 "not an AWS region",
             ),
             ("", ("'prod'", "'Prod!'"), "name"),
-            ("approval = 'required'\n", ("", ""), "not supported yet"),
             ("approval = 'sometimes'\n", ("", ""), "sometimes"),
             ("role = 'x'\n", ("", ""), "role"),
             (

@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use super::{GitHub, GithubError, Reply, StatusPost};
-use crate::domain::StatusState;
+use super::{CheckRunPost, GitHub, GithubError, Reply, StatusPost};
+use crate::domain::{Annotation, CheckState, StatusState};
 
 /// One call the fake received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,19 @@ pub enum Call {
         id: u64,
         body: String,
     },
+    /// `existing`: the check run it was asked to update; `id`: the check run written.
+    CheckRun {
+        repo: String,
+        sha: String,
+        name: String,
+        existing: Option<u64>,
+        id: u64,
+        state: CheckState,
+        title: String,
+        summary: String,
+        annotations: Vec<Annotation>,
+        external_id: String,
+    },
 }
 
 #[derive(Default)]
@@ -33,6 +46,9 @@ pub struct FakeGithub {
     failures: Mutex<VecDeque<GithubError>>,
     comment_failures: Mutex<VecDeque<GithubError>>,
     next_comment: Mutex<u64>,
+    next_check_run: Mutex<u64>,
+    /// A call to fail later: after this many more calls.
+    fail_later: Mutex<Option<(usize, GithubError)>>,
 }
 
 impl FakeGithub {
@@ -57,7 +73,19 @@ impl FakeGithub {
             .push_back(e);
     }
 
+    /// The call after the next `after` calls fails with `e`.
+    pub fn fail_call(&self, after: usize, e: GithubError) {
+        *self.fail_later.lock().unwrap_or_else(|p| p.into_inner()) = Some((after, e));
+    }
+
     fn failure(&self) -> Option<GithubError> {
+        let mut later = self.fail_later.lock().unwrap_or_else(|p| p.into_inner());
+        match later.as_mut() {
+            Some((0, _)) => return later.take().map(|(_, e)| e),
+            Some((n, _)) => *n -= 1,
+            None => {}
+        }
+        drop(later);
         self.failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -117,6 +145,40 @@ impl GitHub for FakeGithub {
                     existing,
                     id,
                     body: body.into(),
+                });
+                Ok(Some(id))
+            }
+        };
+        Box::pin(async move { out })
+    }
+
+    fn upsert_check_run<'a>(
+        &'a self,
+        existing: Option<u64>,
+        r: CheckRunPost<'a>,
+    ) -> Reply<'a, Option<u64>> {
+        let out = match self.failure() {
+            Some(e) => Err(e),
+            None => {
+                let id = existing.unwrap_or_else(|| {
+                    let mut n = self
+                        .next_check_run
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    *n += 1;
+                    5000 + *n
+                });
+                self.record(Call::CheckRun {
+                    repo: r.repo.into(),
+                    sha: r.sha.into(),
+                    name: r.name.into(),
+                    existing,
+                    id,
+                    state: r.state,
+                    title: r.title.into(),
+                    summary: r.summary.into(),
+                    annotations: r.annotations.to_vec(),
+                    external_id: r.external_id.into(),
                 });
                 Ok(Some(id))
             }

@@ -1,6 +1,7 @@
-//! No GitHub configured (the local default): statuses and comments go to the log only.
+//! No GitHub configured (the local default): statuses, comments and check runs go to the
+//! log only.
 
-use super::{GitHub, Reply, StatusPost};
+use super::{CheckRunPost, GitHub, Reply, StatusPost};
 
 pub struct LogOnly;
 
@@ -18,6 +19,15 @@ impl GitHub for LogOnly {
         body: &'a str,
     ) -> Reply<'a, Option<u64>> {
         tracing::info!(%repo, pr, "pull request comment:\n{body}");
+        Box::pin(async { Ok(None) })
+    }
+
+    fn upsert_check_run<'a>(
+        &'a self,
+        _existing: Option<u64>,
+        r: CheckRunPost<'a>,
+    ) -> Reply<'a, Option<u64>> {
+        tracing::info!(repo = %r.repo, sha = %r.sha, name = %r.name, state = %r.state, title = %r.title, annotations = r.annotations.len(), "check run");
         Box::pin(async { Ok(None) })
     }
 }

@@ -1,4 +1,4 @@
-//! github: where statuses and PR comments go. A small client trait, with the octocrab
+//! github: where statuses, PR comments and check runs go. A small client trait, with the octocrab
 //! client, a log-only client (no GitHub configured) and a fake that records calls for tests.
 
 pub mod credential;
@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::config::GithubConfig;
-use crate::domain::StatusState;
+use crate::domain::{Annotation, CheckState, StatusState};
 
 pub use credential::GitCredential;
 
@@ -59,6 +59,24 @@ pub struct StatusPost<'a> {
     pub target_url: &'a str,
 }
 
+/// One write of a check run: its whole output, and at most
+/// [`ANNOTATIONS_PER_REQUEST`] of its annotations (each write adds its own).
+#[derive(Debug, Clone, Copy)]
+pub struct CheckRunPost<'a> {
+    pub repo: &'a str,
+    pub sha: &'a str,
+    pub name: &'a str,
+    pub state: CheckState,
+    pub title: &'a str,
+    pub summary: &'a str,
+    pub annotations: &'a [Annotation],
+    pub details_url: &'a str,
+    pub external_id: &'a str,
+}
+
+/// GitHub takes at most this many annotations in one create or update of a check run.
+pub const ANNOTATIONS_PER_REQUEST: usize = 50;
+
 pub type Reply<'a, T> = Pin<Box<dyn Future<Output = Result<T, GithubError>> + Send + 'a>>;
 
 /// What stackgate tells GitHub.
@@ -73,6 +91,14 @@ pub trait GitHub: Send + Sync {
         pr: u64,
         existing: Option<u64>,
         body: &'a str,
+    ) -> Reply<'a, Option<u64>>;
+
+    /// Creates a check run, or updates the one made before (`existing`). Returns its id;
+    /// `None` when nothing was posted (no GitHub). Only a GitHub App may.
+    fn upsert_check_run<'a>(
+        &'a self,
+        existing: Option<u64>,
+        run: CheckRunPost<'a>,
     ) -> Reply<'a, Option<u64>>;
 }
 

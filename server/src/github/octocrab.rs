@@ -1,13 +1,44 @@
-//! Commit statuses and pull-request comments on GitHub, through octocrab, with a token or
-//! as a GitHub App installation.
+//! Commit statuses, pull-request comments and check runs on GitHub, through octocrab, with
+//! a token or as a GitHub App installation (only an App may write check runs).
 
 use octocrab::Octocrab;
 use octocrab::models::InstallationId;
 use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
 
-use super::{GitCredential, GitHub, GithubError, GithubErrorKind, Reply, StatusPost};
+use super::{CheckRunPost, GitCredential, GitHub, GithubError, GithubErrorKind, Reply, StatusPost};
 use crate::config::{GithubAuth, GithubConfig};
-use crate::domain::StatusState;
+use crate::domain::{Annotation, StatusState};
+
+/// A check run's create or update body, as GitHub's REST API takes it (octocrab's builder
+/// has no annotations).
+#[derive(Serialize)]
+struct CheckRunBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    head_sha: Option<&'a str>,
+    name: &'a str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conclusion: Option<&'static str>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    details_url: &'a str,
+    external_id: &'a str,
+    output: CheckRunOutput<'a>,
+}
+
+#[derive(Serialize)]
+struct CheckRunOutput<'a> {
+    title: &'a str,
+    summary: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    annotations: &'a [Annotation],
+}
+
+/// The part of GitHub's check run reply stackgate reads.
+#[derive(Deserialize)]
+struct CheckRunMade {
+    id: u64,
+}
 
 /// What an octocrab error means: 5xx and rate limits (primary 429, secondary 403 "rate
 /// limit") are worth retrying; a broken connection too.
@@ -108,6 +139,52 @@ impl Client {
             .map_err(|e| classify("create status", e))
     }
 
+    /// Creates the check run, or updates the one made before. Returns its id.
+    async fn check_run(
+        &self,
+        existing: Option<u64>,
+        r: CheckRunPost<'_>,
+    ) -> Result<Option<u64>, GithubError> {
+        let (owner, name) = split(r.repo);
+        let body = |head_sha| CheckRunBody {
+            head_sha,
+            name: r.name,
+            status: if r.state.conclusion().is_some() {
+                "completed"
+            } else {
+                "in_progress"
+            },
+            conclusion: r.state.conclusion(),
+            details_url: r.details_url,
+            external_id: r.external_id,
+            output: CheckRunOutput {
+                title: r.title,
+                summary: r.summary,
+                annotations: r.annotations,
+            },
+        };
+        if let Some(id) = existing {
+            let route = format!("/repos/{owner}/{name}/check-runs/{id}");
+            match self
+                .0
+                .patch::<CheckRunMade, _, _>(route, Some(&body(None)))
+                .await
+            {
+                Ok(made) => return Ok(Some(made.id)),
+                // Gone (a repository moved, history rewritten): make a new one.
+                Err(octocrab::Error::GitHub { source, .. })
+                    if source.status_code.as_u16() == 404 => {}
+                Err(e) => return Err(classify("update check run", e)),
+            }
+        }
+        let route = format!("/repos/{owner}/{name}/check-runs");
+        self.0
+            .post::<_, CheckRunMade>(route, Some(&body(Some(r.sha))))
+            .await
+            .map(|made| Some(made.id))
+            .map_err(|e| classify("create check run", e))
+    }
+
     /// Creates the PR comment, or updates the one stackgate made before. Returns its id.
     async fn comment(
         &self,
@@ -154,6 +231,14 @@ impl GitHub for Client {
         body: &'a str,
     ) -> Reply<'a, Option<u64>> {
         Box::pin(self.comment(repo, pr, existing, body))
+    }
+
+    fn upsert_check_run<'a>(
+        &'a self,
+        existing: Option<u64>,
+        run: CheckRunPost<'a>,
+    ) -> Reply<'a, Option<u64>> {
+        Box::pin(self.check_run(existing, run))
     }
 }
 

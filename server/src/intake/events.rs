@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use crate::config::RepoConfig;
-use crate::domain::{Kind, Trigger};
+use crate::domain::{CheckRef, Kind, Trigger};
 use crate::queue::NewJob;
 
 #[derive(Deserialize)]
@@ -45,10 +45,53 @@ pub struct PullRequestEvent {
     pull_request: PullRequest,
 }
 
+#[derive(Deserialize)]
+struct App {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct RepoId {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct CheckRunPrRef {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    repo: RepoId,
+}
+
+/// A pull request as a check run names it (GitHub lists only those of the same repository).
+#[derive(Deserialize)]
+struct CheckRunPr {
+    number: u64,
+    head: CheckRunPrRef,
+    base: CheckRunPrRef,
+}
+
+#[derive(Deserialize)]
+struct CheckRun {
+    head_sha: String,
+    #[serde(default)]
+    external_id: Option<String>,
+    app: App,
+    #[serde(default)]
+    pull_requests: Vec<CheckRunPr>,
+}
+
+#[derive(Deserialize)]
+pub struct CheckRunEvent {
+    repository: Option<Repository>,
+    action: String,
+    check_run: CheckRun,
+}
+
 /// An event's payload, as far as stackgate reads it.
 pub enum Payload {
     Push(Push),
     PullRequest(PullRequestEvent),
+    CheckRun(CheckRunEvent),
     Other,
 }
 
@@ -58,6 +101,7 @@ impl Payload {
         match self {
             Payload::Push(p) => p.repository.as_ref(),
             Payload::PullRequest(p) => p.repository.as_ref(),
+            Payload::CheckRun(p) => p.repository.as_ref(),
             Payload::Other => None,
         }
         .map(|r| r.full_name.as_str())
@@ -69,6 +113,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Payload, serde_json::Error> {
     match event {
         "push" => serde_json::from_slice(body).map(Payload::Push),
         "pull_request" => serde_json::from_slice(body).map(Payload::PullRequest),
+        "check_run" => serde_json::from_slice(body).map(Payload::CheckRun),
         _ => Ok(Payload::Other),
     }
 }
@@ -93,8 +138,14 @@ fn answer(
     })
 }
 
-/// The jobs a verified event of `repo_cfg` asks for.
-pub fn jobs(event: &str, payload: Payload, repo_cfg: &RepoConfig) -> Result<Vec<NewJob>, Answer> {
+/// The jobs a verified event of `repo_cfg` asks for. `checks_app`: the GitHub App whose
+/// check runs stackgate writes, if it does; a "Re-run" of one of them previews again.
+pub fn jobs(
+    event: &str,
+    payload: Payload,
+    repo_cfg: &RepoConfig,
+    checks_app: Option<u64>,
+) -> Result<Vec<NewJob>, Answer> {
     let jobs = match (event, payload) {
         ("ping", _) => return answer("ping", StatusCode::OK, "pong"),
         (_, Payload::Push(push)) => {
@@ -151,6 +202,7 @@ pub fn jobs(event: &str, payload: Payload, repo_cfg: &RepoConfig) -> Result<Vec<
                 stack: None,
             }]
         }
+        (_, Payload::CheckRun(ev)) => return rerun(ev, repo_cfg, checks_app),
         ("", _) => {
             return answer(
                 "malformed",
@@ -167,4 +219,153 @@ pub fn jobs(event: &str, payload: Payload, repo_cfg: &RepoConfig) -> Result<Vec<
         }
     };
     Ok(jobs)
+}
+
+/// A check run's "Re-run": the preview of its pull request again, for its commit. Only for
+/// check runs stackgate's own App wrote, which name their pull request in `external_id`.
+fn rerun(
+    ev: CheckRunEvent,
+    repo_cfg: &RepoConfig,
+    checks_app: Option<u64>,
+) -> Result<Vec<NewJob>, Answer> {
+    if ev.action != "rerequested" {
+        return answer(
+            "ignored",
+            StatusCode::ACCEPTED,
+            format!("check_run {} needs no dry run", ev.action),
+        );
+    }
+    let run = ev.check_run;
+    let Some(app) = checks_app.filter(|a| *a == run.app.id) else {
+        return answer(
+            "ignored",
+            StatusCode::ACCEPTED,
+            format!("check run of App {}, not stackgate's", run.app.id),
+        );
+    };
+    let named = run
+        .external_id
+        .as_deref()
+        .and_then(|e| e.parse::<CheckRef>().ok());
+    // A check run of an older stackgate names no pull request: its own list does (it
+    // leaves out forks').
+    let listed = || {
+        run.pull_requests
+            .iter()
+            .find(|p| p.base.git_ref == repo_cfg.branch)
+            .map(|p| CheckRef {
+                pr: p.number,
+                fork: p.head.repo.id != p.base.repo.id,
+            })
+    };
+    let Some(target) = named.or_else(listed) else {
+        return answer(
+            "ignored",
+            StatusCode::ACCEPTED,
+            format!(
+                "check run of App {app} names no pull request to {}",
+                repo_cfg.branch
+            ),
+        );
+    };
+    Ok(vec![NewJob {
+        kind: Kind::Preview,
+        repo: repo_cfg.name.clone(),
+        sha: run.head_sha,
+        pr: Some(target.pr),
+        fork: target.fork,
+        trigger: Trigger::PullRequest,
+        stack: None,
+    }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> RepoConfig {
+        serde_json::from_value(serde_json::json!({
+            "name": "acme/infra", "url": "/tmp/x", "branch": "main"
+        }))
+        .unwrap()
+    }
+
+    /// The fields of GitHub's `check_run` `rerequested` payload stackgate reads.
+    fn rerequested(app: u64, external_id: &str, prs: serde_json::Value) -> Payload {
+        let body = serde_json::json!({
+            "action": "rerequested",
+            "repository": {"full_name": "acme/infra"},
+            "check_run": {
+                "head_sha": "d6fde92930d4715a2b49857d24b940956b26d2d3",
+                "external_id": external_id,
+                "app": {"id": app},
+                "pull_requests": prs,
+            }
+        });
+        parse("check_run", body.to_string().as_bytes()).unwrap()
+    }
+
+    fn pr(number: u64, base: &str, head_repo: u64) -> serde_json::Value {
+        serde_json::json!({
+            "number": number,
+            "head": {"ref": "x", "repo": {"id": head_repo}},
+            "base": {"ref": base, "repo": {"id": 1}},
+        })
+    }
+
+    #[test]
+    fn a_rerun_of_stackgates_check_run_previews_its_pull_request_again() {
+        let jobs = jobs(
+            "check_run",
+            rerequested(42, "pr/7/fork", serde_json::json!([])),
+            &repo(),
+            Some(42),
+        )
+        .unwrap();
+        assert_eq!(jobs.len(), 1);
+        let j = &jobs[0];
+        assert_eq!((j.kind, j.pr, j.fork), (Kind::Preview, Some(7), true));
+        assert_eq!(j.sha, "d6fde92930d4715a2b49857d24b940956b26d2d3");
+
+        // No reference of its own: the pull request GitHub lists, to this branch.
+        let listed = rerequested(
+            42,
+            "",
+            serde_json::json!([pr(3, "other", 1), pr(9, "main", 1)]),
+        );
+        let j = &jobs_of(listed, Some(42))[0];
+        assert_eq!((j.pr, j.fork), (Some(9), false));
+    }
+
+    fn jobs_of(p: Payload, app: Option<u64>) -> Vec<NewJob> {
+        jobs("check_run", p, &repo(), app).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_rerun_of_another_apps_check_run_or_without_check_runs_asks_for_nothing() {
+        let none = |p, app| jobs("check_run", p, &repo(), app).unwrap_err().result;
+        assert_eq!(
+            none(rerequested(7, "pr/7", serde_json::json!([])), Some(42)),
+            "ignored"
+        );
+        assert_eq!(
+            none(rerequested(42, "pr/7", serde_json::json!([])), None),
+            "ignored"
+        );
+        assert_eq!(
+            none(
+                rerequested(42, "nonsense", serde_json::json!([pr(3, "other", 1)])),
+                Some(42)
+            ),
+            "ignored",
+            "names no pull request to the branch"
+        );
+        let created = serde_json::json!({
+            "action": "created",
+            "repository": {"full_name": "acme/infra"},
+            "check_run": {"head_sha": "a", "app": {"id": 42}}
+        });
+        let p = parse("check_run", created.to_string().as_bytes()).unwrap();
+        assert_eq!(none(p, Some(42)), "ignored");
+    }
 }

@@ -32,12 +32,14 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/api/v1/stacks", get(api::pages::stacks_json))
         .route("/api/v1/openapi.json", get(api::pages::openapi))
         .route("/api/v1/runs/{id}", get(api::pages::run_json))
+        .route("/api/v1/runs/{id}/{action}", post(api::approve::decide_api))
         .route("/api/v1/jobs/{id}", get(api::jobs::job))
         .route("/healthz", get(api::health::healthz))
         .route("/readyz", get(api::health::readyz))
         .route("/metrics", get(api::health::metrics))
         .route("/runs/{id}", get(api::pages::run_page))
         .route("/runs/{id}/events", get(api::live::run_events))
+        .route("/runs/{id}/{action}", post(api::approve::decide_form))
         .route(
             "/stacks/{owner}/{repo}/{*stack}",
             get(api::pages::stack_page).post(api::redeploy::redeploy_form),

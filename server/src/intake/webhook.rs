@@ -210,7 +210,13 @@ pub async fn receive(
             "the payload's repository is not configured",
         );
     };
-    let jobs = match events::jobs(&event, payload, repo_cfg) {
+    let checks_app = app
+        .cfg
+        .github
+        .as_ref()
+        .and_then(|g| g.app_id)
+        .filter(|_| app.cfg.check_runs());
+    let jobs = match events::jobs(&event, payload, repo_cfg, checks_app) {
         Ok(jobs) => jobs,
         Err(a) => return reply(&app, a.result, a.code, a.message),
     };

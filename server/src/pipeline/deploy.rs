@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::cloud::deployer::{DeployError, Origin, Progress};
+use crate::cloud::deployer::{DeployError, Deployer, Origin, Planned, Progress};
 use crate::config::RepoConfig;
 use crate::config::targets::TargetConfig;
 use crate::domain::StackIdentity;
@@ -17,6 +17,7 @@ use crate::report::statuses::{policy_status, stack_status};
 use crate::stack::Stack;
 use crate::stack::ownership::Owner;
 
+use super::approval::{self, Hold, Next};
 use super::changes::stale_against_head;
 use super::{JobError, Pipeline, hand_over};
 
@@ -35,9 +36,18 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
     let events: Events = Default::default();
     let say = |state: StatusState, d: String| stack_status(&app.cfg, job, &stack_name, state, d);
 
+    // A held change set's decision: the held job runs again for it.
+    let decision = match (Hold::of(&job.detail), approval::decided(&job.detail)) {
+        (Some(hold), Some(decided)) => Some((hold, decided)),
+        _ => None,
+    };
     app.queue
         .set_phase(job.claim(), Phase::Checkout, None, None)?;
-    if let Some(head) = stale_against_head(app, &repo, job, &stack_name).await? {
+    // Not for a decision: a newer commit of the stack would have a deploy of its own, and
+    // no decision is taken while it does.
+    if decision.is_none()
+        && let Some(head) = stale_against_head(app, &repo, job, &stack_name).await?
+    {
         return hand_over(app, &repo, job, head);
     }
     let snap = app.snapshot(&repo, &job.sha, None).await?;
@@ -132,6 +142,35 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
             )],
         )?;
     }
+    if let Some((hold, decided)) = decision {
+        // The target and region the hold recorded.
+        let target = app.target_in(&job.detail)?;
+        let deployer = app
+            .deployer_for(job.id, target, job_region(&job.detail))
+            .await?;
+        let total = stack.template.resources().len();
+        return match app
+            .after_decision(
+                job,
+                &deployer,
+                (hold, decided),
+                report.verdict,
+                &mut detail,
+                &redact,
+            )
+            .await?
+        {
+            Next::Ended(state) => Ok(state),
+            Next::Execute(planned, moved) => {
+                let run = Execution {
+                    planned,
+                    total,
+                    moved,
+                };
+                execute(app, job, &deployer, run, detail, events, &redact).await
+            }
+        };
+    }
     if report.verdict != Verdict::Pass {
         redact.json(&mut detail);
         app.queue.finish(
@@ -204,6 +243,7 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
     origin.moved_from = moved.as_ref().map(|f| app.stacks_path(&job.repo, f));
     let ev = events.clone();
     let mut sink = move |p: Progress<'_>| record(&ev, p);
+    app.close_stale_holds(job, &deployer, &stack_name).await?;
     let planned = match deployer.prepare(&files, &stack, &origin, &mut sink).await {
         Ok(p) => p,
         Err(e) => return fail(app, job, detail, events, &say, e, &redact),
@@ -233,6 +273,44 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
         )?;
         return Ok(JobState::Succeeded);
     };
+    // A target's own approval, else the server's default; the stack may ask for more.
+    let server_side = target.map_or(app.cfg.approvals.default, |t| t.approval);
+    let approval = approval::required(server_side, &stack);
+    // No review of what widens yet: `on-broadening` cannot tell, so it holds (doubt).
+    if approval::holds(approval, None) {
+        redact.json(&mut detail);
+        let hold = (&planned, approval, moved.as_deref());
+        return app.hold(job, &deployer, hold, detail, &stack_name).await;
+    }
+    let run = Execution {
+        planned,
+        total: stack.template.resources().len(),
+        moved,
+    };
+    execute(app, job, &deployer, run, detail, events, &redact).await
+}
+
+/// A change set to execute, and what its run needs to know.
+pub(super) struct Execution {
+    pub planned: Planned,
+    /// The stack's resources, for the progress bar.
+    pub total: usize,
+    /// A folder of this repository, gone at this commit, whose stack this one now is.
+    pub moved: Option<String>,
+}
+
+/// Executes a change set and follows the stack until it settles.
+async fn execute(
+    app: &Pipeline,
+    job: &Job,
+    deployer: &Deployer,
+    run: Execution,
+    mut detail: Value,
+    events: Events,
+    redact: &Redactor,
+) -> Result<JobState, JobError> {
+    let stack_name = job.stack.as_deref().ok_or("a deploy job without a stack")?;
+    let planned = &run.planned;
     // Written before the call: after a crash, resume asks AWS whether it ran.
     app.queue.set_phase(
         job.claim(),
@@ -242,7 +320,6 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
     )?;
     redact.json(&mut detail);
     app.queue.set_detail(job.claim(), &detail)?;
-    let total = stack.template.resources().len();
     let (ev, mut written) = (events.clone(), None);
     let mut sink = |p: Progress<'_>| {
         if let Progress::Event { done, total, .. } = &p {
@@ -250,11 +327,11 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
         }
         record(&ev, p)
     };
-    let result = deployer.execute(&planned, total, &mut sink).await;
-    let state = finish_deploy(app, job, &stack_name, detail, events, result, &redact)?;
+    let result = deployer.execute(planned, run.total, &mut sink).await;
+    let state = finish_deploy(app, job, stack_name, detail, events, result, redact)?;
     // The executed change set retagged the stack: the old folder's claim ends. (Without
     // changes the tags stay, and so does the old claim: the move is seen again.)
-    if let Some(old) = moved
+    if let Some(old) = run.moved
         && state == JobState::Succeeded
     {
         app.queue.retire(&job.repo, &old)?;
@@ -488,6 +565,8 @@ pub(super) async fn remove(
     let deployer = app
         .deployer_for(job.id, target, Some(identity.region.as_str()))
         .await?;
+    // A held change set of the stack goes with it.
+    app.close_stale_holds(job, &deployer, folder).await?;
     let guard = app.guard(job);
     match deployer
         .remove(stack_name, &owner, false, &guard, &mut sink)

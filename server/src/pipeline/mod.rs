@@ -4,6 +4,7 @@
 //! in flight when the process died). This file holds what jobs need and the supervisor:
 //! the deadline, the attempts, the end in error. Every step reports through the outbox.
 
+mod approval;
 mod changes;
 mod deploy;
 mod drift;
@@ -326,6 +327,19 @@ fn stopped(app: &Pipeline, job: &Job) {
 /// Ends a job that could not run to its end: logged, recorded, and an `error` status.
 pub(super) fn end_in_error(app: &Pipeline, job: &Job, e: &JobError) -> JobState {
     tracing::error!(error = %e, "job failed");
+    // A dry run's check runs end too: a run left in progress would hold the pull request.
+    if job.kind == Kind::Preview {
+        let why = e.public();
+        let ended = app.queue.end_checks(
+            job.claim(),
+            crate::domain::CheckState::Failure,
+            &crate::policy::truncate(&format!("error: {why}"), 140),
+            &format!("stackgate could not finish this dry run: {why}"),
+        );
+        if let Err(err) = ended {
+            tracing::error!(error = %err, "cannot end the job's check runs");
+        }
+    }
     let statuses = vec![job_status(&app.cfg, job, StatusState::Error, e.public())];
     if let Err(err) = app.queue.finish(
         job.claim(),

@@ -1,5 +1,5 @@
 //! A pull request's dry run: policy and plans for the changed stacks, never executed, and
-//! one comment, through the outbox.
+//! one comment, through the outbox; as a GitHub App, check runs too.
 
 use std::collections::HashMap;
 
@@ -7,9 +7,10 @@ use serde_json::json;
 
 use crate::cloud::deployer::{DeployError, Progress};
 use crate::config::RepoConfig;
-use crate::domain::{Context, JobState, StatusState, short};
+use crate::domain::{CheckState, Context, JobState, StatusState, short};
 use crate::policy::Verdict;
-use crate::queue::{CommentUpdate, Job};
+use crate::queue::{CommentUpdate, Job, Outbound};
+use crate::report::check_runs::{COMMENT_MAX, DryRunChecks, fit};
 use crate::report::comment;
 use crate::report::redact::Redactor;
 use crate::report::statuses::{on_job, policy_status};
@@ -28,6 +29,11 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
     let snap = app.snapshot(&repo, &job.sha, Some(pr)).await?;
     let deployed = app.queue.deployed(&repo.name)?;
     let (changed, _) = app.changed_stacks(&repo, &snap, &deployed).await?;
+    let mut checks = DryRunChecks::new(&app.cfg, job);
+    let started = checks.started(changed.iter().filter(|n| snap.files(n).is_some()));
+    if !started.is_empty() {
+        app.queue.add_checks(job.claim(), &started)?;
+    }
     let mut statuses = Vec::new();
     let mut worst = Verdict::Pass;
     let mut sections = Vec::new();
@@ -44,7 +50,9 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
             Err(e) => {
                 worst = Verdict::Error;
                 bad_input.get_or_insert(format!("{name}: {e}"));
-                sections.push(comment::bad_input(name, &e.to_string()));
+                let section = comment::bad_input(name, &e.to_string());
+                checks.bad_input(name, &e.to_string(), &section);
+                sections.push(section);
                 continue;
             }
         };
@@ -108,7 +116,16 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
                 comment::Plan::Failed(&reason)
             }
         };
+        let concluded = checks.concluded(&report, &plan);
         let section = comment::stack_section(name, &stack.template.file, &report, &redact, plan);
+        checks.stack(
+            name,
+            concluded,
+            &report,
+            &stack.template.file,
+            &redact,
+            &section,
+        );
         detail["stacks"][name] = json!({"policy": report, "template": stack.template.file});
         // The pull request page shows each plan's change table.
         if let Some(Ok(p)) = &planned {
@@ -126,19 +143,20 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
         format!("{} stack(s) checked", changed.len())
     };
     let description = bad_input.unwrap_or_else(|| summary.clone());
+    let checks = checks.gate(worst, &description, &summary, &sections);
     statuses.insert(0, policy_status(&app.cfg, job, worst, description));
-    let body = comment::body(
-        &job.sha,
-        &summary,
-        &sections,
-        job.id,
-        &app.cfg.run_url(job.id),
-    );
+    if !app.cfg.pr_statuses() {
+        statuses.clear();
+    }
+    let run_url = app.cfg.run_url(job.id);
+    let body = comment::body(&job.sha, &summary, &sections, job.id, &run_url);
     // The head may have moved while this ran: its comment is the newer head's to write.
     if let Some(head) = moved_on(app, &repo, job, pr).await? {
         return pr_superseded(app, job, pr, &head);
     }
     detail["comment"] = json!(&body);
+    // GitHub refuses a longer comment: the run page has it all.
+    let body = fit(body, COMMENT_MAX, &run_url);
     let state = if worst == Verdict::Pass {
         JobState::Succeeded
     } else {
@@ -150,8 +168,13 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
         pr,
         body,
     };
+    let out = Outbound {
+        comment: Some(&comment),
+        statuses: &statuses,
+        checks: &checks,
+    };
     app.queue
-        .finish_with(job.claim(), state, &detail, Some(&comment), &statuses, None)?;
+        .finish_with(job.claim(), state, &detail, out, None)?;
     Ok(state)
 }
 
@@ -178,21 +201,20 @@ async fn moved_on(
 /// Ends a preview of a commit that is no longer the pull request's head: no comment, and
 /// only this commit's own status.
 fn pr_superseded(app: &Pipeline, job: &Job, pr: u64, head: &str) -> Result<JobState, JobError> {
-    let said = on_job(
-        &app.cfg,
-        job,
-        Context::Policy,
-        StatusState::Error,
-        format!(
-            "superseded by {} on pull request #{pr}; not previewed",
-            short(head)
-        ),
+    let why = format!(
+        "superseded by {} on pull request #{pr}; not previewed",
+        short(head)
     );
+    // The check runs it started, if any, end cancelled.
+    app.queue
+        .end_checks(job.claim(), CheckState::Cancelled, &why, &why)?;
+    let said = on_job(&app.cfg, job, Context::Policy, StatusState::Error, why);
+    let said: &[_] = if app.cfg.pr_statuses() { &[said] } else { &[] };
     app.queue.finish(
         job.claim(),
         JobState::Superseded,
         &json!({"superseded_by": head}),
-        &[said],
+        said,
         None,
     )?;
     Ok(JobState::Superseded)

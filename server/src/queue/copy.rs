@@ -230,12 +230,15 @@ mod tests {
             held(&s, p),
             JobState::Succeeded,
             &serde_json::json!({}),
-            Some(&CommentUpdate {
-                repo: "acme/infra".into(),
-                pr: 7,
-                body: "plan".into(),
-            }),
-            &[],
+            crate::queue::Outbound {
+                comment: Some(&CommentUpdate {
+                    repo: "acme/infra".into(),
+                    pr: 7,
+                    body: "plan".into(),
+                }),
+                statuses: &[],
+                checks: &[],
+            },
             None,
         )
         .unwrap();
@@ -248,12 +251,15 @@ mod tests {
             held(&s, p2),
             JobState::Succeeded,
             &serde_json::json!({}),
-            Some(&CommentUpdate {
-                repo: "acme/infra".into(),
-                pr: 7,
-                body: "plan 2".into(),
-            }),
-            &[],
+            crate::queue::Outbound {
+                comment: Some(&CommentUpdate {
+                    repo: "acme/infra".into(),
+                    pr: 7,
+                    body: "plan 2".into(),
+                }),
+                statuses: &[],
+                checks: &[],
+            },
             None,
         )
         .unwrap();

@@ -16,7 +16,8 @@ pub mod sqlite;
 use serde::Serialize;
 
 use crate::domain::{
-    Context, DriftState, JobId, JobState, Kind, Phase, StackIdentity, StatusState, Trigger,
+    Annotation, CheckState, Context, Decision, DriftState, JobId, JobState, Kind, Phase,
+    StackIdentity, StatusState, Trigger,
 };
 use lease::{Claim, Lease, Orphans};
 
@@ -218,6 +219,50 @@ pub struct CommentUpdate {
     pub body: String,
 }
 
+/// A check run to record: created the first time its job names it, updated after. The
+/// outbox poster posts it later, in order, its annotations 50 a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckUpdate {
+    pub repo: String,
+    pub sha: String,
+    /// The check run's name, as the status context is (`stackgate/policy`, …).
+    pub context: Context,
+    pub state: CheckState,
+    pub title: String,
+    /// Markdown, at most 65,535 characters (GitHub refuses more).
+    pub summary: String,
+    pub annotations: Vec<Annotation>,
+    pub details_url: String,
+    /// What a `check_run` `rerequested` event hands back: the pull request to preview again.
+    pub external_id: String,
+}
+
+/// A check run waiting to be posted; `job` and `name` name the check run it writes.
+#[derive(Debug, Clone)]
+pub struct PendingCheck {
+    pub id: i64,
+    pub job: JobId,
+    pub repo: String,
+    pub sha: String,
+    pub name: String,
+    pub state: CheckState,
+    pub title: String,
+    pub summary: String,
+    pub annotations: Vec<Annotation>,
+    pub details_url: String,
+    pub external_id: String,
+    pub attempts: i64,
+}
+
+/// What a job's end tells GitHub: its statuses, and for a pull request its comment and
+/// check runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outbound<'a> {
+    pub comment: Option<&'a CommentUpdate>,
+    pub statuses: &'a [StatusUpdate],
+    pub checks: &'a [CheckUpdate],
+}
+
 /// A pull request comment waiting to be posted. It goes after the statuses up to
 /// `after_status`, which were recorded before it.
 #[derive(Debug, Clone)]
@@ -267,6 +312,8 @@ pub struct Pruned {
     pub statuses: usize,
     /// PR comments posted or given up on.
     pub comments: usize,
+    /// Check run writes posted or given up on, and the ids of old check runs.
+    pub checks: usize,
     pub deliveries: usize,
 }
 
@@ -392,15 +439,14 @@ pub trait Jobs {
 
     fn set_detail(&self, claim: Claim, detail: &serde_json::Value) -> Result<(), StoreError>;
 
-    /// Ends a job, queues its statuses and comment, and writes its ledger line, in one
-    /// transaction. The comment goes before the statuses.
+    /// Ends a job, queues its statuses, comment and check runs, and writes its ledger line,
+    /// in one transaction. The comment goes before the statuses.
     fn finish_with(
         &self,
         claim: Claim,
         state: JobState,
         detail: &serde_json::Value,
-        comment: Option<&CommentUpdate>,
-        statuses: &[StatusUpdate],
+        out: Outbound<'_>,
         deployed: Option<LedgerEntry<'_>>,
     ) -> Result<(), StoreError>;
 
@@ -413,7 +459,11 @@ pub trait Jobs {
         statuses: &[StatusUpdate],
         deployed: Option<LedgerEntry<'_>>,
     ) -> Result<(), StoreError> {
-        self.finish_with(claim, state, detail, None, statuses, deployed)
+        let out = Outbound {
+            statuses,
+            ..Outbound::default()
+        };
+        self.finish_with(claim, state, detail, out, deployed)
     }
 
     /// The commit of each stack's newest queued or running deploy: what the stack will be
@@ -475,6 +525,34 @@ pub trait Outbox {
 
     /// The id of the comment stackgate wrote on a pull request.
     fn pr_comment(&self, repo: &str, pr: u64) -> Result<Option<u64>, StoreError>;
+
+    /// Queues check run writes while `job` holds its job (e.g. "in progress" as it starts).
+    fn add_checks(&self, job: Claim, checks: &[CheckUpdate]) -> Result<(), StoreError>;
+
+    /// Check run writes still to post, oldest first. One whose state this version cannot
+    /// read is given up on.
+    fn unposted_checks(&self, limit: usize) -> Result<Vec<PendingCheck>, StoreError>;
+
+    /// Remembers the id GitHub gave job `job`'s check run `name`, so that its later writes
+    /// update it.
+    fn keep_check_run(&self, job: JobId, name: &str, check_run: u64) -> Result<(), StoreError>;
+
+    /// The id of job `job`'s check run `name`, once GitHub made it.
+    fn check_run(&self, job: JobId, name: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Ends, with `state`, every check run job `job` started and has not ended, while its
+    /// claim holds it (a job that stops before its verdict: an error, a newer head).
+    fn end_checks(
+        &self,
+        job: Claim,
+        state: CheckState,
+        title: &str,
+        summary: &str,
+    ) -> Result<(), StoreError>;
+
+    fn check_posted(&self, id: i64) -> Result<(), StoreError>;
+
+    fn check_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError>;
 }
 
 /// The deployed ledger: the last deployed sha and stack of each folder.
@@ -525,6 +603,49 @@ pub trait Drifts {
 
     /// Every stack's latest check.
     fn drifts(&self) -> Result<Vec<DriftRow>, StoreError>;
+}
+
+/// A decision on a held change set, as its job records it (`detail.decision`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Decided {
+    pub decision: Decision,
+    /// Who decided: the operator's name, or `stackgate` when the approval expired.
+    pub by: String,
+    /// When (ms since the epoch).
+    pub at: i64,
+}
+
+/// Why a decision on a run was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Undecidable {
+    #[error("run {0} does not exist")]
+    NotFound(JobId),
+    #[error("run {id} is {state}, not awaiting approval")]
+    NotHeld { id: JobId, state: JobState },
+    #[error("run {id} is superseded by run {newer} of the same stack; decide on that one")]
+    Newer { id: JobId, newer: JobId },
+}
+
+/// Held change sets: deploys that wait for an operator. A job is held by ending it in
+/// [`JobState::Held`] ([`Jobs::finish_with`], which leaves its phase [`Phase::Held`]).
+pub trait Holds {
+    /// Records a decision on a held job and queues it again, for a worker to execute or
+    /// delete its change set. Not taken when the job is not held, or when a newer job of
+    /// its lane is queued, running or held: that one has the stack's next change.
+    fn decide(&self, id: JobId, decided: &Decided) -> Result<Result<Job, Undecidable>, StoreError>;
+
+    /// The deploys of a stack folder older than `before` whose held change set is still
+    /// there: held, or superseded before it ran. The job `before` runs in their lane.
+    fn stale_holds(&self, repo: &str, stack: &str, before: JobId) -> Result<Vec<Job>, StoreError>;
+
+    /// Marks a stale hold's change set as gone, superseded by `by` if it was still held,
+    /// and queues its statuses. False when it was no longer a hold.
+    fn close_hold(
+        &self,
+        id: JobId,
+        by: JobId,
+        statuses: &[StatusUpdate],
+    ) -> Result<bool, StoreError>;
 }
 
 /// Forgetting old history.
@@ -599,11 +720,11 @@ pub trait Console {
 
 /// Every role: what the service holds.
 pub trait Queue:
-    Deliveries + Jobs + Outbox + Ledger + Drifts + History + Console + Send + Sync
+    Deliveries + Jobs + Outbox + Ledger + Drifts + Holds + History + Console + Send + Sync
 {
 }
 
-impl<T: Deliveries + Jobs + Outbox + Ledger + Drifts + History + Console + Send + Sync> Queue
-    for T
+impl<T> Queue for T where
+    T: Deliveries + Jobs + Outbox + Ledger + Drifts + Holds + History + Console + Send + Sync
 {
 }

@@ -1,7 +1,8 @@
-//! The one outbox poster: posts the commit statuses and PR comments the queue holds, in
-//! the order they were recorded. A failure is retried with backoff, and the row stays in
-//! the queue until GitHub has it. A status GitHub refuses for now holds back the whole
-//! stream; a comment only its pull request's later statuses and comments.
+//! The one outbox poster: posts the commit statuses, PR comments and check runs the queue
+//! holds, in the order they were recorded. A failure is retried with backoff, and the row
+//! stays in the queue until GitHub has it. A status GitHub refuses for now holds back the
+//! whole stream; a comment only its pull request's later statuses and comments; a check
+//! run write only its check run's later writes (`check_poster`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::check_poster::CheckPoster;
 use crate::github::{GitHub, StatusPost};
 use crate::policy::truncate;
 use crate::queue::{Outbox, PendingComment, PendingStatus, Queue, blocking};
@@ -40,6 +42,7 @@ const STANDBY: Duration = Duration::from_secs(2);
 pub struct Round {
     pub statuses: usize,
     pub comments: usize,
+    pub checks: usize,
     /// A retryable failure held something back (what follows a status, or a pull
     /// request's items after its comment); it waits, in order.
     pub stalled: bool,
@@ -55,6 +58,7 @@ pub struct Poster {
     /// When each comment GitHub refused for now may be tried again.
     retry_at: HashMap<i64, Instant>,
     comment_wait: Duration,
+    checks: CheckPoster,
 }
 
 impl Default for Poster {
@@ -63,6 +67,7 @@ impl Default for Poster {
             unsaved: Vec::new(),
             retry_at: HashMap::new(),
             comment_wait: COMMENT_WAIT,
+            checks: CheckPoster::default(),
         }
     }
 }
@@ -155,9 +160,16 @@ impl Poster {
                     .await;
                 if !self.mark_unsaved(queue).await {
                     round.stalled = true;
+                    stopped = true;
                     break;
                 }
             }
+        }
+        if !stopped {
+            let checks = self.checks.round(queue, github).await;
+            round.checks = checks.posted;
+            round.stalled |= checks.stalled;
+            round.behind |= checks.behind;
         }
         round.statuses = posted.len();
         // One transaction for the batch. A crash before it re-posts them: harmless, a status
@@ -340,7 +352,7 @@ impl Backoff {
             self.next = FIRST_BACKOFF;
             return None;
         }
-        let progress = round.statuses + round.comments > 0;
+        let progress = round.statuses + round.comments + round.checks > 0;
         let wait = if progress { FIRST_BACKOFF } else { self.next };
         self.next = (wait * 2).min(MAX_BACKOFF);
         Some(wait)
@@ -409,10 +421,12 @@ mod tests {
 
     /// A poster that tries a refused comment again in the very next round.
     fn eager() -> Poster {
-        Poster {
+        let mut p = Poster {
             comment_wait: Duration::ZERO,
             ..Poster::default()
-        }
+        };
+        p.checks.wait = Duration::ZERO;
+        p
     }
 
     fn rate_limited() -> GithubError {
@@ -432,6 +446,8 @@ mod tests {
         failing_marks: AtomicUsize,
         /// Every read of a PR's comment id fails.
         failing_pr_comment: AtomicBool,
+        /// Every keep of a check run's id fails.
+        failing_keeps: AtomicBool,
     }
 
     impl Faulty {
@@ -441,6 +457,7 @@ mod tests {
                 before_comments: Mutex::new(None),
                 failing_marks: AtomicUsize::new(0),
                 failing_pr_comment: AtomicBool::new(false),
+                failing_keeps: AtomicBool::new(false),
             })
         }
     }
@@ -493,6 +510,43 @@ mod tests {
                 return Err(broken());
             }
             self.inner.pr_comment(repo, pr)
+        }
+        fn add_checks(
+            &self,
+            job: crate::queue::lease::Claim,
+            checks: &[crate::queue::CheckUpdate],
+        ) -> Result<(), StoreError> {
+            self.inner.add_checks(job, checks)
+        }
+        fn unposted_checks(
+            &self,
+            limit: usize,
+        ) -> Result<Vec<crate::queue::PendingCheck>, StoreError> {
+            self.inner.unposted_checks(limit)
+        }
+        fn keep_check_run(&self, job: JobId, name: &str, run: u64) -> Result<(), StoreError> {
+            if self.failing_keeps.load(Ordering::SeqCst) {
+                return Err(broken());
+            }
+            self.inner.keep_check_run(job, name, run)
+        }
+        fn check_run(&self, job: JobId, name: &str) -> Result<Option<u64>, StoreError> {
+            self.inner.check_run(job, name)
+        }
+        fn check_posted(&self, id: i64) -> Result<(), StoreError> {
+            self.inner.check_posted(id)
+        }
+        fn end_checks(
+            &self,
+            job: crate::queue::lease::Claim,
+            state: crate::domain::CheckState,
+            title: &str,
+            summary: &str,
+        ) -> Result<(), StoreError> {
+            self.inner.end_checks(job, state, title, summary)
+        }
+        fn check_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
+            self.inner.check_failed(id, error, give_up)
         }
     }
 
@@ -561,8 +615,11 @@ mod tests {
             job.claim(),
             JobState::Succeeded,
             &serde_json::json!({}),
-            Some(&comment),
-            &[done],
+            crate::queue::Outbound {
+                comment: Some(&comment),
+                statuses: &[done],
+                checks: &[],
+            },
             None,
         )
         .unwrap();
@@ -580,6 +637,9 @@ mod tests {
             Call::Comment {
                 existing, id, body, ..
             } => format!("comment {id} (was {existing:?}): {body}"),
+            Call::CheckRun {
+                name, state, id, ..
+            } => format!("check run {id} {name} {state}"),
         }
     }
 

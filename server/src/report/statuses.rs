@@ -118,6 +118,8 @@ fn queued_statuses(cfg: &Config, job: &NewJob, id: JobId) -> Vec<StatusUpdate> {
         // A check says only what it found (a status per scheduled check would be noise,
         // and GitHub keeps at most 1000 per commit and context).
         (Kind::Deploy, None) | (Kind::Drift, _) => return Vec::new(),
+        // Check runs without statuses: none, or "queued" would wait forever.
+        (Kind::Preview, _) if !cfg.pr_statuses() => return Vec::new(),
         (Kind::Preview | Kind::Sync, _) => Context::Policy,
     };
     vec![status(
@@ -133,7 +135,7 @@ fn queued_statuses(cfg: &Config, job: &NewJob, id: JobId) -> Vec<StatusUpdate> {
 
 /// The superseded commit's status says so.
 fn superseded_statuses(cfg: &Config, old: &Job, new: &NewJob) -> Vec<StatusUpdate> {
-    if old.kind == Kind::Drift {
+    if old.kind == Kind::Drift || (old.kind == Kind::Preview && !cfg.pr_statuses()) {
         return Vec::new();
     }
     vec![job_status(

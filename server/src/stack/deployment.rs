@@ -42,6 +42,10 @@ pub struct Deployment {
     /// The line of `target`, for the refusal.
     #[serde(skip)]
     pub target_line: usize,
+    /// `approval: required` holds every change set for an operator; unset, the server's
+    /// setting applies. The stricter of the two wins.
+    #[serde(default)]
+    pub approval: Option<crate::domain::Approval>,
 }
 
 /// `drift: report` (the default) or `drift: revert`.
@@ -115,6 +119,7 @@ const KEYS: &[&str] = &[
     "remove",
     "drift",
     "target",
+    "approval",
 ];
 const ARTIFACT_KEYS: &[&str] = &["path", "bucket-parameter", "key-parameter"];
 
@@ -243,6 +248,19 @@ mod tests {
         assert_eq!(d.target_line, 3);
         assert!(parse("template-file-path: t.yaml\ntarget: [prod]\n").is_err());
         assert_eq!(parse("template-file-path: t.yaml\n").unwrap().target, None);
+    }
+
+    #[test]
+    fn approval_is_one_of_three_or_unset() {
+        use crate::domain::Approval;
+        assert_eq!(
+            parse("template-file-path: t.yaml\n").unwrap().approval,
+            None
+        );
+        let d = parse("template-file-path: t.yaml\napproval: required\n").unwrap();
+        assert_eq!(d.approval, Some(Approval::Required));
+        let e = parse("template-file-path: t.yaml\napproval: yes-please\n").unwrap_err();
+        assert!(e.to_string().contains("approval"), "{e}");
     }
 
     #[test]

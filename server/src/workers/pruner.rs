@@ -25,6 +25,7 @@ pub async fn run(queue: Arc<dyn Queue>, days: u64) {
                 jobs = p.jobs,
                 statuses = p.statuses,
                 comments = p.comments,
+                checks = p.checks,
                 deliveries = p.deliveries,
                 "forgot history older than {days} days"
             ),

@@ -10,6 +10,8 @@ description (``openapi-subset.json``, cut from npm ``@octokit/openapi`` by
     POST  /repos/{owner}/{repo}/issues/{issue_number}/comments  issues/create-comment
     PATCH /repos/{owner}/{repo}/issues/comments/{comment_id}    issues/update-comment
     GET   /repos/{owner}/{repo}/issues/{issue_number}/comments  issues/list-comments
+    POST  /repos/{owner}/{repo}/check-runs                      checks/create
+    PATCH /repos/{owner}/{repo}/check-runs/{check_run_id}       checks/update
     POST  /app/installations/{installation_id}/access_tokens    apps/create-installation-access-token
     GET   /repos/{owner}/{repo}                                 repos/get
     GET   /repos/{owner}/{repo}/branches/{branch}               repos/get-branch
@@ -25,12 +27,12 @@ It binds 127.0.0.1, prints one line ``LISTENING <port>`` and serves until killed
 
 Control endpoints (no auth):
     GET  /_standin/requests[?since=SEQ]   every API request seen, oldest first
-    POST /_standin/reset                  forget requests, statuses, comments, tokens, rules
+    POST /_standin/reset                  forget requests, statuses, comments, check runs, tokens, rules
     POST /_standin/fail                   {"method","path_regex","status","times","headers",
                                            "message"|"body","delay_ms"} -> next N matches fail
     GET  /_standin/fail                   the failure rules and how many shots each has left
     POST /_standin/branches               {"owner","repo","branch","sha"} for repos/get-branch
-    GET  /_standin/state                  statuses, comments, issued tokens (tokens masked)
+    GET  /_standin/state                  statuses, comments, check runs, issued tokens (masked)
 
 Needs the PyPI package ``jsonschema``; everything else is the standard library.
 """
@@ -66,6 +68,13 @@ API_VERSIONS = ("2022-11-28",)
 STATUS_DESCRIPTION_MAX = 140
 STATUSES_PER_SHA_CONTEXT_MAX = 1000
 COMMENT_BODY_MAX = 65536
+# A check run's output.summary and output.text (the spec says so too; GitHub's 422 names the field).
+CHECK_OUTPUT_MAX = 65535
+# Annotations in one create or update request; more go through further updates.
+ANNOTATIONS_PER_REQUEST_MAX = 50
+# Only a GitHub App may write check runs.
+CHECK_OPERATIONS = {"checks/create", "checks/update"}
+CHECKS_APP_ONLY_MESSAGE = "You must authenticate via a GitHub App."
 JWT_MAX_LIFETIME = 600
 CLOCK_SKEW = 60
 
@@ -76,6 +85,8 @@ OPERATION_PERMISSIONS = {
     "issues/create-comment": [("issues", "write"), ("pull_requests", "write")],
     "issues/update-comment": [("issues", "write"), ("pull_requests", "write")],
     "issues/list-comments": [("issues", "read"), ("pull_requests", "read")],
+    "checks/create": [("checks", "write")],
+    "checks/update": [("checks", "write")],
     "repos/get": [("metadata", "read")],
     "repos/get-branch": [("contents", "read"), ("metadata", "read")],
 }
@@ -95,6 +106,8 @@ RESOURCE = {
     "repos/create-commit-status": "Status",
     "issues/create-comment": "IssueComment",
     "issues/update-comment": "IssueComment",
+    "checks/create": "CheckRun",
+    "checks/update": "CheckRun",
     "apps/create-installation-access-token": "InstallationAccessToken",
 }
 
@@ -450,6 +463,8 @@ class State:
             self.seq = 0
             self.status_seq = 0
             self.comment_seq = 0
+            self.check_run_seq = 0
+            self.check_runs = {}  # id -> {"owner","repo","check_run", "annotations": [...]}
             self.statuses = {}  # (owner, repo, sha) lower -> [status], oldest first
             self.comments = {}  # id -> {"owner","repo","issue_number","comment"}
             self.tokens = {}  # token -> {"installation_id","permissions","expires"}
@@ -676,6 +691,7 @@ class Handler(BaseHTTPRequestHandler):
                         for k, v in st.statuses.items()
                     ],
                     "comments": [dict(v) for _k, v in sorted(st.comments.items())],
+                    "check_runs": [copy.deepcopy(v) for _k, v in sorted(st.check_runs.items())],
                     "tokens": [
                         {"token": t[:8] + "…", "installation_id": v["installation_id"],
                          "permissions": v["permissions"], "expires_at": iso(v["expires"])}
@@ -998,6 +1014,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.config.tokens and token not in self.config.tokens:
             raise Reply(401, error_body(401, "Bad credentials"), reason="token is not one the stand-in knows")
         ctx["actor"] = "user"
+        if op_id in CHECK_OPERATIONS:
+            raise Reply(403, error_body(403, CHECKS_APP_ONLY_MESSAGE, "https://docs.github.com/rest/checks/runs"),
+                        reason="check runs need a GitHub App installation token, not a personal token")
 
     # -- response builders
 
@@ -1228,6 +1247,128 @@ class Handler(BaseHTTPRequestHandler):
                 items = [c for c in items if parse_iso(c["updated_at"]) >= cut]
             chunk, headers = self._paginate(items, ctx, ctx["url"].path)
             return 200, [self._comment_view(c, ctx) for c in chunk], headers
+
+        return effect
+
+    # -- check runs
+
+    def _check_run_rules(self, body, doc, creating):
+        """What GitHub enforces on a check run that the spec does not say (or says only in prose)."""
+        errors = []
+        output = body.get("output") or {}
+        for field in ("summary", "text"):
+            value = output.get(field)
+            if isinstance(value, str) and len(value) > CHECK_OUTPUT_MAX:
+                errors.append({"resource": "CheckRun", "code": "custom", "field": f"output.{field}",
+                               "message": f"output.{field} is too long (maximum is {CHECK_OUTPUT_MAX} characters)"})
+        annotations = output.get("annotations") or []
+        if len(annotations) > ANNOTATIONS_PER_REQUEST_MAX:
+            errors.append({"resource": "CheckRun", "code": "custom", "field": "output.annotations",
+                           "message": f"at most {ANNOTATIONS_PER_REQUEST_MAX} annotations per request"})
+        for i, a in enumerate(annotations):
+            start, end = a.get("start_line"), a.get("end_line")
+            if isinstance(start, int) and isinstance(end, int) and start > end:
+                errors.append({"resource": "CheckRun", "code": "custom", "field": f"output.annotations[{i}].start_line",
+                               "message": "start_line must be less than or equal to end_line"})
+            if isinstance(start, int) and start < 1:
+                errors.append({"resource": "CheckRun", "code": "custom", "field": f"output.annotations[{i}].start_line",
+                               "message": "start_line must be a line number (1 or more)"})
+            if ("start_column" in a or "end_column" in a) and start != end:
+                errors.append({"resource": "CheckRun", "code": "custom", "field": f"output.annotations[{i}]",
+                               "message": "start_column and end_column only when start_line equals end_line"})
+        if creating and body.get("status") == "completed" and "conclusion" not in body:
+            errors.append({"resource": "CheckRun", "code": "missing_field", "field": "conclusion"})
+        if errors:
+            raise validation_failed(errors, doc)
+
+    def _check_run_reply(self, entry):
+        run = copy.deepcopy(entry["check_run"])
+        run["output"]["annotations_count"] = len(entry["annotations"])
+        return run
+
+    def _op_checks_create(self, params, ctx, doc):
+        op = self._op("checks/create")
+        owner, repo = params["owner"], params["repo"]
+        body = ctx["body"]
+        self._check_run_rules(body, doc, creating=True)
+        sha = body["head_sha"]
+        if not re.fullmatch(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}", sha):
+            raise Reply(422, error_body(422, f"No commit found for SHA: {sha}", doc),
+                        reason=f"{sha!r} is not a full commit SHA")
+
+        def effect():
+            st = self.state
+            with st.lock:
+                st.check_run_seq += 1
+                ident = st.check_run_seq
+                stamp = iso(now_utc())
+                base = self._base()
+                run = self._rebase(self.spec.example_reply(op, 201), owner, repo)
+                conclusion = body.get("conclusion")
+                status = "completed" if conclusion else body.get("status", "queued")
+                output = body.get("output") or {}
+                run.update({
+                    "id": ident,
+                    "node_id": legacy_node_id("CheckRun", ident),
+                    "head_sha": sha,
+                    "name": body["name"],
+                    "url": f"{base}/repos/{owner}/{repo}/check-runs/{ident}",
+                    "html_url": f"https://github.com/{owner}/{repo}/runs/{ident}",
+                    "details_url": body.get("details_url"),
+                    "external_id": body.get("external_id"),
+                    "status": status,
+                    "conclusion": conclusion,
+                    "started_at": body.get("started_at") or stamp,
+                    "completed_at": body.get("completed_at") or (stamp if status == "completed" else None),
+                    "output": {
+                        "title": output.get("title"),
+                        "summary": output.get("summary"),
+                        "text": output.get("text"),
+                        "annotations_count": 0,
+                        "annotations_url": f"{base}/repos/{owner}/{repo}/check-runs/{ident}/annotations",
+                    },
+                    "pull_requests": [],
+                })
+                run["app"]["id"] = self.config.app_id or run["app"]["id"]
+                run["app"]["slug"] = self.config.app_slug
+                entry = {"owner": owner, "repo": repo, "check_run": run,
+                         "annotations": list(output.get("annotations") or []), "updates": 0}
+                st.check_runs[ident] = entry
+                reply = self._check_run_reply(entry)
+            return 201, reply, {"Location": run["url"]}
+
+        return effect
+
+    def _op_checks_update(self, params, ctx, doc):
+        owner, repo, ident = params["owner"], params["repo"], params["check_run_id"]
+        body = ctx["body"]
+        self._check_run_rules(body, doc, creating=False)
+
+        def effect():
+            st = self.state
+            with st.lock:
+                entry = st.check_runs.get(ident)
+                if entry is None or (entry["owner"].lower(), entry["repo"].lower()) != (owner.lower(), repo.lower()):
+                    raise Reply(404, error_body(404, "Not Found", doc), reason=f"no check run {ident} in {owner}/{repo}")
+                run = entry["check_run"]
+                for key in ("name", "details_url", "external_id", "started_at"):
+                    if key in body:
+                        run[key] = body[key]
+                if "conclusion" in body:
+                    run["status"], run["conclusion"] = "completed", body["conclusion"]
+                    run["completed_at"] = body.get("completed_at") or iso(now_utc())
+                elif "status" in body:
+                    run["status"] = body["status"]
+                output = body.get("output")
+                if output:
+                    for key in ("title", "summary", "text"):
+                        if key in output:
+                            run["output"][key] = output[key]
+                    # GitHub appends: each update adds its annotations to those already there.
+                    entry["annotations"].extend(output.get("annotations") or [])
+                entry["updates"] += 1
+                reply = self._check_run_reply(entry)
+            return 200, reply, {}
 
         return effect
 

@@ -512,3 +512,112 @@ def test_comment_media_types_and_since(gh):
     assert r.json()["body_text"] == "a <b>" and "&lt;b&gt;" in r.json()["body_html"]
     assert len(requests.get(f"{url}?since=2000-01-01T00:00:00Z", headers=AUTH, timeout=5).json()) == 1
     assert requests.get(f"{url}?since=2999-01-01T00:00:00Z", headers=AUTH, timeout=5).json() == []
+
+
+# --------------------------------------------------------------------------- check runs
+
+
+def app_auth(base):
+    token = get_installation_token(base).json()["token"]
+    return {**UA, "Authorization": f"Bearer {token}"}
+
+
+def create_check(base, body, headers):
+    return requests.post(f"{base}/repos/acme/infra/check-runs", json=body, headers=headers, timeout=5)
+
+
+def update_check(base, ident, body, headers):
+    return requests.patch(f"{base}/repos/acme/infra/check-runs/{ident}", json=body, headers=headers, timeout=5)
+
+
+def annotation(line, end=None, **extra):
+    return {"path": "stacks/web/template.yaml", "start_line": line, "end_line": line if end is None else end,
+            "annotation_level": "failure", "message": f"finding at {line}", **extra}
+
+
+def check_runs(base):
+    return requests.get(f"{base}/_standin/state", timeout=5).json()["check_runs"]
+
+
+def test_check_run_in_progress_then_completed_with_annotations_is_recorded(gh):
+    auth = app_auth(gh)
+    r = create_check(gh, {"name": "stackgate/policy", "head_sha": SHA, "status": "in_progress",
+                          "external_id": "pr/7", "details_url": "http://127.0.0.1:1/runs/3"}, auth)
+    assert r.status_code == 201, r.text
+    assert_schema("checks/create", 201, r.json())
+    ident = r.json()["id"]
+    assert r.json()["status"] == "in_progress" and r.json()["conclusion"] is None
+    first = [annotation(n) for n in range(1, 51)]
+    r = update_check(gh, ident, {"conclusion": "failure", "output": {
+        "title": "2 findings", "summary": "policy failed", "annotations": first}}, auth)
+    assert r.status_code == 200, r.text
+    assert_schema("checks/update", 200, r.json())
+    r = update_check(gh, ident, {"output": {"title": "2 findings", "summary": "policy failed",
+                                            "annotations": [annotation(51, 53)]}}, auth)
+    assert r.status_code == 200, r.text
+    assert r.json()["output"]["annotations_count"] == 51
+    [run] = check_runs(gh)
+    assert run["check_run"]["status"] == "completed" and run["check_run"]["conclusion"] == "failure"
+    assert run["check_run"]["external_id"] == "pr/7"
+    assert [a["start_line"] for a in run["annotations"]] == list(range(1, 52))
+    assert run["annotations"][-1]["end_line"] == 53
+
+
+def test_a_personal_token_may_not_write_check_runs(gh):
+    r = create_check(gh, {"name": "c", "head_sha": SHA}, AUTH)
+    assert r.status_code == 403, r.text
+    assert r.json()["message"] == "You must authenticate via a GitHub App."
+    assert update_check(gh, 1, {"status": "in_progress"}, AUTH).status_code == 403
+    assert check_runs(gh) == []
+
+
+def test_an_installation_token_without_checks_write_is_refused(gh):
+    token = get_installation_token(gh, permissions={"statuses": "write"}).json()["token"]
+    r = create_check(gh, {"name": "c", "head_sha": SHA}, {**UA, "Authorization": f"Bearer {token}"})
+    assert r.status_code == 403 and r.json()["message"] == "Resource not accessible by integration"
+
+
+def test_at_most_50_annotations_a_request(gh):
+    auth = app_auth(gh)
+    out = {"title": "t", "summary": "s", "annotations": [annotation(n) for n in range(1, 52)]}
+    r = create_check(gh, {"name": "c", "head_sha": SHA, "output": out}, auth)
+    assert r.status_code == 422, r.text
+    ident = create_check(gh, {"name": "c", "head_sha": SHA}, auth).json()["id"]
+    assert update_check(gh, ident, {"output": out}, auth).status_code == 422
+    out["annotations"].pop()
+    assert update_check(gh, ident, {"output": out}, auth).status_code == 200
+    assert len(check_runs(gh)[-1]["annotations"]) == 50
+
+
+@pytest.mark.parametrize("field", ["summary", "text"])
+def test_output_summary_and_text_at_most_65535_characters(gh, field):
+    auth = app_auth(gh)
+    out = {"title": "t", "summary": "s", field: "x" * 65536}
+    r = create_check(gh, {"name": "c", "head_sha": SHA, "output": out}, auth)
+    assert r.status_code == 422, r.text
+    assert field in json.dumps(r.json()["errors"])
+    out[field] = "x" * 65535
+    assert create_check(gh, {"name": "c", "head_sha": SHA, "output": out}, auth).status_code == 201
+
+
+def test_annotation_start_line_after_end_line_is_422(gh):
+    auth = app_auth(gh)
+    out = {"title": "t", "summary": "s", "annotations": [annotation(9, 3)]}
+    r = create_check(gh, {"name": "c", "head_sha": SHA, "output": out}, auth)
+    assert r.status_code == 422, r.text
+    assert "start_line" in r.json()["errors"][0]["field"]
+    out["annotations"] = [annotation(3, 9, start_column=2)]
+    assert create_check(gh, {"name": "c", "head_sha": SHA, "output": out}, auth).status_code == 422
+    out["annotations"] = [annotation(3, 3, start_column=2, end_column=5)]
+    assert create_check(gh, {"name": "c", "head_sha": SHA, "output": out}, auth).status_code == 201
+
+
+def test_completed_needs_a_conclusion_and_update_of_an_unknown_run_is_404(gh):
+    auth = app_auth(gh)
+    r = create_check(gh, {"name": "c", "head_sha": SHA, "status": "completed"}, auth)
+    assert r.status_code == 422, r.text
+    r = update_check(gh, 99, {"status": "completed", "conclusion": "success"}, auth)
+    assert r.status_code == 404
+    r = update_check(gh, 99, {"status": "completed"}, auth)
+    assert r.status_code == 422, "the spec's anyOf: completed needs a conclusion"
+    assert create_check(gh, {"name": "c", "head_sha": "main"}, auth).status_code == 422

@@ -60,6 +60,7 @@ pub fn old_history_is_forgotten_but_live_work_and_each_lanes_last_run_stay(h: &d
             jobs: 3,
             statuses: 2,
             comments: 0,
+            checks: 0,
             deliveries: 1
         }
     );

@@ -148,8 +148,11 @@ pub fn a_write_under_an_old_fence_changes_nothing_and_says_lease_lost(h: &dyn Ha
             stale,
             JobState::Succeeded,
             &serde_json::json!({"stale": true}),
-            Some(&comment),
-            &[status("a", "deployed")],
+            crate::queue::Outbound {
+                comment: Some(&comment),
+                statuses: &[status("a", "deployed")],
+                checks: &[],
+            },
             Some(LedgerEntry {
                 repo: "acme/infra",
                 stack: "web",

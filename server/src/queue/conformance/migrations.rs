@@ -17,19 +17,22 @@ pub fn opening_again_applies_no_migration_twice(h: &dyn Harness) {
         h.query("SELECT CAST(version AS TEXT), name FROM schema_migrations ORDER BY version");
     assert_eq!(
         versions.iter().map(|v| v[0].as_deref()).collect::<Vec<_>>(),
-        [Some("1"), Some("2"), Some("3")],
+        [Some("1"), Some("2"), Some("3"), Some("4")],
         "{versions:?}"
     );
 }
 
 /// A database a version-1 stackgate left with a job running (no lease columns then) opens:
-/// versions 2 and 3 add them and the drift table, and the job is an orphan any replica takes over.
+/// versions 2 to 4 add them, the drift and check run tables, and the job is an orphan any
+/// replica takes over.
 pub fn a_database_at_version_1_gains_leases_and_its_running_job_is_taken_over(h: &dyn Harness) {
     drop(h.open());
     // Back to what version 1 wrote.
     h.exec(
         "DELETE FROM schema_migrations WHERE version >= 2;
          DROP TABLE drift;
+         DROP TABLE check_runs;
+         DROP TABLE check_run_ids;
          DROP INDEX jobs_lane_id;
          ALTER TABLE jobs DROP COLUMN owner;
          ALTER TABLE jobs DROP COLUMN lease_until;
@@ -46,7 +49,7 @@ pub fn a_database_at_version_1_gains_leases_and_its_running_job_is_taken_over(h:
             "SELECT CAST(MAX(version) AS TEXT) FROM schema_migrations"
         )
         .as_deref(),
-        Some("3")
+        Some("4")
     );
     let lease = crate::queue::lease::Lease {
         owner: crate::queue::lease::Replica::named("r1"),
@@ -76,7 +79,7 @@ pub fn a_database_newer_than_this_binary_refuses_to_open(h: &dyn Harness) {
         .err()
         .expect("a newer database is refused")
         .to_string();
-    for part in ["schema version 99", "versions up to 3", "newer stackgate"] {
+    for part in ["schema version 99", "versions up to 4", "newer stackgate"] {
         assert!(e.contains(part), "{part}: {e}");
     }
 }

@@ -7,6 +7,7 @@ pub mod console;
 pub mod deliveries;
 pub mod drifts;
 pub mod history;
+pub mod holds;
 pub mod jobs;
 pub mod leases;
 pub mod ledger;
@@ -233,11 +234,19 @@ macro_rules! suite {
                 a_bad_status_is_given_up_on_and_the_rest_posts,
                 a_comment_goes_after_the_statuses_before_it_and_remembers_its_id,
                 a_failed_comment_is_noted_on_its_job_until_posted,
+                check_runs_are_written_in_order_and_keep_the_id_github_gave,
+                a_job_that_stops_ends_the_check_runs_it_started_once,
             ];
             ledger: [a_finished_deploy_writes_the_ledger_and_keeps_identities];
             drifts: [
                 a_check_replaces_the_last_and_hands_it_back,
                 a_check_whose_lease_is_lost_records_nothing,
+            ];
+            holds: [
+                a_held_job_frees_its_lane_and_an_approval_queues_it_once,
+                a_newer_deploy_makes_a_hold_undecidable_and_closes_it,
+                an_approved_hold_superseded_before_it_runs_is_still_closed,
+                a_held_job_is_kept_by_the_pruner,
             ];
             console: [the_console_reads_each_lanes_newest_job_runs_and_previews];
             history: [old_history_is_forgotten_but_live_work_and_each_lanes_last_run_stay];

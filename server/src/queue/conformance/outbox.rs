@@ -1,6 +1,6 @@
 //! The outbox: statuses and comments in order, failures noted, unreadable rows given up on.
 
-use crate::domain::{Context, JobState, StatusState};
+use crate::domain::{Annotation, AnnotationLevel, CheckState, Context, JobState, StatusState};
 use crate::queue::conformance::*;
 use crate::queue::*;
 
@@ -62,8 +62,11 @@ pub fn a_comment_goes_after_the_statuses_before_it_and_remembers_its_id(h: &dyn 
         held(&*s, id),
         JobState::Succeeded,
         &serde_json::json!({"plan": 1}),
-        Some(&comment),
-        &[status("a", "planned")],
+        crate::queue::Outbound {
+            comment: Some(&comment),
+            statuses: &[status("a", "planned")],
+            checks: &[],
+        },
         None,
     )
     .unwrap();
@@ -107,8 +110,11 @@ pub fn a_failed_comment_is_noted_on_its_job_until_posted(h: &dyn Harness) {
         held(&*s, id),
         JobState::Succeeded,
         &serde_json::json!({"plan": 1}),
-        Some(&comment),
-        &[],
+        crate::queue::Outbound {
+            comment: Some(&comment),
+            statuses: &[],
+            checks: &[],
+        },
         None,
     )
     .unwrap();
@@ -130,12 +136,143 @@ pub fn a_failed_comment_is_noted_on_its_job_until_posted(h: &dyn Harness) {
         held(&*s, next),
         JobState::Succeeded,
         &detail,
-        Some(&comment),
-        &[],
+        crate::queue::Outbound {
+            comment: Some(&comment),
+            statuses: &[],
+            checks: &[],
+        },
         None,
     )
     .unwrap();
     let c = s.unposted_comments(10).unwrap().remove(0);
     s.comment_failed(c.id, "422 no", true).unwrap();
     assert!(s.unposted_comments(10).unwrap().is_empty());
+}
+
+fn check_run(context: Context, state: CheckState, lines: &[u32]) -> CheckUpdate {
+    CheckUpdate {
+        repo: "acme/infra".into(),
+        sha: "a".into(),
+        context,
+        state,
+        title: format!("{state}"),
+        summary: "the plan".into(),
+        annotations: lines
+            .iter()
+            .map(|l| Annotation {
+                path: "stacks/web/template.yaml".into(),
+                start_line: *l,
+                end_line: *l,
+                annotation_level: AnnotationLevel::Failure,
+                title: "no-public-bucket on Bucket".into(),
+                message: "public".into(),
+            })
+            .collect(),
+        details_url: "http://x/runs/1".into(),
+        external_id: "pr/7/fork".into(),
+    }
+}
+
+/// A running preview that started the gate's and stack `web`'s check runs.
+fn started_preview(s: &dyn Queue) -> (JobId, [CheckUpdate; 2]) {
+    let id = s.enqueue(&[preview("a")], &none, &superseded).unwrap()[0];
+    s.claim(&lease(), 1).unwrap();
+    let started = [
+        check_run(Context::Policy, CheckState::InProgress, &[]),
+        check_run(Context::Plan("web".into()), CheckState::InProgress, &[]),
+    ];
+    s.add_checks(held(s, id), &started).unwrap();
+    (id, started)
+}
+
+pub fn check_runs_are_written_in_order_and_keep_the_id_github_gave(h: &dyn Harness) {
+    let s = h.open();
+    let (id, started) = started_preview(&*s);
+    let done = [check_run(Context::Policy, CheckState::Failure, &[12, 3])];
+    s.finish_with(
+        held(&*s, id),
+        JobState::Failed,
+        &serde_json::json!({}),
+        Outbound {
+            checks: &done,
+            ..Outbound::default()
+        },
+        None,
+    )
+    .unwrap();
+    let waiting = s.unposted_checks(10).unwrap();
+    let said: Vec<(&str, CheckState)> =
+        waiting.iter().map(|c| (c.name.as_str(), c.state)).collect();
+    assert_eq!(
+        said,
+        [
+            ("stackgate/policy", CheckState::InProgress),
+            ("stackgate/plan/web", CheckState::InProgress),
+            ("stackgate/policy", CheckState::Failure),
+        ]
+    );
+    let last = &waiting[2];
+    assert_eq!(last.job, id);
+    assert_eq!(last.annotations, done[0].annotations, "read back whole");
+    assert_eq!(
+        (last.external_id.as_str(), last.details_url.as_str()),
+        ("pr/7/fork", "http://x/runs/1")
+    );
+    assert_eq!(s.check_run(id, "stackgate/policy").unwrap(), None);
+    s.keep_check_run(id, "stackgate/policy", 77).unwrap();
+    s.keep_check_run(id, "stackgate/policy", 78).unwrap();
+    assert_eq!(s.check_run(id, "stackgate/policy").unwrap(), Some(78));
+    assert_eq!(s.check_run(id, "stackgate/plan/web").unwrap(), None);
+    s.check_posted(waiting[0].id).unwrap();
+    s.check_failed(waiting[1].id, "502", false).unwrap();
+    s.check_failed(waiting[2].id, "422", true).unwrap();
+    let left = s.unposted_checks(10).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!((left[0].id, left[0].attempts), (waiting[1].id, 1));
+    // A lost claim writes nothing.
+    let stale = crate::queue::lease::Claim { job: id, fence: 0 };
+    assert!(matches!(
+        s.add_checks(stale, &started),
+        Err(StoreError::LeaseLost(_))
+    ));
+}
+
+pub fn a_job_that_stops_ends_the_check_runs_it_started_once(h: &dyn Harness) {
+    let s = h.open();
+    let (id, started) = started_preview(&*s);
+    // Started again (a requeued job runs once more), then one of them ended.
+    s.add_checks(held(&*s, id), &started[..1]).unwrap();
+    s.add_checks(
+        held(&*s, id),
+        &[check_run(
+            Context::Plan("web".into()),
+            CheckState::Success,
+            &[],
+        )],
+    )
+    .unwrap();
+    s.end_checks(held(&*s, id), CheckState::Cancelled, "superseded", "by b")
+        .unwrap();
+    let ended: Vec<(String, CheckState, String)> = s
+        .unposted_checks(10)
+        .unwrap()
+        .into_iter()
+        .skip(4)
+        .map(|c| (c.name, c.state, c.summary))
+        .collect();
+    assert_eq!(
+        ended,
+        [(
+            "stackgate/policy".to_string(),
+            CheckState::Cancelled,
+            "by b".to_string()
+        )],
+        "only the one still in progress, once"
+    );
+    h.exec("UPDATE check_runs SET state = 'stale' WHERE id = 1");
+    assert_eq!(
+        s.unposted_checks(10).unwrap().len(),
+        4,
+        "another version's row is given up on, the rest read"
+    );
 }

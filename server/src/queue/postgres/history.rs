@@ -19,7 +19,7 @@ impl History for Store {
         Ok(Pruned {
             jobs: self.drain(
                 "jobs",
-                "state NOT IN ('queued', 'running') AND finished_at < $1 AND id <> ALL($3)",
+                "state NOT IN ('queued', 'running', 'held') AND finished_at < $1 AND id <> ALL($3)",
                 before,
                 Some(&keep),
                 batch,
@@ -38,6 +38,14 @@ impl History for Store {
                 None,
                 batch,
             )?,
+            // A check run is written by its job only, which ended long before.
+            checks: self.drain(
+                "check_runs",
+                "posted_at IS NOT NULL AND created_at < $1",
+                before,
+                None,
+                batch,
+            )? + self.drain("check_run_ids", "created_at < $1", before, None, batch)?,
             deliveries: self.drain("deliveries", "received_at < $1", before, None, batch)?,
         })
     }

@@ -6,15 +6,15 @@ use std::collections::{BTreeSet, HashMap};
 use deadpool_postgres::{GenericClient, Transaction};
 
 use super::{
-    JOB_COLUMNS, LOCK_LANE, Store, add_comment, add_status, end_unreadable, execute, job_from_row,
-    lock_outbox, query, query_opt, read_jobs,
+    JOB_COLUMNS, LOCK_LANE, Store, add_check, add_comment, add_status, end_unreadable, execute,
+    job_from_row, lock_outbox, query, query_opt, read_jobs,
 };
 use crate::domain::{JobId, JobState, Lane, Phase};
 use crate::queue::lanes::{self, Place};
 use crate::queue::lease::{Claim, Lease, Orphans};
 use crate::queue::{
-    CommentUpdate, Job, Jobs, LedgerEntry, NewJob, QueuedStatuses, SYNC_DEBOUNCE_MS, StatusUpdate,
-    StoreError, SupersededStatuses, now,
+    Job, Jobs, LedgerEntry, NewJob, Outbound, QueuedStatuses, SYNC_DEBOUNCE_MS, StoreError,
+    SupersededStatuses, now,
 };
 
 impl Jobs for Store {
@@ -298,8 +298,7 @@ impl Jobs for Store {
         claim: Claim,
         state: JobState,
         detail: &serde_json::Value,
-        comment: Option<&CommentUpdate>,
-        statuses: &[StatusUpdate],
+        out: Outbound<'_>,
         deployed: Option<LedgerEntry<'_>>,
     ) -> Result<(), StoreError> {
         let id = claim.job;
@@ -308,20 +307,23 @@ impl Jobs for Store {
             fenced(
                 tx,
                 claim,
-                "UPDATE jobs SET state = $3, detail = $4, finished_at = $5, phase = 'done',
-                                 lease_until = NULL
+                "UPDATE jobs SET state = $3, detail = $4, finished_at = $5, lease_until = NULL,
+                                 phase = CASE WHEN $3 = 'held' THEN 'held' ELSE 'done' END
                  WHERE id = $1 AND fence = $2 AND state = 'running'",
                 &[&state.as_str(), detail, &now()],
             )
             .await?;
-            if comment.is_some() || !statuses.is_empty() {
+            if out.comment.is_some() || !out.statuses.is_empty() {
                 lock_outbox(tx).await?;
             }
-            if let Some(c) = comment {
+            if let Some(c) = out.comment {
                 add_comment(tx, Some(id), c).await?;
             }
-            for s in statuses {
+            for s in out.statuses {
                 add_status(tx, Some(id), s).await?;
+            }
+            for c in out.checks {
+                add_check(tx, id, c).await?;
             }
             if let Some(e) = deployed {
                 let i = e.identity;

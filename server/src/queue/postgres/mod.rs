@@ -18,6 +18,7 @@ mod console;
 mod deliveries;
 mod drift;
 mod history;
+mod holds;
 mod import;
 mod jobs;
 mod ledger;
@@ -41,7 +42,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::domain::{JobId, UnknownName};
-use crate::queue::{CommentUpdate, Job, StatusUpdate, StoreError, UnreadableRow, now};
+use crate::queue::{CheckUpdate, CommentUpdate, Job, StatusUpdate, StoreError, UnreadableRow, now};
 
 /// Connections per store: the recorder, the dispatcher, the poster and a few jobs at once.
 const POOL_SIZE: usize = 8;
@@ -417,6 +418,37 @@ async fn add_status<C: GenericClient>(
             &s.state.as_str(),
             &s.description,
             &s.target_url,
+            &now(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A check run write of job `job`. One job writes its check runs one after another, so the
+/// ids keep their order without the outbox lock.
+async fn add_check<C: GenericClient>(
+    tx: &C,
+    job: JobId,
+    c: &CheckUpdate,
+) -> Result<(), StoreError> {
+    let annotations = serde_json::to_value(&c.annotations).map_err(StoreError::backend)?;
+    execute(
+        tx,
+        "INSERT INTO check_runs (job, repo, sha, name, state, title, summary, annotations,
+                                 details_url, external_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &[
+            &job.0,
+            &c.repo,
+            &c.sha,
+            &c.context.to_string(),
+            &c.state.as_str(),
+            &c.title,
+            &c.summary,
+            &annotations,
+            &c.details_url,
+            &c.external_id,
             &now(),
         ],
     )

@@ -8,9 +8,15 @@ use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
 
-use super::{LOCK_POSTER, Store, add_status, execute, lock_outbox, name, query, query_opt};
+use super::{
+    LOCK_POSTER, Store, add_check, add_status, execute, lock_outbox, name, query, query_opt,
+};
+use crate::domain::{CheckState, JobId, UnknownName};
 use crate::queue::lease::Claim;
-use crate::queue::{Outbox, PendingComment, PendingStatus, StatusUpdate, StoreError, now};
+use crate::queue::{
+    CheckUpdate, Outbox, PendingCheck, PendingComment, PendingStatus, StatusUpdate, StoreError,
+    UnreadableRow, now,
+};
 
 /// How long the connection that holds the poster lock may take to answer a round's check.
 const POSTER_CHECK: Duration = Duration::from_secs(2);
@@ -210,6 +216,142 @@ impl Outbox for Store {
             }
             Ok(())
         })
+    }
+
+    fn add_checks(&self, job: Claim, checks: &[CheckUpdate]) -> Result<(), StoreError> {
+        self.tx(async |tx| {
+            super::jobs::holds(tx, job).await?;
+            for c in checks {
+                add_check(tx, job.job, c).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn unposted_checks(&self, limit: usize) -> Result<Vec<PendingCheck>, StoreError> {
+        self.conn(async |c| {
+            let rows = query(
+                c,
+                "SELECT id, job, repo, sha, name, state, title, summary, annotations,
+                        details_url, external_id, attempts
+                 FROM check_runs WHERE posted_at IS NULL ORDER BY id LIMIT $1",
+                &[&(limit as i64)],
+            )
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let read = name(r, "check_runs", 5).and_then(|state| {
+                    let annotations = serde_json::from_value(r.get(8)).map_err(|e| UnreadableRow {
+                        table: "check_runs",
+                        id: r.get(0),
+                        column: "annotations".into(),
+                        name: UnknownName {
+                            what: "annotation list",
+                            value: e.to_string(),
+                        },
+                    })?;
+                    Ok(PendingCheck {
+                        id: r.get(0),
+                        job: JobId(r.get(1)),
+                        repo: r.get(2),
+                        sha: r.get(3),
+                        name: r.get(4),
+                        state,
+                        title: r.get(6),
+                        summary: r.get(7),
+                        annotations,
+                        details_url: r.get(9),
+                        external_id: r.get(10),
+                        attempts: r.get(11),
+                    })
+                });
+                match read {
+                    Ok(check) => out.push(check),
+                    // Another version's check run write: given up on, so that the rest posts.
+                    Err(bad) => {
+                        tracing::error!(error = %bad, "gave up on a check run this version cannot read");
+                        mark_failed(c, "check_runs", bad.id, &bad.to_string(), true).await?;
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn keep_check_run(&self, job: JobId, name: &str, check_run: u64) -> Result<(), StoreError> {
+        self.conn(async |c| {
+            execute(
+                c,
+                "INSERT INTO check_run_ids (job, name, check_run_id, created_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (job, name) DO UPDATE SET check_run_id = excluded.check_run_id",
+                &[&job.0, &name, &(check_run as i64), &now()],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn check_run(&self, job: JobId, name: &str) -> Result<Option<u64>, StoreError> {
+        self.conn(async |c| {
+            let row = query_opt(
+                c,
+                "SELECT check_run_id FROM check_run_ids WHERE job = $1 AND name = $2",
+                &[&job.0, &name],
+            )
+            .await?;
+            Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+        })
+    }
+
+    fn end_checks(
+        &self,
+        job: Claim,
+        state: CheckState,
+        title: &str,
+        summary: &str,
+    ) -> Result<(), StoreError> {
+        self.tx(async |tx| {
+            super::jobs::holds(tx, job).await?;
+            execute(
+                tx,
+                "INSERT INTO check_runs (job, repo, sha, name, state, title, summary, annotations,
+                                         details_url, external_id, created_at)
+                 SELECT DISTINCT ON (name) job, repo, sha, name, $3, $4, $5, '[]'::jsonb,
+                        details_url, external_id, $6
+                 FROM check_runs c
+                 WHERE job = $1 AND state = $2 AND NOT EXISTS (
+                     SELECT 1 FROM check_runs d
+                     WHERE d.job = c.job AND d.name = c.name AND d.state <> $2)
+                 ORDER BY name, id",
+                &[
+                    &job.job.0,
+                    &CheckState::InProgress.as_str(),
+                    &state.as_str(),
+                    &title,
+                    &summary,
+                    &now(),
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn check_posted(&self, id: i64) -> Result<(), StoreError> {
+        self.conn(async |c| {
+            execute(
+                c,
+                "UPDATE check_runs SET posted_at = $2 WHERE id = $1",
+                &[&id, &now()],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn check_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
+        self.conn(async |c| mark_failed(c, "check_runs", id, error, give_up).await)
     }
 
     fn comment_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {

@@ -19,7 +19,7 @@ impl History for Store {
             jobs: self.drain(
                 "jobs",
                 "created_at",
-                "state NOT IN ('queued', 'running') AND finished_at < ?3
+                "state NOT IN ('queued', 'running', 'held') AND finished_at < ?3
                  AND id NOT IN (SELECT value FROM json_each(?4))",
                 before,
                 Some(&keep),
@@ -37,6 +37,22 @@ impl History for Store {
                 "comments",
                 "created_at",
                 "posted_at IS NOT NULL AND created_at < ?3",
+                before,
+                None,
+                batch,
+            )?,
+            // A check run is written by its job only, which ended long before.
+            checks: self.drain(
+                "check_runs",
+                "created_at",
+                "posted_at IS NOT NULL AND created_at < ?3",
+                before,
+                None,
+                batch,
+            )? + self.drain(
+                "check_run_ids",
+                "created_at",
+                "created_at < ?3",
                 before,
                 None,
                 batch,

@@ -5,15 +5,15 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{
-    JOB_COLUMNS, Store, add_comment, add_status, end_unreadable, fenced, job_from_row, read_jobs,
-    unreadable,
+    JOB_COLUMNS, Store, add_check, add_comment, add_status, end_unreadable, fenced, job_from_row,
+    read_jobs, unreadable,
 };
 use crate::domain::{JobId, JobState, Lane, Phase};
 use crate::queue::lanes::{self, Place};
 use crate::queue::lease::{Claim, Lease, Orphans};
 use crate::queue::{
-    CommentUpdate, Job, Jobs, LedgerEntry, NewJob, QueuedStatuses, SYNC_DEBOUNCE_MS, StatusUpdate,
-    StoreError, SupersededStatuses, now,
+    Job, Jobs, LedgerEntry, NewJob, Outbound, QueuedStatuses, SYNC_DEBOUNCE_MS, StoreError,
+    SupersededStatuses, now,
 };
 
 impl Jobs for Store {
@@ -280,8 +280,7 @@ impl Jobs for Store {
         claim: Claim,
         state: JobState,
         detail: &serde_json::Value,
-        comment: Option<&CommentUpdate>,
-        statuses: &[StatusUpdate],
+        out: Outbound<'_>,
         deployed: Option<LedgerEntry<'_>>,
     ) -> Result<(), StoreError> {
         let id = claim.job;
@@ -291,16 +290,19 @@ impl Jobs for Store {
             fenced(
                 &tx,
                 claim,
-                "UPDATE jobs SET state = ?3, detail = ?4, finished_at = ?5, phase = 'done',
-                                 lease_until = NULL
+                "UPDATE jobs SET state = ?3, detail = ?4, finished_at = ?5, lease_until = NULL,
+                                 phase = CASE WHEN ?3 = 'held' THEN 'held' ELSE 'done' END
                  WHERE id = ?1 AND fence = ?2 AND state = 'running'",
                 &[&state.as_str(), &detail.to_string(), &now()],
             )?;
-            if let Some(c) = comment {
+            if let Some(c) = out.comment {
                 add_comment(&tx, Some(id), c)?;
             }
-            for s in statuses {
+            for s in out.statuses {
                 add_status(&tx, Some(id), s)?;
+            }
+            for c in out.checks {
+                add_check(&tx, id, c)?;
             }
             if let Some(e) = deployed {
                 let id = e.identity;

@@ -6,6 +6,7 @@ mod deliveries;
 mod drift;
 mod export;
 mod history;
+mod holds;
 mod jobs;
 mod ledger;
 mod outbox;
@@ -21,7 +22,7 @@ use rusqlite::{Connection, Transaction, params};
 use crate::config::Synchronous;
 use crate::domain::{JobId, UnknownName};
 use crate::queue::lease::Claim;
-use crate::queue::{CommentUpdate, Job, StatusUpdate, StoreError, UnreadableRow, now};
+use crate::queue::{CheckUpdate, CommentUpdate, Job, StatusUpdate, StoreError, UnreadableRow, now};
 
 impl rusqlite::ToSql for JobId {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
@@ -276,6 +277,30 @@ fn add_status(
         s.target_url,
         now()
     ])
+}
+
+/// A check run write of job `job`; the poster posts them in order.
+fn add_check(tx: &Transaction<'_>, job: JobId, c: &CheckUpdate) -> Result<usize, StoreError> {
+    let annotations = serde_json::to_string(&c.annotations).map_err(StoreError::backend)?;
+    Ok(tx
+        .prepare_cached(
+            "INSERT INTO check_runs (job, repo, sha, name, state, title, summary, annotations,
+                                     details_url, external_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?
+        .execute(params![
+            job,
+            c.repo,
+            c.sha,
+            c.context.to_string(),
+            c.state.as_str(),
+            c.title,
+            c.summary,
+            annotations,
+            c.details_url,
+            c.external_id,
+            now()
+        ])?)
 }
 
 /// A comment goes after every status recorded before it: the poster keeps that order.

@@ -2,9 +2,12 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, add_status, holds, text, unreadable, unsynced};
+use super::{Store, add_check, add_status, holds, text, unreadable, unsynced};
+use crate::domain::{CheckState, JobId};
 use crate::queue::lease::Claim;
-use crate::queue::{Outbox, PendingComment, PendingStatus, StatusUpdate, StoreError, now};
+use crate::queue::{
+    CheckUpdate, Outbox, PendingCheck, PendingComment, PendingStatus, StatusUpdate, StoreError, now,
+};
 
 impl Outbox for Store {
     /// Queues statuses outside a job's end (e.g. "pending" as a step starts).
@@ -49,21 +52,7 @@ impl Outbox for Store {
                 })?
                 .collect();
             drop(stmt);
-            let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
-                match row {
-                    Ok(s) => out.push(s),
-                    // Another version's status: given up on, so that the rest posts.
-                    Err(e) => match unreadable(&e) {
-                        Some(bad) => {
-                            tracing::error!(error = %bad, "gave up on a status this version cannot read");
-                            mark_failed(c, "statuses", bad.id, &bad.to_string(), true)?;
-                        }
-                        None => return Err(e),
-                    },
-                }
-            }
-            Ok(out)
+            readable(c, "statuses", rows)
         })
     }
 
@@ -148,6 +137,133 @@ impl Outbox for Store {
         })
     }
 
+    fn add_checks(&self, job: Claim, checks: &[CheckUpdate]) -> Result<(), StoreError> {
+        self.with_store(|c| {
+            let tx = c.transaction()?;
+            holds(&tx, job)?;
+            for check in checks {
+                add_check(&tx, job.job, check)?;
+            }
+            Ok(tx.commit()?)
+        })
+    }
+
+    fn unposted_checks(&self, limit: usize) -> Result<Vec<PendingCheck>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, job, repo, sha, name, state, title, summary, annotations,
+                        details_url, external_id, attempts
+                 FROM check_runs WHERE posted_at IS NULL ORDER BY id LIMIT ?1",
+            )?;
+            let rows: Vec<rusqlite::Result<PendingCheck>> = stmt
+                .query_map([limit as i64], |r| {
+                    let annotations: String = r.get(8)?;
+                    Ok(PendingCheck {
+                        id: r.get(0)?,
+                        job: r.get(1)?,
+                        repo: r.get(2)?,
+                        sha: r.get(3)?,
+                        name: r.get(4)?,
+                        state: text(r, "check_runs", 5)?,
+                        title: r.get(6)?,
+                        summary: r.get(7)?,
+                        annotations: serde_json::from_str(&annotations).map_err(|e| {
+                            let bad = crate::queue::UnreadableRow {
+                                table: "check_runs",
+                                id: r.get(0).unwrap_or_default(),
+                                column: "annotations".into(),
+                                name: crate::domain::UnknownName {
+                                    what: "annotation list",
+                                    value: e.to_string(),
+                                },
+                            };
+                            rusqlite::Error::FromSqlConversionFailure(
+                                8,
+                                rusqlite::types::Type::Text,
+                                Box::new(bad),
+                            )
+                        })?,
+                        details_url: r.get(9)?,
+                        external_id: r.get(10)?,
+                        attempts: r.get(11)?,
+                    })
+                })?
+                .collect();
+            drop(stmt);
+            readable(c, "check_runs", rows)
+        })
+    }
+
+    fn keep_check_run(&self, job: JobId, name: &str, check_run: u64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO check_run_ids (job, name, check_run_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(job, name) DO UPDATE SET check_run_id = excluded.check_run_id",
+                params![job, name, check_run as i64, now()],
+            )
+            .map(drop)
+        })
+    }
+
+    fn check_run(&self, job: JobId, name: &str) -> Result<Option<u64>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT check_run_id FROM check_run_ids WHERE job = ?1 AND name = ?2",
+                params![job, name],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|o| o.map(|v| v as u64))
+        })
+    }
+
+    fn end_checks(
+        &self,
+        job: Claim,
+        state: CheckState,
+        title: &str,
+        summary: &str,
+    ) -> Result<(), StoreError> {
+        self.with_store(|c| {
+            let tx = c.transaction()?;
+            holds(&tx, job)?;
+            tx.execute(
+                "INSERT INTO check_runs (job, repo, sha, name, state, title, summary, annotations,
+                                         details_url, external_id, created_at)
+                 SELECT job, repo, sha, name, ?3, ?4, ?5, '[]', details_url, external_id, ?6
+                 FROM check_runs c
+                 WHERE job = ?1 AND state = ?2 AND NOT EXISTS (
+                     SELECT 1 FROM check_runs d
+                     WHERE d.job = c.job AND d.name = c.name AND d.state <> ?2)
+                 GROUP BY name",
+                params![
+                    job.job,
+                    CheckState::InProgress.as_str(),
+                    state.as_str(),
+                    title,
+                    summary,
+                    now()
+                ],
+            )?;
+            Ok(tx.commit()?)
+        })
+    }
+
+    fn check_posted(&self, id: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE check_runs SET posted_at = ?2 WHERE id = ?1",
+                params![id, now()],
+            )
+            .map(drop)
+        })
+    }
+
+    fn check_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
+        self.with(|c| mark_failed(c, "check_runs", id, error, give_up).map(drop))
+    }
+
     fn comment_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
@@ -160,6 +276,29 @@ impl Outbox for Store {
             tx.commit()
         })
     }
+}
+
+/// The rows read, less those another version wrote: each given up on, so that the rest
+/// posts.
+fn readable<T>(
+    c: &rusqlite::Connection,
+    table: &str,
+    rows: Vec<rusqlite::Result<T>>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        match row {
+            Ok(r) => out.push(r),
+            Err(e) => match unreadable(&e) {
+                Some(bad) => {
+                    tracing::error!(error = %bad, table, "gave up on a row this version cannot read");
+                    mark_failed(c, table, bad.id, &bad.to_string(), true)?;
+                }
+                None => return Err(e),
+            },
+        }
+    }
+    Ok(out)
 }
 
 fn mark_failed(

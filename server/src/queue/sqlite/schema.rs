@@ -26,6 +26,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "drift: each stack's latest drift check; jobs by lane",
         sql: DRIFT,
     },
+    Migration {
+        version: 4,
+        name: "check runs: writes still to post, and the ids GitHub gave",
+        sql: CHECK_RUNS,
+    },
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -168,6 +173,37 @@ CREATE TABLE drift (
     PRIMARY KEY (repo, stack)
 );
 CREATE INDEX jobs_lane_id ON jobs(lane, id);
+";
+
+/// Version 4: check run writes still to post (a job's check run is created by its first
+/// write and updated by the next), and the id GitHub gave each job's check run.
+const CHECK_RUNS: &str = "
+CREATE TABLE check_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job INTEGER NOT NULL,
+    repo TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    title TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    details_url TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    posted_at INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX check_runs_waiting ON check_runs(id) WHERE posted_at IS NULL;
+CREATE TABLE check_run_ids (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    check_run_id INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (job, name)
+);
 ";
 
 /// Brings a state file written by an older stackgate up to version 1.

@@ -308,8 +308,11 @@ fn a_state_file_from_ff596f4_opens_with_its_work_and_runs_it() {
         running.claim(),
         JobState::Succeeded,
         &serde_json::json!({}),
-        Some(&comment),
-        &[],
+        crate::queue::Outbound {
+            comment: Some(&comment),
+            statuses: &[],
+            checks: &[],
+        },
         None,
     )
     .unwrap();

@@ -132,8 +132,63 @@ pub struct RunPage {
     pub message: Option<String>,
     pub error: Option<String>,
     pub comment_error: Option<String>,
+    /// A change set held for approval, or one that was.
+    pub hold: Option<HoldView>,
+    /// What was decided on it, by whom and when.
+    pub decision: Option<DecisionView>,
     /// The detail as stored (already redacted), for whoever needs all of it.
     pub detail: String,
+}
+
+/// A held change set, as the run page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct HoldView {
+    /// "3 changes, 1 replacement".
+    pub summary: String,
+    /// The approval that held it (`required`, `on-broadening`).
+    pub approval: String,
+    pub held: String,
+    pub expires: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct DecisionView {
+    pub decision: crate::domain::Decision,
+    pub by: String,
+    pub at: String,
+}
+
+fn hold(d: &Value) -> Option<HoldView> {
+    let h = d.get("hold")?;
+    let changes = h["changes"].as_array().map(Vec::len).unwrap_or(0);
+    let replaced = h["changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["replacement"] == "True")
+        .count();
+    let mut summary = format!("{changes} change{}", if changes == 1 { "" } else { "s" });
+    if replaced > 0 {
+        summary.push_str(&format!(
+            ", {replaced} replacement{}",
+            if replaced == 1 { "" } else { "s" }
+        ));
+    }
+    Some(HoldView {
+        summary,
+        approval: text(&h["approval"]).unwrap_or_default(),
+        held: when(h["held_at"].as_i64()?),
+        expires: when(h["expires_at"].as_i64()?),
+    })
+}
+
+fn decision(d: &Value) -> Option<DecisionView> {
+    let v: crate::queue::Decided = serde_json::from_value(d.get("decision")?.clone()).ok()?;
+    Some(DecisionView {
+        decision: v.decision,
+        by: v.by,
+        at: when(v.at),
+    })
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -234,6 +289,8 @@ pub fn build(job: &Job, commit: Option<&CommitInfo>, now: i64) -> RunPage {
         message: text(&d["message"]),
         error: text(&d["error"]),
         comment_error: text(&d["comment_error"]),
+        hold: hold(d),
+        decision: decision(d),
         detail: serde_json::to_string_pretty(d).unwrap_or_default(),
     }
 }

@@ -26,6 +26,8 @@ pub enum StackState {
     InSync,
     /// A deploy (or removal) is queued or running.
     Deploying,
+    /// The newest deploy's change set waits for an operator's approval.
+    AwaitingApproval,
     /// The newest deploy failed.
     Failed,
     /// The newest deploy was stopped by the policy gate (a finding, or a policy error).
@@ -37,9 +39,10 @@ pub enum StackState {
 }
 
 impl StackState {
-    pub const ALL: [StackState; 6] = [
+    pub const ALL: [StackState; 7] = [
         StackState::InSync,
         StackState::Deploying,
+        StackState::AwaitingApproval,
         StackState::Failed,
         StackState::BlockedByPolicy,
         StackState::Drifted,
@@ -51,6 +54,7 @@ impl StackState {
         match self {
             StackState::InSync => "in_sync",
             StackState::Deploying => "deploying",
+            StackState::AwaitingApproval => "awaiting_approval",
             StackState::Failed => "failed",
             StackState::BlockedByPolicy => "blocked_by_policy",
             StackState::Drifted => "drifted",
@@ -63,6 +67,7 @@ impl StackState {
         match self {
             StackState::InSync => "in sync",
             StackState::Deploying => "deploying",
+            StackState::AwaitingApproval => "awaiting approval",
             StackState::Failed => "failed",
             StackState::BlockedByPolicy => "blocked by policy",
             StackState::Drifted => "drifted",
@@ -81,6 +86,7 @@ impl StackState {
         let removed = ledger.is_some_and(|l| l.removed);
         match head.map(|h| (h.state, h.verdict.as_deref().and_then(verdict))) {
             Some((JobState::Queued | JobState::Running, _)) => StackState::Deploying,
+            Some((JobState::Held, _)) => StackState::AwaitingApproval,
             Some((JobState::Failed | JobState::Error, Some(Verdict::Fail | Verdict::Error))) => {
                 StackState::BlockedByPolicy
             }
@@ -204,6 +210,17 @@ mod tests {
             (Some(head(Failed, Some("error"))), None, S::BlockedByPolicy),
             (Some(head(Failed, Some("nonsense"))), None, S::Failed),
             (Some(head(Succeeded, None)), Some(ledger(true)), S::Removed),
+            (
+                Some(head(Held, Some("pass"))),
+                Some(ledger(false)),
+                S::AwaitingApproval,
+            ),
+            // A rejected change set left the deployed commit in place.
+            (
+                Some(head(Rejected, Some("pass"))),
+                Some(ledger(false)),
+                S::InSync,
+            ),
             // Its jobs pruned, the ledger alone.
             (None, Some(ledger(true)), S::Removed),
             (None, Some(ledger(false)), S::InSync),
