@@ -347,16 +347,9 @@ impl Check<'_, '_> {
 
     /// Every (protocol, from, to) the rule may allow.
     fn traffic(&self, rule: &Rule<'_>) -> Result<Traffic, String> {
-        let get = |key: &str| -> Result<Vec<Resolved<'_>>, String> {
-            Ok(match rule.props.get(key) {
-                Some(v) => self
-                    .resolver
-                    .resolve(v, &pointer::child(&rule.pointer, key))?
-                    .into_iter()
-                    .map(|p| p.value)
-                    .collect(),
-                None => vec![Resolved::Absent],
-            })
+        let get = |key: &str| {
+            self.resolver
+                .property_values(rule.props, &rule.pointer, key)
         };
         let protocols = get("IpProtocol")?;
         let froms = get("FromPort")?;
