@@ -132,6 +132,8 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
 
     let region = stack.deployment.region.clone();
     let deployer = app.regions.get(region.as_deref()).await?;
+    // What it widens against the live stack, for the run page (and a held deploy's approval).
+    detail["review"] = json!(app.review(&repo, &stack, false, &redact).await);
     // Where to resume after a restart. The run page shows the detail while the job runs:
     // the policy report quotes values, NoEcho ones too.
     detail["region"] = json!(region);

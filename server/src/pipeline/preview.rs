@@ -31,6 +31,7 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
     let mut statuses = Vec::new();
     let mut worst = Verdict::Pass;
     let mut sections = Vec::new();
+    let mut reviews = Vec::new();
     let mut detail = json!({"changed": changed, "stacks": {}});
     let mut plan_errors: HashMap<String, String> = HashMap::new();
     // The policy status names the first bad input, as a push's does.
@@ -53,6 +54,8 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
             .await;
         // The comment is public, and policy messages quote values, NoEcho ones too.
         let redact = Redactor::for_stack(&stack).and(&report.hidden);
+        // What it widens, against the live stack (a fork's: the deployed commit, from git).
+        let review = app.review(&repo, &stack, job.fork, &redact).await;
         if report.verdict != Verdict::Pass && worst != Verdict::Error {
             worst = report.verdict;
         }
@@ -108,7 +111,9 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
             }
         };
         let section = comment::stack_section(name, &stack.template.file, &report, &redact, plan);
-        detail["stacks"][name] = json!({"policy": report, "template": stack.template.file});
+        detail["stacks"][name] =
+            json!({"policy": report, "template": stack.template.file, "review": review});
+        reviews.push((name.clone(), review));
         // The pull request page shows each plan's change table.
         if let Some(Ok(p)) = &planned {
             detail["stacks"][name]["changes"] = json!(p.changes);
@@ -129,6 +134,7 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
     let body = comment::body(
         &job.sha,
         &summary,
+        &comment::widens(&reviews),
         &sections,
         job.id,
         &app.cfg.run_url(job.id),

@@ -10,4 +10,5 @@ pub mod notify;
 pub mod outbox;
 pub mod redact;
 pub mod render;
+pub mod review;
 pub mod statuses;
