@@ -6,8 +6,8 @@
 
 use serde_json::{Map, Value};
 use stackgate_policy_sdk::cidr::{self, Cidr};
-use stackgate_policy_sdk::refs::group_reference;
-use stackgate_policy_sdk::{Resolved, Resolver, pointer};
+use stackgate_policy_sdk::refs::{group_reference, rule_targets};
+use stackgate_policy_sdk::{Resolved, Resolver};
 
 use super::{Fact, Grant, Grants, Kind};
 
@@ -137,24 +137,10 @@ pub(crate) fn grants(resolver: &Resolver<'_>, out: &mut Grants) -> Result<(), St
                     continue;
                 };
                 let ptr = res.properties_pointer();
-                let mut groups = Vec::new();
-                for key in ["GroupId", "GroupName"] {
-                    let Some(v) = props.get(key) else { continue };
-                    for p in resolver.resolve(v, &pointer::child(&ptr, key))? {
-                        if p.value.is_absent() {
-                            continue;
-                        }
-                        let in_template = group_reference(&p.value).filter(|id| {
-                            template
-                                .resource(id)
-                                .is_some_and(|r| r.kind == SECURITY_GROUP)
-                        });
-                        groups.push(match in_template {
-                            Some(id) => id.to_string(),
-                            None => format!("{} (via {})", p.value.describe(), res.id),
-                        });
-                    }
-                }
+                let mut groups: Vec<String> = rule_targets(resolver, props, &ptr)?
+                    .into_iter()
+                    .map(|g| g.unwrap_or_else(|what| format!("{what} (via {})", res.id)))
+                    .collect();
                 if groups.is_empty() {
                     groups.push(res.id.to_string());
                 }
