@@ -287,3 +287,37 @@ fn an_approval_does_not_run_on_a_stack_changed_since_the_hold() {
     // Not executed: the value is still the one set by hand.
     assert_eq!(stack_parameter(&name, "Value").as_deref(), Some("by-hand"));
 }
+
+#[test]
+fn on_broadening_holds_only_a_change_that_widens_access() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-broaden");
+    // v1 grants nothing: it deploys at once.
+    param_stack(&repo, "app", &name, "v1");
+    let path = "stacks/app/deployment.yaml";
+    let text = std::fs::read_to_string(repo.dir.join(path)).unwrap();
+    repo.write(path, &format!("{text}approval: on-broadening\n"));
+    let first = repo.commit("v1 grants nothing");
+    let server = Server::start(&repo, &gh, "");
+    server.push(ZERO, &first, &[path]);
+    let done = settled_run(&server, &gh, &first, "app");
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(done["detail"]["review"]["widens"], serde_json::json!([]));
+
+    // v2 opens a port to a private range: the gate passes, and the change widens.
+    let template = std::fs::read_to_string(repo.dir.join("stacks/app/template.yaml")).unwrap();
+    repo.write(
+        "stacks/app/template.yaml",
+        &format!(
+            "{template}  Db:\n    Type: AWS::EC2::SecurityGroup\n    Properties:\n      GroupDescription: db\n      SecurityGroupIngress:\n        - IpProtocol: tcp\n          FromPort: 5432\n          ToPort: 5432\n          CidrIp: 10.0.0.0/8\n"
+        ),
+    );
+    let second = repo.commit("v2 opens 5432 to 10/8");
+    server.push(&first, &second, &["stacks/app/template.yaml"]);
+    let held = settled_run(&server, &gh, &second, "app");
+    assert_eq!(held["state"], "held", "{held:#}");
+    assert_eq!(held["detail"]["hold"]["approval"], "on-broadening");
+    let widens = held["detail"]["review"]["widens"].to_string();
+    assert!(widens.contains("5432"), "{widens}");
+}

@@ -1121,3 +1121,70 @@ fn a_local_nested_stack_is_judged_in_its_own_file_and_deployed() {
         Some(0)
     );
 }
+
+#[test]
+fn diff_against_a_git_revision_lists_what_widens_and_narrows_in_text_and_json() {
+    let repo = service::GitRepo::new();
+    let dir = repo.dir.join("stacks/hybrid-alb");
+    copy_dir(&root().join("stacks/hybrid-alb"), &dir);
+    let base = repo.commit("base");
+    let tpl = dir.join("template.yaml");
+    let text = std::fs::read_to_string(&tpl).unwrap();
+    let http_rule = "          CidrIp: 0.0.0.0/0\n          Description: HTTP from the internet\n";
+    let ssh = text.replacen(
+        http_rule,
+        &format!("{http_rule}        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: 0.0.0.0/0\n"),
+        1,
+    );
+    assert_ne!(ssh, text);
+    std::fs::write(&tpl, &ssh).unwrap();
+    let d = dir.to_str().unwrap();
+
+    // The working tree against the committed folder.
+    let out = stackgate(&["diff", d, "--against", "main"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let t = stdout(&out);
+    assert!(
+        t.contains(&format!(
+            "hybrid-alb: compared with main ({}) from git",
+            &base[..7]
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains("  widens: tcp/22 from 0.0.0.0/0 on AlbSecurityGroup\n"),
+        "{t}"
+    );
+    assert_eq!(t.matches("widens: ").count(), 1, "{t}");
+
+    let out = stackgate(&["diff", d, "--against", "main", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(j["stack"], "hybrid-alb");
+    assert_eq!(j["review"]["baseline"]["against"], "revision");
+    assert_eq!(j["review"]["baseline"]["sha"], base);
+    let widens = j["review"]["widens"].as_array().unwrap();
+    assert_eq!(widens.len(), 1, "{j:#}");
+    assert_eq!(widens[0]["kind"], "ingress");
+    assert_eq!(widens[0]["on"], "AlbSecurityGroup");
+    assert_eq!(widens[0]["what"], "tcp/22 from 0.0.0.0/0");
+    assert!(widens[0].get("doubt").is_none(), "{j:#}");
+
+    // Committed, then put back: against the commit that opened it, it narrows, and
+    // nothing widens (exit 0).
+    repo.commit("open ssh");
+    std::fs::write(&tpl, &text).unwrap();
+    let out = stackgate(&["diff", d, "--against", "HEAD"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let t = stdout(&out);
+    assert!(t.contains("  nothing widens\n"), "{t}");
+    assert!(
+        t.contains("  narrows: tcp/22 from 0.0.0.0/0 on AlbSecurityGroup\n"),
+        "{t}"
+    );
+
+    // A revision that does not exist cannot be compared: exit 2, and it says which.
+    let out = stackgate(&["diff", d, "--against", "no-such-branch"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no-such-branch"), "{}", stderr(&out));
+}

@@ -3180,3 +3180,172 @@ fn a_comment_and_check_run_longer_than_github_takes_are_cut_with_a_link_to_the_r
     assert_eq!(all["updates"], 10, "created in progress, then ten batches");
     gh.assert_all_valid();
 }
+
+/// The text a browser shows of a page: tags dropped, entities decoded.
+fn page_text(html: &str) -> String {
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.replace("&#x2f;", "/")
+        .replace("&#x27;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The run page the last `context` status of `sha` links to, as text.
+fn linked_run_page(gh: &StandIn, sha: &str, context: &str) -> String {
+    let url = gh
+        .requests()
+        .iter()
+        .filter(|r| r["operation"] == "repos/create-commit-status")
+        .filter(|r| r["path_params"]["sha"] == sha && r["body"]["context"] == context)
+        .filter_map(|r| r["body"]["target_url"].as_str().map(str::to_string))
+        .next_back()
+        .expect("a status that links to its run");
+    let (code, page) = http("GET", &url, &[], None);
+    assert_eq!(code, 200, "{url}: {page}");
+    page_text(&page)
+}
+
+/// The part of a dry-run comment that lists what widens, for `stack`.
+fn widens_section(comment: &str) -> &str {
+    let start = comment
+        .find("### What the change widens")
+        .unwrap_or_else(|| panic!("no widening list in {comment}"));
+    let rest = &comment[start..];
+    // The list sits above the stacks' own sections.
+    let end = rest[4..].find("\n### ").map_or(rest.len(), |e| e + 4);
+    &rest[..end]
+}
+
+#[test]
+fn a_pull_request_that_opens_ssh_says_what_it_widens_and_a_narrowing_one_what_narrows() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-widen");
+    repo.add_stack_copy("hybrid-alb", &root().join("stacks/hybrid-alb"), &name);
+    let base = repo.commit("hybrid stack");
+    let server = Server::start(&repo, &gh, "");
+    let (code, body) = server.push(ZERO, &base, &["stacks/hybrid-alb/template.yaml"]);
+    assert_eq!(code, 202, "{body}");
+    let done = wait_for(120, "the hybrid stack's deploy", || {
+        final_state(&gh.statuses(&base), "stackgate/hybrid-alb")
+    });
+    assert_eq!(done.0, "success", "{done:?}\n{}", server.logs());
+
+    // A pull request that opens ssh to the world on the load balancer's group.
+    let tpl = repo.dir.join("stacks/hybrid-alb/template.yaml");
+    let text = std::fs::read_to_string(&tpl).unwrap();
+    let http_rule = "          CidrIp: 0.0.0.0/0\n          Description: HTTP from the internet\n";
+    assert!(text.contains(http_rule));
+    repo.git(&["checkout", "-q", "-b", "ssh"]);
+    std::fs::write(
+        &tpl,
+        text.replacen(
+            http_rule,
+            &format!("{http_rule}        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: 0.0.0.0/0\n"),
+            1,
+        ),
+    )
+    .unwrap();
+    let ssh = repo.commit("open ssh");
+    repo.set_pull_head(9, &ssh);
+    let (code, _) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("opened", 9, &ssh, "ssh", false),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202);
+    let c = wait_for(90, "the ssh pull request's comment", || {
+        comments(&gh).into_iter().next()
+    });
+    let comment = c["body"]["body"].as_str().unwrap().to_string();
+    let list = widens_section(&comment);
+    let widening = "widens: tcp/22 from 0.0.0.0/0 on AlbSecurityGroup";
+    assert!(list.contains(widening), "{comment}\n{}", server.logs());
+    assert!(
+        list.contains(&format!("compared with the deployed stack {name}")),
+        "{list}"
+    );
+    // That rule is the only thing it widens, and nothing narrows.
+    assert_eq!(list.matches("widens: ").count(), 1, "{list}");
+    assert!(!list.contains("narrows:"), "{list}");
+    // The run page the policy status links to opens with the same list.
+    let page = linked_run_page(&gh, &ssh, "stackgate/policy");
+    let at = page
+        .find("What the change widens")
+        .expect("a widening list on the run page");
+    assert!(page[at..].contains(widening), "{page}");
+
+    // The same head from a fork: no AWS calls, so against the deployed commit from git.
+    repo.set_pull_head(10, &ssh);
+    let (code, _) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("opened", 10, &ssh, "ssh", true),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202);
+    let c = wait_for(60, "the fork's comment", || {
+        comments(&gh).into_iter().nth(1)
+    });
+    let fork = c["body"]["body"].as_str().unwrap().to_string();
+    let list = widens_section(&fork);
+    assert!(list.contains(widening), "{fork}");
+    assert!(
+        list.contains(&format!(
+            "compared with the deployed commit {} from git",
+            &base[..7]
+        )),
+        "{list}"
+    );
+
+    // A pull request that narrows http to the VPN: it says so, and that nothing widens.
+    repo.git(&["checkout", "-q", "main"]);
+    repo.git(&["checkout", "-q", "-b", "narrow"]);
+    std::fs::write(
+        &tpl,
+        text.replacen(
+            http_rule,
+            "          CidrIp: 10.8.0.0/16\n          Description: HTTP from the VPN\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let narrow = repo.commit("http from the VPN only");
+    repo.set_pull_head(11, &narrow);
+    let (code, _) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("opened", 11, &narrow, "narrow", false),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202);
+    let c = wait_for(90, "the narrowing pull request's comment", || {
+        comments(&gh).into_iter().nth(2)
+    });
+    let comment = c["body"]["body"].as_str().unwrap().to_string();
+    let list = widens_section(&comment);
+    assert!(list.contains("- nothing widens"), "{comment}");
+    assert!(
+        list.contains("narrows: tcp/80 from 0.0.0.0/0 on AlbSecurityGroup"),
+        "{comment}"
+    );
+    let page = linked_run_page(&gh, &narrow, "stackgate/policy");
+    assert!(
+        page.contains("narrows: tcp/80 from 0.0.0.0/0 on AlbSecurityGroup"),
+        "{page}"
+    );
+    gh.assert_all_valid();
+    server.assert_no_secret_in_logs();
+}

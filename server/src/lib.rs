@@ -22,5 +22,6 @@ pub mod pipeline;
 pub mod policy;
 pub mod queue;
 pub mod report;
+pub mod review;
 pub mod stack;
 pub mod workers;

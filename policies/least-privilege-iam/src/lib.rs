@@ -11,7 +11,8 @@
 //! value CloudFormation fetches from elsewhere at deploy time (SSM, dynamic references,
 //! imports) where a rule needs to see it is an error: doubt fails closed.
 
-pub mod catalog;
+/// The catalog lives in the SDK: the host expands IAM wildcards with it too.
+pub use stackgate_policy_sdk::catalog;
 
 use serde_json::Value;
 use stackgate_policy_sdk::iam::{self, Field, Statement};

@@ -17,7 +17,7 @@
 use serde_json::{Map, Value};
 use stackgate_policy_sdk::cidr;
 use stackgate_policy_sdk::pointer;
-use stackgate_policy_sdk::refs::{GroupUses, group_reference};
+use stackgate_policy_sdk::refs::{GroupUses, rule_targets};
 use stackgate_policy_sdk::{Doubt, Finding, Findings, Input, Resolved, Resolver};
 
 pub const NAME: &str = "open-ingress";
@@ -188,25 +188,13 @@ fn port(r: &Resolved<'_>) -> Result<Option<i64>, String> {
 impl Check<'_, '_> {
     /// The groups a standalone ingress applies to, from `GroupId` or `GroupName`.
     fn targets(&self, props: &Map<String, Value>, ptr: &str) -> Result<Vec<Group>, String> {
-        let template = self.resolver.template();
-        let mut groups = Vec::new();
-        for key in ["GroupId", "GroupName"] {
-            let Some(v) = props.get(key) else { continue };
-            for p in self.resolver.resolve(v, &pointer::child(ptr, key))? {
-                if p.value.is_absent() {
-                    continue;
-                }
-                let in_template = group_reference(&p.value).filter(|id| {
-                    template
-                        .resource(id)
-                        .is_some_and(|r| r.kind == SECURITY_GROUP)
-                });
-                groups.push(match in_template {
-                    Some(id) => Group::InTemplate(id.to_string()),
-                    None => Group::Elsewhere(p.value.describe()),
-                });
-            }
-        }
+        let mut groups: Vec<Group> = rule_targets(self.resolver, props, ptr)?
+            .into_iter()
+            .map(|g| match g {
+                Ok(id) => Group::InTemplate(id),
+                Err(what) => Group::Elsewhere(what),
+            })
+            .collect();
         if groups.is_empty() {
             groups.push(Group::Elsewhere("no GroupId or GroupName".to_string()));
         }
@@ -347,16 +335,9 @@ impl Check<'_, '_> {
 
     /// Every (protocol, from, to) the rule may allow.
     fn traffic(&self, rule: &Rule<'_>) -> Result<Traffic, String> {
-        let get = |key: &str| -> Result<Vec<Resolved<'_>>, String> {
-            Ok(match rule.props.get(key) {
-                Some(v) => self
-                    .resolver
-                    .resolve(v, &pointer::child(&rule.pointer, key))?
-                    .into_iter()
-                    .map(|p| p.value)
-                    .collect(),
-                None => vec![Resolved::Absent],
-            })
+        let get = |key: &str| {
+            self.resolver
+                .property_values(rule.props, &rule.pointer, key)
         };
         let protocols = get("IpProtocol")?;
         let froms = get("FromPort")?;

@@ -7,13 +7,13 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Addr {
     V4(Ipv4Addr),
     V6(Ipv6Addr),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Cidr {
     pub addr: Addr,
     pub prefix: u8,
@@ -31,6 +31,28 @@ impl Cidr {
 
     pub fn max_prefix(&self) -> u8 {
         if self.is_ipv6() { 128 } else { 32 }
+    }
+
+    /// True when every address of `other` is in this block (same family only).
+    pub fn contains(&self, other: &Cidr) -> bool {
+        if self.is_ipv6() != other.is_ipv6() || self.prefix > other.prefix {
+            return false;
+        }
+        let host_bits = u32::from(self.max_prefix() - self.prefix);
+        let mask = if host_bits >= 128 {
+            0
+        } else {
+            !((1u128 << host_bits) - 1)
+        };
+        (self.bits() & mask) == (other.bits() & mask)
+    }
+
+    /// The address as a number, IPv4 in the low 32 bits.
+    fn bits(&self) -> u128 {
+        match self.addr {
+            Addr::V4(a) => u128::from(u32::from(a)),
+            Addr::V6(a) => u128::from(a),
+        }
     }
 }
 
@@ -156,6 +178,19 @@ mod tests {
         let c = parse("2001:db8::/32").unwrap();
         assert!(c.is_ipv6());
         assert_eq!(c.to_string(), "2001:db8::/32");
+    }
+
+    #[test]
+    fn containment() {
+        let c = |s: &str| parse(s).unwrap();
+        assert!(c("0.0.0.0/0").contains(&c("10.1.0.0/16")));
+        assert!(c("10.0.0.0/8").contains(&c("10.1.0.0/16")));
+        assert!(c("10.0.0.0/8").contains(&c("10.0.0.0/8")));
+        assert!(!c("10.1.0.0/16").contains(&c("10.0.0.0/8")));
+        assert!(!c("10.0.0.0/8").contains(&c("11.0.0.0/16")));
+        assert!(!c("0.0.0.0/0").contains(&c("::/0")));
+        assert!(c("::/0").contains(&c("2001:db8::/32")));
+        assert!(c("10.0.0.7/8").contains(&c("10.9.9.9/32")));
     }
 
     #[test]

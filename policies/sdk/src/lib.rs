@@ -9,12 +9,14 @@
 //! - [`resolve`]: CloudFormation intrinsics resolved to the *set* of values they may take;
 //! - [`refs`]: which resources use a security group;
 //! - [`iam`]: IAM policy documents normalised to statements;
+//! - [`catalog`]: every IAM action and its access level, to expand wildcards;
 //! - [`cidr`]: CIDR parsing for IPv4 and IPv6;
 //! - [`pointer`]: RFC 6901 JSON pointers.
 //!
 //! Everything here is plain Rust on `serde_json`, so a policy runs natively (tests,
 //! benchmarks) exactly as it runs inside the Wasm component.
 
+pub mod catalog;
 pub mod cidr;
 mod export;
 pub mod finding;

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::pointer;
 use crate::resolve::{Resolved, Resolver};
@@ -134,6 +134,37 @@ fn collect(
         _ => {}
     }
     Ok(())
+}
+
+/// The groups a standalone `AWS::EC2::SecurityGroupIngress` (properties `props` at `ptr`)
+/// applies to, one per value its `GroupId` or `GroupName` may take: `Ok(logical id)` for a
+/// security group of this template, `Err(what it is)` for anything else. Empty when it
+/// names none.
+pub fn rule_targets(
+    resolver: &Resolver<'_>,
+    props: &Map<String, Value>,
+    ptr: &str,
+) -> Result<Vec<Result<String, String>>, String> {
+    let template = resolver.template();
+    let mut groups = Vec::new();
+    for key in ["GroupId", "GroupName"] {
+        let Some(v) = props.get(key) else { continue };
+        for p in resolver.resolve(v, &pointer::child(ptr, key))? {
+            if p.value.is_absent() {
+                continue;
+            }
+            let in_template = group_reference(&p.value).filter(|id| {
+                template
+                    .resource(id)
+                    .is_some_and(|r| r.kind == "AWS::EC2::SecurityGroup")
+            });
+            groups.push(match in_template {
+                Some(id) => Ok(id.to_string()),
+                None => Err(p.value.describe()),
+            });
+        }
+    }
+    Ok(groups)
 }
 
 /// The logical id a value names as a group: `Ref G` or `Fn::GetAtt [G, GroupId]`.

@@ -366,6 +366,20 @@ impl<'a> Resolver<'a> {
         self.walk(value, ptr, 0)
     }
 
+    /// Every value property `key` of the object `props` (at `ptr`) may take, without
+    /// pointers; `[Absent]` when the property is missing.
+    pub fn property_values<'v>(
+        &self,
+        props: &'v Map<String, Value>,
+        ptr: &str,
+        key: &str,
+    ) -> Result<Vec<Resolved<'v>>, String> {
+        match props.get(key) {
+            Some(v) => self.values(v, &pointer::child(ptr, key), 0),
+            None => Ok(vec![Resolved::Absent]),
+        }
+    }
+
     /// Every element a list-valued property may hold, across all `Fn::If` branches, with
     /// `AWS::NoValue` elements dropped. A scalar where a list belongs counts as one
     /// element (IAM allows `"Action": "s3:GetObject"`).

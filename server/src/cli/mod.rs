@@ -1,5 +1,6 @@
-//! The command line: `stackgate plan | deploy | remove | check | serve | state`.
+//! The command line: `stackgate plan | deploy | remove | check | diff | serve | state`.
 
+mod diff;
 mod local;
 
 use std::io::Write;
@@ -101,6 +102,24 @@ pub enum Command {
         #[arg(long, default_value = "us-east-1")]
         region: String,
     },
+    /// What the stack folder's template widens (and narrows): security-group rules, IAM
+    /// actions, `*` resources, trust principals, Lambda permissions, conditions removed.
+    /// Exit 0 when nothing widens, 1 when something does or may, 2 when it cannot compare.
+    Diff {
+        stack_dir: PathBuf,
+        /// `deployed` (the live stack, GetTemplate; needs AWS) or a git revision of the
+        /// folder's repository (`main`, `HEAD~1`, a sha; no AWS calls).
+        #[arg(long, default_value = diff::DEPLOYED)]
+        against: String,
+        #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+        format: DiffFormat,
+        /// AWS endpoint, e.g. a local emulator (default: AWS_ENDPOINT_URL, else real AWS).
+        #[arg(long, env = "AWS_ENDPOINT_URL")]
+        endpoint_url: Option<String>,
+        /// Region (default: the deployment file's `region`, else AWS_REGION / profile).
+        #[arg(long)]
+        region: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -139,6 +158,12 @@ pub struct PolicyArgs {
     /// MiB of memory one policy may use.
     #[arg(long, default_value_t = 64)]
     pub policy_memory_mib: usize,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +232,19 @@ async fn run(command: Command) -> ExitCode {
             policies,
             region,
         } => check_command(&paths, format, settings.as_deref(), &policies, &region).await,
+        Command::Diff {
+            stack_dir,
+            against,
+            format,
+            endpoint_url,
+            region,
+        } => {
+            let target = diff::Target {
+                endpoint_url: &endpoint_url,
+                region,
+            };
+            diff::run(&stack_dir, &against, format, target).await
+        }
     }
 }
 

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::types::{
-    Capability, ChangeSetStatus, ChangeSetType, DeploymentMode, ExecutionStatus, Parameter, Tag,
+    Capability, ChangeSetStatus, ChangeSetType, DeploymentMode, ExecutionStatus, Parameter, Stack,
+    Tag,
 };
 use serde::{Deserialize, Serialize};
 
@@ -109,18 +110,22 @@ fn means_no_changes(reason: &str) -> bool {
     reason.contains("didn't contain changes") || reason.contains("No updates are to be performed")
 }
 
-pub async fn describe_stack(cfn: &Client, name: &str) -> Result<Option<StackInfo>, AwsError> {
-    let out = match cfn.describe_stacks().stack_name(name).send().await {
-        Ok(out) => out,
+/// DescribeStacks of one stack; `None` when it does not exist.
+async fn describe(cfn: &Client, name: &str) -> Result<Option<Stack>, AwsError> {
+    match cfn.describe_stacks().stack_name(name).send().await {
+        Ok(out) => Ok(out.stacks.unwrap_or_default().into_iter().next()),
         Err(e) => {
             let err = AwsError::from_sdk("DescribeStacks", e);
             if err.message.contains("does not exist") {
                 return Ok(None);
             }
-            return Err(err);
+            Err(err)
         }
-    };
-    Ok(out.stacks().first().map(|s| StackInfo {
+    }
+}
+
+pub async fn describe_stack(cfn: &Client, name: &str) -> Result<Option<StackInfo>, AwsError> {
+    Ok(describe(cfn, name).await?.map(|s| StackInfo {
         id: s.stack_id().unwrap_or_default().to_string(),
         status: s
             .stack_status()
@@ -164,6 +169,39 @@ pub async fn template_body(cfn: &Client, stack: &str) -> Result<String, AwsError
         .await
         .map_err(|e| AwsError::from_sdk("GetTemplate", e))?;
     Ok(out.template_body().unwrap_or_default().to_string())
+}
+
+/// A deployed stack's template and parameter values, for the review of what a change
+/// widens. `None`: no such stack, or one that never finished creating. A parameter
+/// CloudFormation resolved (an SSM-typed one) comes as its resolved value; `NoEcho` ones
+/// come masked.
+pub async fn live_template(
+    cfn: &Client,
+    name: &str,
+) -> Result<Option<(String, Vec<(String, String)>)>, AwsError> {
+    let Some(s) = describe(cfn, name).await? else {
+        return Ok(None);
+    };
+    let status = s.stack_status().map(|st| st.as_str()).unwrap_or_default();
+    if matches!(status, "DELETE_COMPLETE" | "REVIEW_IN_PROGRESS") {
+        return Ok(None);
+    }
+    let parameters = s
+        .parameters()
+        .iter()
+        .map(|p| {
+            let value = p
+                .resolved_value()
+                .or(p.parameter_value())
+                .unwrap_or_default();
+            (
+                p.parameter_key().unwrap_or_default().to_string(),
+                value.to_string(),
+            )
+        })
+        .collect();
+    let id = s.stack_id().unwrap_or(name).to_string();
+    Ok(Some((template_body(cfn, &id).await?, parameters)))
 }
 
 /// Every stack in the account and region that is not deleted: name → status. One paged

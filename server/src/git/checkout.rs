@@ -192,61 +192,7 @@ impl Mirror {
 
     /// Reads the stacks folder of a commit.
     pub fn snapshot(&self, sha: &str, stacks_dir: &str) -> Result<Snapshot, CheckoutError> {
-        let repo = self.open()?;
-        let commit = Oid::from_str(sha)
-            .ok()
-            .and_then(|oid| repo.find_commit(oid).ok())
-            .ok_or_else(|| CheckoutError::MissingCommit {
-                repo: self.repo_name.clone(),
-                sha: sha.to_string(),
-            })?;
-        let tree = commit.tree()?;
-        let mut stacks = BTreeMap::new();
-        let Ok(entry) = tree.get_path(Path::new(stacks_dir)) else {
-            return Ok(Snapshot {
-                sha: sha.into(),
-                stacks_dir: stacks_dir.into(),
-                stacks,
-            });
-        };
-        let root = repo.find_tree(entry.id())?;
-        let odb = repo.odb()?;
-        let mut commit = Budget::new(MAX_COMMIT_BYTES, MAX_COMMIT_FILES);
-        for e in root.iter() {
-            if e.kind() != Some(ObjectType::Tree) {
-                continue;
-            }
-            let Some(name) = e.name() else { continue };
-            let mut stack = StackTree {
-                tree_id: e.id().to_string(),
-                files: BTreeMap::new(),
-                errors: Vec::new(),
-                over: None,
-            };
-            if let Some(limit) = commit.take(0) {
-                stack.over = Some((String::new(), Scope::Commit, limit));
-            } else {
-                let sub = repo.find_tree(e.id())?;
-                let mut reader = Reader {
-                    repo: &repo,
-                    odb: &odb,
-                    folder: Budget::folder(),
-                    commit: &mut commit,
-                    stack: &mut stack,
-                };
-                reader.collect(&sub, "", 0)?;
-            }
-            if stack.over.is_some() {
-                // Refused as a whole: keep nothing of it.
-                stack.files.clear();
-            }
-            stacks.insert(name.to_string(), stack);
-        }
-        Ok(Snapshot {
-            sha: sha.into(),
-            stacks_dir: stacks_dir.into(),
-            stacks,
-        })
+        read_snapshot(&self.open()?, &self.repo_name, sha, stacks_dir)
     }
 
     /// The tree id of each stack folder at `sha` (cheap: no blobs are read).
@@ -444,6 +390,80 @@ fn tree_blob(tree: &Tree<'_>, prefix: &str, resolved: &str) -> Option<Oid> {
     let rel = rel.trim_start_matches('/');
     let entry = tree.get_path(Path::new(rel)).ok()?;
     (entry.kind() == Some(ObjectType::Blob)).then(|| entry.id())
+}
+
+/// Reads the stacks folder of commit `sha` of `repo`, within the folder and commit budgets.
+fn read_snapshot(
+    repo: &Repository,
+    repo_name: &str,
+    sha: &str,
+    stacks_dir: &str,
+) -> Result<Snapshot, CheckoutError> {
+    let commit = Oid::from_str(sha)
+        .ok()
+        .and_then(|oid| repo.find_commit(oid).ok())
+        .ok_or_else(|| CheckoutError::MissingCommit {
+            repo: repo_name.to_string(),
+            sha: sha.to_string(),
+        })?;
+    let tree = commit.tree()?;
+    let mut stacks = BTreeMap::new();
+    let Ok(entry) = tree.get_path(Path::new(stacks_dir)) else {
+        return Ok(Snapshot {
+            sha: sha.into(),
+            stacks_dir: stacks_dir.into(),
+            stacks,
+        });
+    };
+    let root = repo.find_tree(entry.id())?;
+    let odb = repo.odb()?;
+    let mut commit = Budget::new(MAX_COMMIT_BYTES, MAX_COMMIT_FILES);
+    for e in root.iter() {
+        if e.kind() != Some(ObjectType::Tree) {
+            continue;
+        }
+        let Some(name) = e.name() else { continue };
+        let mut stack = StackTree {
+            tree_id: e.id().to_string(),
+            files: BTreeMap::new(),
+            errors: Vec::new(),
+            over: None,
+        };
+        if let Some(limit) = commit.take(0) {
+            stack.over = Some((String::new(), Scope::Commit, limit));
+        } else {
+            let sub = repo.find_tree(e.id())?;
+            let mut reader = Reader {
+                repo,
+                odb: &odb,
+                folder: Budget::folder(),
+                commit: &mut commit,
+                stack: &mut stack,
+            };
+            reader.collect(&sub, "", 0)?;
+        }
+        if stack.over.is_some() {
+            // Refused as a whole: keep nothing of it.
+            stack.files.clear();
+        }
+        stacks.insert(name.to_string(), stack);
+    }
+    Ok(Snapshot {
+        sha: sha.into(),
+        stacks_dir: stacks_dir.into(),
+        stacks,
+    })
+}
+
+/// The folder `stacks_dir` (relative to the work tree) of the git revision `rev` of the
+/// repository holding `dir`, read as a mirror's commit is: for `stackgate diff --against`.
+pub fn local_snapshot(dir: &Path, rev: &str, stacks_dir: &str) -> Result<Snapshot, CheckoutError> {
+    let repo = Repository::discover(dir)?;
+    let commit = repo
+        .revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|e| CheckoutError::Git(format!("revision `{rev}`: {}", e.message())))?;
+    read_snapshot(&repo, rev, &commit.id().to_string(), stacks_dir)
 }
 
 /// One stack folder of one commit.

@@ -196,6 +196,12 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
     redact.json(&mut detail);
     app.queue.set_detail(job.claim(), &detail)?;
     let deployer = app.deployer_for(job.id, target, region.as_deref()).await?;
+    // What it widens against the live stack: the run page shows it, and `on-broadening`
+    // holds on it.
+    let review = app
+        .review((job, &stack_name), &repo, &stack, false, &redact)
+        .await;
+    detail["review"] = json!(review);
     // One stack, one folder: a manual redeploy is checked as a sync is.
     let identity = app.identity_of(target, &stack).await?;
     let claims = app.claims(&repo, &snap).await?;
@@ -276,8 +282,8 @@ pub async fn deploy(app: &Pipeline, job: &Job) -> Result<JobState, JobError> {
     // A target's own approval, else the server's default; the stack may ask for more.
     let server_side = target.map_or(app.cfg.approvals.default, |t| t.approval);
     let approval = approval::required(server_side, &stack);
-    // No review of what widens yet: `on-broadening` cannot tell, so it holds (doubt).
-    if approval::holds(approval, None) {
+    // A doubt is in `widens` too: what cannot be told holds.
+    if approval::holds(approval, Some(!review.widens.is_empty())) {
         redact.json(&mut detail);
         let hold = (&planned, approval, moved.as_deref());
         return app.hold(job, &deployer, hold, detail, &stack_name).await;

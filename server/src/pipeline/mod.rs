@@ -12,6 +12,7 @@ mod gate;
 pub mod lease;
 mod preview;
 mod resume;
+mod review;
 mod sync;
 
 use std::sync::Arc;

@@ -37,6 +37,7 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
     let mut statuses = Vec::new();
     let mut worst = Verdict::Pass;
     let mut sections = Vec::new();
+    let mut reviews = Vec::new();
     let mut detail = json!({"changed": changed, "stacks": {}});
     let mut plan_errors: HashMap<String, String> = HashMap::new();
     // The policy status names the first bad input, as a push's does.
@@ -61,6 +62,10 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
             .await;
         // The comment is public, and policy messages quote values, NoEcho ones too.
         let redact = Redactor::for_stack(&stack).and(&report.hidden);
+        // What it widens, against the live stack (a fork's: the deployed commit, from git).
+        let review = app
+            .review((job, name), &repo, &stack, job.fork, &redact)
+            .await;
         if report.verdict != Verdict::Pass && worst != Verdict::Error {
             worst = report.verdict;
         }
@@ -118,15 +123,22 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
         };
         let concluded = checks.concluded(&report, &plan);
         let section = comment::stack_section(name, &stack.template.file, &report, &redact, plan);
+        // The check run's summary opens with what the stack widens, as the comment does.
+        let with_review = format!(
+            "{}\n{section}",
+            crate::report::review::markdown(name, &review)
+        );
         checks.stack(
             name,
             concluded,
             &report,
             &stack.template.file,
             &redact,
-            &section,
+            &with_review,
         );
-        detail["stacks"][name] = json!({"policy": report, "template": stack.template.file});
+        detail["stacks"][name] =
+            json!({"policy": report, "template": stack.template.file, "review": review});
+        reviews.push((name.clone(), review));
         // The pull request page shows each plan's change table.
         if let Some(Ok(p)) = &planned {
             detail["stacks"][name]["changes"] = json!(p.changes);
@@ -143,13 +155,18 @@ pub(super) async fn preview(app: &Pipeline, job: &Job) -> Result<JobState, JobEr
         format!("{} stack(s) checked", changed.len())
     };
     let description = bad_input.unwrap_or_else(|| summary.clone());
-    let checks = checks.gate(worst, &description, &summary, &sections);
+    // The gate's check run opens with what the change widens, as the comment does.
+    let widens = comment::widens(&reviews);
+    let gate_sections: Vec<String> = std::iter::once(widens.clone())
+        .chain(sections.iter().cloned())
+        .collect();
+    let checks = checks.gate(worst, &description, &summary, &gate_sections);
     statuses.insert(0, policy_status(&app.cfg, job, worst, description));
     if !app.cfg.pr_statuses() {
         statuses.clear();
     }
     let run_url = app.cfg.run_url(job.id);
-    let body = comment::body(&job.sha, &summary, &sections, job.id, &run_url);
+    let body = comment::body(&job.sha, &summary, &widens, &sections, job.id, &run_url);
     // The head may have moved while this ran: its comment is the newer head's to write.
     if let Some(head) = moved_on(app, &repo, job, pr).await? {
         return pr_superseded(app, job, pr, &head);

@@ -6,6 +6,7 @@ use crate::cloud::cfn::Change;
 use crate::domain::{JobId, short};
 use crate::policy::{Report, Severity};
 use crate::report::redact::Redactor;
+use crate::review::Review;
 
 use super::render::{change_table_markdown, md_code, md_text};
 
@@ -81,12 +82,32 @@ pub fn stack_section(
     section
 }
 
-/// The whole comment.
-pub fn body(sha: &str, summary: &str, sections: &[String], job: JobId, run_url: &str) -> String {
+/// What each stack's change widens, for the top of the comment; empty without stacks.
+pub fn widens(reviews: &[(String, Review)]) -> String {
+    if reviews.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = reviews
+        .iter()
+        .map(|(name, r)| super::review::markdown(name, r))
+        .collect();
+    format!("### What the change widens\n\n{}\n", each.join("\n"))
+}
+
+/// The whole comment: what widens (`widens`), then each stack's section.
+pub fn body(
+    sha: &str,
+    summary: &str,
+    widens: &str,
+    sections: &[String],
+    job: JobId,
+    run_url: &str,
+) -> String {
     format!(
-        "{MARKER}\n## stackgate dry run for {}\n\n{}\n\n{}\n\n[Run {}]({})\n",
+        "{MARKER}\n## stackgate dry run for {}\n\n{}\n\n{}{}\n\n[Run {}]({})\n",
         short(sha),
         summary,
+        widens,
         sections.join("\n"),
         job,
         run_url
@@ -103,6 +124,7 @@ mod tests {
         let b = body(
             "0123456789abcdef",
             "1 stack(s) checked",
+            "",
             &sections,
             JobId(42),
             "http://x/runs/42",

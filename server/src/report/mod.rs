@@ -12,4 +12,5 @@ pub mod notify;
 pub mod outbox;
 pub mod redact;
 pub mod render;
+pub mod review;
 pub mod statuses;

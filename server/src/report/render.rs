@@ -97,6 +97,21 @@ pub fn md_text(s: &str) -> String {
     out
 }
 
+/// `s` as it is when it can render as nothing but itself (letters, digits, spaces and
+/// `. , : / - ( )`, no URL), else as [`md_text`]: `tcp/22 from 0.0.0.0/0` stays readable
+/// and searchable in the Markdown too, a name a fork wrote cannot become a link, a mention
+/// or HTML.
+pub fn md_literal(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.len() <= MD_MAX
+        && !s.starts_with([' ', '-'])
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || " .,:/-()".contains(c))
+        && !s.contains("://")
+        && !s.to_ascii_lowercase().contains("www.");
+    if plain { s.to_string() } else { md_text(s) }
+}
+
 /// A table cell: a pipe would end it, even inside a code span (GFM reads `\|` as `|`).
 pub fn md_cell(s: &str) -> String {
     s.replace('|', "\\|")
@@ -153,6 +168,22 @@ mod tests {
             assert!(!plain.contains(raw), "{raw:?} survives in {t}");
         }
         assert!(plain.contains("octocat") && plain.contains("evil"), "{t}");
+    }
+
+    #[test]
+    fn markdown_literals_are_plain_only_when_nothing_can_render() {
+        assert_eq!(md_literal("tcp/22 from 0.0.0.0/0"), "tcp/22 from 0.0.0.0/0");
+        assert_eq!(md_literal("AlbSecurityGroup"), "AlbSecurityGroup");
+        assert_eq!(md_literal("s3:Get*"), "s3\\:Get\\*");
+        for hostile in [
+            HOSTILE,
+            "https://evil.example",
+            "www.evil.example",
+            "@octocat",
+            "a_b_",
+        ] {
+            assert_eq!(md_literal(hostile), md_text(hostile));
+        }
     }
 
     #[test]

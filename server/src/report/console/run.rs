@@ -14,6 +14,8 @@ use crate::domain::{JobId, JobState, Kind, Phase, Trigger};
 use crate::git::commits::CommitInfo;
 use crate::policy::Verdict;
 use crate::queue::Job;
+use crate::report::review::{self, Verb};
+use crate::review::Review;
 
 /// How far a live run is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -91,6 +93,39 @@ pub struct StackPart {
     /// `None`: no change set (not planned, or no changes).
     pub changes: Option<Vec<ChangeView>>,
     pub plan_error: Option<String>,
+    /// What the change widens and narrows, when the job reviewed it.
+    pub review: Option<ReviewView>,
+}
+
+/// A stack's review on the run page: what it was compared with, one sentence a delta.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ReviewView {
+    pub against: String,
+    pub nothing_widens: bool,
+    pub lines: Vec<ReviewLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ReviewLine {
+    pub verb: Verb,
+    /// `widens: tcp/22 from 0.0.0.0/0 on AlbSecurityGroup`
+    pub text: String,
+}
+
+impl ReviewView {
+    fn from_json(v: &Value) -> Option<Self> {
+        let r: Review = serde_json::from_value(v.clone()).ok()?;
+        Some(ReviewView {
+            against: review::against(&r),
+            nothing_widens: r.widens.is_empty(),
+            lines: review::deltas(&r)
+                .map(|(verb, d)| ReviewLine {
+                    verb,
+                    text: review::sentence(verb, d),
+                })
+                .collect(),
+        })
+    }
 }
 
 /// A line of the log: a note, or a stack event.
@@ -126,6 +161,8 @@ pub struct RunPage {
     pub progress: Progress,
     pub events_href: String,
     pub parts: Vec<StackPart>,
+    /// Some part has a review: the page opens with what the change widens.
+    pub reviewed: bool,
     pub outputs: Vec<OutputView>,
     pub timeline: Option<Timeline>,
     pub log: Vec<LogLine>,
@@ -223,6 +260,7 @@ pub fn parts(job: &Job) -> Vec<StackPart> {
             findings: report.findings,
             changes: changes(&d["changes"]),
             plan_error: text(&d["plan_error"]),
+            review: ReviewView::from_json(&d["review"]),
             template,
         }
     };
@@ -256,6 +294,7 @@ pub fn events(detail: &Value) -> (Vec<EventView>, Vec<LogLine>) {
 pub fn build(job: &Job, commit: Option<&CommitInfo>, now: i64) -> RunPage {
     let (events, log) = events(&job.detail);
     let d = &job.detail;
+    let parts = parts(job);
     RunPage {
         id: job.id,
         kind: job.kind,
@@ -282,7 +321,8 @@ pub fn build(job: &Job, commit: Option<&CommitInfo>, now: i64) -> RunPage {
         superseded_by: job.superseded_by,
         progress: Progress::of(job),
         events_href: format!("/runs/{}/events", job.id),
-        parts: parts(job),
+        reviewed: parts.iter().any(|p| p.review.is_some()),
+        parts,
         outputs: outputs(&d["outputs"]),
         timeline: timeline::build(&events),
         log,

@@ -1,9 +1,12 @@
 //! IAM action access levels from the AWS Service Authorization Reference
 //! (`catalog/access-levels.tsv`, compiled into a sorted table by `build.rs`).
+//!
+//! Shared by the `least-privilege-iam` policy (access levels) and the host's review of what
+//! a change widens (wildcards expanded to the actions they grant).
 
 use std::cmp::Ordering;
 
-use stackgate_policy_sdk::iam::glob_match;
+use crate::iam::glob_match;
 
 /// The access level AWS documents for an action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
