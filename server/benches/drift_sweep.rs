@@ -30,13 +30,13 @@
 //! `DRIFT_BENCH_DEPLOY_PARALLEL` (8), `STACKGATE_TEST_AWS_ENDPOINT` (else an emulator of
 //! its own on `DRIFT_BENCH_EMULATOR_PORT`, 4671, stopped at the end).
 
+mod common;
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::*;
 use rusqlite::{Connection, OpenFlags, params};
 use support::service::*;
 use support::*;
@@ -45,70 +45,10 @@ const ZERO: &str = "0000000000000000000000000000000000000000";
 /// What the scheduler's interval is set to: the least the configuration allows.
 const INTERVAL: u64 = 60;
 
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn env_str(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The emulator: `STACKGATE_TEST_AWS_ENDPOINT`, or one started here and stopped at the end.
-struct Emulator {
-    port: Option<String>,
-}
-
-impl Emulator {
-    fn get() -> Self {
-        if std::env::var("STACKGATE_TEST_AWS_ENDPOINT").is_ok() {
-            return Self { port: None };
-        }
-        let port = env_str("DRIFT_BENCH_EMULATOR_PORT", "4671");
-        let ok = Command::new("bash")
-            .arg(root().join("deploy/local/emulator.sh"))
-            .arg("start")
-            .env("STACKGATE_EMULATOR_PORT", &port)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "the AWS emulator did not start; run deploy/local/setup.sh first"
-        );
-        // SAFETY: set once at the start of main, before any thread exists.
-        unsafe {
-            std::env::set_var(
-                "STACKGATE_TEST_AWS_ENDPOINT",
-                format!("http://127.0.0.1:{port}"),
-            )
-        };
-        Self { port: Some(port) }
-    }
-
-    fn log(&self) -> Option<PathBuf> {
-        let port = self.port.as_ref()?;
-        Some(root().join(format!(".local/emulator-{port}.log")))
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        if let Some(port) = &self.port {
-            let _ = Command::new("bash")
-                .arg(root().join("deploy/local/emulator.sh"))
-                .arg("stop")
-                .env("STACKGATE_EMULATOR_PORT", port)
-                .status();
-        }
-    }
 }
 
 fn folder(i: usize) -> String {
@@ -250,14 +190,6 @@ impl Sweep {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
 /// The most intervals open at once; an unfinished one is open to the end.
 fn max_overlap(spans: &[(i64, Option<i64>)]) -> i64 {
     let mut ev: Vec<(i64, i64)> = Vec::new();
@@ -273,24 +205,6 @@ fn max_overlap(spans: &[(i64, Option<i64>)]) -> i64 {
         max = max.max(cur);
     }
     max
-}
-
-/// Without the terminal colours the log is written with.
-fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn log_since(server: &Server, offset: usize) -> String {
@@ -538,38 +452,6 @@ fn on_demand(
     )
 }
 
-fn machine() -> (String, String, String, String) {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_default();
-    let out = |cmd: &str, args: &[&str]| {
-        Command::new(cmd)
-            .args(args)
-            .current_dir(root())
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load = load
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ");
-    (
-        cpu,
-        out("git", &["describe", "--always", "--dirty"]),
-        out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        load,
-    )
-}
-
 fn main() {
     let deadline_s = env_num("DRIFT_BENCH_DEADLINE", 1200);
     let deadline = Instant::now() + Duration::from_secs(deadline_s);
@@ -583,7 +465,7 @@ fn main() {
     let paths = env_str("DRIFT_BENCH_PATHS", "scheduled,on-demand");
     let (_, _, _, load_start) = machine();
 
-    let emulator = Emulator::get();
+    let emulator = Emulator::get("DRIFT_BENCH_EMULATOR_PORT", "4671", &[]);
     let gh = StandIn::start();
     let repo = GitRepo::new();
     let run = unique("ds");
@@ -791,15 +673,7 @@ fn main() {
         "- commit {commit}, stackgate {profile} build; the emulator (moto, one Python process) at {} shares the CPUs\n",
         aws_endpoint()
     ));
-    print!("{r}");
-    let path = root().join("server/benches/results/drift_sweep.md");
-    if let Err(e) = std::fs::write(&path, &r) {
-        eprintln!("cannot write {}: {e}", path.display());
-    }
-    let kept = std::env::temp_dir().join("drift_sweep-serve.log");
-    if std::fs::copy(&server.log, &kept).is_ok() {
-        eprintln!("serve's log: {}", kept.display());
-    }
+    write_report("drift_sweep", &r, &server.log);
     drop(server);
     drop(emulator);
 }
