@@ -148,15 +148,19 @@ impl Outbox for Store {
         })
     }
 
-    fn unposted_checks(&self, limit: usize) -> Result<Vec<PendingCheck>, StoreError> {
+    fn unposted_checks(&self, limit: usize, held: &[i64]) -> Result<Vec<PendingCheck>, StoreError> {
+        let held = serde_json::to_string(held).unwrap_or_else(|_| "[]".into());
         self.with(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, job, repo, sha, name, state, title, summary, annotations,
-                        details_url, external_id, attempts
-                 FROM check_runs WHERE posted_at IS NULL ORDER BY id LIMIT ?1",
+                        details_url, external_id, attempts, created_at
+                 FROM check_runs c WHERE posted_at IS NULL AND (job, name) NOT IN (
+                     SELECT job, name FROM check_runs
+                     WHERE id IN (SELECT value FROM json_each(?2)))
+                 ORDER BY id LIMIT ?1",
             )?;
             let rows: Vec<rusqlite::Result<PendingCheck>> = stmt
-                .query_map([limit as i64], |r| {
+                .query_map(params![limit as i64, held], |r| {
                     let annotations: String = r.get(8)?;
                     Ok(PendingCheck {
                         id: r.get(0)?,
@@ -186,6 +190,7 @@ impl Outbox for Store {
                         details_url: r.get(9)?,
                         external_id: r.get(10)?,
                         attempts: r.get(11)?,
+                        created_at: r.get(12)?,
                     })
                 })?
                 .collect();
