@@ -256,6 +256,16 @@ pub struct PendingCheck {
     pub created_at: i64,
 }
 
+/// How a check run ends that its job started and no longer runs (its stack left the
+/// pull request's changes before the job ran again).
+pub const NOT_IN_RUN: &str = "not part of this dry run any more";
+
+/// How the check runs of a queued job end when `newer` supersedes it.
+pub fn superseded_checks(newer: &NewJob) -> String {
+    let sha: String = newer.sha.chars().take(7).collect();
+    format!("superseded by {sha}")
+}
+
 /// What a job's end tells GitHub: its statuses, and for a pull request its comment and
 /// check runs.
 #[derive(Debug, Clone, Copy, Default)]

@@ -317,27 +317,7 @@ impl Outbox for Store {
     ) -> Result<(), StoreError> {
         self.tx(async |tx| {
             super::jobs::holds(tx, job).await?;
-            execute(
-                tx,
-                "INSERT INTO check_runs (job, repo, sha, name, state, title, summary, annotations,
-                                         details_url, external_id, created_at)
-                 SELECT DISTINCT ON (name) job, repo, sha, name, $3, $4, $5, '[]'::jsonb,
-                        details_url, external_id, $6
-                 FROM check_runs c
-                 WHERE job = $1 AND state = $2 AND NOT EXISTS (
-                     SELECT 1 FROM check_runs d
-                     WHERE d.job = c.job AND d.name = c.name AND d.state <> $2)
-                 ORDER BY name, id",
-                &[
-                    &job.job.0,
-                    &CheckState::InProgress.as_str(),
-                    &state.as_str(),
-                    &title,
-                    &summary,
-                    &now(),
-                ],
-            )
-            .await?;
+            super::end_open_checks(tx, job.job, state, title, summary).await?;
             Ok(())
         })
     }

@@ -233,24 +233,7 @@ impl Outbox for Store {
         self.with_store(|c| {
             let tx = c.transaction()?;
             holds(&tx, job)?;
-            tx.execute(
-                "INSERT INTO check_runs (job, repo, sha, name, state, title, summary, annotations,
-                                         details_url, external_id, created_at)
-                 SELECT job, repo, sha, name, ?3, ?4, ?5, '[]', details_url, external_id, ?6
-                 FROM check_runs c
-                 WHERE job = ?1 AND state = ?2 AND NOT EXISTS (
-                     SELECT 1 FROM check_runs d
-                     WHERE d.job = c.job AND d.name = c.name AND d.state <> ?2)
-                 GROUP BY name",
-                params![
-                    job.job,
-                    CheckState::InProgress.as_str(),
-                    state.as_str(),
-                    title,
-                    summary,
-                    now()
-                ],
-            )?;
+            super::end_open_checks(&tx, job.job, state, title, summary)?;
             Ok(tx.commit()?)
         })
     }
