@@ -35,6 +35,9 @@ pub struct GithubError {
     pub operation: &'static str,
     pub message: String,
     pub kind: GithubErrorKind,
+    /// How long GitHub asked to wait (`Retry-After`, or `x-ratelimit-reset` once the
+    /// limit is spent), when the reply said.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl GithubError {

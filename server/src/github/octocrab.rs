@@ -1,6 +1,8 @@
 //! Commit statuses, pull-request comments and check runs on GitHub, through octocrab, with
 //! a token or as a GitHub App installation (only an App may write check runs).
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use octocrab::Octocrab;
 use octocrab::models::InstallationId;
 use secrecy::ExposeSecret;
@@ -58,14 +60,40 @@ pub(super) fn classify(operation: &'static str, e: octocrab::Error) -> GithubErr
                 operation,
                 message: format!("{status} {msg}"),
                 kind,
+                retry_after: None,
             }
         }
         other => GithubError {
             operation,
             message: other.to_string(),
             kind: GithubErrorKind::Other { retry: true },
+            retry_after: None,
         },
     }
+}
+
+/// A reply as octocrab hands it before reading it.
+type Raw =
+    hyper::Response<http_body_util::combinators::BoxBody<hyper::body::Bytes, octocrab::Error>>;
+
+/// How long a refusal asks to wait: `Retry-After` seconds, or until `x-ratelimit-reset`
+/// (epoch seconds) once `x-ratelimit-remaining` is 0. An absurd value is capped at an hour.
+fn asked_wait(headers: &hyper::HeaderMap) -> Option<Duration> {
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let wait = match number("retry-after") {
+        Some(secs) => Duration::from_secs(secs),
+        None if number("x-ratelimit-remaining") == Some(0) => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+            Duration::from_secs(number("x-ratelimit-reset")?).checked_sub(now)?
+        }
+        None => return None,
+    };
+    Some(wait.min(Duration::from_secs(3600)))
 }
 
 /// Statuses and comments through octocrab.
@@ -165,24 +193,47 @@ impl Client {
         };
         if let Some(id) = existing {
             let route = format!("/repos/{owner}/{name}/check-runs/{id}");
-            match self
-                .0
-                .patch::<CheckRunMade, _, _>(route, Some(&body(None)))
-                .await
-            {
-                Ok(made) => return Ok(Some(made.id)),
+            let sent = self.0._patch(route, Some(&body(None))).await;
+            match self.made("update check run", sent).await {
+                Ok(id) => return Ok(Some(id)),
                 // Gone (a repository moved, history rewritten): make a new one.
-                Err(octocrab::Error::GitHub { source, .. })
-                    if source.status_code.as_u16() == 404 => {}
-                Err(e) => return Err(classify("update check run", e)),
+                Err(e) if matches!(e.kind, GithubErrorKind::NotFound) => {}
+                Err(e) => return Err(e),
             }
         }
         let route = format!("/repos/{owner}/{name}/check-runs");
-        self.0
-            .post::<_, CheckRunMade>(route, Some(&body(Some(r.sha))))
+        let sent = self.0._post(route, Some(&body(Some(r.sha)))).await;
+        self.made("create check run", sent).await.map(Some)
+    }
+
+    /// The id of the check run a reply made, or the error, with how long GitHub asked to
+    /// wait (the raw reply, because octocrab's errors drop the headers).
+    async fn made(
+        &self,
+        operation: &'static str,
+        sent: Result<Raw, octocrab::Error>,
+    ) -> Result<u64, GithubError> {
+        let reply = sent.map_err(|e| classify(operation, e))?;
+        let wait = asked_wait(reply.headers());
+        let reply = octocrab::map_github_error(reply)
             .await
-            .map(|made| Some(made.id))
-            .map_err(|e| classify("create check run", e))
+            .map_err(|e| GithubError {
+                retry_after: wait,
+                ..classify(operation, e)
+            })?;
+        let text = self
+            .0
+            .body_to_string(reply)
+            .await
+            .map_err(|e| classify(operation, e))?;
+        serde_json::from_str::<CheckRunMade>(&text)
+            .map(|made| made.id)
+            .map_err(|e| GithubError {
+                operation,
+                message: format!("unreadable reply: {e}"),
+                kind: GithubErrorKind::Other { retry: false },
+                retry_after: None,
+            })
     }
 
     /// Creates the PR comment, or updates the one stackgate made before. Returns its id.

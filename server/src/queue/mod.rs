@@ -252,6 +252,18 @@ pub struct PendingCheck {
     pub details_url: String,
     pub external_id: String,
     pub attempts: i64,
+    /// When it was recorded (ms since the epoch): a write is given up on after a while.
+    pub created_at: i64,
+}
+
+/// How a check run ends that its job started and no longer runs (its stack left the
+/// pull request's changes before the job ran again).
+pub const NOT_IN_RUN: &str = "not part of this dry run any more";
+
+/// How the check runs of a queued job end when `newer` supersedes it.
+pub fn superseded_checks(newer: &NewJob) -> String {
+    let sha: String = newer.sha.chars().take(7).collect();
+    format!("superseded by {sha}")
 }
 
 /// What a job's end tells GitHub: its statuses, and for a pull request its comment and
@@ -529,9 +541,10 @@ pub trait Outbox {
     /// Queues check run writes while `job` holds its job (e.g. "in progress" as it starts).
     fn add_checks(&self, job: Claim, checks: &[CheckUpdate]) -> Result<(), StoreError>;
 
-    /// Check run writes still to post, oldest first. One whose state this version cannot
-    /// read is given up on.
-    fn unposted_checks(&self, limit: usize) -> Result<Vec<PendingCheck>, StoreError>;
+    /// Check run writes still to post, oldest first, less the check runs whose write
+    /// `held` (ids) waits on a retry: one stuck check run does not fill the batch. One whose
+    /// state this version cannot read is given up on.
+    fn unposted_checks(&self, limit: usize, held: &[i64]) -> Result<Vec<PendingCheck>, StoreError>;
 
     /// Remembers the id GitHub gave job `job`'s check run `name`, so that its later writes
     /// update it.

@@ -434,6 +434,7 @@ mod tests {
             operation: "create comment",
             message: "429 too many requests".into(),
             kind: GithubErrorKind::RateLimited,
+            retry_after: None,
         }
     }
 
@@ -521,8 +522,9 @@ mod tests {
         fn unposted_checks(
             &self,
             limit: usize,
+            held: &[i64],
         ) -> Result<Vec<crate::queue::PendingCheck>, StoreError> {
-            self.inner.unposted_checks(limit)
+            self.inner.unposted_checks(limit, held)
         }
         fn keep_check_run(&self, job: JobId, name: &str, run: u64) -> Result<(), StoreError> {
             if self.failing_keeps.load(Ordering::SeqCst) {
@@ -685,6 +687,7 @@ mod tests {
             operation: "create comment",
             message: "429 too many requests".into(),
             kind: GithubErrorKind::RateLimited,
+            retry_after: None,
         });
         let round = post_round(&q, &gh).await;
         assert!(round.stalled);
@@ -714,6 +717,7 @@ mod tests {
             operation: "create status",
             message: "422 invalid".into(),
             kind: GithubErrorKind::Other { retry: false },
+            retry_after: None,
         });
         let round = post_round(&q, &gh).await;
         assert!(!round.stalled);
@@ -811,6 +815,7 @@ mod tests {
             operation: "update comment",
             message: "403 forbidden".into(),
             kind: GithubErrorKind::Permission,
+            retry_after: None,
         });
         post_round(&q, &gh).await;
         run_preview(&q, "ccccccc3");
@@ -970,6 +975,7 @@ mod tests {
                 "x".repeat(500)
             ),
             kind: GithubErrorKind::Permission,
+            retry_after: None,
         });
         post_round(&q, &gh).await;
         let job = q.job(JobId(2)).unwrap().unwrap();

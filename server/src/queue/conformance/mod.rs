@@ -236,6 +236,8 @@ macro_rules! suite {
                 a_failed_comment_is_noted_on_its_job_until_posted,
                 check_runs_are_written_in_order_and_keep_the_id_github_gave,
                 a_job_that_stops_ends_the_check_runs_it_started_once,
+                a_preview_superseded_while_queued_again_ends_the_check_runs_it_started,
+                a_job_s_end_ends_the_check_runs_it_started_and_did_not_end,
             ];
             ledger: [a_finished_deploy_writes_the_ledger_and_keeps_identities];
             drifts: [

@@ -200,7 +200,7 @@ pub fn check_runs_are_written_in_order_and_keep_the_id_github_gave(h: &dyn Harne
         None,
     )
     .unwrap();
-    let waiting = s.unposted_checks(10).unwrap();
+    let waiting = s.unposted_checks(10, &[]).unwrap();
     let said: Vec<(&str, CheckState)> =
         waiting.iter().map(|c| (c.name.as_str(), c.state)).collect();
     assert_eq!(
@@ -209,7 +209,20 @@ pub fn check_runs_are_written_in_order_and_keep_the_id_github_gave(h: &dyn Harne
             ("stackgate/policy", CheckState::InProgress),
             ("stackgate/plan/web", CheckState::InProgress),
             ("stackgate/policy", CheckState::Failure),
-        ]
+            ("stackgate/plan/web", CheckState::Cancelled),
+        ],
+        "the run it did not end, ended"
+    );
+    let others: Vec<String> = s
+        .unposted_checks(10, &[waiting[0].id])
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(
+        others,
+        ["stackgate/plan/web", "stackgate/plan/web"],
+        "a check run whose write waits is left out, all its writes"
     );
     let last = &waiting[2];
     assert_eq!(last.job, id);
@@ -226,8 +239,8 @@ pub fn check_runs_are_written_in_order_and_keep_the_id_github_gave(h: &dyn Harne
     s.check_posted(waiting[0].id).unwrap();
     s.check_failed(waiting[1].id, "502", false).unwrap();
     s.check_failed(waiting[2].id, "422", true).unwrap();
-    let left = s.unposted_checks(10).unwrap();
-    assert_eq!(left.len(), 1);
+    let left = s.unposted_checks(10, &[]).unwrap();
+    assert_eq!(left.len(), 2);
     assert_eq!((left[0].id, left[0].attempts), (waiting[1].id, 1));
     // A lost claim writes nothing.
     let stale = crate::queue::lease::Claim { job: id, fence: 0 };
@@ -254,7 +267,7 @@ pub fn a_job_that_stops_ends_the_check_runs_it_started_once(h: &dyn Harness) {
     s.end_checks(held(&*s, id), CheckState::Cancelled, "superseded", "by b")
         .unwrap();
     let ended: Vec<(String, CheckState, String)> = s
-        .unposted_checks(10)
+        .unposted_checks(10, &[])
         .unwrap()
         .into_iter()
         .skip(4)
@@ -271,8 +284,74 @@ pub fn a_job_that_stops_ends_the_check_runs_it_started_once(h: &dyn Harness) {
     );
     h.exec("UPDATE check_runs SET state = 'stale' WHERE id = 1");
     assert_eq!(
-        s.unposted_checks(10).unwrap().len(),
+        s.unposted_checks(10, &[]).unwrap().len(),
         4,
         "another version's row is given up on, the rest read"
+    );
+}
+
+/// The check runs job `id` ends, as (name, state, summary), after the first `skip` writes.
+fn ended(s: &dyn Queue, id: JobId, skip: usize) -> Vec<(String, CheckState, String)> {
+    s.unposted_checks(100, &[])
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.job == id)
+        .skip(skip)
+        .map(|c| (c.name, c.state, c.summary))
+        .collect()
+}
+
+pub fn a_preview_superseded_while_queued_again_ends_the_check_runs_it_started(h: &dyn Harness) {
+    let s = h.open();
+    let (id, _) = started_preview(&*s);
+    // Queued again (the job's deadline, a restart), then a newer head supersedes it there.
+    s.requeue(held(&*s, id)).unwrap();
+    s.enqueue(&[preview("b")], &none, &superseded).unwrap();
+    assert_eq!(s.job(id).unwrap().unwrap().state, JobState::Superseded);
+    let why = "superseded by b".to_string();
+    assert_eq!(
+        ended(&*s, id, 2),
+        [
+            (
+                "stackgate/plan/web".to_string(),
+                CheckState::Cancelled,
+                why.clone()
+            ),
+            ("stackgate/policy".to_string(), CheckState::Cancelled, why),
+        ],
+        "no check run left in progress"
+    );
+}
+
+pub fn a_job_s_end_ends_the_check_runs_it_started_and_did_not_end(h: &dyn Harness) {
+    let s = h.open();
+    let (id, _) = started_preview(&*s);
+    // Run again, its changed stacks no longer include `web`: only the gate's run ends.
+    let done = [check_run(Context::Policy, CheckState::Success, &[])];
+    s.finish_with(
+        held(&*s, id),
+        JobState::Succeeded,
+        &serde_json::json!({}),
+        Outbound {
+            checks: &done,
+            ..Outbound::default()
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        ended(&*s, id, 2),
+        [
+            (
+                "stackgate/policy".to_string(),
+                CheckState::Success,
+                "the plan".to_string()
+            ),
+            (
+                "stackgate/plan/web".to_string(),
+                CheckState::Cancelled,
+                NOT_IN_RUN.to_string()
+            ),
+        ]
     );
 }

@@ -6,15 +6,15 @@ use std::collections::{BTreeSet, HashMap};
 use deadpool_postgres::{GenericClient, Transaction};
 
 use super::{
-    JOB_COLUMNS, LOCK_LANE, Store, add_check, add_comment, add_status, end_unreadable, execute,
-    job_from_row, lock_outbox, query, query_opt, read_jobs,
+    JOB_COLUMNS, LOCK_LANE, Store, add_check, add_comment, add_status, end_open_checks,
+    end_unreadable, execute, job_from_row, lock_outbox, query, query_opt, read_jobs,
 };
-use crate::domain::{JobId, JobState, Lane, Phase};
+use crate::domain::{CheckState, JobId, JobState, Lane, Phase};
 use crate::queue::lanes::{self, Place};
 use crate::queue::lease::{Claim, Lease, Orphans};
 use crate::queue::{
-    Job, Jobs, LedgerEntry, NewJob, Outbound, QueuedStatuses, SYNC_DEBOUNCE_MS, StoreError,
-    SupersededStatuses, now,
+    Job, Jobs, LedgerEntry, NOT_IN_RUN, NewJob, Outbound, QueuedStatuses, SYNC_DEBOUNCE_MS,
+    StoreError, SupersededStatuses, now, superseded_checks,
 };
 
 impl Jobs for Store {
@@ -325,6 +325,8 @@ impl Jobs for Store {
             for c in out.checks {
                 add_check(tx, id, c).await?;
             }
+            // A run it started and did not end (a requeued preview whose changed stacks shrank).
+            end_open_checks(tx, id, CheckState::Cancelled, NOT_IN_RUN, NOT_IN_RUN).await?;
             if let Some(e) = deployed {
                 let i = e.identity;
                 execute(
@@ -573,6 +575,9 @@ async fn supersede_queued<C: GenericClient>(
         for s in superseded_status(old, job) {
             add_status(tx, Some(old.id), &s).await?;
         }
+        // It may have started check runs before it was queued again.
+        let why = superseded_checks(job);
+        end_open_checks(tx, old.id, CheckState::Cancelled, &why, &why).await?;
     }
     Ok(())
 }

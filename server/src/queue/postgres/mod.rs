@@ -472,3 +472,36 @@ async fn add_comment<C: GenericClient>(
     .await?;
     Ok(())
 }
+
+/// Ends, with `state`, each check run of `job` that has only `in_progress` writes (one
+/// that stops before its verdict, or is superseded while queued again).
+pub(super) async fn end_open_checks<C: GenericClient>(
+    c: &C,
+    job: JobId,
+    state: crate::domain::CheckState,
+    title: &str,
+    summary: &str,
+) -> Result<(), StoreError> {
+    execute(
+        c,
+        "INSERT INTO check_runs (job, repo, sha, name, state, title, summary, annotations,
+                                 details_url, external_id, created_at)
+         SELECT DISTINCT ON (name) job, repo, sha, name, $3, $4, $5, '[]'::jsonb,
+                details_url, external_id, $6
+         FROM check_runs c
+         WHERE job = $1 AND state = $2 AND NOT EXISTS (
+             SELECT 1 FROM check_runs d
+             WHERE d.job = c.job AND d.name = c.name AND d.state <> $2)
+         ORDER BY name, id",
+        &[
+            &job.0,
+            &crate::domain::CheckState::InProgress.as_str(),
+            &state.as_str(),
+            &title,
+            &summary,
+            &now(),
+        ],
+    )
+    .await?;
+    Ok(())
+}

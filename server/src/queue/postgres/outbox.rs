@@ -228,14 +228,17 @@ impl Outbox for Store {
         })
     }
 
-    fn unposted_checks(&self, limit: usize) -> Result<Vec<PendingCheck>, StoreError> {
+    fn unposted_checks(&self, limit: usize, held: &[i64]) -> Result<Vec<PendingCheck>, StoreError> {
+        let held = held.to_vec();
         self.conn(async |c| {
             let rows = query(
                 c,
                 "SELECT id, job, repo, sha, name, state, title, summary, annotations,
-                        details_url, external_id, attempts
-                 FROM check_runs WHERE posted_at IS NULL ORDER BY id LIMIT $1",
-                &[&(limit as i64)],
+                        details_url, external_id, attempts, created_at
+                 FROM check_runs WHERE posted_at IS NULL AND (job, name) NOT IN (
+                     SELECT job, name FROM check_runs WHERE id = ANY($2))
+                 ORDER BY id LIMIT $1",
+                &[&(limit as i64), &held],
             )
             .await?;
             let mut out = Vec::with_capacity(rows.len());
@@ -263,6 +266,7 @@ impl Outbox for Store {
                         details_url: r.get(9),
                         external_id: r.get(10),
                         attempts: r.get(11),
+                        created_at: r.get(12),
                     })
                 });
                 match read {
@@ -313,27 +317,7 @@ impl Outbox for Store {
     ) -> Result<(), StoreError> {
         self.tx(async |tx| {
             super::jobs::holds(tx, job).await?;
-            execute(
-                tx,
-                "INSERT INTO check_runs (job, repo, sha, name, state, title, summary, annotations,
-                                         details_url, external_id, created_at)
-                 SELECT DISTINCT ON (name) job, repo, sha, name, $3, $4, $5, '[]'::jsonb,
-                        details_url, external_id, $6
-                 FROM check_runs c
-                 WHERE job = $1 AND state = $2 AND NOT EXISTS (
-                     SELECT 1 FROM check_runs d
-                     WHERE d.job = c.job AND d.name = c.name AND d.state <> $2)
-                 ORDER BY name, id",
-                &[
-                    &job.job.0,
-                    &CheckState::InProgress.as_str(),
-                    &state.as_str(),
-                    &title,
-                    &summary,
-                    &now(),
-                ],
-            )
-            .await?;
+            super::end_open_checks(tx, job.job, state, title, summary).await?;
             Ok(())
         })
     }

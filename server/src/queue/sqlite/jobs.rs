@@ -5,15 +5,15 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{
-    JOB_COLUMNS, Store, add_check, add_comment, add_status, end_unreadable, fenced, job_from_row,
-    read_jobs, unreadable,
+    JOB_COLUMNS, Store, add_check, add_comment, add_status, end_open_checks, end_unreadable,
+    fenced, job_from_row, read_jobs, unreadable,
 };
-use crate::domain::{JobId, JobState, Lane, Phase};
+use crate::domain::{CheckState, JobId, JobState, Lane, Phase};
 use crate::queue::lanes::{self, Place};
 use crate::queue::lease::{Claim, Lease, Orphans};
 use crate::queue::{
-    Job, Jobs, LedgerEntry, NewJob, Outbound, QueuedStatuses, SYNC_DEBOUNCE_MS, StoreError,
-    SupersededStatuses, now,
+    Job, Jobs, LedgerEntry, NOT_IN_RUN, NewJob, Outbound, QueuedStatuses, SYNC_DEBOUNCE_MS,
+    StoreError, SupersededStatuses, now, superseded_checks,
 };
 
 impl Jobs for Store {
@@ -304,6 +304,8 @@ impl Jobs for Store {
             for c in out.checks {
                 add_check(&tx, id, c)?;
             }
+            // A run it started and did not end (a requeued preview whose changed stacks shrank).
+            end_open_checks(&tx, id, CheckState::Cancelled, NOT_IN_RUN, NOT_IN_RUN)?;
             if let Some(e) = deployed {
                 let id = e.identity;
                 tx.execute(
@@ -502,6 +504,9 @@ pub(super) fn supersede_queued(
         for s in superseded_status(old, job) {
             add_status(tx, Some(old.id), &s)?;
         }
+        // It may have started check runs before it was queued again.
+        let why = superseded_checks(job);
+        end_open_checks(tx, old.id, CheckState::Cancelled, &why, &why)?;
     }
     Ok(())
 }

@@ -315,3 +315,32 @@ fn add_comment(
     )?
     .execute(params![job, c.repo, c.pr as i64, c.body, now()])
 }
+
+/// Ends, with `state`, each check run of `job` that has only `in_progress` writes (one
+/// that stops before its verdict, or is superseded while queued again).
+pub(super) fn end_open_checks(
+    c: &rusqlite::Connection,
+    job: JobId,
+    state: crate::domain::CheckState,
+    title: &str,
+    summary: &str,
+) -> rusqlite::Result<usize> {
+    c.prepare_cached(
+        "INSERT INTO check_runs (job, repo, sha, name, state, title, summary, annotations,
+                                 details_url, external_id, created_at)
+         SELECT job, repo, sha, name, ?3, ?4, ?5, '[]', details_url, external_id, ?6
+         FROM check_runs c
+         WHERE job = ?1 AND state = ?2 AND NOT EXISTS (
+             SELECT 1 FROM check_runs d
+             WHERE d.job = c.job AND d.name = c.name AND d.state <> ?2)
+         GROUP BY name",
+    )?
+    .execute(params![
+        job,
+        crate::domain::CheckState::InProgress.as_str(),
+        state.as_str(),
+        title,
+        summary,
+        now()
+    ])
+}

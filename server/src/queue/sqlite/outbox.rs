@@ -148,15 +148,19 @@ impl Outbox for Store {
         })
     }
 
-    fn unposted_checks(&self, limit: usize) -> Result<Vec<PendingCheck>, StoreError> {
+    fn unposted_checks(&self, limit: usize, held: &[i64]) -> Result<Vec<PendingCheck>, StoreError> {
+        let held = serde_json::to_string(held).unwrap_or_else(|_| "[]".into());
         self.with(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, job, repo, sha, name, state, title, summary, annotations,
-                        details_url, external_id, attempts
-                 FROM check_runs WHERE posted_at IS NULL ORDER BY id LIMIT ?1",
+                        details_url, external_id, attempts, created_at
+                 FROM check_runs c WHERE posted_at IS NULL AND (job, name) NOT IN (
+                     SELECT job, name FROM check_runs
+                     WHERE id IN (SELECT value FROM json_each(?2)))
+                 ORDER BY id LIMIT ?1",
             )?;
             let rows: Vec<rusqlite::Result<PendingCheck>> = stmt
-                .query_map([limit as i64], |r| {
+                .query_map(params![limit as i64, held], |r| {
                     let annotations: String = r.get(8)?;
                     Ok(PendingCheck {
                         id: r.get(0)?,
@@ -186,6 +190,7 @@ impl Outbox for Store {
                         details_url: r.get(9)?,
                         external_id: r.get(10)?,
                         attempts: r.get(11)?,
+                        created_at: r.get(12)?,
                     })
                 })?
                 .collect();
@@ -228,24 +233,7 @@ impl Outbox for Store {
         self.with_store(|c| {
             let tx = c.transaction()?;
             holds(&tx, job)?;
-            tx.execute(
-                "INSERT INTO check_runs (job, repo, sha, name, state, title, summary, annotations,
-                                         details_url, external_id, created_at)
-                 SELECT job, repo, sha, name, ?3, ?4, ?5, '[]', details_url, external_id, ?6
-                 FROM check_runs c
-                 WHERE job = ?1 AND state = ?2 AND NOT EXISTS (
-                     SELECT 1 FROM check_runs d
-                     WHERE d.job = c.job AND d.name = c.name AND d.state <> ?2)
-                 GROUP BY name",
-                params![
-                    job.job,
-                    CheckState::InProgress.as_str(),
-                    state.as_str(),
-                    title,
-                    summary,
-                    now()
-                ],
-            )?;
+            super::end_open_checks(&tx, job.job, state, title, summary)?;
             Ok(tx.commit()?)
         })
     }
