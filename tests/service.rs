@@ -3019,7 +3019,9 @@ fn a_github_app_gets_check_runs_with_annotations_at_the_findings_lines() {
         gh.completed_check_run(&head, "stackgate/plan/ssh")
     });
     assert_eq!(ssh["check_run"]["conclusion"], "failure");
-    assert!(at(&ssh).contains(&expected), "{ssh}");
+    // Annotated once, on the gate: the diff shows every check run's annotations.
+    assert!(at(&ssh).is_empty(), "{ssh}");
+    assert_eq!(at(&gate).iter().filter(|a| **a == expected).count(), 1);
     let app = wait_for(10, "the app stack's check run", || {
         gh.completed_check_run(&head, "stackgate/plan/app")
     });
@@ -3123,6 +3125,89 @@ fn an_app_without_statuses_beside_check_runs_posts_only_check_runs() {
     assert_eq!(gate["check_run"]["conclusion"], "failure");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(gh.statuses(&head), [], "no status, not even queued");
+    gh.assert_all_valid();
+}
+
+#[test]
+fn a_fork_pull_request_gets_the_gates_check_run_and_no_plan_it_did_not_make() {
+    let (gh, keys) = app_standin();
+    let repo = GitRepo::new();
+    repo.write("README.md", "base\n");
+    repo.commit("base");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    param_stack(&repo, "app", &unique("gitops-fork-checks"), "one");
+    let head = repo.commit("a stack");
+    repo.set_pull_head(12, &head);
+    let mut server = Server::start(&repo, &gh, "");
+    server.reconfigure(as_app(&keys));
+    let (code, body) = server.webhook(
+        "pull_request",
+        &delivery_id(),
+        &pr_payload("opened", 12, &head, "feature", true),
+        Some(HOOK_SECRET),
+    );
+    assert_eq!(code, 202, "{body}");
+    let gate = wait_for(60, "the gate's check run", || {
+        gh.completed_check_run(&head, "stackgate/policy")
+    });
+    assert_eq!(
+        gate["check_run"]["conclusion"],
+        "success",
+        "{gate}\n{}",
+        server.logs()
+    );
+    assert_eq!(gate["check_run"]["external_id"], "pr/12/fork");
+    // A fork's change is never planned (no AWS calls for it): no "plan" check run says
+    // otherwise, as no plan status does.
+    std::thread::sleep(Duration::from_millis(500));
+    let names: Vec<serde_json::Value> = gh
+        .check_runs()
+        .iter()
+        .map(|c| c["check_run"]["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("stackgate/policy")]);
+    let plan_statuses: Vec<_> = gh
+        .statuses(&head)
+        .into_iter()
+        .filter(|s| s.0.starts_with("stackgate/plan/"))
+        .collect();
+    assert_eq!(plan_statuses, [], "nor a plan status");
+    gh.assert_all_valid();
+}
+
+#[test]
+fn a_dry_run_that_fails_before_its_first_check_still_ends_in_a_check_run_and_no_status() {
+    let (gh, keys) = app_standin();
+    let repo = GitRepo::new();
+    repo.write("README.md", "base\n");
+    repo.commit("base");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    ssh_stack(&repo, "ssh", OPEN_SSH);
+    // No refs/pull/3/head on the remote: the dry run cannot tell the head and stops at once.
+    let head = repo.commit("open ssh");
+    let mut server = Server::start(&repo, &gh, "");
+    let app = as_app(&keys);
+    server.reconfigure(|c| {
+        app(c).replace(
+            "installation_id = 77",
+            "installation_id = 77\nstatuses_with_checks = false",
+        )
+    });
+    open_pull_request(&server, 3, &head);
+    // Branch protection requiring stackgate/policy would otherwise wait forever.
+    let gate = wait_for(60, "the gate's check run", || {
+        gh.completed_check_run(&head, "stackgate/policy")
+    });
+    assert_eq!(
+        gate["check_run"]["conclusion"],
+        "failure",
+        "{gate}\n{}",
+        server.logs()
+    );
+    let summary = gate["check_run"]["output"]["summary"].as_str().unwrap();
+    assert!(summary.contains("no refs/pull/3/head"), "{summary}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(gh.statuses(&head), [], "check runs only, as configured");
     gh.assert_all_valid();
 }
 
@@ -3345,6 +3430,86 @@ fn a_pull_request_that_opens_ssh_says_what_it_widens_and_a_narrowing_one_what_na
     assert!(
         page.contains("narrows: tcp/80 from 0.0.0.0/0 on AlbSecurityGroup"),
         "{page}"
+    );
+    gh.assert_all_valid();
+    server.assert_no_secret_in_logs();
+}
+
+#[test]
+fn an_apps_check_runs_say_what_a_pull_request_widens_and_annotate_the_rule() {
+    let (gh, keys) = app_standin();
+    let repo = GitRepo::new();
+    let name = unique("gitops-widen-app");
+    repo.add_stack_copy("hybrid-alb", &root().join("stacks/hybrid-alb"), &name);
+    let base = repo.commit("hybrid stack");
+    let mut server = Server::start(&repo, &gh, "");
+    server.reconfigure(as_app(&keys));
+    let (code, body) = server.push(ZERO, &base, &["stacks/hybrid-alb/template.yaml"]);
+    assert_eq!(code, 202, "{body}");
+    let done = wait_for(120, "the hybrid stack's deploy", || {
+        final_state(&gh.statuses(&base), "stackgate/hybrid-alb")
+    });
+    assert_eq!(done.0, "success", "{done:?}\n{}", server.logs());
+
+    // ssh opened to the world on the load balancer's group.
+    let tpl = repo.dir.join("stacks/hybrid-alb/template.yaml");
+    let text = std::fs::read_to_string(&tpl).unwrap();
+    let http_rule = "          CidrIp: 0.0.0.0/0\n          Description: HTTP from the internet\n";
+    assert!(text.contains(http_rule));
+    repo.git(&["checkout", "-q", "-b", "ssh"]);
+    std::fs::write(
+        &tpl,
+        text.replacen(
+            http_rule,
+            &format!("{http_rule}        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: 0.0.0.0/0\n"),
+            1,
+        ),
+    )
+    .unwrap();
+    let ssh = repo.commit("open ssh");
+    repo.set_pull_head(9, &ssh);
+    open_pull_request(&server, 9, &ssh);
+    let widening = "widens: tcp/22 from 0.0.0.0/0 on AlbSecurityGroup";
+    let gate = wait_for(90, "the gate's check run", || {
+        gh.completed_check_run(&ssh, "stackgate/policy")
+    });
+    assert_eq!(gate["check_run"]["conclusion"], "failure", "{gate}");
+    let summary = gate["check_run"]["output"]["summary"].as_str().unwrap();
+    let at = summary
+        .find("What the change widens")
+        .unwrap_or_else(|| panic!("no widening list: {summary}"));
+    assert!(summary[at..].contains(widening), "{summary}");
+    // The stack's own check run opens with its list too.
+    let plan = wait_for(30, "the stack's check run", || {
+        gh.completed_check_run(&ssh, "stackgate/plan/hybrid-alb")
+    });
+    let plan_summary = plan["check_run"]["output"]["summary"].as_str().unwrap();
+    assert!(plan_summary.contains(widening), "{plan_summary}");
+    // The finding that refuses it is annotated on the line of the new rule, the line
+    // `stackgate check` reports.
+    let line = cli_line(&repo, "hybrid-alb");
+    let rule_line = text[..text.find(http_rule).unwrap() + http_rule.len()]
+        .lines()
+        .count() as u64
+        + 1;
+    assert!(
+        (rule_line..rule_line + 4).contains(&line),
+        "the finding is on the ssh rule (lines {rule_line}..): {line}"
+    );
+    let annotated: Vec<(String, u64)> = gate["annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["path"].as_str().unwrap().to_string(),
+                a["start_line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        annotated.contains(&("stacks/hybrid-alb/template.yaml".to_string(), line)),
+        "{annotated:?}"
     );
     gh.assert_all_valid();
     server.assert_no_secret_in_logs();

@@ -51,33 +51,11 @@ struct App {
 }
 
 #[derive(Deserialize)]
-struct RepoId {
-    id: u64,
-}
-
-#[derive(Deserialize)]
-struct CheckRunPrRef {
-    #[serde(rename = "ref")]
-    git_ref: String,
-    repo: RepoId,
-}
-
-/// A pull request as a check run names it (GitHub lists only those of the same repository).
-#[derive(Deserialize)]
-struct CheckRunPr {
-    number: u64,
-    head: CheckRunPrRef,
-    base: CheckRunPrRef,
-}
-
-#[derive(Deserialize)]
 struct CheckRun {
     head_sha: String,
     #[serde(default)]
     external_id: Option<String>,
     app: App,
-    #[serde(default)]
-    pull_requests: Vec<CheckRunPr>,
 }
 
 #[derive(Deserialize)]
@@ -243,29 +221,17 @@ fn rerun(
             format!("check run of App {}, not stackgate's", run.app.id),
         );
     };
-    let named = run
+    // Every check run stackgate writes names its pull request; GitHub's own list of a
+    // check run's pull requests leaves out forks', so it is not read.
+    let Some(target) = run
         .external_id
         .as_deref()
-        .and_then(|e| e.parse::<CheckRef>().ok());
-    // A check run of an older stackgate names no pull request: its own list does (it
-    // leaves out forks').
-    let listed = || {
-        run.pull_requests
-            .iter()
-            .find(|p| p.base.git_ref == repo_cfg.branch)
-            .map(|p| CheckRef {
-                pr: p.number,
-                fork: p.head.repo.id != p.base.repo.id,
-            })
-    };
-    let Some(target) = named.or_else(listed) else {
+        .and_then(|e| e.parse::<CheckRef>().ok())
+    else {
         return answer(
             "ignored",
             StatusCode::ACCEPTED,
-            format!(
-                "check run of App {app} names no pull request to {}",
-                repo_cfg.branch
-            ),
+            format!("check run of App {app} names no pull request"),
         );
     };
     Ok(vec![NewJob {
@@ -290,7 +256,8 @@ mod tests {
         .unwrap()
     }
 
-    /// The fields of GitHub's `check_run` `rerequested` payload stackgate reads.
+    /// The fields of GitHub's `check_run` `rerequested` payload stackgate reads, and the
+    /// pull requests GitHub lists, which it does not.
     fn rerequested(app: u64, external_id: &str, prs: serde_json::Value) -> Payload {
         let body = serde_json::json!({
             "action": "rerequested",
@@ -326,19 +293,6 @@ mod tests {
         let j = &jobs[0];
         assert_eq!((j.kind, j.pr, j.fork), (Kind::Preview, Some(7), true));
         assert_eq!(j.sha, "d6fde92930d4715a2b49857d24b940956b26d2d3");
-
-        // No reference of its own: the pull request GitHub lists, to this branch.
-        let listed = rerequested(
-            42,
-            "",
-            serde_json::json!([pr(3, "other", 1), pr(9, "main", 1)]),
-        );
-        let j = &jobs_of(listed, Some(42))[0];
-        assert_eq!((j.pr, j.fork), (Some(9), false));
-    }
-
-    fn jobs_of(p: Payload, app: Option<u64>) -> Vec<NewJob> {
-        jobs("check_run", p, &repo(), app).unwrap_or_default()
     }
 
     #[test]
@@ -354,11 +308,11 @@ mod tests {
         );
         assert_eq!(
             none(
-                rerequested(42, "nonsense", serde_json::json!([pr(3, "other", 1)])),
+                rerequested(42, "nonsense", serde_json::json!([pr(9, "main", 1)])),
                 Some(42)
             ),
             "ignored",
-            "names no pull request to the branch"
+            "names no pull request of its own"
         );
         let created = serde_json::json!({
             "action": "created",

@@ -26,10 +26,11 @@ use tracing::Instrument;
 use crate::cloud::deployer::Deployer;
 use crate::cloud::guard::{Guard, LeaseLapsed};
 use crate::config::{Config, RepoConfig};
-use crate::domain::{JobId, JobState, Kind, StatusState, short};
+use crate::domain::{CheckState, Context, JobId, JobState, Kind, StatusState, short};
 use crate::git::{CheckoutError, Heads, MirrorError, Mirrors, Snapshot};
 use crate::policy::PolicyHost;
-use crate::queue::{Announce, Job, NewJob, Queue, StoreError, Wake};
+use crate::queue::{Announce, Job, NewJob, Outbound, Queue, StoreError, Wake};
+use crate::report::check_runs;
 use crate::report::metrics::Metrics;
 use crate::report::statuses::{Announcer, job_status};
 
@@ -325,28 +326,54 @@ fn stopped(app: &Pipeline, job: &Job) {
     app.wake.outbox.notify_one();
 }
 
-/// Ends a job that could not run to its end: logged, recorded, and an `error` status.
+/// Ends a job that could not run to its end: logged, recorded, and an `error` status (a
+/// dry run's: as its check runs and statuses are configured).
 pub(super) fn end_in_error(app: &Pipeline, job: &Job, e: &JobError) -> JobState {
     tracing::error!(error = %e, "job failed");
+    let mut checks = Vec::new();
     // A dry run's check runs end too: a run left in progress would hold the pull request.
     if job.kind == Kind::Preview {
         let why = e.public();
-        let ended = app.queue.end_checks(
-            job.claim(),
-            crate::domain::CheckState::Failure,
-            &crate::policy::truncate(&format!("error: {why}"), 140),
+        let (title, summary) = check_runs::ending(
+            &app.cfg,
+            job,
+            &format!("error: {why}"),
             &format!("stackgate could not finish this dry run: {why}"),
         );
-        if let Err(err) = ended {
-            tracing::error!(error = %err, "cannot end the job's check runs");
+        match app
+            .queue
+            .end_checks(job.claim(), CheckState::Failure, &title, &summary)
+        {
+            // It stopped before its first check run: the gate's is still owed, or a branch
+            // protection rule requiring it would wait forever.
+            Ok(0) if app.cfg.check_runs() => checks.push(check_runs::check(
+                &app.cfg,
+                job,
+                Context::Policy,
+                CheckState::Failure,
+                &title,
+                summary,
+                Vec::new(),
+            )),
+            Ok(_) => {}
+            Err(err) => tracing::error!(error = %err, "cannot end the job's check runs"),
         }
     }
-    let statuses = vec![job_status(&app.cfg, job, StatusState::Error, e.public())];
-    if let Err(err) = app.queue.finish(
+    let statuses = if job.kind == Kind::Preview && !app.cfg.pr_statuses() {
+        Vec::new()
+    } else {
+        vec![job_status(&app.cfg, job, StatusState::Error, e.public())]
+    };
+    let out = Outbound {
+        statuses: &statuses,
+        checks: &checks,
+        ..Outbound::default()
+    };
+    if let Err(err) = app.queue.finish_with(
         job.claim(),
         JobState::Error,
         &json!({"error": e.to_string()}),
-        &statuses,
+        out,
         None,
     ) {
         tracing::error!(error = %err, "cannot record the job's end");

@@ -10,7 +10,7 @@ use crate::config::RepoConfig;
 use crate::domain::{CheckState, Context, JobState, StatusState, short};
 use crate::policy::Verdict;
 use crate::queue::{CommentUpdate, Job, Outbound};
-use crate::report::check_runs::{COMMENT_MAX, DryRunChecks, fit};
+use crate::report::check_runs::{self, COMMENT_MAX, DryRunChecks, fit};
 use crate::report::comment;
 use crate::report::redact::Redactor;
 use crate::report::statuses::{on_job, policy_status};
@@ -223,8 +223,9 @@ fn pr_superseded(app: &Pipeline, job: &Job, pr: u64, head: &str) -> Result<JobSt
         short(head)
     );
     // The check runs it started, if any, end cancelled.
+    let (title, summary) = check_runs::ending(&app.cfg, job, &why, &why);
     app.queue
-        .end_checks(job.claim(), CheckState::Cancelled, &why, &why)?;
+        .end_checks(job.claim(), CheckState::Cancelled, &title, &summary)?;
     let said = on_job(&app.cfg, job, Context::Policy, StatusState::Error, why);
     let said: &[_] = if app.cfg.pr_statuses() { &[said] } else { &[] };
     app.queue.finish(

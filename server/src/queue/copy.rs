@@ -11,14 +11,25 @@ pub struct Copied {
     pub statuses: usize,
     pub comments: usize,
     pub pr_comments: usize,
+    pub check_runs: usize,
+    pub check_run_ids: usize,
+    pub drift: usize,
 }
 
 impl std::fmt::Display for Copied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} jobs, {} delivery ids, {} ledger rows, {} statuses, {} comments, {} pull request comment ids",
-            self.jobs, self.deliveries, self.ledger, self.statuses, self.comments, self.pr_comments
+            "{} jobs, {} delivery ids, {} ledger rows, {} statuses, {} comments, {} pull request comment ids, {} check run writes, {} check run ids, {} drift checks",
+            self.jobs,
+            self.deliveries,
+            self.ledger,
+            self.statuses,
+            self.comments,
+            self.pr_comments,
+            self.check_runs,
+            self.check_run_ids,
+            self.drift
         )
     }
 }
@@ -32,6 +43,9 @@ pub struct Rows {
     pub statuses: Vec<StatusRow>,
     pub comments: Vec<CommentRow>,
     pub pr_comments: Vec<(String, i64, i64)>,
+    pub check_runs: Vec<CheckRunRow>,
+    pub check_run_ids: Vec<CheckRunIdRow>,
+    pub drift: Vec<DriftCheckRow>,
 }
 
 impl Rows {
@@ -43,6 +57,9 @@ impl Rows {
             statuses: self.statuses.len(),
             comments: self.comments.len(),
             pr_comments: self.pr_comments.len(),
+            check_runs: self.check_runs.len(),
+            check_run_ids: self.check_run_ids.len(),
+            drift: self.drift.len(),
         }
     }
 }
@@ -128,6 +145,50 @@ pub struct CommentRow {
     pub last_error: Option<String>,
 }
 
+/// A check run write, posted or still to post.
+#[derive(Debug, Clone)]
+pub struct CheckRunRow {
+    pub id: i64,
+    pub job: i64,
+    pub repo: String,
+    pub sha: String,
+    pub name: String,
+    pub state: String,
+    pub title: String,
+    pub summary: String,
+    pub annotations: serde_json::Value,
+    pub details_url: String,
+    pub external_id: String,
+    pub created_at: i64,
+    pub posted_at: Option<i64>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// The id GitHub gave a job's check run: without it, the run's later writes could not
+/// update it, and it would stay in progress.
+#[derive(Debug, Clone)]
+pub struct CheckRunIdRow {
+    pub id: i64,
+    pub job: i64,
+    pub name: String,
+    pub check_run_id: i64,
+    pub created_at: i64,
+}
+
+/// A stack's latest drift check.
+#[derive(Debug, Clone)]
+pub struct DriftCheckRow {
+    pub repo: String,
+    pub stack: String,
+    pub sha: String,
+    pub job: i64,
+    pub state: String,
+    pub drifted: i64,
+    pub live_findings: i64,
+    pub checked_at: i64,
+}
+
 /// Copies the SQLite state file at `from` into the empty PostgreSQL database at `to`, in
 /// one PostgreSQL transaction.
 pub fn sqlite_to_postgres(from: &std::path::Path, to: &str) -> Result<Copied, super::StoreError> {
@@ -144,7 +205,7 @@ pub fn sqlite_to_postgres(from: &std::path::Path, to: &str) -> Result<Copied, su
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Context, JobId, JobState, StackIdentity, StatusState};
+    use crate::domain::{CheckState, Context, JobId, JobState, StackIdentity, StatusState};
     use crate::queue::conformance::{deploy_of, preview, queued, superseded};
     use crate::queue::postgres::testdb::TestDb;
     use crate::queue::*;
@@ -169,8 +230,11 @@ mod tests {
             .iter()
             .map(|c| format!("{c:?}"))
             .collect();
+        let checks = q.unposted_checks(100, &[]).unwrap();
         format!(
-            "{jobs}\n{statuses}\n{comments:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            "{jobs}\n{statuses}\n{comments:?}\n{checks:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            q.check_run(JobId(2), "stackgate/policy").unwrap(),
+            q.drifts().unwrap(),
             q.deployed("acme/infra").unwrap(),
             q.ledger_row("acme/infra", "web").unwrap(),
             q.live_identities().unwrap(),
@@ -226,6 +290,23 @@ mod tests {
         .unwrap();
         let p = s.enqueue(&[preview("p1")], &queued, &superseded).unwrap()[0];
         assert_eq!(s.claim(&lease(), 4).unwrap()[0].id, p);
+        let gate = |sha: &str, state| CheckUpdate {
+            repo: "acme/infra".into(),
+            sha: sha.into(),
+            context: Context::Policy,
+            state,
+            title: "1 stack(s) checked".into(),
+            summary: "the findings".into(),
+            annotations: Vec::new(),
+            details_url: "https://sg/runs/2".into(),
+            external_id: "pr/7".into(),
+        };
+        // Its check run: GitHub made it (the id kept), and its ending is still to post.
+        s.add_checks(held(&s, p), &[gate("p1", CheckState::InProgress)])
+            .unwrap();
+        let started = s.unposted_checks(10, &[]).unwrap().remove(0);
+        s.keep_check_run(p, "stackgate/policy", 555).unwrap();
+        s.check_posted(started.id).unwrap();
         s.finish_with(
             held(&s, p),
             JobState::Succeeded,
@@ -237,7 +318,7 @@ mod tests {
                     body: "plan".into(),
                 }),
                 statuses: &[],
-                checks: &[],
+                checks: &[gate("p1", CheckState::Success)],
             },
             None,
         )
@@ -288,7 +369,19 @@ mod tests {
         s.statuses_posted(&posted).unwrap();
         // A clean stop: the running deploy's lease is handed back.
         assert_eq!(s.release(&lease).unwrap(), 1);
+        drop(s);
+        // The web stack's last drift check.
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute(
+                "INSERT INTO drift (repo, stack, sha, job, state, drifted, live_findings, checked_at)
+                 VALUES ('acme/infra', 'web', 'w1', 1, 'drifted', 2, 1, 1234)",
+                [],
+            )
+            .unwrap();
+        let s = crate::queue::sqlite::Store::open(&path, crate::config::Synchronous::Full).unwrap();
         let before = all_of(&s);
+        assert!(before.contains("Some(555)"), "{before}");
         drop(s);
 
         let db = TestDb::new();
@@ -301,7 +394,10 @@ mod tests {
                 ledger: 1,
                 statuses: 8,
                 comments: 2,
-                pr_comments: 1
+                pr_comments: 1,
+                check_runs: 2,
+                check_run_ids: 1,
+                drift: 1,
             }
         );
         let pg = db.store();

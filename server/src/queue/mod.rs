@@ -554,14 +554,15 @@ pub trait Outbox {
     fn check_run(&self, job: JobId, name: &str) -> Result<Option<u64>, StoreError>;
 
     /// Ends, with `state`, every check run job `job` started and has not ended, while its
-    /// claim holds it (a job that stops before its verdict: an error, a newer head).
+    /// claim holds it (a job that stops before its verdict: an error, a newer head). Says
+    /// how many it ended.
     fn end_checks(
         &self,
         job: Claim,
         state: CheckState,
         title: &str,
         summary: &str,
-    ) -> Result<(), StoreError>;
+    ) -> Result<usize, StoreError>;
 
     fn check_posted(&self, id: i64) -> Result<(), StoreError>;
 

@@ -1,7 +1,7 @@
 //! The check runs of a pull request's dry run: one for the policy gate and one per changed
 //! stack, named as their statuses are. Their summaries are the comment's stack sections
 //! (findings, plan and change table); each finding is also an annotation at its template's
-//! file and line. Text GitHub would refuse for its length is cut, with a link to the run
+//! file and line, on the gate's check run. Text GitHub would refuse for its length is cut, with a link to the run
 //! page, which has it all.
 
 use crate::config::Config;
@@ -103,6 +103,15 @@ pub fn check(
     }
 }
 
+/// The title and summary a check run ends with when its job stops before its verdict, cut
+/// as GitHub takes them.
+pub fn ending(cfg: &Config, job: &Job, title: &str, summary: &str) -> (String, String) {
+    (
+        truncate(title, ANNOTATION_TITLE_MAX),
+        fit(summary.to_string(), OUTPUT_MAX, &cfg.run_url(job.id)),
+    )
+}
+
 /// A check run that has started: its summary links to the run page, which follows it live.
 pub fn in_progress(cfg: &Config, job: &Job, context: Context) -> CheckUpdate {
     let summary = format!(
@@ -149,20 +158,22 @@ impl<'a> DryRunChecks<'a> {
         }
     }
 
-    /// The check runs that start now: the gate's and each changed stack's, in progress.
+    /// The check runs that start now: the gate's and each changed stack's plan, in progress.
+    /// A fork's change is never planned, so it gets no plan check runs (nor statuses).
     pub fn started<'s>(&self, stacks: impl Iterator<Item = &'s String>) -> Vec<CheckUpdate> {
         if !self.on {
             return Vec::new();
         }
+        let plans = (!self.job.fork).then_some(stacks).into_iter().flatten();
         std::iter::once(Context::Policy)
-            .chain(stacks.map(|s| Context::Plan(s.clone())))
+            .chain(plans.map(|s| Context::Plan(s.clone())))
             .map(|c| in_progress(self.cfg, self.job, c))
             .collect()
     }
 
     /// A stack whose files do not load.
     pub fn bad_input(&mut self, name: &str, error: &str, section: &str) {
-        if self.on {
+        if self.on && !self.job.fork {
             let title = format!("bad input: {error}");
             let c = check(
                 self.cfg,
@@ -177,26 +188,28 @@ impl<'a> DryRunChecks<'a> {
         }
     }
 
-    /// What a loaded stack's check run concludes from its verdict and plan.
-    pub fn concluded(&self, report: &Report, plan: &Plan<'_>) -> (CheckState, String) {
-        match plan {
+    /// What a loaded stack's plan check run concludes from its verdict and plan; a fork's
+    /// has none.
+    pub fn concluded(&self, report: &Report, plan: &Plan<'_>) -> Option<(CheckState, String)> {
+        if self.job.fork {
+            return None;
+        }
+        Some(match plan {
             Plan::NotRun => (CheckState::Failure, report.summary()),
-            Plan::Fork => (
-                verdict_state(report.verdict),
-                "policy passed; no plan for a pull request from a fork".into(),
-            ),
+            Plan::Fork => return None,
             Plan::Remove => (CheckState::Success, "will remove the stack".into()),
             Plan::NoChanges => (CheckState::Success, "no changes".into()),
             Plan::Changes(c) => (CheckState::Success, format!("{} change(s)", c.len())),
             Plan::Failed(reason) => (CheckState::Failure, reason.to_string()),
-        }
+        })
     }
 
-    /// A loaded stack's check run: its comment section, its findings as annotations.
+    /// A loaded stack's findings, as the gate's annotations, and its plan check run with
+    /// its comment section, if it has one.
     pub fn stack(
         &mut self,
         name: &str,
-        (state, title): (CheckState, String),
+        concluded: Option<(CheckState, String)>,
         report: &Report,
         template_file: &str,
         redact: &Redactor,
@@ -205,8 +218,13 @@ impl<'a> DryRunChecks<'a> {
         if !self.on {
             return;
         }
-        let notes = annotations(report, template_file, redact);
-        self.annotations.extend(notes.iter().cloned());
+        // On the gate's only: a pull request's diff shows every check run's annotations,
+        // and one finding twice is noise.
+        self.annotations
+            .extend(annotations(report, template_file, redact));
+        let Some((state, title)) = concluded else {
+            return;
+        };
         let context = Context::Plan(name.into());
         let c = check(
             self.cfg,
@@ -215,7 +233,7 @@ impl<'a> DryRunChecks<'a> {
             state,
             &title,
             section.into(),
-            notes,
+            Vec::new(),
         );
         self.stacks.push(c);
     }

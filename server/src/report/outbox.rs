@@ -544,7 +544,7 @@ mod tests {
             state: crate::domain::CheckState,
             title: &str,
             summary: &str,
-        ) -> Result<(), StoreError> {
+        ) -> Result<usize, StoreError> {
             self.inner.end_checks(job, state, title, summary)
         }
         fn check_failed(&self, id: i64, error: &str, give_up: bool) -> Result<(), StoreError> {

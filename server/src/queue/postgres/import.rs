@@ -171,8 +171,73 @@ impl Store {
                 )
                 .await?;
             }
+            for b in rows.check_runs.chunks(BATCH) {
+                execute(
+                    tx,
+                    "INSERT INTO check_runs (id, job, repo, sha, name, state, title, summary,
+                       annotations, details_url, external_id, created_at, posted_at, attempts,
+                       last_error)
+                     SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[],
+                       $5::text[], $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::text[],
+                       $11::text[], $12::bigint[], $13::bigint[], $14::bigint[], $15::text[])",
+                    &[
+                        &col(b, |c| c.id),
+                        &col(b, |c| c.job),
+                        &col(b, |c| c.repo.as_str()),
+                        &col(b, |c| c.sha.as_str()),
+                        &col(b, |c| c.name.as_str()),
+                        &col(b, |c| c.state.as_str()),
+                        &col(b, |c| c.title.as_str()),
+                        &col(b, |c| c.summary.as_str()),
+                        &col(b, |c| &c.annotations),
+                        &col(b, |c| c.details_url.as_str()),
+                        &col(b, |c| c.external_id.as_str()),
+                        &col(b, |c| c.created_at),
+                        &col(b, |c| c.posted_at),
+                        &col(b, |c| c.attempts),
+                        &col(b, |c| c.last_error.as_deref()),
+                    ],
+                )
+                .await?;
+            }
+            for b in rows.check_run_ids.chunks(BATCH) {
+                execute(
+                    tx,
+                    "INSERT INTO check_run_ids (id, job, name, check_run_id, created_at)
+                     SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[],
+                       $5::bigint[])",
+                    &[
+                        &col(b, |c| c.id),
+                        &col(b, |c| c.job),
+                        &col(b, |c| c.name.as_str()),
+                        &col(b, |c| c.check_run_id),
+                        &col(b, |c| c.created_at),
+                    ],
+                )
+                .await?;
+            }
+            for b in rows.drift.chunks(BATCH) {
+                execute(
+                    tx,
+                    "INSERT INTO drift (repo, stack, sha, job, state, drifted, live_findings,
+                       checked_at)
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[],
+                       $5::text[], $6::bigint[], $7::bigint[], $8::bigint[])",
+                    &[
+                        &col(b, |d| d.repo.as_str()),
+                        &col(b, |d| d.stack.as_str()),
+                        &col(b, |d| d.sha.as_str()),
+                        &col(b, |d| d.job),
+                        &col(b, |d| d.state.as_str()),
+                        &col(b, |d| d.drifted),
+                        &col(b, |d| d.live_findings),
+                        &col(b, |d| d.checked_at),
+                    ],
+                )
+                .await?;
+            }
             // New ids go past the copied ones.
-            for table in ["jobs", "statuses", "comments"] {
+            for table in ["jobs", "statuses", "comments", "check_runs", "check_run_ids"] {
                 query(
                     tx,
                     &format!(

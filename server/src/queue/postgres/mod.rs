@@ -481,8 +481,8 @@ pub(super) async fn end_open_checks<C: GenericClient>(
     state: crate::domain::CheckState,
     title: &str,
     summary: &str,
-) -> Result<(), StoreError> {
-    execute(
+) -> Result<usize, StoreError> {
+    let ended = execute(
         c,
         "INSERT INTO check_runs (job, repo, sha, name, state, title, summary, annotations,
                                  details_url, external_id, created_at)
@@ -503,5 +503,5 @@ pub(super) async fn end_open_checks<C: GenericClient>(
         ],
     )
     .await?;
-    Ok(())
+    Ok(usize::try_from(ended).unwrap_or(usize::MAX))
 }

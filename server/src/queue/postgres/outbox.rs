@@ -314,11 +314,10 @@ impl Outbox for Store {
         state: CheckState,
         title: &str,
         summary: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         self.tx(async |tx| {
             super::jobs::holds(tx, job).await?;
-            super::end_open_checks(tx, job.job, state, title, summary).await?;
-            Ok(())
+            super::end_open_checks(tx, job.job, state, title, summary).await
         })
     }
 

@@ -2,7 +2,10 @@
 
 use super::Store;
 use crate::queue::StoreError;
-use crate::queue::copy::{CommentRow, DeliveryRow, JobRow, LedgerRow, Rows, StatusRow};
+use crate::queue::copy::{
+    CheckRunIdRow, CheckRunRow, CommentRow, DeliveryRow, DriftCheckRow, JobRow, LedgerRow, Rows,
+    StatusRow,
+};
 
 impl Store {
     pub fn export(&self) -> Result<Rows, StoreError> {
@@ -125,6 +128,67 @@ impl Store {
                 c.prepare("SELECT repo, pr, comment_id FROM pr_comments ORDER BY repo, pr")?;
             rows.pr_comments = q
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut q = c.prepare(
+                "SELECT id, job, repo, sha, name, state, title, summary, annotations, details_url,
+                        external_id, created_at, posted_at, attempts, last_error
+                 FROM check_runs ORDER BY id",
+            )?;
+            rows.check_runs = q
+                .query_map([], |r| {
+                    let annotations: String = r.get(8)?;
+                    Ok(CheckRunRow {
+                        id: r.get(0)?,
+                        job: r.get(1)?,
+                        repo: r.get(2)?,
+                        sha: r.get(3)?,
+                        name: r.get(4)?,
+                        state: r.get(5)?,
+                        title: r.get(6)?,
+                        summary: r.get(7)?,
+                        // As the poster reads it: what is not JSON is no annotations.
+                        annotations: serde_json::from_str(&annotations)
+                            .unwrap_or_else(|_| serde_json::json!([])),
+                        details_url: r.get(9)?,
+                        external_id: r.get(10)?,
+                        created_at: r.get(11)?,
+                        posted_at: r.get(12)?,
+                        attempts: r.get(13)?,
+                        last_error: r.get(14)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut q = c.prepare(
+                "SELECT id, job, name, check_run_id, created_at FROM check_run_ids ORDER BY id",
+            )?;
+            rows.check_run_ids = q
+                .query_map([], |r| {
+                    Ok(CheckRunIdRow {
+                        id: r.get(0)?,
+                        job: r.get(1)?,
+                        name: r.get(2)?,
+                        check_run_id: r.get(3)?,
+                        created_at: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut q = c.prepare(
+                "SELECT repo, stack, sha, job, state, drifted, live_findings, checked_at FROM drift
+                 ORDER BY repo, stack",
+            )?;
+            rows.drift = q
+                .query_map([], |r| {
+                    Ok(DriftCheckRow {
+                        repo: r.get(0)?,
+                        stack: r.get(1)?,
+                        sha: r.get(2)?,
+                        job: r.get(3)?,
+                        state: r.get(4)?,
+                        drifted: r.get(5)?,
+                        live_findings: r.get(6)?,
+                        checked_at: r.get(7)?,
+                    })
+                })?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })

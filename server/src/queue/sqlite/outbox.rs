@@ -229,12 +229,13 @@ impl Outbox for Store {
         state: CheckState,
         title: &str,
         summary: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         self.with_store(|c| {
             let tx = c.transaction()?;
             holds(&tx, job)?;
-            super::end_open_checks(&tx, job.job, state, title, summary)?;
-            Ok(tx.commit()?)
+            let ended = super::end_open_checks(&tx, job.job, state, title, summary)?;
+            tx.commit()?;
+            Ok(ended)
         })
     }
 
