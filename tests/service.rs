@@ -3439,7 +3439,7 @@ fn a_pull_request_that_opens_ssh_says_what_it_widens_and_a_narrowing_one_what_na
 fn an_apps_check_runs_say_what_a_pull_request_widens_and_annotate_the_rule() {
     let (gh, keys) = app_standin();
     let repo = GitRepo::new();
-    let name = unique("gitops-widen-app");
+    let name = unique("gitops-wapp");
     repo.add_stack_copy("hybrid-alb", &root().join("stacks/hybrid-alb"), &name);
     let base = repo.commit("hybrid stack");
     let mut server = Server::start(&repo, &gh, "");
