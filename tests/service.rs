@@ -3312,25 +3312,26 @@ fn widens_section(comment: &str) -> &str {
     &rest[..end]
 }
 
-#[test]
-fn a_pull_request_that_opens_ssh_says_what_it_widens_and_a_narrowing_one_what_narrows() {
-    let gh = StandIn::start();
-    let repo = GitRepo::new();
-    let name = unique("gitops-widen");
-    repo.add_stack_copy("hybrid-alb", &root().join("stacks/hybrid-alb"), &name);
-    let base = repo.commit("hybrid stack");
-    let server = Server::start(&repo, &gh, "");
-    let (code, body) = server.push(ZERO, &base, &["stacks/hybrid-alb/template.yaml"]);
+/// Pushes the hybrid stack's first commit `base` and waits for its deploy to succeed.
+fn deploy_hybrid(server: &Server, gh: &StandIn, base: &str) {
+    let (code, body) = server.push(ZERO, base, &["stacks/hybrid-alb/template.yaml"]);
     assert_eq!(code, 202, "{body}");
     let done = wait_for(120, "the hybrid stack's deploy", || {
-        final_state(&gh.statuses(&base), "stackgate/hybrid-alb")
+        final_state(&gh.statuses(base), "stackgate/hybrid-alb")
     });
     assert_eq!(done.0, "success", "{done:?}\n{}", server.logs());
+}
 
-    // A pull request that opens ssh to the world on the load balancer's group.
+/// The hybrid template's rule that opens HTTP to the world, as the file has it.
+const HTTP_RULE: &str =
+    "          CidrIp: 0.0.0.0/0\n          Description: HTTP from the internet\n";
+
+/// A commit on a new branch `ssh` that opens tcp/22 to the world on the load balancer's
+/// group, after its HTTP rule: the commit, and the template's text before it.
+fn open_ssh_on_alb(repo: &GitRepo) -> (String, String) {
     let tpl = repo.dir.join("stacks/hybrid-alb/template.yaml");
     let text = std::fs::read_to_string(&tpl).unwrap();
-    let http_rule = "          CidrIp: 0.0.0.0/0\n          Description: HTTP from the internet\n";
+    let http_rule = HTTP_RULE;
     assert!(text.contains(http_rule));
     repo.git(&["checkout", "-q", "-b", "ssh"]);
     std::fs::write(
@@ -3343,6 +3344,21 @@ fn a_pull_request_that_opens_ssh_says_what_it_widens_and_a_narrowing_one_what_na
     )
     .unwrap();
     let ssh = repo.commit("open ssh");
+    (ssh, text)
+}
+
+#[test]
+fn a_pull_request_that_opens_ssh_says_what_it_widens_and_a_narrowing_one_what_narrows() {
+    let gh = StandIn::start();
+    let repo = GitRepo::new();
+    let name = unique("gitops-widen");
+    repo.add_stack_copy("hybrid-alb", &root().join("stacks/hybrid-alb"), &name);
+    let base = repo.commit("hybrid stack");
+    let server = Server::start(&repo, &gh, "");
+    deploy_hybrid(&server, &gh, &base);
+
+    // A pull request that opens ssh to the world on the load balancer's group.
+    let (ssh, text) = open_ssh_on_alb(&repo);
     repo.set_pull_head(9, &ssh);
     let (code, _) = server.webhook(
         "pull_request",
@@ -3399,9 +3415,9 @@ fn a_pull_request_that_opens_ssh_says_what_it_widens_and_a_narrowing_one_what_na
     repo.git(&["checkout", "-q", "main"]);
     repo.git(&["checkout", "-q", "-b", "narrow"]);
     std::fs::write(
-        &tpl,
+        repo.dir.join("stacks/hybrid-alb/template.yaml"),
         text.replacen(
-            http_rule,
+            HTTP_RULE,
             "          CidrIp: 10.8.0.0/16\n          Description: HTTP from the VPN\n",
             1,
         ),
@@ -3444,29 +3460,9 @@ fn an_apps_check_runs_say_what_a_pull_request_widens_and_annotate_the_rule() {
     let base = repo.commit("hybrid stack");
     let mut server = Server::start(&repo, &gh, "");
     server.reconfigure(as_app(&keys));
-    let (code, body) = server.push(ZERO, &base, &["stacks/hybrid-alb/template.yaml"]);
-    assert_eq!(code, 202, "{body}");
-    let done = wait_for(120, "the hybrid stack's deploy", || {
-        final_state(&gh.statuses(&base), "stackgate/hybrid-alb")
-    });
-    assert_eq!(done.0, "success", "{done:?}\n{}", server.logs());
+    deploy_hybrid(&server, &gh, &base);
 
-    // ssh opened to the world on the load balancer's group.
-    let tpl = repo.dir.join("stacks/hybrid-alb/template.yaml");
-    let text = std::fs::read_to_string(&tpl).unwrap();
-    let http_rule = "          CidrIp: 0.0.0.0/0\n          Description: HTTP from the internet\n";
-    assert!(text.contains(http_rule));
-    repo.git(&["checkout", "-q", "-b", "ssh"]);
-    std::fs::write(
-        &tpl,
-        text.replacen(
-            http_rule,
-            &format!("{http_rule}        - IpProtocol: tcp\n          FromPort: 22\n          ToPort: 22\n          CidrIp: 0.0.0.0/0\n"),
-            1,
-        ),
-    )
-    .unwrap();
-    let ssh = repo.commit("open ssh");
+    let (ssh, text) = open_ssh_on_alb(&repo);
     repo.set_pull_head(9, &ssh);
     open_pull_request(&server, 9, &ssh);
     let widening = "widens: tcp/22 from 0.0.0.0/0 on AlbSecurityGroup";
@@ -3488,7 +3484,7 @@ fn an_apps_check_runs_say_what_a_pull_request_widens_and_annotate_the_rule() {
     // The finding that refuses it is annotated on the line of the new rule, the line
     // `stackgate check` reports.
     let line = cli_line(&repo, "hybrid-alb");
-    let rule_line = text[..text.find(http_rule).unwrap() + http_rule.len()]
+    let rule_line = text[..text.find(HTTP_RULE).unwrap() + HTTP_RULE.len()]
         .lines()
         .count() as u64
         + 1;
